@@ -1,0 +1,1 @@
+//! BGP-4 speaker announcing a site's anycast prefixes to its upstream routers.

@@ -1,0 +1,158 @@
+//! geodns settings: listeners, zones, the location database and steering overrides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Continent, CountryCode, HumanDuration, Secret};
+
+/// Settings of every geodns instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dns {
+    /// UDP and TCP addresses to answer on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Metrics and admin API address.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// MaxMind DB (GeoIP2/GeoLite2 City or Country); reloaded when the file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geoip_db: Option<PathBuf>,
+    /// Site order for clients whose location is unknown; file order of sites when empty.
+    #[serde(default)]
+    pub default_order: Vec<String>,
+    /// How long a silent feed's last state is trusted before the site counts as unknown.
+    #[serde(default = "default_feed_grace")]
+    pub feed_grace: HumanDuration,
+    /// Token presented to healthd feeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_token: Option<Secret>,
+    /// Authoritative zones.
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+    /// Site orders forced for countries, continents or networks, first match wins.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin: default_admin(),
+            geoip_db: None,
+            default_order: Vec::new(),
+            feed_grace: default_feed_grace(),
+            feed_token: None,
+            zones: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// An authoritative zone: SOA and NS from here plus static records, or an RFC 1035 zone file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zone {
+    /// The zone apex (`"tv.example.net"`).
+    pub origin: String,
+    /// An RFC 1035 zone file holding the zone's records (SOA and NS included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Start of authority; required unless `file` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soa: Option<Soa>,
+    /// Name servers of the zone.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    /// Static records.
+    #[serde(default)]
+    pub records: Vec<Record>,
+}
+
+/// SOA fields (RFC 1035 section 3.3.13); `minimum` is the negative-caching TTL (RFC 2308).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Soa {
+    /// Primary name server.
+    pub mname: String,
+    /// Responsible mailbox as a name (`hostmaster.example.net`).
+    pub rname: String,
+    #[serde(default = "default_serial")]
+    pub serial: u32,
+    #[serde(default = "default_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_retry")]
+    pub retry: u32,
+    #[serde(default = "default_expire")]
+    pub expire: u32,
+    #[serde(default = "default_minimum")]
+    pub minimum: u32,
+}
+
+/// A static record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Owner name relative to the zone (`"www"`), `"@"` for the apex, or absolute with a dot.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    #[serde(default = "default_record_ttl")]
+    pub ttl: u32,
+    /// Record data in zone file syntax (`"192.0.2.1"`, `"10 mail.example.net."`).
+    pub data: String,
+}
+
+/// Record types accepted as static records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+    Txt,
+    Mx,
+    Caa,
+    Ns,
+}
+
+/// A steering override: clients matching any of the lists get `sites` in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    #[serde(default)]
+    pub countries: Vec<CountryCode>,
+    #[serde(default)]
+    pub continents: Vec<Continent>,
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    /// Site order for matching clients.
+    pub sites: Vec<String>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 5353))]
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9153))
+}
+fn default_feed_grace() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_serial() -> u32 {
+    1
+}
+fn default_refresh() -> u32 {
+    3600
+}
+fn default_retry() -> u32 {
+    600
+}
+fn default_expire() -> u32 {
+    604_800
+}
+fn default_minimum() -> u32 {
+    30
+}
+fn default_record_ttl() -> u32 {
+    300
+}

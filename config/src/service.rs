@@ -1,0 +1,184 @@
+//! Services (what viewers resolve and what we announce) and the live channels they carry.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Community, HumanDuration, LargeCommunity};
+
+/// A service: hostnames viewers resolve, the anycast prefixes announced for it, and how the
+/// site verdict and DNS answers are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Unique name (`"live"`).
+    pub name: String,
+    /// Hostnames geodns answers for this service; each must be inside a configured zone.
+    pub hostnames: Vec<String>,
+    /// Anycast prefixes announced by every site where the service is healthy.
+    #[serde(default)]
+    pub prefixes: Vec<IpNet>,
+    /// What DNS answers: the healthy nodes of the chosen site, or the anycast address.
+    #[serde(default)]
+    pub answer: AnswerMode,
+    /// Addresses answered in `anycast` mode; each inside one of `prefixes`.
+    #[serde(default)]
+    pub anycast_addresses: Vec<IpAddr>,
+    /// Most node addresses in one answer.
+    #[serde(default = "default_answer_count")]
+    pub answer_count: u8,
+    /// TTL of answers, in seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Fewest healthy nodes for a site to count as healthy for this service.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy_nodes: u32,
+    /// Load (egress over capacity, 0..1) above which viewers spill to the next site.
+    #[serde(default = "default_spill_load")]
+    pub spill_load: f64,
+    /// Check profile used for this service's nodes.
+    pub check: String,
+    /// Channels this service carries.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// What a site does with the prefixes when the service is unhealthy there.
+    #[serde(default)]
+    pub degrade: DegradePolicy,
+}
+
+/// What geodns answers for a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerMode {
+    /// Addresses of healthy nodes at the chosen site.
+    #[default]
+    Nodes,
+    /// The service's anycast addresses (routing picks the site).
+    Anycast,
+}
+
+/// The degrade policy: what a site does with a service's prefixes when the service is unhealthy
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DegradePolicy {
+    pub action: DegradeAction,
+    /// `announce`: extra copies of our ASN prepended.
+    #[serde(default)]
+    pub prepend: u8,
+    /// `announce`: MED to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// `announce`: communities to add.
+    #[serde(default)]
+    pub communities: Vec<Community>,
+    /// `announce`: large communities to add.
+    #[serde(default)]
+    pub large_communities: Vec<LargeCommunity>,
+    /// `graceful-shutdown`: how long routes carry GRACEFUL_SHUTDOWN before they are withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+}
+
+impl Default for DegradePolicy {
+    fn default() -> Self {
+        Self {
+            action: DegradeAction::Withdraw,
+            prepend: 0,
+            med: None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            delay: None,
+        }
+    }
+}
+
+/// The kind of degrade policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DegradeAction {
+    /// Withdraw the prefixes at once.
+    Withdraw,
+    /// Keep announcing, made less preferred (prepend, MED, communities).
+    Announce,
+    /// Tag with GRACEFUL_SHUTDOWN (RFC 8326), then withdraw after `delay`.
+    GracefulShutdown,
+}
+
+/// A live channel: where its MPEG-TS arrives and how it is packaged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Channel {
+    /// Unique name, also the URL path (`/NAME/index.m3u8`).
+    pub name: String,
+    /// Where the stream comes from.
+    pub source: ChannelSource,
+    /// Primary feed, `udp://ADDR:PORT` (a multicast group is joined); for `source = "udp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<SocketAddr>,
+    /// Backup feed, used while the primary is stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<SocketAddr>,
+    /// Interface (name) to join multicast groups on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// A feed with no packets for this long is stalled.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: HumanDuration,
+    /// Continuity errors per second past which a feed counts as broken.
+    #[serde(default = "default_cc_errors")]
+    pub max_cc_errors_per_sec: u32,
+    /// When to return to the primary after it recovers.
+    #[serde(default)]
+    pub failback: Failback,
+    /// Target segment duration; segments are cut at the first key frame past it.
+    #[serde(default = "default_segment")]
+    pub segment_duration: HumanDuration,
+    /// Segments listed in the live playlist.
+    #[serde(default = "default_window")]
+    pub window: u32,
+}
+
+/// Where a channel's MPEG-TS comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelSource {
+    /// The bundled test clip, looped as an endless live stream.
+    Builtin,
+    /// MPEG-TS over UDP (unicast or multicast), with an optional backup feed.
+    Udp,
+}
+
+/// When a channel returns to its primary feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failback {
+    /// As soon as the primary has been clean for one stall timeout.
+    #[default]
+    Auto,
+    /// Stay on the backup until it fails or an operator switches.
+    Manual,
+}
+
+fn default_answer_count() -> u8 {
+    2
+}
+fn default_ttl() -> u32 {
+    30
+}
+fn default_min_healthy() -> u32 {
+    1
+}
+fn default_spill_load() -> f64 {
+    0.9
+}
+fn default_stall_timeout() -> HumanDuration {
+    HumanDuration::from_millis(1000)
+}
+fn default_cc_errors() -> u32 {
+    50
+}
+fn default_segment() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_window() -> u32 {
+    6
+}

@@ -1,0 +1,337 @@
+//! A site (datacenter): where it is, its upstream BGP peers, its stream nodes, and the settings
+//! of the daemons that run there.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    Community, ControlEndpoint, CountryCode, HumanDuration, LargeCommunity, Secret,
+};
+
+/// One datacenter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    /// Short unique name, used everywhere else to refer to the site (`"ams"`).
+    pub name: String,
+    /// Country the site is in.
+    pub country: CountryCode,
+    /// Latitude in degrees, -90..=90; used to rank sites by distance from viewers.
+    pub latitude: f64,
+    /// Longitude in degrees, -180..=180.
+    pub longitude: f64,
+    /// Our AS number at this site (4-octet ASNs allowed).
+    pub asn: u32,
+    /// BGP identifier of the site's speaker.
+    pub router_id: Ipv4Addr,
+    /// Upstream routers the site's speaker peers with.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// Stream nodes at this site.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// Settings of the site's bgp-speaker.
+    #[serde(default)]
+    pub speaker: SpeakerSettings,
+    /// Settings of the site's healthd.
+    #[serde(default)]
+    pub healthd: HealthdSettings,
+}
+
+/// An upstream BGP router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Name unique within the site, shown in the CLI and metrics (`"r1"`).
+    pub name: String,
+    /// The router's address.
+    pub address: IpAddr,
+    /// The router's AS number; equal to the site's ASN for iBGP.
+    pub remote_asn: u32,
+    /// TCP port of the router.
+    #[serde(default = "default_bgp_port")]
+    pub port: u16,
+    /// Local address to connect from (and to accept on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<IpAddr>,
+    /// Local TCP port to connect from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    /// Hold time we propose, in seconds: 0 (no keepalives) or at least 3 (RFC 4271).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// Keepalive interval in seconds; a third of the negotiated hold time when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<u16>,
+    /// Only accept connections from the router, never connect.
+    #[serde(default)]
+    pub passive: bool,
+    /// First delay before reconnecting; doubles on each failure up to a minute.
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: HumanDuration,
+    /// TCP-MD5 signature key (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5_key: Option<Secret>,
+    /// eBGP multihop: the IP TTL of our packets (1 means directly connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multihop: Option<u8>,
+    /// Generalized TTL security (RFC 5082): send with TTL 255, accept only TTL 255.
+    #[serde(default)]
+    pub ttl_security: bool,
+    /// Next hop to announce for IPv4 routes; our session address when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<Ipv4Addr>,
+    /// Next hop to announce for IPv6 routes; required for IPv6 prefixes over an IPv4 session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Advertise graceful restart (RFC 4724) and help the peer when it restarts.
+    #[serde(default = "default_true")]
+    pub graceful_restart: bool,
+    /// What we announce to this router.
+    #[serde(default)]
+    pub export: ExportPolicy,
+    /// What we do with routes this router sends us.
+    #[serde(default)]
+    pub import: ImportPolicy,
+}
+
+/// Per-peer export policy: upstreams use different community schemes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportPolicy {
+    /// Services whose prefixes go to this peer; every service when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+    /// Extra copies of our ASN prepended for this peer.
+    #[serde(default)]
+    pub prepend: u8,
+    /// MED sent to this peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// Local preference (iBGP peers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    /// Standard communities added for this peer.
+    #[serde(default)]
+    pub communities: Vec<Community>,
+    /// Large communities added for this peer.
+    #[serde(default)]
+    pub large_communities: Vec<LargeCommunity>,
+}
+
+/// Import policy: by default received routes are counted and discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportPolicy {
+    /// Keep received routes in an Adj-RIB-In.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most prefixes accepted from this peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// What to do past `max_prefixes`.
+    #[serde(default)]
+    pub on_max_prefixes: MaxPrefixAction,
+    /// How long to wait before reconnecting after a `restart`.
+    #[serde(default = "default_max_prefix_restart")]
+    pub restart_after: HumanDuration,
+}
+
+impl Default for ImportPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_prefixes: None,
+            on_max_prefixes: MaxPrefixAction::default(),
+            restart_after: default_max_prefix_restart(),
+        }
+    }
+}
+
+/// What happens when a peer sends more prefixes than allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxPrefixAction {
+    /// Log a warning and keep the session.
+    #[default]
+    Warn,
+    /// Send a Cease NOTIFICATION and reconnect after `restart_after`.
+    Restart,
+}
+
+/// A stream node: an HLS origin viewers are sent to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Name unique across the deployment (`"ams-1"`).
+    pub name: String,
+    /// Address answered to viewers over IPv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// Address answered to viewers over IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// Where the node's HTTP server listens (streamnode binds it, healthd probes it).
+    pub listen: SocketAddr,
+    /// Status document URL; `http://LISTEN/status` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// Egress capacity in megabits per second; load is egress over capacity.
+    pub capacity_mbps: u32,
+    /// Services this node carries.
+    pub services: Vec<String>,
+    /// Check profile for this node, overriding the service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// TLS for the node's HTTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Admin API (drain) and metrics address of streamnode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
+}
+
+impl Node {
+    /// The status URL healthd reads.
+    pub fn status_url(&self) -> String {
+        match &self.status_url {
+            Some(url) => url.clone(),
+            None => format!("{}/status", self.base_url()),
+        }
+    }
+
+    /// Base URL of the node's HTTP server.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.listen)
+    }
+}
+
+/// A certificate chain and private key in PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Settings of a site's bgp-speaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeakerSettings {
+    /// Control API endpoint healthd and the CLI use; `unix:/run/anycast/SITE/speaker.sock`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlEndpoint>,
+    /// Token required on a TCP control endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_token: Option<Secret>,
+    /// Metrics (`/metrics`) address.
+    #[serde(default = "default_speaker_admin")]
+    pub admin: SocketAddr,
+    /// Address to accept BGP connections on; needed for passive peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Restart time advertised in the graceful restart capability, in seconds.
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// How long a drain keeps routes tagged GRACEFUL_SHUTDOWN before withdrawing them.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: HumanDuration,
+}
+
+impl SpeakerSettings {
+    /// The control endpoint of the speaker of `site`.
+    pub fn control_endpoint(&self, site: &str) -> ControlEndpoint {
+        self.control.clone().unwrap_or_else(|| {
+            ControlEndpoint::Unix(PathBuf::from(format!("/run/anycast/{site}/speaker.sock")))
+        })
+    }
+}
+
+impl Default for SpeakerSettings {
+    fn default() -> Self {
+        Self {
+            control: None,
+            control_token: None,
+            admin: default_speaker_admin(),
+            listen: None,
+            restart_time: default_restart_time(),
+            drain_delay: default_drain_delay(),
+        }
+    }
+}
+
+/// Settings of a site's healthd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthdSettings {
+    /// Where the site feed is served (whole document and change stream).
+    #[serde(default = "default_feed_listen")]
+    pub feed: SocketAddr,
+    /// URL geodns uses to reach the feed; `http://FEED` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_url: Option<String>,
+    /// Token feed readers must present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_token: Option<Secret>,
+    /// Admin API (drain) and metrics address.
+    #[serde(default = "default_healthd_admin")]
+    pub admin: SocketAddr,
+    /// Lease on every announcement; renewed each round, so routes go this long after healthd dies.
+    #[serde(default = "default_lease")]
+    pub lease: HumanDuration,
+    /// While this file exists the whole site is drained (like ExaBGP's healthcheck).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_file: Option<PathBuf>,
+}
+
+impl HealthdSettings {
+    pub fn feed_url(&self) -> String {
+        self.feed_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.feed))
+    }
+}
+
+impl Default for HealthdSettings {
+    fn default() -> Self {
+        Self {
+            feed: default_feed_listen(),
+            feed_url: None,
+            feed_token: None,
+            admin: default_healthd_admin(),
+            lease: default_lease(),
+            drain_file: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_bgp_port() -> u16 {
+    179
+}
+fn default_hold_time() -> u16 {
+    // Short enough that a dead speaker's routes go quickly, long enough for a busy host.
+    9
+}
+fn default_connect_retry() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_max_prefix_restart() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_speaker_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9179))
+}
+fn default_restart_time() -> u16 {
+    120
+}
+fn default_drain_delay() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_feed_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9180))
+}
+fn default_healthd_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9181))
+}
+fn default_lease() -> HumanDuration {
+    HumanDuration::from_secs(3)
+}

@@ -1,0 +1,867 @@
+//! Semantic rules: everything the TOML types alone cannot express (references between sections,
+//! ranges, combinations that make no sense). Each finding names the key to fix and says what was
+//! expected; `Locator` turns it into a position.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::diagnostic::{Finding, Findings, KeyPath};
+use crate::dns::{Record, RecordType, Zone};
+use crate::service::{AnswerMode, ChannelSource, DegradeAction};
+use crate::types::{ControlEndpoint, Secret};
+use crate::{CheckKind, Deployment};
+
+pub(crate) fn validate(d: &Deployment) -> Vec<Finding> {
+    let mut f = Findings::default();
+    let root = KeyPath::root();
+    let ctx = Context::new(d);
+
+    unique_names(
+        &mut f,
+        &root.key("sites"),
+        d.sites.iter().map(|s| s.name.as_str()),
+        "site",
+    );
+    unique_names(
+        &mut f,
+        &root.key("services"),
+        d.services.iter().map(|s| s.name.as_str()),
+        "service",
+    );
+    unique_names(
+        &mut f,
+        &root.key("checks"),
+        d.checks.iter().map(|c| c.name.as_str()),
+        "check profile",
+    );
+    unique_names(
+        &mut f,
+        &root.key("channels"),
+        d.channels.iter().map(|c| c.name.as_str()),
+        "channel",
+    );
+    unique_node_names(&mut f, d);
+
+    for i in 0..d.sites.len() {
+        sites(&mut f, &ctx, &root.key("sites").index(i), i);
+    }
+    for i in 0..d.services.len() {
+        services(&mut f, &ctx, &root.key("services").index(i), i);
+    }
+    for i in 0..d.checks.len() {
+        checks(&mut f, &ctx, &root.key("checks").index(i), i);
+    }
+    for i in 0..d.channels.len() {
+        channels(&mut f, &ctx, &root.key("channels").index(i), i);
+    }
+    if d.sites.is_empty() {
+        f.push(
+            root.key("sites"),
+            "no sites: expected at least one [[sites]] table",
+        );
+    }
+    if d.dns.is_some() {
+        dns(&mut f, &ctx, &root.key("dns"));
+    }
+    f.into_vec()
+}
+
+/// Lookups shared by the rules.
+struct Context<'a> {
+    d: &'a Deployment,
+    services: HashMap<&'a str, usize>,
+    checks: HashMap<&'a str, usize>,
+    channels: HashMap<&'a str, usize>,
+    sites: HashMap<&'a str, usize>,
+}
+
+impl<'a> Context<'a> {
+    fn new(d: &'a Deployment) -> Self {
+        fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+            let mut map = HashMap::new();
+            for (i, name) in names.enumerate() {
+                map.entry(name).or_insert(i);
+            }
+            map
+        }
+        Self {
+            d,
+            services: index(d.services.iter().map(|s| s.name.as_str())),
+            checks: index(d.checks.iter().map(|c| c.name.as_str())),
+            channels: index(d.channels.iter().map(|c| c.name.as_str())),
+            sites: index(d.sites.iter().map(|s| s.name.as_str())),
+        }
+    }
+
+    fn known(map: &HashMap<&str, usize>) -> String {
+        let mut names: Vec<&str> = map.keys().copied().collect();
+        names.sort_unstable();
+        if names.is_empty() {
+            "none is defined".into()
+        } else {
+            format!("expected one of: {}", names.join(", "))
+        }
+    }
+
+    fn require(&self, f: &mut Findings, key: KeyPath, what: &str, name: &str) {
+        let map = match what {
+            "service" => &self.services,
+            "check profile" => &self.checks,
+            "channel" => &self.channels,
+            _ => &self.sites,
+        };
+        if !map.contains_key(name) {
+            f.push(
+                key,
+                format!("unknown {what} {name:?}: {}", Self::known(map)),
+            );
+        }
+    }
+}
+
+fn valid_name(f: &mut Findings, key: KeyPath, name: &str, what: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        f.push(
+            key,
+            format!(
+                "invalid {what} name {name:?}: expected 1-63 characters from a-z, 0-9, '-' and '_'"
+            ),
+        );
+    }
+}
+
+fn unique_names<'a>(
+    f: &mut Findings,
+    list: &KeyPath,
+    names: impl Iterator<Item = &'a str>,
+    what: &str,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        let key = list.index(i).key("name");
+        valid_name(f, key.clone(), name, what);
+        if let Some(first) = seen.insert(name, i) {
+            seen.insert(name, first);
+            f.push(
+                key,
+                format!("duplicate {what} name {name:?}: already used by {list}[{first}]; names must be unique"),
+            );
+        }
+    }
+}
+
+fn unique_node_names(f: &mut Findings, d: &Deployment) {
+    let mut seen: HashMap<&str, KeyPath> = HashMap::new();
+    for (s, site) in d.sites.iter().enumerate() {
+        let nodes = KeyPath::root().key("sites").index(s).key("nodes");
+        for (n, node) in site.nodes.iter().enumerate() {
+            let key = nodes.index(n).key("name");
+            valid_name(f, key.clone(), &node.name, "node");
+            match seen.get(node.name.as_str()) {
+                Some(first) => f.push(
+                    key,
+                    format!(
+                        "duplicate node name {:?}: already used by {first}; node names must be unique across all sites",
+                        node.name
+                    ),
+                ),
+                None => {
+                    seen.insert(&node.name, key);
+                }
+            }
+        }
+        let peers = KeyPath::root().key("sites").index(s).key("peers");
+        unique_names(
+            f,
+            &peers,
+            site.peers.iter().map(|p| p.name.as_str()),
+            "peer",
+        );
+    }
+}
+
+fn asn(f: &mut Findings, key: KeyPath, asn: u32) {
+    // 0 is reserved (RFC 7607) and 23456 is AS_TRANS (RFC 6793): neither can be a real AS.
+    if asn == 0 || asn == 23456 {
+        f.push(
+            key,
+            format!("invalid AS number {asn}: expected 1-4294967295 except 23456 (AS_TRANS)"),
+        );
+    }
+}
+
+fn secret(f: &mut Findings, key: KeyPath, secret: &Secret) {
+    match (&secret.file, &secret.env) {
+        (Some(_), Some(_)) => f.push(
+            key,
+            "secret has both `file` and `env`: expected exactly one",
+        ),
+        (None, None) => f.push(
+            key,
+            "secret has neither `file` nor `env`: expected exactly one",
+        ),
+        _ => {}
+    }
+}
+
+fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
+    let d = ctx.d;
+    let site = &d.sites[i];
+    if !(-90.0..=90.0).contains(&site.latitude) {
+        f.push(
+            key.key("latitude"),
+            format!(
+                "latitude {} out of range: expected -90 to 90 degrees",
+                site.latitude
+            ),
+        );
+    }
+    if !(-180.0..=180.0).contains(&site.longitude) {
+        f.push(
+            key.key("longitude"),
+            format!(
+                "longitude {} out of range: expected -180 to 180 degrees",
+                site.longitude
+            ),
+        );
+    }
+    asn(f, key.key("asn"), site.asn);
+    if site.router_id.is_unspecified() {
+        f.push(
+            key.key("router_id"),
+            "router id 0.0.0.0 is not allowed: expected a non-zero IPv4 address",
+        );
+    }
+
+    for (p, peer) in site.peers.iter().enumerate() {
+        let key = key.key("peers").index(p);
+        asn(f, key.key("remote_asn"), peer.remote_asn);
+        if peer.hold_time == 1 || peer.hold_time == 2 {
+            f.push(
+                key.key("hold_time"),
+                format!(
+                    "hold time {} s is not allowed: expected 0 or at least 3 seconds (RFC 4271)",
+                    peer.hold_time
+                ),
+            );
+        }
+        if let Some(ka) = peer.keepalive {
+            if peer.hold_time != 0 && (ka == 0 || ka >= peer.hold_time) {
+                f.push(
+                    key.key("keepalive"),
+                    format!(
+                        "keepalive {ka} s must be between 1 and the hold time ({} s)",
+                        peer.hold_time
+                    ),
+                );
+            }
+        }
+        if peer.ttl_security && peer.multihop.is_some() {
+            f.push(key.key("ttl_security"), "ttl_security and multihop are mutually exclusive: GTSM requires TTL 255; expected one of them");
+        }
+        if peer.multihop == Some(0) {
+            f.push(
+                key.key("multihop"),
+                "multihop TTL 0 is not allowed: expected 1-255",
+            );
+        }
+        if peer.address.is_unspecified() || peer.address.is_multicast() {
+            f.push(
+                key.key("address"),
+                format!("peer address {} is not a unicast address", peer.address),
+            );
+        }
+        if peer.port == 0 {
+            f.push(key.key("port"), "port 0 is not allowed: expected 1-65535");
+        }
+        if let Some(local) = peer.local_address {
+            if local.is_ipv4() != peer.address.is_ipv4() {
+                f.push(
+                    key.key("local_address"),
+                    format!(
+                        "local address {local} and peer address {} are of different families",
+                        peer.address
+                    ),
+                );
+            }
+        }
+        if let Some(m) = &peer.md5_key {
+            secret(f, key.key("md5_key"), m);
+        }
+        if let Some(services) = &peer.export.services {
+            for (s, name) in services.iter().enumerate() {
+                ctx.require(
+                    f,
+                    key.key("export").key("services").index(s),
+                    "service",
+                    name,
+                );
+            }
+        }
+        if peer.export.local_pref.is_some() && peer.remote_asn != site.asn {
+            f.push(key.key("export").key("local_pref"), "local_pref is only sent to iBGP peers: expected remote_asn equal to the site's asn, or no local_pref");
+        }
+        if peer.import.max_prefixes.is_some() && !peer.import.enabled {
+            f.push(
+                key.key("import").key("max_prefixes"),
+                "max_prefixes needs import enabled: set `enabled = true` or remove it",
+            );
+        }
+        // An IPv6 prefix over an IPv4 session needs an IPv6 next hop we cannot guess.
+        let needs_v6_next_hop = peer.address.is_ipv4()
+            && ctx.d.services.iter().any(|svc| {
+                exported(peer, &svc.name)
+                    && svc
+                        .prefixes
+                        .iter()
+                        .any(|p| matches!(p, ipnet::IpNet::V6(_)))
+            });
+        if needs_v6_next_hop && peer.next_hop_v6.is_none() {
+            f.push(
+                key.key("next_hop_v6"),
+                "IPv6 prefixes are exported over an IPv4 session: expected `next_hop_v6`",
+            );
+        }
+    }
+
+    for (n, node) in site.nodes.iter().enumerate() {
+        let key = key.key("nodes").index(n);
+        if node.ipv4.is_none() && node.ipv6.is_none() {
+            f.push(
+                key.clone(),
+                "node has no address: expected `ipv4`, `ipv6` or both",
+            );
+        }
+        if node.capacity_mbps == 0 {
+            f.push(
+                key.key("capacity_mbps"),
+                "capacity 0 is not allowed: expected megabits per second, at least 1",
+            );
+        }
+        if node.services.is_empty() {
+            f.push(
+                key.key("services"),
+                "node carries no service: expected at least one service name",
+            );
+        }
+        for (s, name) in node.services.iter().enumerate() {
+            ctx.require(f, key.key("services").index(s), "service", name);
+        }
+        if let Some(check) = &node.check {
+            ctx.require(f, key.key("check"), "check profile", check);
+        }
+        if let Some(url) = &node.status_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                f.push(
+                    key.key("status_url"),
+                    format!("invalid status URL {url:?}: expected http:// or https://"),
+                );
+            }
+        }
+    }
+
+    if let Some(ControlEndpoint::Tcp(addr)) = &site.speaker.control {
+        if !addr.ip().is_loopback() {
+            f.push(key.key("speaker").key("control"), format!("control API on {addr} would be reachable from the network: expected a loopback address or a unix socket"));
+        }
+        if site.speaker.control_token.is_none() {
+            f.push(key.key("speaker").key("control"), "a TCP control endpoint needs a token: add `control_token = { env = \"...\" }` or use \"unix:/path\"");
+        }
+    }
+    if let Some(t) = &site.speaker.control_token {
+        secret(f, key.key("speaker").key("control_token"), t);
+    }
+    if site.peers.iter().any(|p| p.passive) && site.speaker.listen.is_none() {
+        f.push(
+            key.key("speaker"),
+            "passive peers need a listening speaker: expected `speaker.listen`",
+        );
+    }
+    if let Some(t) = &site.healthd.feed_token {
+        secret(f, key.key("healthd").key("feed_token"), t);
+    }
+
+    // The lease must outlive a probe round, or every healthy route would expire between renewals.
+    let lease = site.healthd.lease.get();
+    let mut profiles: Vec<&str> = site
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            let own = n.check.as_deref();
+            n.services
+                .iter()
+                .filter_map(|s| d.service(s).map(|svc| svc.check.as_str()))
+                .chain(own)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    for name in profiles {
+        if let Some(profile) = d.check_profile(name) {
+            if lease < profile.interval.get() {
+                f.push(
+                    key.key("healthd").key("lease"),
+                    format!(
+                        "lease {} is shorter than the interval {} of check profile {name:?}: expected a lease of at least the check interval (3 intervals or more is safer)",
+                        site.healthd.lease, profile.interval
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn exported(peer: &crate::Peer, service: &str) -> bool {
+    match &peer.export.services {
+        None => true,
+        Some(list) => list.iter().any(|s| s == service),
+    }
+}
+
+fn services(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
+    let d = ctx.d;
+    let svc = &d.services[i];
+    ctx.require(f, key.key("check"), "check profile", &svc.check);
+    for (c, channel) in svc.channels.iter().enumerate() {
+        ctx.require(f, key.key("channels").index(c), "channel", channel);
+    }
+    if svc.hostnames.is_empty() {
+        f.push(
+            key.key("hostnames"),
+            "service has no hostname: expected at least one",
+        );
+    }
+    let zones: Vec<&Zone> = d.dns.iter().flat_map(|dns| dns.zones.iter()).collect();
+    for (h, host) in svc.hostnames.iter().enumerate() {
+        let hkey = key.key("hostnames").index(h);
+        if let Err(e) = check_domain(host) {
+            f.push(hkey, format!("invalid hostname {host:?}: {e}"));
+            continue;
+        }
+        if d.dns.is_some() && !zones.iter().any(|z| in_zone(host, &z.origin)) {
+            let origins: Vec<&str> = zones.iter().map(|z| z.origin.as_str()).collect();
+            f.push(
+                hkey,
+                format!(
+                    "hostname {host:?} is outside every zone: expected a name under one of [{}]",
+                    origins.join(", ")
+                ),
+            );
+        }
+    }
+    for (p, prefix) in svc.prefixes.iter().enumerate() {
+        if prefix.trunc() != *prefix {
+            f.push(
+                key.key("prefixes").index(p),
+                format!(
+                    "prefix {prefix} has host bits set: expected the network address {}",
+                    prefix.trunc()
+                ),
+            );
+        }
+    }
+    if svc.answer == AnswerMode::Anycast && svc.anycast_addresses.is_empty() {
+        f.push(
+            key.key("anycast_addresses"),
+            "answer mode \"anycast\" needs the addresses to answer: expected `anycast_addresses`",
+        );
+    }
+    for (a, addr) in svc.anycast_addresses.iter().enumerate() {
+        if !svc.prefixes.iter().any(|p| p.contains(addr)) {
+            f.push(
+                key.key("anycast_addresses").index(a),
+                format!("anycast address {addr} is not inside any of the service's prefixes"),
+            );
+        }
+    }
+    if svc.answer_count == 0 {
+        f.push(
+            key.key("answer_count"),
+            "answer_count 0 would give empty answers: expected at least 1",
+        );
+    }
+    if svc.min_healthy_nodes == 0 {
+        f.push(
+            key.key("min_healthy_nodes"),
+            "min_healthy_nodes 0 would announce a site with no healthy node: expected at least 1",
+        );
+    }
+    if !(svc.spill_load > 0.0 && svc.spill_load <= 1.0) {
+        f.push(key.key("spill_load"), format!("spill_load {} out of range: expected a fraction of capacity, above 0 and at most 1", svc.spill_load));
+    }
+    degrade(f, &key.key("degrade"), svc);
+
+    // A prefix nobody announces is a configuration mistake: the service would be unreachable by
+    // anycast (and in anycast answer mode, by DNS too).
+    if !svc.prefixes.is_empty() {
+        let announced = d.sites.iter().any(|site| {
+            site.nodes.iter().any(|n| n.services.contains(&svc.name))
+                && site.peers.iter().any(|p| exported(p, &svc.name))
+        });
+        if !announced {
+            f.push(key.key("prefixes"), format!("service {:?} has prefixes but no site announces them: expected a site with nodes carrying the service and a peer exporting it", svc.name));
+        }
+    }
+}
+
+fn degrade(f: &mut Findings, key: &KeyPath, svc: &crate::Service) {
+    let p = &svc.degrade;
+    let shaping = p.prepend > 0
+        || p.med.is_some()
+        || !p.communities.is_empty()
+        || !p.large_communities.is_empty();
+    match p.action {
+        DegradeAction::Withdraw => {
+            if shaping || p.delay.is_some() {
+                f.push(key.key("action"), "action \"withdraw\" takes no prepend, med, communities or delay: expected action = \"announce\" or \"graceful-shutdown\" to use them");
+            }
+        }
+        DegradeAction::Announce => {
+            if !shaping {
+                f.push(key.key("action"), "action \"announce\" changes nothing without prepend, med, communities or large_communities: expected at least one");
+            }
+            if p.delay.is_some() {
+                f.push(
+                    key.key("delay"),
+                    "delay applies to action \"graceful-shutdown\" only",
+                );
+            }
+        }
+        DegradeAction::GracefulShutdown => {
+            if shaping {
+                f.push(key.key("action"), "action \"graceful-shutdown\" takes only `delay`: expected no prepend, med or communities");
+            }
+        }
+    }
+}
+
+fn checks(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
+    let c = &ctx.d.checks[i];
+    if c.rise == 0 {
+        f.push(
+            key.key("rise"),
+            "rise 0 is not allowed: expected at least 1 consecutive success",
+        );
+    }
+    if c.fall == 0 {
+        f.push(
+            key.key("fall"),
+            "fall 0 is not allowed: expected at least 1 consecutive failure",
+        );
+    }
+    if c.interval.get().is_zero() {
+        f.push(
+            key.key("interval"),
+            "interval 0 is not allowed: expected a positive duration",
+        );
+    }
+    if c.timeout.get().is_zero() || c.timeout > c.interval {
+        f.push(
+            key.key("timeout"),
+            format!(
+                "timeout {} must be positive and at most the interval {}",
+                c.timeout, c.interval
+            ),
+        );
+    }
+    if !(0.0..1.0).contains(&c.jitter) {
+        f.push(
+            key.key("jitter"),
+            format!(
+                "jitter {} out of range: expected a fraction from 0 up to (not including) 1",
+                c.jitter
+            ),
+        );
+    }
+    if let Some(dmp) = &c.damping {
+        if !(dmp.reuse > 0.0 && dmp.reuse < dmp.suppress && dmp.penalty > 0.0) {
+            f.push(
+                key.key("damping"),
+                "damping needs 0 < reuse < suppress and a positive penalty",
+            );
+        }
+        if dmp.half_life.get().is_zero() {
+            f.push(
+                key.key("damping").key("half_life"),
+                "half_life 0 is not allowed: expected a positive duration",
+            );
+        }
+    }
+    for kind in c.parameter_tables() {
+        if kind != c.kind {
+            f.push(key.key(kind.as_str()), format!("parameters for a {} check in a profile of kind {:?}: expected [{}] parameters or none", kind.as_str(), c.kind.as_str(), c.kind.as_str()));
+        }
+    }
+    match c.kind {
+        CheckKind::Exec if c.exec.as_ref().is_none_or(|e| e.command.is_empty()) => {
+            f.push(key.key("exec").key("command"), "an exec check needs a command: expected `exec.command = [\"/path/prog\", \"arg\"]`");
+        }
+        CheckKind::Dns if c.dns.is_none() => {
+            f.push(
+                key.key("dns"),
+                "a dns check needs the name to query: expected `dns.name`",
+            );
+        }
+        _ => {}
+    }
+    if let Some(hls) = &c.hls {
+        for (n, ch) in hls.channels.iter().flatten().enumerate() {
+            ctx.require(f, key.key("hls").key("channels").index(n), "channel", ch);
+        }
+        if hls.max_stall_factor < 1.0 {
+            f.push(key.key("hls").key("max_stall_factor"), "max_stall_factor below 1 would fail healthy streams: expected at least 1 target duration");
+        }
+    }
+}
+
+fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
+    let c = &ctx.d.channels[i];
+    match c.source {
+        ChannelSource::Builtin => {
+            if c.primary.is_some() || c.backup.is_some() {
+                f.push(key.key("source"), "a builtin channel takes no `primary` or `backup` feed: expected source = \"udp\" to use them");
+            }
+        }
+        ChannelSource::Udp => {
+            if c.primary.is_none() {
+                f.push(
+                    key.key("primary"),
+                    "a udp channel needs its primary feed: expected `primary = \"ADDR:PORT\"`",
+                );
+            }
+            if c.primary.is_some() && c.primary == c.backup {
+                f.push(
+                    key.key("backup"),
+                    "backup feed is the same as the primary: expected a different address or port",
+                );
+            }
+        }
+    }
+    if c.segment_duration.get().as_millis() < 100 {
+        f.push(
+            key.key("segment_duration"),
+            "segment_duration below 100ms: expected a target such as \"2s\"",
+        );
+    }
+    if c.window < 3 {
+        f.push(
+            key.key("window"),
+            format!(
+                "window {} is too short for players: expected at least 3 segments",
+                c.window
+            ),
+        );
+    }
+}
+
+fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
+    let Some(dns) = &ctx.d.dns else { return };
+    if dns.listen.is_empty() {
+        f.push(
+            key.key("listen"),
+            "geodns has nothing to listen on: expected at least one address",
+        );
+    }
+    for (s, site) in dns.default_order.iter().enumerate() {
+        ctx.require(f, key.key("default_order").index(s), "site", site);
+    }
+    if let Some(t) = &dns.feed_token {
+        secret(f, key.key("feed_token"), t);
+    }
+    let mut origins: HashMap<String, usize> = HashMap::new();
+    for (z, zone) in dns.zones.iter().enumerate() {
+        let zkey = key.key("zones").index(z);
+        if let Err(e) = check_domain(&zone.origin) {
+            f.push(
+                zkey.key("origin"),
+                format!("invalid zone origin {:?}: {e}", zone.origin),
+            );
+        }
+        if let Some(first) = origins.insert(normalize(&zone.origin), z) {
+            f.push(
+                zkey.key("origin"),
+                format!(
+                    "duplicate zone {:?}: already defined by dns.zones[{first}]",
+                    zone.origin
+                ),
+            );
+        }
+        match (&zone.file, &zone.soa) {
+            (None, None) => f.push(
+                zkey.clone(),
+                "zone has no SOA: expected a [dns.zones.soa] table or a zone `file`",
+            ),
+            (Some(_), Some(_)) => f.push(
+                zkey.key("soa"),
+                "zone has both a `file` and an `soa` table: expected the SOA in one place only",
+            ),
+            _ => {}
+        }
+        if let Some(soa) = &zone.soa {
+            for (field, name) in [("mname", &soa.mname), ("rname", &soa.rname)] {
+                if let Err(e) = check_domain(name) {
+                    f.push(
+                        zkey.key("soa").key(field),
+                        format!("invalid name {name:?}: {e}"),
+                    );
+                }
+            }
+        }
+        if zone.file.is_none() && zone.ns.is_empty() {
+            f.push(
+                zkey.key("ns"),
+                "zone has no NS records: expected at least one name server",
+            );
+        }
+        for (n, ns) in zone.ns.iter().enumerate() {
+            if let Err(e) = check_domain(ns) {
+                f.push(
+                    zkey.key("ns").index(n),
+                    format!("invalid name server {ns:?}: {e}"),
+                );
+            }
+        }
+        for (r, record) in zone.records.iter().enumerate() {
+            static_record(f, &zkey.key("records").index(r), zone, record);
+        }
+    }
+    for (o, rule) in dns.overrides.iter().enumerate() {
+        let okey = key.key("overrides").index(o);
+        if rule.countries.is_empty() && rule.continents.is_empty() && rule.networks.is_empty() {
+            f.push(
+                okey.clone(),
+                "override matches nothing: expected `countries`, `continents` or `networks`",
+            );
+        }
+        if rule.sites.is_empty() {
+            f.push(
+                okey.key("sites"),
+                "override has no sites: expected a site order",
+            );
+        }
+        for (s, site) in rule.sites.iter().enumerate() {
+            ctx.require(f, okey.key("sites").index(s), "site", site);
+        }
+        for (n, net) in rule.networks.iter().enumerate() {
+            if net.trunc() != *net {
+                f.push(
+                    okey.key("networks").index(n),
+                    format!("network {net} has host bits set: expected {}", net.trunc()),
+                );
+            }
+        }
+    }
+}
+
+fn static_record(f: &mut Findings, key: &KeyPath, zone: &Zone, record: &Record) {
+    let owner = if record.name == "@" {
+        zone.origin.clone()
+    } else if let Some(abs) = record.name.strip_suffix('.') {
+        abs.to_owned()
+    } else {
+        format!("{}.{}", record.name, zone.origin.trim_end_matches('.'))
+    };
+    if let Err(e) = check_domain(&owner) {
+        f.push(
+            key.key("name"),
+            format!("invalid owner name {:?}: {e}", record.name),
+        );
+    } else if !in_zone(&owner, &zone.origin) {
+        f.push(
+            key.key("name"),
+            format!("owner {owner:?} is outside zone {:?}", zone.origin),
+        );
+    }
+    let data = record.data.trim();
+    let problem = match record.rtype {
+        RecordType::A => data
+            .parse::<Ipv4Addr>()
+            .err()
+            .map(|_| "expected an IPv4 address".to_owned()),
+        RecordType::Aaaa => data
+            .parse::<Ipv6Addr>()
+            .err()
+            .map(|_| "expected an IPv6 address".to_owned()),
+        RecordType::Cname | RecordType::Ns => check_domain(data).err(),
+        RecordType::Mx => match data.split_once(char::is_whitespace) {
+            Some((pref, host)) if pref.parse::<u16>().is_ok() => check_domain(host.trim()).err(),
+            _ => Some("expected \"PREFERENCE HOST\", e.g. \"10 mail.example.net.\"".to_owned()),
+        },
+        RecordType::Txt => (data.len() > 65_000).then(|| "TXT data too long".to_owned()),
+        RecordType::Caa => {
+            let parts: Vec<&str> = data.splitn(3, char::is_whitespace).collect();
+            match parts.as_slice() {
+                [flags, tag, value]
+                    if flags.parse::<u8>().is_ok()
+                        && matches!(*tag, "issue" | "issuewild" | "iodef")
+                        && !value.is_empty() =>
+                {
+                    None
+                }
+                _ => Some(
+                    "expected \"FLAGS TAG VALUE\", e.g. \"0 issue \\\"letsencrypt.org\\\"\""
+                        .to_owned(),
+                ),
+            }
+        }
+    };
+    if let Some(problem) = problem {
+        f.push(
+            key.key("data"),
+            format!(
+                "invalid {:?} record data {:?}: {problem}",
+                record.rtype, record.data
+            ),
+        );
+    }
+    if record.rtype == RecordType::Cname
+        && owner.eq_ignore_ascii_case(zone.origin.trim_end_matches('.'))
+    {
+        f.push(
+            key.key("type"),
+            "a CNAME at the zone apex is not allowed (it would hide SOA and NS)",
+        );
+    }
+}
+
+/// Checks DNS name syntax (RFC 1035 lengths; letters, digits, '-' and '_' in labels).
+pub(crate) fn check_domain(name: &str) -> Result<(), String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err("expected a domain name, found an empty one".into());
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("label {label:?} must be 1-63 characters"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+        {
+            return Err(format!(
+                "label {label:?} has characters other than letters, digits, '-' and '_'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether `name` is the zone apex `origin` or below it.
+pub(crate) fn in_zone(name: &str, origin: &str) -> bool {
+    let name = normalize(name);
+    let origin = normalize(origin);
+    name == origin || name.ends_with(&format!(".{origin}"))
+}

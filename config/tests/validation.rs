@@ -1,0 +1,643 @@
+//! One test per validation rule: each breaks the minimal example in one way and checks that the
+//! problem is reported at the right line with the right key path and an actionable message.
+
+use std::path::Path;
+
+use config::{Deployment, Diagnostic};
+
+const MINIMAL: &str = include_str!("../examples/minimal.toml");
+
+fn parse(text: &str) -> Result<Deployment, Vec<Diagnostic>> {
+    Deployment::parse(text, Path::new("deploy.toml")).map_err(|d| d.0)
+}
+
+/// 1-based number of the line holding `marker`; markers are chosen to be unique.
+fn line_of(text: &str, marker: &str) -> usize {
+    let offset = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("marker {marker:?} not in text"));
+    text[..offset].matches('\n').count() + 1
+}
+
+/// Asserts that `text` is rejected with a problem at `key`, on the line holding `marker`, whose
+/// message contains `says`.
+#[track_caller]
+fn assert_problem(text: &str, key: &str, marker: &str, says: &str) {
+    let problems = match parse(text) {
+        Ok(_) => panic!("expected a problem at {key}, but the file was accepted"),
+        Err(problems) => problems,
+    };
+    let found = problems.iter().find(|d| d.key.to_string() == key);
+    let Some(d) = found else {
+        panic!("no problem reported at {key}; got:\n{problems:#?}");
+    };
+    assert_eq!(d.line, line_of(text, marker), "wrong line for {key}: {d}");
+    assert!(
+        d.message.contains(says),
+        "message for {key} lacks {says:?}: {d}"
+    );
+    assert_eq!(d.file, Path::new("deploy.toml"));
+    let rendered = d.to_string();
+    assert!(
+        rendered.starts_with(&format!("deploy.toml:{}:", d.line)),
+        "{rendered}"
+    );
+}
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(
+        MINIMAL.contains(from),
+        "{from:?} not in the minimal example"
+    );
+    MINIMAL.replacen(from, to, 1)
+}
+
+const SECOND_SITE: &str = r#"
+[[sites]]
+name = "fra"
+country = "DE"
+latitude = 50.11
+longitude = 8.68
+asn = 65002
+router_id = "10.0.0.2"
+speaker.control = "unix:/tmp/fra.sock"
+
+[[sites.nodes]]
+name = "fra-1"
+ipv4 = "127.0.2.1"
+listen = "127.0.2.1:8080"
+capacity_mbps = 1000
+services = ["live"]
+"#;
+
+/// The minimal example with a second site appended after the first one's tables.
+fn with_second_site(site: &str) -> String {
+    let at = MINIMAL.find("[[services]]").unwrap();
+    format!("{}{}\n{}", &MINIMAL[..at], site, &MINIMAL[at..])
+}
+
+#[test]
+fn minimal_example_is_valid() {
+    let d = parse(MINIMAL).unwrap();
+    assert_eq!(d.sites.len(), 1);
+    assert_eq!(d.sites[0].peers[0].hold_time, 9, "default hold time");
+}
+
+#[test]
+fn three_site_example_is_valid() {
+    let d =
+        Deployment::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = d.sites.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ams", "fra", "lon"]);
+    assert!(
+        d.sites
+            .iter()
+            .all(|s| s.nodes.len() == 2 && s.peers.len() == 2)
+    );
+}
+
+#[test]
+fn syntax_error_points_at_line_and_column() {
+    let text = replace("asn = 65001", "asn = = 65001");
+    let problems = parse(&text).unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, line_of(&text, "asn = = 65001"));
+    assert!(problems[0].column > 1);
+    assert!(
+        problems[0].message.starts_with("invalid TOML"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_the_key() {
+    let text = replace("port = 1179", "prot = 1179");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].prot",
+        "prot = 1179",
+        "unknown key `prot`",
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once() {
+    let text = replace("port = 1179", "prot = 1179")
+        .replace("ttl", "tll")
+        .replace("kind = \"hls\"", "kind = \"hls\"\nintreval = \"1s\"");
+    let problems = parse(&text).unwrap_err();
+    let keys: Vec<String> = problems.iter().map(|d| d.key.to_string()).collect();
+    assert!(
+        keys.contains(&"sites[0].peers[0].prot".to_owned()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"checks[0].intreval".to_owned()), "{keys:?}");
+}
+
+#[test]
+fn wrong_value_type_names_key_and_found_text() {
+    let text = replace("address = \"127.0.0.2\"", "address = \"127.0.0.300\"");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].address",
+        "127.0.0.300",
+        "found \"127.0.0.300\"",
+    );
+}
+
+#[test]
+fn missing_required_key_points_at_its_table() {
+    let text = replace("remote_asn = 65000\n", "");
+    let problems = parse(&text).unwrap_err();
+    assert!(
+        problems[0].message.contains("remote_asn"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[0].key.to_string().starts_with("sites[0].peers"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn malformed_prefix_is_rejected() {
+    let text = replace("\"198.51.100.0/24\"", "\"198.51.100.0/33\"");
+    assert_problem(&text, "services[0].prefixes[0]", "198.51.100.0/33", "found");
+}
+
+#[test]
+fn prefix_with_host_bits_is_rejected() {
+    let text = replace("\"198.51.100.0/24\"", "\"198.51.100.7/24\"");
+    assert_problem(
+        &text,
+        "services[0].prefixes[0]",
+        "198.51.100.7/24",
+        "expected the network address 198.51.100.0/24",
+    );
+}
+
+#[test]
+fn latitude_out_of_range_is_rejected() {
+    let text = replace("latitude = 52.37", "latitude = 152.37");
+    assert_problem(
+        &text,
+        "sites[0].latitude",
+        "latitude = 152.37",
+        "expected -90 to 90",
+    );
+}
+
+#[test]
+fn longitude_out_of_range_is_rejected() {
+    let text = replace("longitude = 4.90", "longitude = 184.90");
+    assert_problem(
+        &text,
+        "sites[0].longitude",
+        "longitude = 184.90",
+        "expected -180 to 180",
+    );
+}
+
+#[test]
+fn rise_of_zero_is_rejected() {
+    let text = replace("kind = \"hls\"", "kind = \"hls\"\nrise = 0");
+    assert_problem(&text, "checks[0].rise", "rise = 0", "rise 0 is not allowed");
+}
+
+#[test]
+fn fall_of_zero_is_rejected() {
+    let text = replace("kind = \"hls\"", "kind = \"hls\"\nfall = 0");
+    assert_problem(&text, "checks[0].fall", "fall = 0", "fall 0 is not allowed");
+}
+
+#[test]
+fn timeout_longer_than_interval_is_rejected() {
+    let text = replace(
+        "kind = \"hls\"",
+        "kind = \"hls\"\ninterval = \"1s\"\ntimeout = \"2s\"",
+    );
+    assert_problem(
+        &text,
+        "checks[0].timeout",
+        "timeout = \"2s\"",
+        "at most the interval",
+    );
+}
+
+#[test]
+fn lease_shorter_than_check_interval_is_rejected() {
+    let text = replace(
+        "kind = \"hls\"",
+        "kind = \"hls\"\ninterval = \"5s\"\ntimeout = \"1s\"",
+    )
+    .replace("speaker.control", "healthd.lease = \"2s\"\nspeaker.control");
+    assert_problem(
+        &text,
+        "sites[0].healthd.lease",
+        "healthd.lease",
+        "shorter than the interval 5s",
+    );
+}
+
+#[test]
+fn hostname_outside_every_zone_is_rejected() {
+    let text = replace("\"live.tv.example.net\"", "\"live.example.org\"");
+    assert_problem(
+        &text,
+        "services[0].hostnames[0]",
+        "live.example.org",
+        "outside every zone",
+    );
+}
+
+#[test]
+fn prefix_announced_by_no_site_is_rejected() {
+    let text = replace("services = [\"live\"]", "services = [\"live\"]")
+        .replace("[[sites.peers]]\nname = \"upstream\"\naddress = \"127.0.0.2\"\nremote_asn = 65000\nport = 1179\nlocal_address = \"127.0.0.1\"\n", "");
+    assert_problem(
+        &text,
+        "services[0].prefixes",
+        "prefixes = ",
+        "no site announces them",
+    );
+}
+
+#[test]
+fn duplicate_site_name_is_rejected() {
+    let text = with_second_site(&SECOND_SITE.replace("name = \"fra\"", "name = \"ams\""));
+    // The second `name = "ams"` is the duplicate.
+    let second = text.match_indices("name = \"ams\"").nth(1).unwrap().0;
+    let problems = parse(&text).unwrap_err();
+    let d = problems
+        .iter()
+        .find(|d| d.key.to_string() == "sites[1].name")
+        .expect("reported");
+    assert_eq!(d.line, text[..second].matches('\n').count() + 1);
+    assert!(d.message.contains("already used by sites[0]"), "{d}");
+}
+
+#[test]
+fn duplicate_node_name_across_sites_is_rejected() {
+    let text = with_second_site(&SECOND_SITE.replace("name = \"fra-1\"", "name = \"ams-1\""));
+    let problems = parse(&text).unwrap_err();
+    let d = problems
+        .iter()
+        .find(|d| d.key.to_string() == "sites[1].nodes[0].name")
+        .expect("reported");
+    assert!(d.message.contains("unique across all sites"), "{d}");
+}
+
+#[test]
+fn duplicate_peer_name_is_rejected() {
+    let peer =
+        "\n[[sites.peers]]\nname = \"upstream\"\naddress = \"127.0.0.3\"\nremote_asn = 65000\n";
+    let text = replace("\n[[sites.nodes]]", &format!("{peer}\n[[sites.nodes]]"));
+    assert_problem(
+        &text,
+        "sites[0].peers[1].name",
+        "name = \"upstream\"\naddress = \"127.0.0.3\"",
+        "duplicate peer name",
+    );
+}
+
+#[test]
+fn invalid_names_are_rejected() {
+    let text = replace("name = \"ams\"", "name = \"Amsterdam 1\"");
+    assert_problem(
+        &text,
+        "sites[0].name",
+        "Amsterdam 1",
+        "expected 1-63 characters",
+    );
+}
+
+#[test]
+fn unknown_service_reference_is_rejected() {
+    let text = replace("services = [\"live\"]", "services = [\"liev\"]");
+    assert_problem(
+        &text,
+        "sites[0].nodes[0].services[0]",
+        "liev",
+        "unknown service \"liev\": expected one of: live",
+    );
+}
+
+#[test]
+fn unknown_check_profile_is_rejected() {
+    let text = replace("check = \"stream\"", "check = \"streem\"");
+    assert_problem(
+        &text,
+        "services[0].check",
+        "streem",
+        "unknown check profile",
+    );
+}
+
+#[test]
+fn unknown_channel_is_rejected() {
+    let text = replace("channels = [\"test\"]", "channels = [\"tset\"]");
+    assert_problem(&text, "services[0].channels[0]", "tset", "unknown channel");
+}
+
+#[test]
+fn unknown_site_in_dns_order_is_rejected() {
+    let text = replace(
+        "listen = [\"127.0.0.1:5353\"]",
+        "listen = [\"127.0.0.1:5353\"]\ndefault_order = [\"ams\", \"lhr\"]",
+    );
+    assert_problem(
+        &text,
+        "dns.default_order[1]",
+        "default_order",
+        "unknown site \"lhr\"",
+    );
+}
+
+#[test]
+fn unknown_site_in_override_is_rejected() {
+    let text = format!("{MINIMAL}\n[[dns.overrides]]\ncountries = [\"BE\"]\nsites = [\"bru\"]\n");
+    assert_problem(
+        &text,
+        "dns.overrides[0].sites[0]",
+        "sites = [\"bru\"]",
+        "unknown site \"bru\"",
+    );
+}
+
+#[test]
+fn override_matching_nothing_is_rejected() {
+    let text = format!("{MINIMAL}\n[[dns.overrides]]\nsites = [\"ams\"]\n");
+    let problems = parse(&text).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|d| d.key.to_string() == "dns.overrides[0]"
+                && d.message.contains("matches nothing"))
+    );
+}
+
+#[test]
+fn hold_time_of_one_or_two_seconds_is_rejected() {
+    let text = replace("port = 1179", "port = 1179\nhold_time = 2");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].hold_time",
+        "hold_time = 2",
+        "RFC 4271",
+    );
+}
+
+#[test]
+fn reserved_as_numbers_are_rejected() {
+    let text = replace("asn = 65001", "asn = 23456");
+    assert_problem(&text, "sites[0].asn", "asn = 23456", "AS_TRANS");
+    let text = replace("remote_asn = 65000", "remote_asn = 0");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].remote_asn",
+        "remote_asn = 0",
+        "invalid AS number 0",
+    );
+}
+
+#[test]
+fn node_without_address_is_rejected() {
+    let text = replace("ipv4 = \"127.0.1.1\"\n", "");
+    assert_problem(
+        &text,
+        "sites[0].nodes[0]",
+        "[[sites.nodes]]",
+        "node has no address",
+    );
+}
+
+#[test]
+fn anycast_answers_need_addresses_inside_the_prefixes() {
+    let text = replace(
+        "check = \"stream\"",
+        "check = \"stream\"\nanswer = \"anycast\"",
+    );
+    assert_problem(
+        &text,
+        "services[0].anycast_addresses",
+        "[[services]]",
+        "needs the addresses",
+    );
+    let text = replace(
+        "check = \"stream\"",
+        "check = \"stream\"\nanswer = \"anycast\"\nanycast_addresses = [\"192.0.2.1\"]",
+    );
+    assert_problem(
+        &text,
+        "services[0].anycast_addresses[0]",
+        "192.0.2.1",
+        "not inside any of the service's prefixes",
+    );
+}
+
+#[test]
+fn spill_load_must_be_a_fraction() {
+    let text = replace("check = \"stream\"", "check = \"stream\"\nspill_load = 1.5");
+    assert_problem(
+        &text,
+        "services[0].spill_load",
+        "spill_load = 1.5",
+        "at most 1",
+    );
+}
+
+#[test]
+fn ttl_security_excludes_multihop() {
+    let text = replace(
+        "port = 1179",
+        "port = 1179\nttl_security = true\nmultihop = 2",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].ttl_security",
+        "ttl_security = true",
+        "mutually exclusive",
+    );
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let text = replace(
+        "port = 1179",
+        "port = 1179\nmd5_key = { env = \"K\", file = \"k\" }",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].md5_key",
+        "md5_key",
+        "expected exactly one",
+    );
+}
+
+#[test]
+fn tcp_control_endpoint_must_be_loopback_with_a_token() {
+    let text = replace(
+        "speaker.control = \"unix:/tmp/anycast-ams-speaker.sock\"",
+        "speaker.control = \"192.0.2.1:50051\"",
+    );
+    let problems = parse(&text).unwrap_err();
+    let at_control: Vec<&Diagnostic> = problems
+        .iter()
+        .filter(|d| d.key.to_string() == "sites[0].speaker.control")
+        .collect();
+    assert!(
+        at_control.iter().any(|d| d.message.contains("loopback")),
+        "{problems:#?}"
+    );
+    assert!(
+        at_control
+            .iter()
+            .any(|d| d.message.contains("needs a token")),
+        "{problems:#?}"
+    );
+    assert!(
+        at_control
+            .iter()
+            .all(|d| d.line == line_of(&text, "speaker.control"))
+    );
+}
+
+#[test]
+fn passive_peer_needs_a_listening_speaker() {
+    let text = replace("port = 1179", "port = 1179\npassive = true");
+    let problems = parse(&text).unwrap_err();
+    assert!(
+        problems.iter().any(
+            |d| d.key.to_string() == "sites[0].speaker" && d.message.contains("speaker.listen")
+        ),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn ipv6_prefix_over_ipv4_session_needs_a_v6_next_hop() {
+    let text = replace(
+        "[\"198.51.100.0/24\"]",
+        "[\"198.51.100.0/24\", \"2001:db8:100::/48\"]",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].next_hop_v6",
+        "[[sites.peers]]",
+        "expected `next_hop_v6`",
+    );
+}
+
+#[test]
+fn zone_without_soa_is_rejected() {
+    let text = replace(
+        "soa = { mname = \"ns1.tv.example.net\", rname = \"hostmaster.tv.example.net\" }\n",
+        "",
+    );
+    assert_problem(&text, "dns.zones[0]", "[[dns.zones]]", "zone has no SOA");
+}
+
+#[test]
+fn static_record_data_must_match_its_type() {
+    let text = format!(
+        "{MINIMAL}records = [{{ name = \"www\", type = \"A\", data = \"2001:db8::1\" }}]\n"
+    );
+    assert_problem(
+        &text,
+        "dns.zones[0].records[0].data",
+        "records = [",
+        "expected an IPv4 address",
+    );
+}
+
+#[test]
+fn cname_at_zone_apex_is_rejected() {
+    let text = format!(
+        "{MINIMAL}records = [{{ name = \"@\", type = \"CNAME\", data = \"x.example.org.\" }}]\n"
+    );
+    assert_problem(
+        &text,
+        "dns.zones[0].records[0].type",
+        "records = [",
+        "CNAME at the zone apex",
+    );
+}
+
+#[test]
+fn check_parameters_must_match_the_kind() {
+    let text = replace("kind = \"hls\"", "kind = \"hls\"\nhttp = { path = \"/\" }");
+    assert_problem(
+        &text,
+        "checks[0].http",
+        "http = {",
+        "profile of kind \"hls\"",
+    );
+}
+
+#[test]
+fn exec_check_needs_a_command() {
+    let text = replace("kind = \"hls\"", "kind = \"exec\"");
+    let problems = parse(&text).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|d| d.key.to_string() == "checks[0].exec.command"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn degrade_announce_must_change_something() {
+    let text = replace(
+        "check = \"stream\"",
+        "check = \"stream\"\ndegrade = { action = \"announce\" }",
+    );
+    assert_problem(
+        &text,
+        "services[0].degrade.action",
+        "degrade = {",
+        "at least one",
+    );
+}
+
+#[test]
+fn degrade_action_must_be_known() {
+    let text = replace(
+        "check = \"stream\"",
+        "check = \"stream\"\ndegrade = { action = \"blackhole\" }",
+    );
+    assert_problem(
+        &text,
+        "services[0].degrade.action",
+        "degrade = {",
+        "withdraw",
+    );
+}
+
+#[test]
+fn udp_channel_needs_a_primary_feed() {
+    let text = replace("source = \"builtin\"", "source = \"udp\"");
+    assert_problem(&text, "channels[0].primary", "[[channels]]", "primary feed");
+}
+
+#[test]
+fn semantic_problems_are_all_reported_in_file_order() {
+    let text = replace("latitude = 52.37", "latitude = 152.37")
+        .replace("kind = \"hls\"", "kind = \"hls\"\nrise = 0")
+        .replace("\"live.tv.example.net\"", "\"live.example.org\"");
+    let problems = parse(&text).unwrap_err();
+    let keys: Vec<String> = problems.iter().map(|d| d.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sites[0].latitude",
+            "services[0].hostnames[0]",
+            "checks[0].rise"
+        ]
+    );
+    assert!(problems.windows(2).all(|w| w[0].line <= w[1].line));
+}

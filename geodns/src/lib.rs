@@ -1,0 +1,1 @@
+//! Authoritative geo-DNS steering viewers to the nearest healthy site.

@@ -1,0 +1,29 @@
+//! `healthd`: Stream-aware health checks that drive the BGP speaker and publish the site feed.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use config::cli::{ConfigArgs, check_config};
+
+/// Stream-aware health checks that drive the BGP speaker and publish the site feed.
+#[derive(Parser)]
+#[command(name = "healthd", version)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the deployment file and report every problem with its line and key.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config),
+    }
+}

@@ -1,0 +1,3 @@
+//! Multi-site lab: topologies, a network-namespace runner, fault injection and the demo.
+
+pub mod demo;

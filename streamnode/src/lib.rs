@@ -1,0 +1,1 @@
+//! HLS live origin with redundant MPEG-TS ingest.
