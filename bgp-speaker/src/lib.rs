@@ -1,1 +1,8 @@
-//! BGP-4 speaker announcing a site's anycast prefixes to its upstream routers.
+//! A BGP-4 speaker that announces a site's anycast prefixes to its upstream routers and takes
+//! them away the moment healthd says so.
+//!
+//! Wire encoding and decoding use `zettabgp`; sessions (the RFC 4271 FSM), timers, policy, the
+//! route table with leases and the control API are ours.
+
+pub mod packet;
+pub mod route;
