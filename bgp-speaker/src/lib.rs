@@ -4,5 +4,8 @@
 //! Wire encoding and decoding use `zettabgp`; sessions (the RFC 4271 FSM), timers, policy, the
 //! route table with leases and the control API are ours.
 
+pub mod export;
 pub mod packet;
+pub mod rib;
 pub mod route;
+pub mod session;
