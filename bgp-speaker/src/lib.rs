@@ -4,8 +4,12 @@
 //! Wire encoding and decoding use `zettabgp`; sessions (the RFC 4271 FSM), timers, policy, the
 //! route table with leases and the control API are ours.
 
+pub mod cli;
+pub mod control;
 pub mod export;
 pub mod packet;
+pub mod receive;
 pub mod rib;
 pub mod route;
 pub mod session;
+pub mod speaker;

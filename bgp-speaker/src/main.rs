@@ -1,29 +1,257 @@
-//! `bgp-speaker`: BGP-4 speaker announcing a site's anycast prefixes to its upstream routers.
+//! `bgp-speaker`: the daemon (`--config FILE --site SITE`) and its operator CLI.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use bgp_speaker::cli;
+use bgp_speaker::control::{self, Client};
+use bgp_speaker::route::RouteAttrs;
+use bgp_speaker::speaker::{self, Op, Reply};
+use clap::{Args, Parser, Subcommand};
+use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
+use config::types::{Community, HumanDuration, LargeCommunity};
+use ipnet::IpNet;
+use tracing::{info, warn};
 
 /// BGP-4 speaker announcing a site's anycast prefixes to its upstream routers.
+///
+/// Without a subcommand, runs the daemon for `--site`.
 #[derive(Parser)]
 #[command(name = "bgp-speaker", version)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
+    /// The site whose speaker this is.
+    #[arg(long, short = 's', global = true, env = "ANYCAST_SITE")]
+    site: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Show peers or routes.
+    #[command(subcommand)]
+    Show(Show),
+    /// Announce a prefix (healthd does this with a lease; an operator's stays until withdrawn).
+    Announce(AnnounceArgs),
+    /// Withdraw a prefix.
+    Withdraw { prefix: IpNet },
+    /// Tag routes with GRACEFUL_SHUTDOWN (RFC 8326), then withdraw them after a delay.
+    Drain {
+        /// Prefixes to drain; all when none is given.
+        prefixes: Vec<IpNet>,
+        /// Delay before the withdrawal; the site's `speaker.drain_delay` by default.
+        #[arg(long)]
+        delay: Option<HumanDuration>,
+    },
+    /// Administratively stop or start a peer.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+}
+
+#[derive(Subcommand)]
+enum Show {
+    /// Peers: state, uptime, prefixes, flaps and the last error.
+    Neighbors,
+    /// Routes this speaker announces.
+    Routes,
+}
+
+#[derive(Subcommand)]
+enum PeerCmd {
+    /// Close the session with a Cease carrying the reason; stays down until `peer up`.
+    Down {
+        peer: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Up {
+        peer: String,
+    },
+}
+
+#[derive(Args)]
+struct AnnounceArgs {
+    prefix: IpNet,
+    #[arg(long)]
+    service: Option<String>,
+    /// Withdraw automatically unless announced again within this time.
+    #[arg(long)]
+    lease: Option<HumanDuration>,
+    /// Standard community (repeatable): ASN:VALUE or a well-known name.
+    #[arg(long = "community")]
+    communities: Vec<Community>,
+    /// Large community (repeatable): GLOBAL:LOCAL1:LOCAL2.
+    #[arg(long = "large-community")]
+    large_communities: Vec<LargeCommunity>,
+    #[arg(long, default_value_t = 0)]
+    prepend: u8,
+    #[arg(long)]
+    med: Option<u32>,
+    #[arg(long)]
+    next_hop: Option<IpAddr>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
+    if let Some(Command::CheckConfig) = cli.command {
+        return check_config(&cli.config);
     }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(cli: &Cli) -> Result<(Deployment, String)> {
+    let path = cli.config.path().map_err(anyhow::Error::msg)?;
+    let deployment = Deployment::load(path)?;
+    let site = match &cli.site {
+        Some(site) => site.clone(),
+        None if deployment.sites.len() == 1 => deployment.sites[0].name.clone(),
+        None => bail!("the deployment has several sites: pass --site SITE"),
+    };
+    if deployment.site(&site).is_none() {
+        let known: Vec<&str> = deployment.sites.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "site {site:?} is not in {} (known: {})",
+            path.display(),
+            known.join(", ")
+        );
+    }
+    Ok((deployment, site))
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let (deployment, site_name) = load(&cli)?;
+    let site = deployment.site(&site_name).context("site vanished")?;
+    let endpoint = site.speaker.control_endpoint(&site.name);
+    let token = site
+        .speaker
+        .control_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()?;
+    let op = match cli.command {
+        None => {
+            let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
+            return run(deployment, path, site_name, token).await;
+        }
+        Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
+        Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
+        Some(Command::Show(Show::Routes)) => Op::Routes,
+        Some(Command::Announce(a)) => Op::Announce {
+            prefix: a.prefix,
+            attrs: RouteAttrs {
+                prepend: a.prepend,
+                med: a.med,
+                next_hop: a.next_hop,
+                communities: a.communities,
+                large_communities: a.large_communities,
+                ..Default::default()
+            },
+            service: a.service,
+            lease_ms: a.lease.map(|l| l.get().as_millis() as u64),
+        },
+        Some(Command::Withdraw { prefix }) => Op::Withdraw { prefix },
+        Some(Command::Drain { prefixes, delay }) => Op::Drain {
+            prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            delay_ms: delay.map(|d| d.get().as_millis() as u64),
+        },
+        Some(Command::Peer(PeerCmd::Down { peer, reason })) => Op::PeerDown { peer, reason },
+        Some(Command::Peer(PeerCmd::Up { peer })) => Op::PeerUp { peer },
+    };
+    let mut client = Client::connect(&endpoint, token).await?;
+    let reply = client.call(op).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        match &reply {
+            Reply::Neighbors(peers) => print!("{}", cli::neighbors_table(peers)),
+            Reply::Routes(routes) => print!("{}", cli::routes_table(routes)),
+            other => println!("{}", cli::change_line(other)),
+        }
+    }
+    Ok(if matches!(reply, Reply::Error(_)) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run(
+    deployment: Deployment,
+    config_path: std::path::PathBuf,
+    site_name: String,
+    token: Option<String>,
+) -> Result<ExitCode> {
+    let site = deployment.site(&site_name).context("site vanished")?;
+    let endpoint = site.speaker.control_endpoint(&site.name);
+    let (speaker, _table) = speaker::start(&deployment, &site_name).await?;
+    let _control = control::serve(&endpoint, token, speaker.clone()).await?;
+    info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match Deployment::load(&config_path) {
+                // Peers and sessions keep running; the new file is validated so that a mistake
+                // shows now rather than at the next restart.
+                Ok(new) if new.site(&site_name) == deployment.site(&site_name) => info!("SIGHUP: deployment file unchanged for this site"),
+                Ok(_) => warn!("SIGHUP: the site's settings changed; restart bgp-speaker to apply them (sessions are kept until then)"),
+                Err(e) => warn!("SIGHUP: deployment file is invalid, keeping the running configuration:\n{e}"),
+            },
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("shutting down: closing sessions with Cease");
+    for peer in speaker.peers.iter() {
+        let _ = peer
+            .commands
+            .send(bgp_speaker::session::task::PeerCommand::Stop(
+                "bgp-speaker shutting down".into(),
+            ))
+            .await;
+    }
+    // Give the Cease messages a moment to leave.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if let config::ControlEndpoint::Unix(path) = &endpoint {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use config::types::Community;
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::route::RouteAttrs;
 
@@ -57,7 +57,7 @@ pub struct Rib {
 }
 
 /// What a change did, for logs and the control API's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Change {
     Added,

@@ -47,10 +47,10 @@ pub struct Deployment {
 /// Why a deployment file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read deployment file {path}: {source}")]
+    #[error("cannot read deployment file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Invalid(Diagnostics),
@@ -60,9 +60,9 @@ impl Deployment {
     /// Reads, parses and validates a deployment file. Relative paths inside it (zone files,
     /// the location database, secret files) are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut deployment = Self::parse(&text, path).map_err(ConfigError::Invalid)?;
         if let Some(dir) = path.parent() {

@@ -209,10 +209,10 @@ pub struct Secret {
 /// A secret could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read secret file {path}: {source}")]
+    #[error("cannot read secret file {path}: {cause}")]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("environment variable {0} is not set (or not valid UTF-8)")]
     Env(String),
@@ -231,9 +231,9 @@ impl Secret {
     /// Reads the secret now; daemons call this at start and on reload.
     pub fn resolve(&self) -> Result<String, SecretError> {
         if let Some(path) = &self.file {
-            let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+            let text = std::fs::read_to_string(path).map_err(|cause| SecretError::File {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
         }

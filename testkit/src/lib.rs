@@ -5,6 +5,10 @@
 //! missing. With `REQUIRE_PEERS=1` (set by CI) the same test fails instead: CI must never pass
 //! by skipping.
 
+pub mod bird;
+pub mod net;
+pub mod process;
+
 use std::path::{Path, PathBuf};
 
 /// What a test needs and did not find.

@@ -6,6 +6,7 @@
 
 pub mod notification;
 pub mod open;
+pub mod update_rx;
 pub mod update_tx;
 
 pub use notification::Notification;

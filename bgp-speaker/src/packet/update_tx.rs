@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use zettabgp::prelude::*;
 
 use super::{HEADER_LEN, MAX_MESSAGE_LEN, MessageType, frame};
+use crate::packet::open::AS_TRANS;
 use crate::route::{Origin, WireAttrs};
 
 /// How the peer decodes what we send.
@@ -44,22 +45,14 @@ fn v6(prefix: &IpNet) -> Option<BgpAddrV6> {
     }
 }
 
-fn path_attrs(attrs: &WireAttrs) -> Vec<BgpAttrItem> {
+fn path_attrs(ctx: TxContext, attrs: &WireAttrs) -> Vec<BgpAttrItem> {
     let origin = match attrs.origin {
         Origin::Igp => BgpAttrOrigin::Igp,
         Origin::Egp => BgpAttrOrigin::Egp,
         Origin::Incomplete => BgpAttrOrigin::Incomplete,
     };
-    let mut path = BgpASpath::new();
-    if !attrs.as_path.is_empty() {
-        path.value.push(BgpASitem::Seq(BgpASseq {
-            value: attrs.as_path.iter().map(|a| BgpAS::new(*a)).collect(),
-        }));
-    }
-    let mut items = vec![
-        BgpAttrItem::Origin(BgpOrigin::new(origin)),
-        BgpAttrItem::ASPath(path),
-    ];
+    let mut items = vec![BgpAttrItem::Origin(BgpOrigin::new(origin))];
+    items.extend(as_path_attrs(&attrs.as_path, ctx.four_octet_as));
     if let Some(med) = attrs.med {
         items.push(BgpAttrItem::MED(BgpMED::new(med)));
     }
@@ -87,6 +80,43 @@ fn path_attrs(attrs: &WireAttrs) -> Vec<BgpAttrItem> {
             })
             .collect();
         items.push(BgpAttrItem::LargeCommunityList(list));
+    }
+    items
+}
+
+/// Encodes AS_PATH segments of AS_SEQUENCE type (at most 255 ASNs each).
+fn as_sequence(path: &[u32], four_octet: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in path.chunks(255) {
+        out.push(2); // AS_SEQUENCE (RFC 4271 section 4.3)
+        out.push(chunk.len() as u8);
+        for asn in chunk {
+            if four_octet {
+                out.extend_from_slice(&asn.to_be_bytes());
+            } else {
+                let two = u16::try_from(*asn).unwrap_or(AS_TRANS);
+                out.extend_from_slice(&two.to_be_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// AS_PATH, plus AS4_PATH when a 2-octet peer cannot carry our 4-octet ASNs (RFC 6793 s. 4.2.2).
+///
+/// Built by hand and passed to `zettabgp` as a raw attribute: zettabgp 0.6 writes segment type
+/// 1 (AS_SET) for its `Seq` variant, which peers read as an AS_SET, and its AS_SET type dedups,
+/// so prepends could not be expressed through it.
+fn as_path_attrs(path: &[u32], four_octet: bool) -> Vec<BgpAttrItem> {
+    let raw = |code: u8, flags: u8, value: Vec<u8>| {
+        let mut attr = BgpAttrUnknown::new(code, flags);
+        attr.value = value;
+        BgpAttrItem::Unknown(attr)
+    };
+    // Well-known transitive; optional transitive for AS4_PATH.
+    let mut items = vec![raw(2, 0x40, as_sequence(path, four_octet))];
+    if !four_octet && path.iter().any(|a| *a > u32::from(u16::MAX)) {
+        items.push(raw(17, 0xC0, as_sequence(path, true)));
     }
     items
 }
@@ -127,7 +157,7 @@ pub fn announce(ctx: TxContext, attrs: &WireAttrs, prefixes: &[IpNet]) -> Vec<Ve
     let v4s: Vec<BgpAddrV4> = prefixes.iter().filter_map(v4).collect();
     let v6s: Vec<BgpAddrV6> = prefixes.iter().filter_map(v6).collect();
     let mut out = Vec::new();
-    let base = path_attrs(attrs);
+    let base = path_attrs(ctx, attrs);
     if !v4s.is_empty() {
         let next_hop = match attrs.next_hop {
             IpAddr::V4(a) => a,
@@ -279,6 +309,20 @@ mod tests {
             &[p],
         );
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn as_path_is_an_as_sequence_with_every_prepend() {
+        let wire = as_sequence(&[65001, 65001, 65001], true);
+        assert_eq!(wire[..2], [2, 3]);
+        assert_eq!(wire.len(), 2 + 12);
+        let two = as_sequence(&[4_200_000_000, 65001], false);
+        assert_eq!(two, vec![2, 2, 0x5b, 0xa0, 0xfd, 0xe9]);
+        assert_eq!(
+            as_path_attrs(&[4_200_000_000], false).len(),
+            2,
+            "AS4_PATH added"
+        );
     }
 
     #[test]

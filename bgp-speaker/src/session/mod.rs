@@ -1,3 +1,6 @@
-//! BGP sessions: the state machine and the task that drives it over TCP.
+//! BGP sessions: the state machine, the transport, and the task that drives them.
 
 pub mod fsm;
+pub mod status;
+pub mod task;
+pub mod transport;

@@ -1,0 +1,632 @@
+//! One task per peer: owns the FSM, the TCP connection and the Adj-RIB-Out.
+//!
+//! ```text
+//!   control API ──PeerCommand──▶ ┌──────────── peer task ─────────────┐
+//!   listener ─────TcpStream────▶ │ Fsm ◀─events─ socket reader, timers │ ──bytes──▶ TCP
+//!   speaker ──watch<Snapshot>──▶ │ Adj-RIB-Out diff → UPDATEs          │
+//!                                └──── writes PeerStatus (shared) ─────┘
+//! ```
+//!
+//! The FSM decides; this task only performs its actions and turns I/O into events.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use config::site::Peer;
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use super::fsm::{Action, DownReason, Event, Fsm, State};
+use super::status::PeerStatus;
+use super::transport::{self, TransportOptions};
+use crate::export::ExportContext;
+use crate::packet::notification::cease;
+use crate::packet::open::Open;
+use crate::packet::update_tx::{self, TxContext};
+use crate::packet::{MessageType, Notification, next_message};
+use crate::receive::{ReceiveError, Receiver};
+use crate::rib::Snapshot;
+use crate::route::WireAttrs;
+
+/// Commands from the control API.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Administrative stop with a reason (sent as RFC 8203 shutdown communication).
+    Stop(String),
+    Start,
+}
+
+/// What the speaker keeps to talk to a peer task.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    pub name: String,
+    pub address: IpAddr,
+    pub status: Arc<RwLock<PeerStatus>>,
+    pub incoming: mpsc::Sender<TcpStream>,
+    pub commands: mpsc::Sender<PeerCommand>,
+}
+
+/// Everything a peer task needs at start.
+pub struct PeerSetup {
+    pub peer: Peer,
+    pub local_asn: u32,
+    pub local_open: Open,
+    pub transport: TransportOptions,
+    pub rib: watch::Receiver<Arc<Snapshot>>,
+}
+
+struct Conn {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    local: SocketAddr,
+    /// Whether we opened it (for collision resolution, RFC 4271 section 6.8).
+    outgoing: bool,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, outgoing: bool) -> std::io::Result<Self> {
+        let local = stream.local_addr()?;
+        let (reader, writer) = stream.into_split();
+        Ok(Self {
+            reader,
+            writer,
+            local,
+            outgoing,
+            buf: Vec::with_capacity(65536),
+        })
+    }
+}
+
+/// Reads until at least one whole message is buffered; returns `false` on EOF or error.
+async fn fill(conn: &mut Conn) -> bool {
+    matches!(conn.reader.read_buf(&mut conn.buf).await, Ok(n) if n > 0)
+}
+
+/// Starts the task; returns its handle.
+pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
+    let (incoming_tx, incoming_rx) = mpsc::channel(4);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let status = Arc::new(RwLock::new(PeerStatus::new(&setup.peer)));
+    let handle = PeerHandle {
+        name: setup.peer.name.clone(),
+        address: setup.peer.address,
+        status: status.clone(),
+        incoming: incoming_tx,
+        commands: cmd_tx,
+    };
+    let fsm = Fsm::new(super::fsm::FsmConfig {
+        local: setup.local_open.clone(),
+        remote_asn: setup.peer.remote_asn,
+        passive: setup.peer.passive,
+        keepalive: setup.peer.keepalive,
+        connect_retry: setup.peer.connect_retry.get(),
+    });
+    let receiver = Receiver::new(&setup.peer);
+    let task = PeerTask {
+        setup,
+        fsm,
+        conn: None,
+        pending: None,
+        connecting: None,
+        hold: None,
+        keepalive: None,
+        retry: None,
+        adj_out: HashMap::new(),
+        status,
+        receiver,
+    };
+    let join = tokio::spawn(task.run(incoming_rx, cmd_rx));
+    (handle, join)
+}
+
+struct PeerTask {
+    setup: PeerSetup,
+    fsm: Fsm,
+    conn: Option<Conn>,
+    /// A second connection from the peer while ours is opening: kept until its OPEN arrives.
+    pending: Option<Conn>,
+    connecting: Option<JoinHandle<std::io::Result<TcpStream>>>,
+    hold: Option<Instant>,
+    keepalive: Option<Instant>,
+    retry: Option<Instant>,
+    adj_out: HashMap<IpNet, WireAttrs>,
+    status: Arc<RwLock<PeerStatus>>,
+    receiver: Receiver,
+}
+
+impl PeerTask {
+    async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<TcpStream>,
+        mut commands: mpsc::Receiver<PeerCommand>,
+    ) {
+        let span = tracing::info_span!("peer", name = %self.setup.peer.name, addr = %self.setup.peer.address);
+        let _enter = span.enter();
+        self.feed(Event::Start).await;
+        loop {
+            let deadline = [self.hold, self.keepalive, self.retry]
+                .into_iter()
+                .flatten()
+                .min();
+            let established = self.fsm.state() == State::Established;
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(PeerCommand::Stop(reason)) => self.feed(Event::Stop { reason }).await,
+                    Some(PeerCommand::Start) => self.feed(Event::Start).await,
+                    None => {
+                        self.feed(Event::Stop { reason: "speaker shutting down".into() }).await;
+                        return;
+                    }
+                },
+                result = async { self.connecting.as_mut().expect("guarded").await }, if self.connecting.is_some() => {
+                    self.connecting = None;
+                    match result {
+                        Ok(Ok(stream)) => match Conn::new(stream, true) {
+                            Ok(conn) => {
+                                self.conn = Some(conn);
+                                self.feed(Event::TcpConnected).await;
+                            }
+                            Err(_) => self.feed(Event::TcpFailed).await,
+                        },
+                        Ok(Err(e)) => {
+                            debug!("connect failed: {e}");
+                            self.status_mut().last_error = Some(format!("connect: {e}"));
+                            self.feed(Event::TcpFailed).await;
+                        }
+                        Err(_) => self.feed(Event::TcpFailed).await,
+                    }
+                }
+                Some(stream) = incoming.recv() => self.accept(stream).await,
+                ok = async { fill(self.conn.as_mut().expect("guarded")).await }, if self.conn.is_some() => {
+                    if ok {
+                        self.drain_messages().await;
+                    } else {
+                        self.feed(Event::TcpFailed).await;
+                    }
+                }
+                ok = async { fill(self.pending.as_mut().expect("guarded")).await }, if self.pending.is_some() => {
+                    self.pending_progress(ok).await;
+                }
+                changed = self.setup.rib.changed(), if established => {
+                    if changed.is_ok() {
+                        self.sync_routes().await;
+                    }
+                }
+                () = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    self.fire_timers().await;
+                }
+            }
+        }
+    }
+
+    fn status_mut(&self) -> std::sync::RwLockWriteGuard<'_, PeerStatus> {
+        // A poisoned lock only means another thread panicked mid-update; the data is plain.
+        self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.hold.is_some_and(|t| t <= now) {
+            self.hold = None;
+            self.feed(Event::HoldTimerExpired).await;
+        }
+        if self.keepalive.is_some_and(|t| t <= now) {
+            self.keepalive = None;
+            self.feed(Event::KeepaliveTimerExpired).await;
+        }
+        if self.retry.is_some_and(|t| t <= now) {
+            self.retry = None;
+            self.feed(Event::ConnectRetryExpired).await;
+        }
+    }
+
+    /// Parses every complete message in the buffer and feeds it to the FSM.
+    async fn drain_messages(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let (kind, len) = match next_message(&conn.buf) {
+                Ok(Some(found)) => found,
+                Ok(None) => return,
+                Err(notification) => {
+                    self.feed(Event::ProtocolError(notification)).await;
+                    return;
+                }
+            };
+            let message: Vec<u8> = conn.buf.drain(..len).collect();
+            self.status_mut().count_in(kind);
+            let body = &message[crate::packet::HEADER_LEN..];
+            let event = match kind {
+                MessageType::Open => match Open::decode(body) {
+                    Ok(open) => Event::OpenReceived(open),
+                    Err(n) => Event::ProtocolError(n),
+                },
+                MessageType::Keepalive => Event::KeepaliveReceived,
+                MessageType::Notification => match Notification::decode(body) {
+                    Some(n) => Event::NotificationReceived(n),
+                    None => Event::ProtocolError(Notification::new(1, 2, vec![])),
+                },
+                MessageType::RouteRefresh => Event::RouteRefreshReceived,
+                MessageType::Update => Event::UpdateReceived,
+            };
+            let established = self.fsm.state() == State::Established;
+            self.feed(event).await;
+            if established && self.fsm.state() == State::Established {
+                match kind {
+                    MessageType::Update => {
+                        let negotiated = self.fsm.negotiated().cloned();
+                        match self
+                            .receiver
+                            .receive(body, negotiated.as_ref(), self.setup.local_asn)
+                        {
+                            Ok(()) => {}
+                            Err(ReceiveError::Malformed(n)) => {
+                                self.feed(Event::ProtocolError(n)).await
+                            }
+                            Err(ReceiveError::MaxPrefixes(n)) => {
+                                warn!(
+                                    "prefix limit exceeded: closing, reconnecting in {}",
+                                    self.setup.peer.import.restart_after
+                                );
+                                self.feed(Event::ProtocolError(n)).await;
+                                self.retry = Some(
+                                    Instant::now() + self.setup.peer.import.restart_after.get(),
+                                );
+                            }
+                        }
+                        self.status_mut().prefixes_received = self.receiver.prefix_count();
+                    }
+                    // RFC 2918: answer a refresh by sending everything again.
+                    MessageType::RouteRefresh => {
+                        self.adj_out.clear();
+                        self.sync_routes().await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// An incoming connection from the peer (the listener matched its address).
+    async fn accept(&mut self, stream: TcpStream) {
+        if let Err(e) = transport::accepted(&stream, &self.setup.transport) {
+            warn!("cannot configure accepted connection: {e}");
+            return;
+        }
+        match self.fsm.state() {
+            State::Idle => {
+                // Administratively down: refuse politely.
+                let _ = reject(stream, cease::CONNECTION_REJECTED).await;
+            }
+            State::Connect | State::Active => {
+                if let Some(c) = self.connecting.take() {
+                    c.abort();
+                }
+                if let Ok(conn) = Conn::new(stream, false) {
+                    self.conn = Some(conn);
+                    self.feed(Event::TcpConnected).await;
+                }
+            }
+            State::OpenSent | State::OpenConfirm if self.pending.is_none() => {
+                // Collision (section 6.8): keep both until the new one's OPEN tells who wins.
+                if let Ok(mut conn) = Conn::new(stream, false) {
+                    let open = self.fsm.local_open().encode();
+                    if conn.writer.write_all(&open).await.is_ok() {
+                        self.pending = Some(conn);
+                    }
+                }
+            }
+            _ => {
+                let _ = reject(stream, cease::COLLISION_RESOLUTION).await;
+            }
+        }
+    }
+
+    /// Reads the colliding connection's OPEN and resolves the collision.
+    async fn pending_progress(&mut self, ok: bool) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        if !ok {
+            self.pending = None;
+            return;
+        }
+        let open = match next_message(&pending.buf) {
+            Ok(None) => return,
+            Ok(Some((MessageType::Open, len))) => {
+                Open::decode(&pending.buf[crate::packet::HEADER_LEN..len]).ok()
+            }
+            _ => None,
+        };
+        let Some(open) = open else {
+            self.pending = None;
+            return;
+        };
+        let ours = u32::from(self.fsm.local_open().router_id);
+        let theirs = u32::from(open.router_id);
+        let current_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
+        // The connection opened by the speaker with the higher BGP identifier survives.
+        let keep_pending = if ours < theirs {
+            current_outgoing
+        } else {
+            !current_outgoing
+        };
+        let mut pending = self.pending.take().expect("checked above");
+        if !keep_pending || self.fsm.state() == State::Established {
+            let _ = pending
+                .writer
+                .write_all(&Notification::cease(cease::COLLISION_RESOLUTION, "").encode())
+                .await;
+            return;
+        }
+        info!("connection collision: keeping the connection from the peer");
+        if let Some(mut old) = self.conn.take() {
+            let _ = old
+                .writer
+                .write_all(&Notification::cease(cease::COLLISION_RESOLUTION, "").encode())
+                .await;
+        }
+        // Restart the handshake on the surviving connection: we already sent our OPEN on it.
+        let len = next_message(&pending.buf)
+            .ok()
+            .flatten()
+            .map_or(0, |(_, l)| l);
+        pending.buf.drain(..len);
+        self.conn = Some(pending);
+        self.fsm = Fsm::new(super::fsm::FsmConfig {
+            local: self.fsm.local_open().clone(),
+            remote_asn: self.setup.peer.remote_asn,
+            passive: self.setup.peer.passive,
+            keepalive: self.setup.peer.keepalive,
+            connect_retry: self.setup.peer.connect_retry.get(),
+        });
+        self.fsm.handle(Event::Start);
+        let replayed = self.fsm.handle(Event::TcpConnected);
+        // Our OPEN went out already: skip the FSM's Send of it, keep its timers.
+        let timers: Vec<Action> = replayed
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Send(_) | Action::Connect))
+            .collect();
+        let mut queue: VecDeque<Action> = timers.into();
+        queue.extend(self.fsm.handle(Event::OpenReceived(open)));
+        self.perform(queue).await;
+        self.drain_messages().await;
+    }
+
+    /// Feeds an event and performs the resulting actions (which may produce more events).
+    async fn feed(&mut self, event: Event) {
+        let before = self.fsm.state();
+        let actions = self.fsm.handle(event);
+        self.note_state(before);
+        self.perform(actions.into()).await;
+    }
+
+    fn note_state(&self, before: State) {
+        let now = self.fsm.state();
+        if now != before {
+            info!(from = before.name(), to = now.name(), "state change");
+            let mut status = self.status_mut();
+            status.state = now;
+            status.since = SystemTime::now();
+        }
+    }
+
+    async fn perform(&mut self, mut queue: VecDeque<Action>) {
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Connect => {
+                    let addr = SocketAddr::new(self.setup.peer.address, self.setup.peer.port);
+                    let opts = self.setup.transport.clone();
+                    let timeout = self
+                        .setup
+                        .peer
+                        .connect_retry
+                        .get()
+                        .max(Duration::from_secs(5));
+                    if let Some(c) = self.connecting.take() {
+                        c.abort();
+                    }
+                    self.connecting = Some(tokio::spawn(async move {
+                        transport::connect(addr, &opts, timeout).await
+                    }));
+                }
+                Action::Send(bytes) => {
+                    if !self.send(&bytes).await {
+                        let before = self.fsm.state();
+                        let more = self.fsm.handle(Event::TcpFailed);
+                        self.note_state(before);
+                        queue.extend(more);
+                    }
+                }
+                Action::Disconnect => {
+                    if let Some(mut conn) = self.conn.take() {
+                        let _ = conn.writer.shutdown().await;
+                    }
+                    if let Some(c) = self.connecting.take() {
+                        c.abort();
+                    }
+                }
+                Action::ArmConnectRetry(d) => self.retry = Some(Instant::now() + d),
+                Action::ArmHold(d) => self.hold = Some(Instant::now() + d),
+                Action::DisarmHold => self.hold = None,
+                Action::ArmKeepalive(d) => self.keepalive = Some(Instant::now() + d),
+                Action::DisarmKeepalive => self.keepalive = None,
+                Action::Up(negotiated) => {
+                    info!(
+                        hold = negotiated.hold_time,
+                        ipv4 = negotiated.ipv4_unicast,
+                        ipv6 = negotiated.ipv6_unicast,
+                        "session established"
+                    );
+                    {
+                        let mut status = self.status_mut();
+                        status.negotiated = Some((*negotiated).clone());
+                        status.last_error = None;
+                        status.local_addr = self.conn.as_ref().map(|c| c.local);
+                    }
+                    self.retry = None;
+                    self.adj_out.clear();
+                    self.sync_routes().await;
+                    for eor in
+                        update_tx::end_of_rib(negotiated.ipv4_unicast, negotiated.ipv6_unicast)
+                    {
+                        self.send(&eor).await;
+                    }
+                }
+                Action::Down(reason) => self.went_down(reason),
+            }
+        }
+    }
+
+    fn went_down(&mut self, reason: DownReason) {
+        let was_up = self
+            .status
+            .read()
+            .map(|s| s.negotiated.is_some())
+            .unwrap_or(false);
+        match &reason {
+            DownReason::Stopped => info!("session stopped: {reason}"),
+            _ => warn!("session down: {reason}"),
+        }
+        self.adj_out.clear();
+        self.receiver.clear();
+        let mut status = self.status_mut();
+        if was_up {
+            status.flaps += 1;
+        }
+        status.negotiated = None;
+        status.prefixes_advertised = 0;
+        status.prefixes_received = 0;
+        status.last_error = Some(reason.to_string());
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        match conn.writer.write_all(bytes).await {
+            Ok(()) => {
+                if let Some(kind) = bytes.get(18).copied() {
+                    self.status_mut().count_out(kind);
+                }
+                true
+            }
+            Err(e) => {
+                debug!("write failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Brings the peer's view in line with the table: withdraws, then announcements grouped by
+    /// identical attributes so that each UPDATE carries as many prefixes as fit.
+    async fn sync_routes(&mut self) {
+        let Some(negotiated) = self.fsm.negotiated().cloned() else {
+            return;
+        };
+        let Some(local) = self.conn.as_ref().map(|c| c.local.ip()) else {
+            return;
+        };
+        let snapshot = self.setup.rib.borrow_and_update().clone();
+        let ctx = ExportContext {
+            peer: &self.setup.peer,
+            local_asn: self.setup.local_asn,
+            local_addr: local,
+            ipv4_unicast: negotiated.ipv4_unicast,
+            ipv6_unicast: negotiated.ipv6_unicast,
+        };
+        let mut desired: HashMap<IpNet, WireAttrs> = HashMap::with_capacity(snapshot.routes.len());
+        for (prefix, route) in &snapshot.routes {
+            if let Some(attrs) = ctx.export(prefix, route) {
+                desired.insert(*prefix, attrs);
+            }
+        }
+        let withdrawn: Vec<IpNet> = self
+            .adj_out
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
+        let mut groups: HashMap<WireAttrs, Vec<IpNet>> = HashMap::new();
+        for (prefix, attrs) in &desired {
+            if self.adj_out.get(prefix) != Some(attrs) {
+                groups.entry(attrs.clone()).or_default().push(*prefix);
+            }
+        }
+        let tx = TxContext {
+            four_octet_as: negotiated.four_octet_as,
+        };
+        let mut out = Vec::new();
+        for message in update_tx::withdraw(tx, &withdrawn) {
+            out.extend_from_slice(&message);
+        }
+        for (attrs, mut prefixes) in groups {
+            prefixes.sort_unstable();
+            for message in update_tx::announce(tx, &attrs, &prefixes) {
+                out.extend_from_slice(&message);
+            }
+        }
+        if out.is_empty() {
+            return;
+        }
+        debug!(
+            withdrawn = withdrawn.len(),
+            advertised = desired.len(),
+            "sending updates"
+        );
+        let messages = count_messages(&out);
+        if self.send_batch(&out, messages).await {
+            self.adj_out = desired;
+            self.status_mut().prefixes_advertised = self.adj_out.len();
+        } else {
+            self.feed_boxed(Event::TcpFailed).await;
+        }
+    }
+
+    /// Writes many messages in one go (one syscall for a burst of UPDATEs).
+    async fn send_batch(&mut self, bytes: &[u8], messages: u64) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if conn.writer.write_all(bytes).await.is_err() {
+            return false;
+        }
+        self.status_mut().messages_out.update += messages;
+        true
+    }
+
+    /// `feed` from inside `perform` needs boxing to break the async recursion.
+    fn feed_boxed(
+        &mut self,
+        event: Event,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.feed(event))
+    }
+}
+
+fn count_messages(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Ok(Some((_, len))) = next_message(bytes) {
+        n += 1;
+        bytes = &bytes[len..];
+    }
+    n
+}
+
+/// Refuses a connection with a Cease.
+async fn reject(mut stream: TcpStream, subcode: u8) -> std::io::Result<()> {
+    stream
+        .write_all(&Notification::cease(subcode, "").encode())
+        .await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,418 @@
+//! The speaker: owns the originated-route table and its lease timer, starts one task per
+//! peer, routes incoming connections to them, and answers control requests.
+//!
+//! ```text
+//!   control API ──Request──▶ speaker task (Rib, leases) ──watch<Snapshot>──▶ peer tasks
+//!   listener ──────────────────────────────────── TcpStream by address ──▶ peer tasks
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Deployment;
+use config::site::Site;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::packet::open::{Capabilities, GracefulRestart, Open};
+use crate::rib::{Announcement, Change, Rib, Snapshot};
+use crate::route::RouteAttrs;
+use crate::session::status::PeerStatus;
+use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup};
+use crate::session::transport::{self, TransportOptions};
+
+/// Why the speaker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("site {0:?} is not in the deployment file (known sites: {1})")]
+    UnknownSite(String, String),
+    #[error("peer {peer}: cannot read its TCP-MD5 key: {cause}")]
+    Md5Key {
+        peer: String,
+        cause: config::types::SecretError,
+    },
+    #[error("cannot listen for BGP on {addr}: {cause}")]
+    Listen {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("cannot set the TCP-MD5 key of peer {peer} on the listener: {cause}")]
+    ListenMd5 { peer: String, cause: std::io::Error },
+}
+
+/// A control request, with where to send the answer.
+#[derive(Debug)]
+pub struct Request {
+    pub op: Op,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What can be asked of the speaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// Announce (or renew) a prefix.
+    Announce {
+        prefix: IpNet,
+        #[serde(default)]
+        attrs: RouteAttrs,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// Lease in milliseconds; the route is withdrawn when it runs out unless renewed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_ms: Option<u64>,
+    },
+    Withdraw {
+        prefix: IpNet,
+    },
+    /// Tag with GRACEFUL_SHUTDOWN, withdraw after the delay (the site's `drain_delay` by default).
+    Drain {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefixes: Option<Vec<IpNet>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
+    },
+    Neighbors,
+    Routes,
+    /// Administratively stop or start a peer.
+    PeerDown {
+        peer: String,
+        #[serde(default)]
+        reason: String,
+    },
+    PeerUp {
+        peer: String,
+    },
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    Changed { change: Change, routes: usize },
+    Drained { routes: usize },
+    Neighbors(Vec<serde_json::Value>),
+    Routes(Vec<RouteEntry>),
+    Error(String),
+}
+
+/// One originated route as listed by the control API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub prefix: IpNet,
+    pub attrs: RouteAttrs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Milliseconds until the lease runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_left_ms: Option<u64>,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// A running speaker: send it requests, read its peers' status.
+#[derive(Clone)]
+pub struct SpeakerHandle {
+    pub requests: mpsc::Sender<Request>,
+    pub peers: Arc<Vec<PeerHandle>>,
+}
+
+impl SpeakerHandle {
+    /// Sends a request and waits for the answer.
+    pub async fn ask(&self, op: Op) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        if self.requests.send(Request { op, reply }).await.is_err() {
+            return Reply::Error("speaker is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Reply::Error("speaker is shutting down".into()))
+    }
+
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|p| {
+                p.status
+                    .read()
+                    .map(|s| s.clone())
+                    .unwrap_or_else(|e| e.into_inner().clone())
+            })
+            .collect()
+    }
+}
+
+/// Our OPEN for a site.
+pub fn local_open(site: &Site, hold_time: u16, restarting: bool) -> Open {
+    let families = vec![(1, 1, true), (2, 1, true)];
+    Open {
+        asn: site.asn,
+        hold_time,
+        router_id: site.router_id,
+        caps: Capabilities {
+            four_octet_as: Some(site.asn),
+            ipv4_unicast: true,
+            ipv6_unicast: true,
+            route_refresh: true,
+            enhanced_route_refresh: false,
+            graceful_restart: Some(GracefulRestart {
+                restart_time: site.speaker.restart_time,
+                restarting,
+                families,
+            }),
+            other: Vec::new(),
+        },
+    }
+}
+
+/// Starts the speaker for `site`: peer tasks, the listener (when configured) and the table.
+pub async fn start(
+    deployment: &Deployment,
+    site: &str,
+) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), StartError> {
+    let site = deployment.site(site).ok_or_else(|| {
+        let known: Vec<&str> = deployment.sites.iter().map(|s| s.name.as_str()).collect();
+        StartError::UnknownSite(site.to_owned(), known.join(", "))
+    })?;
+    let (rib_tx, rib_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let mut peers = Vec::new();
+    let mut md5_keys = Vec::new();
+    for peer in &site.peers {
+        let md5_key = match &peer.md5_key {
+            Some(secret) => {
+                let key = secret.resolve().map_err(|cause| StartError::Md5Key {
+                    peer: peer.name.clone(),
+                    cause,
+                })?;
+                md5_keys.push((peer.name.clone(), peer.address, key.clone().into_bytes()));
+                Some(key.into_bytes())
+            }
+            None => None,
+        };
+        let transport = TransportOptions {
+            local_addr: peer.local_address,
+            local_port: peer.local_port,
+            ttl: peer.multihop.or((peer.remote_asn != site.asn).then_some(1)),
+            ttl_security: peer.ttl_security,
+            md5_key,
+        };
+        // Restart bit (RFC 4724 section 3): set when we come back within the restart time;
+        // a peer that never saw us ignores it.
+        let open = local_open(site, peer.hold_time, peer.graceful_restart);
+        let mut open = open;
+        if !peer.graceful_restart {
+            open.caps.graceful_restart = None;
+        }
+        let (handle, _join) = task::spawn(PeerSetup {
+            peer: peer.clone(),
+            local_asn: site.asn,
+            local_open: open,
+            transport,
+            rib: rib_rx.clone(),
+        });
+        peers.push(handle);
+    }
+    let peers = Arc::new(peers);
+
+    if let Some(addr) = site.speaker.listen {
+        let listener =
+            transport::listen(addr).map_err(|cause| StartError::Listen { addr, cause })?;
+        for (peer, address, key) in &md5_keys {
+            transport::set_md5_key(&listener, *address, key).map_err(|cause| {
+                StartError::ListenMd5 {
+                    peer: peer.clone(),
+                    cause,
+                }
+            })?;
+        }
+        tokio::spawn(accept_loop(listener, peers.clone()));
+        info!(%addr, "listening for BGP connections");
+    }
+
+    let (req_tx, req_rx) = mpsc::channel(256);
+    let table = Table {
+        rib: Rib::default(),
+        rib_tx,
+        peers: peers.clone(),
+        drain_delay: site.speaker.drain_delay.get(),
+    };
+    let join = tokio::spawn(table.run(req_rx));
+    Ok((
+        SpeakerHandle {
+            requests: req_tx,
+            peers,
+        },
+        join,
+    ))
+}
+
+/// Hands each accepted connection to the peer with that address; refuses strangers.
+async fn accept_loop(listener: TcpListener, peers: Arc<Vec<PeerHandle>>) {
+    let by_addr: HashMap<IpAddr, PeerHandle> =
+        peers.iter().map(|p| (p.address, p.clone())).collect();
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match by_addr.get(&from.ip()) {
+            Some(peer) => {
+                let _ = peer.incoming.send(stream).await;
+            }
+            None => warn!(%from, "connection from an unknown address refused"),
+        }
+    }
+}
+
+/// The table task.
+struct Table {
+    rib: Rib,
+    rib_tx: watch::Sender<Arc<Snapshot>>,
+    peers: Arc<Vec<PeerHandle>>,
+    drain_delay: Duration,
+}
+
+impl Table {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        loop {
+            let deadline = self.rib.next_deadline().map(Instant::from_std);
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(Request { op, reply }) = request else {
+                        for peer in self.peers.iter() {
+                            let _ = peer.commands.send(PeerCommand::Stop("speaker shutting down".into())).await;
+                        }
+                        return;
+                    };
+                    let answer = self.handle(op).await;
+                    let _ = reply.send(answer);
+                }
+                () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    for (prefix, reason) in self.rib.expire(std::time::Instant::now()) {
+                        info!(%prefix, "route withdrawn: {reason}");
+                    }
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.rib_tx.send_replace(self.rib.snapshot());
+    }
+
+    async fn handle(&mut self, op: Op) -> Reply {
+        let now = std::time::Instant::now();
+        match op {
+            Op::Announce {
+                prefix,
+                attrs,
+                service,
+                lease_ms,
+            } => {
+                if prefix.trunc() != prefix {
+                    return Reply::Error(format!(
+                        "{prefix} has host bits set: expected {}",
+                        prefix.trunc()
+                    ));
+                }
+                let change = self.rib.announce(
+                    prefix,
+                    attrs,
+                    service,
+                    lease_ms.map(Duration::from_millis),
+                    now,
+                );
+                if change != Change::Renewed {
+                    info!(%prefix, ?change, "route announced");
+                    self.publish();
+                }
+                Reply::Changed {
+                    change,
+                    routes: self.rib.len(),
+                }
+            }
+            Op::Withdraw { prefix } => {
+                let change = self.rib.withdraw(&prefix);
+                if change == Change::Removed {
+                    info!(%prefix, "route withdrawn on request");
+                    self.publish();
+                }
+                Reply::Changed {
+                    change,
+                    routes: self.rib.len(),
+                }
+            }
+            Op::Drain { prefixes, delay_ms } => {
+                let delay = delay_ms.map_or(self.drain_delay, Duration::from_millis);
+                let routes = self.rib.drain(prefixes.as_deref(), delay, now);
+                info!(
+                    routes,
+                    delay_ms = delay.as_millis() as u64,
+                    "drain started: GRACEFUL_SHUTDOWN, then withdraw"
+                );
+                self.publish();
+                Reply::Drained { routes }
+            }
+            Op::Neighbors => Reply::Neighbors(
+                self.peers
+                    .iter()
+                    .filter_map(|p| {
+                        p.status
+                            .read()
+                            .ok()
+                            .and_then(|s| serde_json::to_value(&*s).ok())
+                    })
+                    .collect(),
+            ),
+            Op::Routes => {
+                let snapshot = self.rib.snapshot();
+                Reply::Routes(
+                    snapshot
+                        .routes
+                        .iter()
+                        .map(|(prefix, a)| entry(*prefix, a, now))
+                        .collect(),
+                )
+            }
+            Op::PeerDown { peer, reason } => {
+                self.peer_command(&peer, PeerCommand::Stop(reason)).await
+            }
+            Op::PeerUp { peer } => self.peer_command(&peer, PeerCommand::Start).await,
+        }
+    }
+
+    async fn peer_command(&self, name: &str, command: PeerCommand) -> Reply {
+        match self.peers.iter().find(|p| p.name == name) {
+            Some(peer) => {
+                let _ = peer.commands.send(command).await;
+                Reply::Changed {
+                    change: Change::Updated,
+                    routes: self.rib.len(),
+                }
+            }
+            None => Reply::Error(format!("no peer named {name:?}")),
+        }
+    }
+}
+
+fn entry(prefix: IpNet, a: &Announcement, now: std::time::Instant) -> RouteEntry {
+    RouteEntry {
+        prefix,
+        attrs: a.effective_attrs(),
+        service: a.service.clone(),
+        lease_left_ms: a
+            .expires
+            .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+        draining: a.draining_until.is_some(),
+    }
+}

@@ -1,0 +1,281 @@
+//! Interop with BIRD 2: sessions both ways, attributes read back with `birdc show route all`,
+//! withdrawals, leases, drain, MD5 and the hold timer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PeerSpec, Speaker, deployment, wait_route};
+use testkit::bird::Bird;
+use testkit::net::Loopback;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn bird_config(net: Loopback, passive: bool, extra: &str) -> String {
+    let (us, bird) = (net.host(1), net.host(2));
+    let (neighbor, mode) = if passive {
+        (format!("neighbor {us} as 65001;"), "passive on;")
+    } else {
+        (format!("neighbor {us} port 1179 as 65001;"), "")
+    };
+    format!(
+        r#"router id {bird};
+protocol device {{}}
+protocol bgp up1 {{
+  local {bird} port 1179 as 65000;
+  {neighbor}
+  {mode}
+  multihop;
+  strict bind on;
+  hold time 9;
+  connect retry time 1;
+  error wait time 1, 2;
+  {extra}
+  ipv4 {{ import all; export none; }};
+  ipv6 {{ import all; export none; }};
+}}
+"#
+    )
+}
+
+/// Who opens the TCP connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Opener {
+    Us,
+    Bird,
+}
+
+fn setup(
+    test: &str,
+    opener: Opener,
+    peer_extra: &str,
+    bird_extra: &str,
+) -> Option<(Bird, Speaker)> {
+    testkit::require(test, Bird::PROGRAMS, false)?;
+    let net = Loopback::fresh();
+    let bird = Bird::start(&bird_config(net, opener == Opener::Us, bird_extra));
+    let (peer_extra, speaker_extra) = match opener {
+        Opener::Us => (peer_extra.to_owned(), String::new()),
+        Opener::Bird => (
+            format!("passive = true\n{peer_extra}"),
+            format!(", listen = \"{}:1179\"", net.host(1)),
+        ),
+    };
+    let dir = testkit::process::TempDir::new("speaker-sock");
+    let socket = dir.path().join("speaker.sock");
+    let peer = PeerSpec {
+        name: "bird",
+        address: net.host(2),
+        remote_asn: 65000,
+        port: 1179,
+        extra: peer_extra,
+    };
+    let text = deployment(net.host(1), &socket, &[peer], &speaker_extra);
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, text).unwrap();
+    let speaker = Speaker::start_with(dir, config);
+    Some((bird, speaker))
+}
+
+#[test]
+fn session_comes_up_with_us_active_and_routes_arrive_intact() {
+    let Some((bird, speaker)) = setup(
+        "session_comes_up_with_us_active_and_routes_arrive_intact",
+        Opener::Us,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}",
+        speaker.daemon.log_text()
+    );
+
+    let (ok, out) = speaker.cli(&[
+        "announce",
+        "198.51.100.0/24",
+        "--community",
+        "65000:100",
+        "--large-community",
+        "65000:1:2",
+        "--prepend",
+        "2",
+        "--med",
+        "10",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = speaker.cli(&[
+        "announce",
+        "2001:db8:100::/48",
+        "--community",
+        "65000:200",
+        "--large-community",
+        "4200000000:7:8",
+    ]);
+    assert!(ok, "{out}");
+
+    let v4 = wait_route(&bird, "198.51.100.0/24", true, WAIT).expect("IPv4 route at BIRD");
+    assert!(v4.contains("BGP.as_path: 65001 65001 65001"), "{v4}");
+    assert!(v4.contains("BGP.community: (65000,100)"), "{v4}");
+    assert!(v4.contains("BGP.large_community: (65000, 1, 2)"), "{v4}");
+    assert!(v4.contains("BGP.med: 10"), "{v4}");
+    assert!(v4.contains("BGP.origin: IGP"), "{v4}");
+    let v6 = wait_route(&bird, "2001:db8:100::/48", true, WAIT).expect("IPv6 route at BIRD");
+    assert!(
+        v6.contains("BGP.as_path: 65001\n") || v6.contains("BGP.as_path: 65001"),
+        "{v6}"
+    );
+    assert!(v6.contains("BGP.next_hop: 2001:db8::1"), "{v6}");
+    assert!(
+        v6.contains("BGP.large_community: (4200000000, 7, 8)"),
+        "{v6}"
+    );
+
+    let (ok, out) = speaker.cli(&["withdraw", "198.51.100.0/24"]);
+    assert!(ok, "{out}");
+    assert!(
+        wait_route(&bird, "198.51.100.0/24", false, WAIT).is_some(),
+        "withdrawn route still at BIRD"
+    );
+    assert!(
+        bird.route("2001:db8:100::/48").is_some(),
+        "the other route stays"
+    );
+}
+
+#[test]
+fn negotiated_capabilities_are_as_expected() {
+    let Some((bird, speaker)) = setup(
+        "negotiated_capabilities_are_as_expected",
+        Opener::Us,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}",
+        speaker.daemon.log_text()
+    );
+    let peer = speaker
+        .neighbors()
+        .into_iter()
+        .find(|p| p["name"] == "bird")
+        .unwrap();
+    let n = &peer["negotiated"];
+    assert_eq!(n["hold_time"], 9);
+    assert_eq!(n["keepalive"], 3);
+    assert_eq!(n["four_octet_as"], true);
+    assert_eq!(n["ipv4_unicast"], true);
+    assert_eq!(n["ipv6_unicast"], true);
+    assert_eq!(n["route_refresh"], true);
+    let proto = bird.cli("show protocols all up1");
+    for cap in ["4-octet AS numbers", "Route refresh", "Graceful restart"] {
+        let neighbor_caps = proto.split("Neighbor capabilities").nth(1).unwrap_or("");
+        assert!(
+            neighbor_caps.contains(cap),
+            "BIRD does not see our {cap}:\n{proto}"
+        );
+    }
+}
+
+#[test]
+fn session_comes_up_with_us_passive() {
+    let Some((bird, speaker)) = setup("session_comes_up_with_us_passive", Opener::Bird, "", "")
+    else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}\n{}",
+        speaker.daemon.log_text(),
+        bird.cli("show protocols all up1")
+    );
+    assert!(
+        speaker
+            .cli(&["announce", "198.51.100.0/24", "--community", "65000:100"])
+            .0
+    );
+    let route = wait_route(&bird, "198.51.100.0/24", true, WAIT).expect("route at BIRD");
+    assert!(route.contains("(65000,100)"), "{route}");
+}
+
+#[test]
+fn lease_expiry_withdraws_the_route() {
+    let Some((bird, speaker)) = setup("lease_expiry_withdraws_the_route", Opener::Us, "", "")
+    else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    let (ok, out) = speaker.cli(&["announce", "198.51.100.0/24", "--lease", "2s"]);
+    assert!(ok, "{out}");
+    assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
+    // Not renewed: gone within the lease plus a little.
+    let started = std::time::Instant::now();
+    assert!(wait_route(&bird, "198.51.100.0/24", false, Duration::from_secs(6)).is_some());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "withdrawn before the lease ran out"
+    );
+}
+
+#[test]
+fn drain_sends_graceful_shutdown_then_withdraws() {
+    let Some((bird, speaker)) = setup(
+        "drain_sends_graceful_shutdown_then_withdraws",
+        Opener::Us,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    assert!(speaker.cli(&["announce", "198.51.100.0/24"]).0);
+    assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
+    let (ok, out) = speaker.cli(&["drain", "--delay", "2s"]);
+    assert!(ok, "{out}");
+    let tagged = testkit::process::wait_for(WAIT, || {
+        bird.route("198.51.100.0/24")
+            .filter(|r| r.contains("(65535,0)"))
+    });
+    assert!(
+        tagged.is_some(),
+        "no GRACEFUL_SHUTDOWN community: {:?}",
+        bird.route("198.51.100.0/24")
+    );
+    assert!(
+        wait_route(&bird, "198.51.100.0/24", false, WAIT).is_some(),
+        "drained route not withdrawn"
+    );
+}
+
+#[test]
+fn hold_timer_fires_when_the_peer_goes_silent() {
+    let Some((bird, speaker)) = setup(
+        "hold_timer_fires_when_the_peer_goes_silent",
+        Opener::Us,
+        "hold_time = 3",
+        "",
+    ) else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    bird.daemon.signal("STOP");
+    let down = testkit::process::wait_for(Duration::from_secs(8), || {
+        let peer = speaker
+            .neighbors()
+            .into_iter()
+            .find(|p| p["name"] == "bird")?;
+        let error = peer["last_error"].as_str()?.to_owned();
+        (peer["state"] != "Established" && error.contains("Hold Timer Expired")).then_some(error)
+    });
+    bird.daemon.signal("CONT");
+    assert!(
+        down.is_some(),
+        "hold timer did not fire: {:?}",
+        speaker.neighbors()
+    );
+}
