@@ -55,6 +55,9 @@ enum Command {
     /// Administratively stop or start a peer.
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Report that every route has been announced again after a restart, so End-of-RIB goes
+    /// out now instead of after `speaker.startup_hold` (healthd does this itself).
+    Synced,
 }
 
 #[derive(Subcommand)]
@@ -193,6 +196,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         },
         Some(Command::Peer(PeerCmd::Down { peer, reason })) => Op::PeerDown { peer, reason },
         Some(Command::Peer(PeerCmd::Up { peer })) => Op::PeerUp { peer },
+        Some(Command::Synced) => Op::Synced,
     };
     let mut client = Client::connect(&endpoint, token).await?;
     let reply = client.call(op).await?;

@@ -78,6 +78,8 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delay_ms: Option<u64>,
     },
+    /// Every route the client wants is announced: End-of-RIB may go out after a restart.
+    Synced,
     Neighbors,
     Routes,
     /// Administratively stop or start a peer.
@@ -180,6 +182,7 @@ pub async fn start(
         StartError::UnknownSite(site.to_owned(), known.join(", "))
     })?;
     let (rib_tx, rib_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (gate_tx, gate_rx) = watch::channel(site.speaker.startup_hold.get().is_zero());
     let mut peers = Vec::new();
     let mut md5_keys = Vec::new();
     for peer in &site.peers {
@@ -214,6 +217,7 @@ pub async fn start(
             local_open: open,
             transport,
             rib: rib_rx.clone(),
+            startup_gate: gate_rx.clone(),
         });
         peers.push(handle);
     }
@@ -240,6 +244,8 @@ pub async fn start(
         rib_tx,
         peers: peers.clone(),
         drain_delay: site.speaker.drain_delay.get(),
+        gate: gate_tx,
+        gate_deadline: Some(Instant::now() + site.speaker.startup_hold.get()),
     };
     let join = tokio::spawn(table.run(req_rx));
     Ok((
@@ -279,6 +285,9 @@ struct Table {
     rib_tx: watch::Sender<Arc<Snapshot>>,
     peers: Arc<Vec<PeerHandle>>,
     drain_delay: Duration,
+    /// Opened when the table is complete after start: on `synced` or at `gate_deadline`.
+    gate: watch::Sender<bool>,
+    gate_deadline: Option<Instant>,
 }
 
 impl Table {
@@ -296,6 +305,9 @@ impl Table {
                     let answer = self.handle(op).await;
                     let _ = reply.send(answer);
                 }
+                () = async { tokio::time::sleep_until(self.gate_deadline.expect("guarded")).await }, if self.gate_deadline.is_some() => {
+                    self.open_gate("startup hold elapsed");
+                }
                 () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                     for (prefix, reason) in self.rib.expire(std::time::Instant::now()) {
                         info!(%prefix, "route withdrawn: {reason}");
@@ -303,6 +315,13 @@ impl Table {
                     self.publish();
                 }
             }
+        }
+    }
+
+    fn open_gate(&mut self, why: &str) {
+        if self.gate_deadline.take().is_some() {
+            info!("table complete ({why}): End-of-RIB may go out");
+            self.gate.send_replace(true);
         }
     }
 
@@ -362,6 +381,13 @@ impl Table {
                 );
                 self.publish();
                 Reply::Drained { routes }
+            }
+            Op::Synced => {
+                self.open_gate("the control client re-announced everything");
+                Reply::Changed {
+                    change: Change::Renewed,
+                    routes: self.rib.len(),
+                }
             }
             Op::Neighbors => Reply::Neighbors(
                 self.peers

@@ -10,6 +10,7 @@ use testkit::bird::Bird;
 use testkit::net::Loopback;
 
 const WAIT: Duration = Duration::from_secs(15);
+const MD5_KEY: &str = "s3cret-key";
 
 fn bird_config(net: Loopback, passive: bool, extra: &str) -> String {
     let (us, bird) = (net.host(1), net.host(2));
@@ -73,6 +74,7 @@ fn setup(
     let text = deployment(net.host(1), &socket, &[peer], &speaker_extra);
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, text).unwrap();
+    std::fs::write(dir.path().join("md5.key"), format!("{MD5_KEY}\n")).unwrap();
     let speaker = Speaker::start_with(dir, config);
     Some((bird, speaker))
 }
@@ -277,5 +279,111 @@ fn hold_timer_fires_when_the_peer_goes_silent() {
         down.is_some(),
         "hold timer did not fire: {:?}",
         speaker.neighbors()
+    );
+}
+
+#[test]
+fn md5_key_authenticates_the_session() {
+    let bird_md5 = format!("password \"{MD5_KEY}\";");
+    let Some((bird, speaker)) = setup(
+        "md5_key_authenticates_the_session",
+        Opener::Us,
+        "md5_key = { file = \"md5.key\" }",
+        &bird_md5,
+    ) else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}\n{}",
+        speaker.daemon.log_text(),
+        bird.cli("show protocols all up1")
+    );
+}
+
+#[test]
+fn wrong_md5_key_fails_with_a_clear_error() {
+    let Some((bird, speaker)) = setup(
+        "wrong_md5_key_fails_with_a_clear_error",
+        Opener::Us,
+        "md5_key = { file = \"md5.key\" }",
+        "password \"another-key\";",
+    ) else {
+        return;
+    };
+    let error = testkit::process::wait_for(Duration::from_secs(20), || {
+        let peer = speaker
+            .neighbors()
+            .into_iter()
+            .find(|p| p["name"] == "bird")?;
+        peer["last_error"]
+            .as_str()
+            .filter(|e| e.contains("TCP-MD5"))
+            .map(str::to_owned)
+    });
+    assert!(
+        error.is_some(),
+        "no clear MD5 error: {:?}",
+        speaker.neighbors()
+    );
+    assert!(!bird.established("up1"));
+    let (_, table) = speaker.cli(&["show", "neighbors"]);
+    assert!(
+        table.contains("check that the peer uses the same key"),
+        "{table}"
+    );
+}
+
+#[test]
+fn graceful_restart_keeps_our_routes_at_the_peer_through_a_crash() {
+    let Some((bird, mut speaker)) = setup(
+        "graceful_restart_keeps_our_routes_at_the_peer_through_a_crash",
+        Opener::Us,
+        "",
+        "graceful restart on;",
+    ) else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    assert!(
+        speaker
+            .cli(&["announce", "198.51.100.0/24", "--community", "65000:100"])
+            .0
+    );
+    assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
+    // The startup hold (3 s) is over before the crash, so this is a steady state.
+    std::thread::sleep(Duration::from_secs(3));
+
+    speaker.crash_and_restart();
+    assert!(
+        speaker
+            .cli(&["announce", "198.51.100.0/24", "--community", "65000:100"])
+            .0,
+        "re-announce after restart"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut established_again = false;
+    while std::time::Instant::now() < deadline {
+        assert!(
+            bird.route("198.51.100.0/24").is_some(),
+            "BIRD dropped the route during our restart:\n{}",
+            bird.cli("show protocols all up1")
+        );
+        established_again |= bird.established("up1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        established_again,
+        "session did not come back: {}",
+        bird.cli("show protocols all up1")
+    );
+    assert!(speaker.cli(&["synced"]).0);
+    std::thread::sleep(Duration::from_millis(500));
+    let route = bird
+        .route("198.51.100.0/24")
+        .expect("route kept after End-of-RIB");
+    assert!(
+        route.contains("(65000,100)") && !route.contains("stale"),
+        "{route}"
     );
 }

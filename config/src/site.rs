@@ -233,6 +233,11 @@ pub struct SpeakerSettings {
     /// How long a drain keeps routes tagged GRACEFUL_SHUTDOWN before withdrawing them.
     #[serde(default = "default_drain_delay")]
     pub drain_delay: HumanDuration,
+    /// After the speaker starts, End-of-RIB is held back this long (or until healthd says it
+    /// has re-announced everything), so that peers keeping our routes through a graceful
+    /// restart do not flush them before healthd has announced them again.
+    #[serde(default = "default_startup_hold")]
+    pub startup_hold: HumanDuration,
 }
 
 impl SpeakerSettings {
@@ -253,6 +258,7 @@ impl Default for SpeakerSettings {
             listen: None,
             restart_time: default_restart_time(),
             drain_delay: default_drain_delay(),
+            startup_hold: default_startup_hold(),
         }
     }
 }
@@ -325,6 +331,9 @@ fn default_restart_time() -> u16 {
 }
 fn default_drain_delay() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_startup_hold() -> HumanDuration {
+    HumanDuration::from_secs(3)
 }
 fn default_feed_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9180))

@@ -61,6 +61,9 @@ pub struct PeerSetup {
     pub local_open: Open,
     pub transport: TransportOptions,
     pub rib: watch::Receiver<Arc<Snapshot>>,
+    /// Opens once the table is complete after a start (see `speaker.startup_hold`); End-of-RIB
+    /// waits for it.
+    pub startup_gate: watch::Receiver<bool>,
 }
 
 struct Conn {
@@ -123,6 +126,7 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         adj_out: HashMap::new(),
         status,
         receiver,
+        eor_pending: false,
     };
     let join = tokio::spawn(task.run(incoming_rx, cmd_rx));
     (handle, join)
@@ -141,6 +145,8 @@ struct PeerTask {
     adj_out: HashMap<IpNet, WireAttrs>,
     status: Arc<RwLock<PeerStatus>>,
     receiver: Receiver,
+    /// End-of-RIB not sent yet because the startup gate is closed.
+    eor_pending: bool,
 }
 
 impl PeerTask {
@@ -178,8 +184,9 @@ impl PeerTask {
                             Err(_) => self.feed(Event::TcpFailed).await,
                         },
                         Ok(Err(e)) => {
-                            debug!("connect failed: {e}");
-                            self.status_mut().last_error = Some(format!("connect: {e}"));
+                            let error = self.explain_connect_error(&e);
+                            debug!("connect failed: {error}");
+                            self.status_mut().last_error = Some(error);
                             self.feed(Event::TcpFailed).await;
                         }
                         Err(_) => self.feed(Event::TcpFailed).await,
@@ -196,6 +203,13 @@ impl PeerTask {
                 ok = async { fill(self.pending.as_mut().expect("guarded")).await }, if self.pending.is_some() => {
                     self.pending_progress(ok).await;
                 }
+                changed = self.setup.startup_gate.changed(), if self.eor_pending => {
+                    if changed.is_err() || *self.setup.startup_gate.borrow() {
+                        self.eor_pending = false;
+                        self.sync_routes().await;
+                        self.send_end_of_rib().await;
+                    }
+                }
                 changed = self.setup.rib.changed(), if established => {
                     if changed.is_ok() {
                         self.sync_routes().await;
@@ -211,6 +225,29 @@ impl PeerTask {
     fn status_mut(&self) -> std::sync::RwLockWriteGuard<'_, PeerStatus> {
         // A poisoned lock only means another thread panicked mid-update; the data is plain.
         self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connect error with what the operator should check.
+    fn explain_connect_error(&self, e: &std::io::Error) -> String {
+        let hint = match e.kind() {
+            // A SYN with a wrong (or missing) TCP-MD5 signature is dropped silently by the
+            // peer's kernel, so a key mismatch looks exactly like a time-out.
+            std::io::ErrorKind::TimedOut if self.setup.transport.md5_key.is_some() => {
+                "; TCP-MD5 is configured: check that the peer uses the same key"
+            }
+            std::io::ErrorKind::TimedOut => "; check the peer address, routing and filters",
+            std::io::ErrorKind::ConnectionRefused => {
+                "; the peer is not listening: is BGP configured there for our address?"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; local_address is not configured on this host"
+            }
+            _ => "",
+        };
+        format!(
+            "connect to {}:{}: {e}{hint}",
+            self.setup.peer.address, self.setup.peer.port
+        )
     }
 
     async fn fire_timers(&mut self) {
@@ -434,7 +471,14 @@ impl PeerTask {
                         .get()
                         .max(Duration::from_secs(5));
                     if let Some(c) = self.connecting.take() {
+                        // The previous attempt got no answer before the retry timer fired.
                         c.abort();
+                        let timeout = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer before the connect retry timer fired",
+                        );
+                        let error = self.explain_connect_error(&timeout);
+                        self.status_mut().last_error = Some(error);
                     }
                     self.connecting = Some(tokio::spawn(async move {
                         transport::connect(addr, &opts, timeout).await
@@ -477,10 +521,13 @@ impl PeerTask {
                     self.retry = None;
                     self.adj_out.clear();
                     self.sync_routes().await;
-                    for eor in
-                        update_tx::end_of_rib(negotiated.ipv4_unicast, negotiated.ipv6_unicast)
-                    {
-                        self.send(&eor).await;
+                    if *self.setup.startup_gate.borrow() {
+                        self.send_end_of_rib().await;
+                    } else {
+                        // RFC 4724 section 4.1: routes kept by a helper peer are flushed at our
+                        // End-of-RIB, so it waits until healthd has announced everything again.
+                        info!("holding End-of-RIB until the table is complete");
+                        self.eor_pending = true;
                     }
                 }
                 Action::Down(reason) => self.went_down(reason),
@@ -488,7 +535,17 @@ impl PeerTask {
         }
     }
 
+    async fn send_end_of_rib(&mut self) {
+        let Some(n) = self.fsm.negotiated().cloned() else {
+            return;
+        };
+        for eor in update_tx::end_of_rib(n.ipv4_unicast, n.ipv6_unicast) {
+            self.send(&eor).await;
+        }
+    }
+
     fn went_down(&mut self, reason: DownReason) {
+        self.eor_pending = false;
         let was_up = self
             .status
             .read()

@@ -109,6 +109,26 @@ impl Speaker {
         speaker
     }
 
+    /// Kills the process without a goodbye (as a crash would) and starts it again.
+    pub fn crash_and_restart(&mut self) {
+        self.daemon.signal("KILL");
+        self.daemon.wait_exit(Duration::from_secs(5));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bgp-speaker"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "debug");
+        let log = self.dir.path().join("speaker-restarted.log");
+        self.daemon = Daemon::spawn("bgp-speaker", cmd, &log).expect("restart bgp-speaker");
+        let up = wait_for(Duration::from_secs(10), || {
+            self.cli(&["show", "neighbors"]).0.then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "bgp-speaker did not restart:\n{}",
+            self.daemon.log_text()
+        );
+    }
+
     /// Runs the CLI against this speaker; returns (success, stdout + stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bgp-speaker"));
