@@ -52,12 +52,12 @@ pub enum ControlError {
     Protocol(String),
 }
 
-/// Serves the control API until the task is dropped.
+/// Serves the control API until the returned server is dropped.
 pub async fn serve(
     endpoint: &ControlEndpoint,
     token: Option<String>,
     speaker: SpeakerHandle,
-) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+) -> Result<ControlServer, ControlError> {
     let listen_err = |cause| ControlError::Listen {
         endpoint: endpoint.to_string(),
         cause,
@@ -69,47 +69,87 @@ pub async fn serve(
             // Only the owner (root or the speaker's user) may talk to the speaker.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(listen_err)?;
-            Ok(tokio::spawn(async move {
+            let inode = {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(path).map_err(listen_err)?.ino()
+            };
+            let task = tokio::spawn(async move {
                 loop {
                     match listener.accept().await {
+                        // File permissions are the authentication on a unix socket.
                         Ok((stream, _)) => {
-                            tokio::spawn(session(stream, None, speaker.clone()));
+                            drop(tokio::spawn(session(stream, None, speaker.clone())))
                         }
-                        Err(e) => {
-                            warn!("control accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                        Err(e) => accept_failed(e).await,
                     }
                 }
-            }))
+            });
+            Ok(ControlServer {
+                task,
+                socket: Some((path.clone(), inode)),
+            })
         }
         ControlEndpoint::Tcp(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-            Ok(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 loop {
                     match listener.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(session(stream, token.clone(), speaker.clone()));
-                        }
-                        Err(e) => {
-                            warn!("control accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                        Ok((stream, _)) => drop(tokio::spawn(session(
+                            stream,
+                            token.clone(),
+                            speaker.clone(),
+                        ))),
+                        Err(e) => accept_failed(e).await,
                     }
                 }
-            }))
+            });
+            Ok(ControlServer { task, socket: None })
         }
     }
 }
 
+/// Out of file descriptors and the like: say so and back off instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    warn!("control accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 /// Creates the socket's directory and removes a stale socket left by a previous run.
+///
+/// A socket that still answers belongs to a running speaker: taking it over would leave that
+/// speaker unreachable, so this is refused.
 fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another bgp-speaker is running on this socket; stop it first",
+        ));
+    }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// The running control API; dropping it stops it and removes its socket (if still ours).
+pub struct ControlServer {
+    task: tokio::task::JoinHandle<()>,
+    socket: Option<(std::path::PathBuf, u64)>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.task.abort();
+        if let Some((path, inode)) = &self.socket {
+            // A newer instance may have replaced the file: only remove the one we created.
+            if std::fs::metadata(path).is_ok_and(|m| m.ino() == *inode) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 

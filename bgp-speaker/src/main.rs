@@ -225,7 +225,7 @@ async fn run(
     let site = deployment.site(&site_name).context("site vanished")?;
     let endpoint = site.speaker.control_endpoint(&site.name);
     let (speaker, _table) = speaker::start(&deployment, &site_name).await?;
-    let _control = control::serve(&endpoint, token, speaker.clone()).await?;
+    let control = control::serve(&endpoint, token, speaker.clone()).await?;
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -254,8 +254,6 @@ async fn run(
     }
     // Give the Cease messages a moment to leave.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    if let config::ControlEndpoint::Unix(path) = &endpoint {
-        let _ = std::fs::remove_file(path);
-    }
+    drop(control);
     Ok(ExitCode::SUCCESS)
 }

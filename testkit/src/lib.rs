@@ -6,6 +6,7 @@
 //! by skipping.
 
 pub mod bird;
+pub mod frr;
 pub mod net;
 pub mod process;
 
