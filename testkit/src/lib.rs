@@ -6,7 +6,9 @@
 //! by skipping.
 
 pub mod bird;
+pub mod exabgp;
 pub mod frr;
+pub mod gobgp;
 pub mod net;
 pub mod process;
 
