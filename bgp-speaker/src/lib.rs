@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod control;
 pub mod export;
+pub mod metrics;
 pub mod packet;
 pub mod receive;
 pub mod rib;

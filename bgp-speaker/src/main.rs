@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return check_config(&cli.config);
     }
-    init_logging();
+    daemon::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,17 +126,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn load(cli: &Cli) -> Result<(Deployment, String)> {
@@ -226,21 +215,27 @@ async fn run(
     let endpoint = site.speaker.control_endpoint(&site.name);
     let (speaker, _table) = speaker::start(&deployment, &site_name).await?;
     let control = control::serve(&endpoint, token, speaker.clone()).await?;
+    let scrape = speaker.clone();
+    let admin = daemon::admin::router(std::sync::Arc::new(move || {
+        bgp_speaker::metrics::render(&scrape)
+    }));
+    let _admin = daemon::admin::serve(site.speaker.admin, admin).await?;
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => match Deployment::load(&config_path) {
-                // Peers and sessions keep running; the new file is validated so that a mistake
-                // shows now rather than at the next restart.
-                Ok(new) if new.site(&site_name) == deployment.site(&site_name) => info!("SIGHUP: deployment file unchanged for this site"),
-                Ok(_) => warn!("SIGHUP: the site's settings changed; restart bgp-speaker to apply them (sessions are kept until then)"),
-                Err(e) => warn!("SIGHUP: deployment file is invalid, keeping the running configuration:\n{e}"),
-            },
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+    let mut signals = daemon::signals::Signals::new()?;
+    while signals.next().await == daemon::signals::Request::Reload {
+        match Deployment::load(&config_path) {
+            // Sessions keep running; the new file is validated so that a mistake shows now
+            // rather than at the next restart.
+            Ok(new) if new.site(&site_name) == deployment.site(&site_name) => {
+                info!("SIGHUP: deployment file unchanged for this site")
+            }
+            Ok(_) => warn!(
+                "SIGHUP: the site's settings changed; restart bgp-speaker to apply them (sessions are kept until then)"
+            ),
+            Err(e) => {
+                warn!("SIGHUP: deployment file is invalid, keeping the running configuration:\n{e}")
+            }
         }
     }
     info!("shutting down: closing sessions with Cease");

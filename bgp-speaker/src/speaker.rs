@@ -123,6 +123,8 @@ pub struct RouteEntry {
 pub struct SpeakerHandle {
     pub requests: mpsc::Sender<Request>,
     pub peers: Arc<Vec<PeerHandle>>,
+    /// The current originated-route table.
+    pub rib: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl SpeakerHandle {
@@ -252,6 +254,7 @@ pub async fn start(
         SpeakerHandle {
             requests: req_tx,
             peers,
+            rib: rib_rx,
         },
         join,
     ))

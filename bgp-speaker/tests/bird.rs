@@ -387,3 +387,71 @@ fn graceful_restart_keeps_our_routes_at_the_peer_through_a_crash() {
         "{route}"
     );
 }
+
+#[test]
+fn metrics_report_peer_state_messages_and_routes() {
+    let Some((bird, speaker)) = setup(
+        "metrics_report_peer_state_messages_and_routes",
+        Opener::Us,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    assert!(
+        speaker
+            .cli(&["announce", "198.51.100.0/24", "--service", "live"])
+            .0
+    );
+    assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
+    let text = std::fs::read_to_string(&speaker.config).unwrap();
+    let admin: std::net::SocketAddr = text
+        .split("admin = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, body) = testkit::http::get(admin, "/metrics").expect("metrics endpoint answers");
+    assert_eq!(status, 200);
+    for line in [
+        "bgp_peer_state{address=",
+        "bgp_peer_established{peer=\"bird\"} 1",
+        "bgp_peer_prefixes_advertised{peer=\"bird\"} 1",
+        "bgp_routes_originated{service=\"live\"} 1",
+        "bgp_peer_messages_sent_total{peer=\"bird\",type=\"update\"}",
+        "bgp_peer_messages_received_total{peer=\"bird\",type=\"keepalive\"}",
+    ] {
+        assert!(body.contains(line), "missing {line} in:\n{body}");
+    }
+}
+
+#[test]
+fn sigterm_closes_sessions_with_a_cease_and_exits_cleanly() {
+    let Some((bird, mut speaker)) = setup(
+        "sigterm_closes_sessions_with_a_cease_and_exits_cleanly",
+        Opener::Us,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    speaker.daemon.signal("TERM");
+    assert_eq!(
+        speaker.daemon.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        speaker.daemon.log_text()
+    );
+    let proto = testkit::process::wait_for(WAIT, || {
+        let p = bird.cli("show protocols all up1");
+        p.contains("Administrative shutdown").then_some(p)
+    });
+    assert!(
+        proto.is_some(),
+        "BIRD did not see a Cease: {}",
+        bird.cli("show protocols all up1")
+    );
+}
