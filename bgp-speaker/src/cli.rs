@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::route::ShownRoute;
 use crate::speaker::{Reply, RouteEntry};
 
 /// `show neighbors` as a table.
@@ -69,6 +70,33 @@ pub fn routes_table(routes: &[RouteEntry]) -> String {
             communities.join(" "),
         );
     }
+    out
+}
+
+/// Routes sent to or received from one peer.
+pub fn peer_routes_table(routes: &[ShownRoute]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<26} {:<6} {:>6} {:>6}  {:<24} COMMUNITIES",
+        "PREFIX", "NEXT HOP", "ORIGIN", "MED", "LPREF", "AS PATH"
+    );
+    for r in routes {
+        let mut communities = r.communities.clone();
+        communities.extend(r.large_communities.iter().cloned());
+        let _ = writeln!(
+            out,
+            "{:<24} {:<26} {:<6} {:>6} {:>6}  {:<24} {}",
+            r.prefix,
+            r.next_hop,
+            r.origin,
+            r.med.map_or("-".into(), |m| m.to_string()),
+            r.local_pref.map_or("-".into(), |m| m.to_string()),
+            r.as_path,
+            communities.join(" ")
+        );
+    }
+    let _ = writeln!(out, "{} routes", routes.len());
     out
 }
 

@@ -64,8 +64,19 @@ enum Command {
 enum Show {
     /// Peers: state, uptime, prefixes, flaps and the last error.
     Neighbors,
-    /// Routes this speaker announces.
-    Routes,
+    /// Routes: this speaker's table, or what one peer was sent or sent us.
+    Routes {
+        #[command(subcommand)]
+        which: Option<RoutesOf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesOf {
+    /// The routes sent to PEER, after export policy.
+    Advertised { peer: String },
+    /// The routes PEER sent us (needs `import.enabled`).
+    Received { peer: String },
 }
 
 #[derive(Subcommand)]
@@ -164,7 +175,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
         Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
-        Some(Command::Show(Show::Routes)) => Op::Routes,
+        Some(Command::Show(Show::Routes { which: None })) => Op::Routes,
+        Some(Command::Show(Show::Routes {
+            which: Some(RoutesOf::Advertised { peer }),
+        })) => Op::Advertised { peer },
+        Some(Command::Show(Show::Routes {
+            which: Some(RoutesOf::Received { peer }),
+        })) => Op::Received { peer },
         Some(Command::Announce(a)) => Op::Announce {
             prefix: a.prefix,
             attrs: RouteAttrs {
@@ -195,6 +212,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         match &reply {
             Reply::Neighbors(peers) => print!("{}", cli::neighbors_table(peers)),
             Reply::Routes(routes) => print!("{}", cli::routes_table(routes)),
+            Reply::PeerRoutes(routes) => print!("{}", cli::peer_routes_table(routes)),
             other => println!("{}", cli::change_line(other)),
         }
     }

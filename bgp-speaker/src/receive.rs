@@ -15,6 +15,7 @@ use crate::packet::Notification;
 use crate::packet::notification::cease;
 use crate::packet::open::Negotiated;
 use crate::packet::update_rx::{ParsedAttrs, Prefix, RxContext, UpdateOutcome, parse_update};
+use crate::route::{ShownRoute, origin_name};
 
 /// Why receiving must end the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,19 @@ impl Receiver {
     /// Received routes with their attributes (import enabled only).
     pub fn routes(&self) -> impl Iterator<Item = (&Prefix, &AttrSet)> {
         self.rib_in.iter().map(|(p, a)| (p, a.as_ref()))
+    }
+
+    /// The Adj-RIB-In for display, sorted by prefix.
+    pub fn shown_routes(&self) -> Result<Vec<ShownRoute>, String> {
+        if !self.import.enabled {
+            return Err("import is disabled for this peer: received routes are counted, not kept (set import.enabled = true)".into());
+        }
+        let mut routes: Vec<(&Prefix, &AttrSet)> = self.routes().collect();
+        routes.sort_by_key(|(p, _)| **p);
+        Ok(routes
+            .into_iter()
+            .map(|(p, a)| shown(p, &a.parsed))
+            .collect())
     }
 
     /// Forgets everything (session down).
@@ -206,5 +220,52 @@ impl Receiver {
                 )))
             }
         }
+    }
+}
+
+fn shown(prefix: &Prefix, a: &ParsedAttrs) -> ShownRoute {
+    let as_path = a
+        .as_path
+        .iter()
+        .map(|seg| {
+            let asns: Vec<String> = seg.asns.iter().map(ToString::to_string).collect();
+            // AS_SET and AS_CONFED_SET in braces, as BIRD prints them.
+            if seg.kind == 1 || seg.kind == 4 {
+                format!("{{{}}}", asns.join(" "))
+            } else {
+                asns.join(" ")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let next_hop = match (a.next_hop, &a.mp_next_hop) {
+        (Some(nh), _) => nh.to_string(),
+        (None, Some(raw)) if raw.len() >= 16 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[..16]);
+            std::net::Ipv6Addr::from(b).to_string()
+        }
+        (None, Some(raw)) if raw.len() == 4 => {
+            std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+        }
+        _ => "-".into(),
+    };
+    ShownRoute {
+        prefix: prefix.to_string(),
+        origin: a.origin.map_or("-".into(), origin_name),
+        as_path,
+        next_hop,
+        med: a.med,
+        local_pref: a.local_pref,
+        communities: a
+            .communities
+            .iter()
+            .map(|c| config::types::Community(*c).to_string())
+            .collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
+            .collect(),
     }
 }

@@ -56,3 +56,62 @@ pub struct Route {
     pub prefix: IpNet,
     pub attrs: RouteAttrs,
 }
+
+/// A route as the CLI and the control API show it, sent or received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownRoute {
+    pub prefix: String,
+    pub origin: String,
+    pub as_path: String,
+    pub next_hop: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<String>,
+}
+
+impl ShownRoute {
+    pub fn advertised(prefix: &IpNet, a: &WireAttrs) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            origin: origin_name(match a.origin {
+                Origin::Igp => 0,
+                Origin::Egp => 1,
+                Origin::Incomplete => 2,
+            }),
+            as_path: a
+                .as_path
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            next_hop: a.next_hop.to_string(),
+            med: a.med,
+            local_pref: a.local_pref,
+            communities: a
+                .communities
+                .iter()
+                .map(|c| Community(*c).to_string())
+                .collect(),
+            large_communities: a
+                .large_communities
+                .iter()
+                .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
+                .collect(),
+        }
+    }
+}
+
+/// ORIGIN code as BIRD and FRR print it.
+pub fn origin_name(code: u8) -> String {
+    match code {
+        0 => "IGP",
+        1 => "EGP",
+        _ => "incomplete",
+    }
+    .to_owned()
+}

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::packet::open::{Capabilities, GracefulRestart, Open};
 use crate::rib::{Announcement, Change, Rib, Snapshot};
-use crate::route::RouteAttrs;
+use crate::route::{RouteAttrs, ShownRoute};
 use crate::session::status::PeerStatus;
 use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup};
 use crate::session::transport::{self, TransportOptions};
@@ -81,7 +81,16 @@ pub enum Op {
     /// Every route the client wants is announced: End-of-RIB may go out after a restart.
     Synced,
     Neighbors,
+    /// The originated-route table.
     Routes,
+    /// What one peer has been sent (its Adj-RIB-Out).
+    Advertised {
+        peer: String,
+    },
+    /// What one peer sent us (its Adj-RIB-In; import must be enabled).
+    Received {
+        peer: String,
+    },
     /// Administratively stop or start a peer.
     PeerDown {
         peer: String,
@@ -101,6 +110,7 @@ pub enum Reply {
     Drained { routes: usize },
     Neighbors(Vec<serde_json::Value>),
     Routes(Vec<RouteEntry>),
+    PeerRoutes(Vec<ShownRoute>),
     Error(String),
 }
 
@@ -412,6 +422,27 @@ impl Table {
                         .map(|(prefix, a)| entry(*prefix, a, now))
                         .collect(),
                 )
+            }
+            Op::Advertised { peer } => {
+                let Some(handle) = self.peers.iter().find(|p| p.name == peer) else {
+                    return Reply::Error(format!("no peer named {peer:?}"));
+                };
+                let (tx, rx) = oneshot::channel();
+                let _ = handle.commands.send(PeerCommand::ShowAdvertised(tx)).await;
+                rx.await
+                    .map_or_else(|_| Reply::Error("peer task gone".into()), Reply::PeerRoutes)
+            }
+            Op::Received { peer } => {
+                let Some(handle) = self.peers.iter().find(|p| p.name == peer) else {
+                    return Reply::Error(format!("no peer named {peer:?}"));
+                };
+                let (tx, rx) = oneshot::channel();
+                let _ = handle.commands.send(PeerCommand::ShowReceived(tx)).await;
+                match rx.await {
+                    Ok(Ok(routes)) => Reply::PeerRoutes(routes),
+                    Ok(Err(e)) => Reply::Error(e),
+                    Err(_) => Reply::Error("peer task gone".into()),
+                }
             }
             Op::PeerDown { peer, reason } => {
                 self.peer_command(&peer, PeerCommand::Stop(reason)).await

@@ -135,6 +135,19 @@ fn session_comes_up_with_us_active_and_routes_arrive_intact() {
         "{v6}"
     );
 
+    let (ok, table) = speaker.cli(&["show", "routes", "advertised", "bird"]);
+    assert!(ok, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("198.51.100.0/24"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("65001 65001 65001") && row.contains("65000:100") && row.contains("65000:1:2"),
+        "{row}"
+    );
+    let (ok, out) = speaker.cli(&["show", "routes", "received", "bird"]);
+    assert!(!ok && out.contains("import is disabled"), "{out}");
+
     let (ok, out) = speaker.cli(&["withdraw", "198.51.100.0/24"]);
     assert!(ok, "{out}");
     assert!(

@@ -154,6 +154,12 @@ fn malformed_attributes_are_treated_as_withdraw_without_a_session_reset() {
     let mut peer = RawPeer::accept(&listener, net.host(9));
     peer.send(&update(&good_attrs(), &NLRI));
     assert!(wait_received(&speaker, 2), "{:?}", speaker.neighbors());
+    let (ok, table) = speaker.cli(&["show", "routes", "received", "raw"]);
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("10.1.1.0/24") && table.contains("192.0.2.7") && table.contains("65000"),
+        "{table}"
+    );
 
     // ORIGIN 7 does not exist: the routes go, the session stays (RFC 7606 section 7.1).
     let mut bad = good_attrs();

@@ -34,7 +34,7 @@ use crate::packet::update_tx::{self, TxContext};
 use crate::packet::{MessageType, Notification, next_message};
 use crate::receive::{ReceiveError, Receiver};
 use crate::rib::Snapshot;
-use crate::route::WireAttrs;
+use crate::route::{ShownRoute, WireAttrs};
 
 /// Commands from the control API.
 #[derive(Debug)]
@@ -42,6 +42,10 @@ pub enum PeerCommand {
     /// Administrative stop with a reason (sent as RFC 8203 shutdown communication).
     Stop(String),
     Start,
+    /// The routes in the Adj-RIB-Out, as sent to the peer.
+    ShowAdvertised(tokio::sync::oneshot::Sender<Vec<ShownRoute>>),
+    /// The routes in the Adj-RIB-In (import enabled), as received.
+    ShowReceived(tokio::sync::oneshot::Sender<Result<Vec<ShownRoute>, String>>),
 }
 
 /// What the speaker keeps to talk to a peer task.
@@ -168,6 +172,14 @@ impl PeerTask {
                 cmd = commands.recv() => match cmd {
                     Some(PeerCommand::Stop(reason)) => self.feed(Event::Stop { reason }).await,
                     Some(PeerCommand::Start) => self.feed(Event::Start).await,
+                    Some(PeerCommand::ShowAdvertised(reply)) => {
+                        let mut routes: Vec<ShownRoute> = self.adj_out.iter().map(|(p, a)| ShownRoute::advertised(p, a)).collect();
+                        routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+                        let _ = reply.send(routes);
+                    }
+                    Some(PeerCommand::ShowReceived(reply)) => {
+                        let _ = reply.send(self.receiver.shown_routes());
+                    }
                     None => {
                         self.feed(Event::Stop { reason: "speaker shutting down".into() }).await;
                         return;
