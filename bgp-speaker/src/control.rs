@@ -2,7 +2,7 @@
 //! (protected by its file mode) or a loopback TCP port (protected by a token).
 //!
 //! ```text
-//! → {"op":"announce","prefix":"198.51.100.0/24","service":"live","lease_ms":3000,
+//! → {"op":"announce","prefixes":["198.51.100.0/24"],"service":"live","lease_ms":3000,
 //!    "attrs":{"communities":["65000:100"],"prepend":1}}
 //! ← {"changed":{"change":"added","routes":1}}
 //! ```

@@ -43,7 +43,10 @@ enum Command {
     /// Announce a prefix (healthd does this with a lease; an operator's stays until withdrawn).
     Announce(AnnounceArgs),
     /// Withdraw a prefix.
-    Withdraw { prefix: IpNet },
+    Withdraw {
+        #[arg(required = true)]
+        prefixes: Vec<IpNet>,
+    },
     /// Tag routes with GRACEFUL_SHUTDOWN (RFC 8326), then withdraw them after a delay.
     Drain {
         /// Prefixes to drain; all when none is given.
@@ -94,7 +97,9 @@ enum PeerCmd {
 
 #[derive(Args)]
 struct AnnounceArgs {
-    prefix: IpNet,
+    /// Prefixes announced with the attributes below.
+    #[arg(required = true)]
+    prefixes: Vec<IpNet>,
     #[arg(long)]
     service: Option<String>,
     /// Withdraw automatically unless announced again within this time.
@@ -183,7 +188,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             which: Some(RoutesOf::Received { peer }),
         })) => Op::Received { peer },
         Some(Command::Announce(a)) => Op::Announce {
-            prefix: a.prefix,
+            prefixes: a.prefixes,
             attrs: RouteAttrs {
                 prepend: a.prepend,
                 med: a.med,
@@ -195,7 +200,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             service: a.service,
             lease_ms: a.lease.map(|l| l.get().as_millis() as u64),
         },
-        Some(Command::Withdraw { prefix }) => Op::Withdraw { prefix },
+        Some(Command::Withdraw { prefixes }) => Op::Withdraw { prefixes },
         Some(Command::Drain { prefixes, delay }) => Op::Drain {
             prefixes: (!prefixes.is_empty()).then_some(prefixes),
             delay_ms: delay.map(|d| d.get().as_millis() as u64),

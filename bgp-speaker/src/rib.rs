@@ -4,11 +4,12 @@
 //! The table is owned by the speaker task; every change produces a new immutable [`Snapshot`]
 //! that peer sessions diff against what they advertised, so a session never blocks the table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::types::Community;
+use imbl::OrdMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -42,17 +43,21 @@ impl Announcement {
     }
 }
 
-/// An immutable view of the table handed to sessions.
-#[derive(Debug, Default)]
+/// An immutable view of the table handed to sessions. Cloning it is O(1) and two versions
+/// share structure, so a session finds what changed with [`OrdMap::diff`] in time proportional
+/// to the change, not to the table.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub version: u64,
-    pub routes: BTreeMap<IpNet, Announcement>,
+    pub routes: OrdMap<IpNet, Arc<Announcement>>,
 }
 
 /// The table with its lease and drain deadlines.
 #[derive(Debug, Default)]
 pub struct Rib {
-    routes: BTreeMap<IpNet, Announcement>,
+    routes: OrdMap<IpNet, Arc<Announcement>>,
+    /// Every route's next deadline (lease or drain), to expire without scanning the table.
+    deadlines: BTreeSet<(Instant, IpNet)>,
     version: u64,
 }
 
@@ -68,12 +73,19 @@ pub enum Change {
     Unknown,
 }
 
+fn deadline(route: &Announcement) -> Option<Instant> {
+    [route.expires, route.draining_until]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
 impl Rib {
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
             version: self.version,
             routes: self.routes.clone(),
-        })
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -82,6 +94,16 @@ impl Rib {
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    fn put(&mut self, prefix: IpNet, route: Announcement) {
+        if let Some(old) = self.routes.get(&prefix).and_then(|r| deadline(r)) {
+            self.deadlines.remove(&(old, prefix));
+        }
+        if let Some(t) = deadline(&route) {
+            self.deadlines.insert((t, prefix));
+        }
+        self.routes.insert(prefix, Arc::new(route));
     }
 
     /// Announces or renews `prefix`. Renewing with the same attributes does not disturb peers;
@@ -112,7 +134,7 @@ impl Rib {
             }
             Some(_) => Change::Updated,
         };
-        self.routes.insert(prefix, new);
+        self.put(prefix, new);
         if change != Change::Renewed {
             self.version += 1;
         }
@@ -121,7 +143,10 @@ impl Rib {
 
     pub fn withdraw(&mut self, prefix: &IpNet) -> Change {
         match self.routes.remove(prefix) {
-            Some(_) => {
+            Some(old) => {
+                if let Some(t) = deadline(&old) {
+                    self.deadlines.remove(&(t, *prefix));
+                }
                 self.version += 1;
                 Change::Removed
             }
@@ -132,37 +157,46 @@ impl Rib {
     /// Starts draining the given prefixes (all when `None`): GRACEFUL_SHUTDOWN now, withdraw
     /// after `delay`. Returns how many routes started draining.
     pub fn drain(&mut self, prefixes: Option<&[IpNet]>, delay: Duration, now: Instant) -> usize {
-        let mut count = 0;
-        for (prefix, route) in self.routes.iter_mut() {
-            if prefixes.is_some_and(|list| !list.contains(prefix)) || route.draining_until.is_some()
-            {
-                continue;
-            }
-            route.draining_until = Some(now + delay);
-            count += 1;
+        let chosen: Vec<(IpNet, Arc<Announcement>)> = self
+            .routes
+            .iter()
+            .filter(|(prefix, route)| {
+                route.draining_until.is_none() && prefixes.is_none_or(|list| list.contains(prefix))
+            })
+            .map(|(p, r)| (*p, r.clone()))
+            .collect();
+        for (prefix, route) in &chosen {
+            let mut drained = Announcement::clone(route);
+            drained.draining_until = Some(now + delay);
+            self.put(*prefix, drained);
         }
-        if count > 0 {
+        if !chosen.is_empty() {
             self.version += 1;
         }
-        count
+        chosen.len()
     }
 
     /// Removes routes whose lease or drain ran out; returns them with the reason.
     pub fn expire(&mut self, now: Instant) -> Vec<(IpNet, &'static str)> {
         let mut gone = Vec::new();
-        self.routes.retain(|prefix, route| {
-            let reason = if route.expires.is_some_and(|t| t <= now) {
-                Some("lease expired")
-            } else if route.draining_until.is_some_and(|t| t <= now) {
-                Some("drain completed")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                gone.push((*prefix, reason));
+        while let Some(&(t, prefix)) = self.deadlines.first() {
+            if t > now {
+                break;
             }
-            reason.is_none()
-        });
+            self.deadlines.pop_first();
+            let Some(route) = self.routes.get(&prefix) else {
+                continue;
+            };
+            let reason = if route.expires.is_some_and(|e| e <= now) {
+                "lease expired"
+            } else if route.draining_until.is_some_and(|d| d <= now) {
+                "drain completed"
+            } else {
+                continue;
+            };
+            self.routes.remove(&prefix);
+            gone.push((prefix, reason));
+        }
         if !gone.is_empty() {
             self.version += 1;
         }
@@ -171,22 +205,7 @@ impl Rib {
 
     /// The earliest lease or drain deadline, to arm the expiry timer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.routes
-            .values()
-            .flat_map(|r| [r.expires, r.draining_until])
-            .flatten()
-            .min()
-    }
-
-    /// Routes per service, for metrics.
-    pub fn count_by_service(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for route in self.routes.values() {
-            *counts
-                .entry(route.service.clone().unwrap_or_default())
-                .or_insert(0) += 1;
-        }
-        counts
+        self.deadlines.first().map(|(t, _)| *t)
     }
 }
 

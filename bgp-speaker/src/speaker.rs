@@ -57,9 +57,9 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
-    /// Announce (or renew) a prefix.
+    /// Announce (or renew) prefixes sharing the same attributes.
     Announce {
-        prefix: IpNet,
+        prefixes: Vec<IpNet>,
         #[serde(default)]
         attrs: RouteAttrs,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +69,7 @@ pub enum Op {
         lease_ms: Option<u64>,
     },
     Withdraw {
-        prefix: IpNet,
+        prefixes: Vec<IpNet>,
     },
     /// Tag with GRACEFUL_SHUTDOWN, withdraw after the delay (the site's `drain_delay` by default).
     Drain {
@@ -339,33 +339,36 @@ impl Table {
     }
 
     fn publish(&self) {
-        self.rib_tx.send_replace(self.rib.snapshot());
+        self.rib_tx.send_replace(Arc::new(self.rib.snapshot()));
     }
 
     async fn handle(&mut self, op: Op) -> Reply {
         let now = std::time::Instant::now();
         match op {
             Op::Announce {
-                prefix,
+                prefixes,
                 attrs,
                 service,
                 lease_ms,
             } => {
-                if prefix.trunc() != prefix {
+                if let Some(bad) = prefixes.iter().find(|p| p.trunc() != **p) {
                     return Reply::Error(format!(
-                        "{prefix} has host bits set: expected {}",
-                        prefix.trunc()
+                        "{bad} has host bits set: expected {}",
+                        bad.trunc()
                     ));
                 }
-                let change = self.rib.announce(
-                    prefix,
-                    attrs,
-                    service,
-                    lease_ms.map(Duration::from_millis),
-                    now,
-                );
+                let lease = lease_ms.map(Duration::from_millis);
+                let mut change = Change::Renewed;
+                for prefix in &prefixes {
+                    let c = self
+                        .rib
+                        .announce(*prefix, attrs.clone(), service.clone(), lease, now);
+                    if c != Change::Renewed {
+                        info!(%prefix, ?c, "route announced");
+                        change = c;
+                    }
+                }
                 if change != Change::Renewed {
-                    info!(%prefix, ?change, "route announced");
                     self.publish();
                 }
                 Reply::Changed {
@@ -373,10 +376,15 @@ impl Table {
                     routes: self.rib.len(),
                 }
             }
-            Op::Withdraw { prefix } => {
-                let change = self.rib.withdraw(&prefix);
+            Op::Withdraw { prefixes } => {
+                let mut change = Change::Unknown;
+                for prefix in &prefixes {
+                    if self.rib.withdraw(prefix) == Change::Removed {
+                        info!(%prefix, "route withdrawn on request");
+                        change = Change::Removed;
+                    }
+                }
                 if change == Change::Removed {
-                    info!(%prefix, "route withdrawn on request");
                     self.publish();
                 }
                 Reply::Changed {

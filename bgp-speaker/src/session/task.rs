@@ -33,8 +33,10 @@ use crate::packet::open::Open;
 use crate::packet::update_tx::{self, TxContext};
 use crate::packet::{MessageType, Notification, next_message};
 use crate::receive::{ReceiveError, Receiver};
-use crate::rib::Snapshot;
+use crate::rib::{Announcement, Snapshot};
 use crate::route::{ShownRoute, WireAttrs};
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 
 /// Commands from the control API.
 #[derive(Debug)]
@@ -131,6 +133,7 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         status,
         receiver,
         eor_pending: false,
+        exported_from: None,
     };
     let join = tokio::spawn(task.run(incoming_rx, cmd_rx));
     (handle, join)
@@ -151,6 +154,8 @@ struct PeerTask {
     receiver: Receiver,
     /// End-of-RIB not sent yet because the startup gate is closed.
     eor_pending: bool,
+    /// The table version `adj_out` was computed from; `None` forces a full comparison.
+    exported_from: Option<OrdMap<IpNet, Arc<Announcement>>>,
 }
 
 impl PeerTask {
@@ -338,6 +343,7 @@ impl PeerTask {
                     // RFC 2918: answer a refresh by sending everything again.
                     MessageType::RouteRefresh => {
                         self.adj_out.clear();
+                        self.exported_from = None;
                         self.sync_routes().await;
                     }
                     _ => {}
@@ -532,6 +538,7 @@ impl PeerTask {
                     }
                     self.retry = None;
                     self.adj_out.clear();
+                    self.exported_from = None;
                     self.sync_routes().await;
                     if *self.setup.startup_gate.borrow() {
                         self.send_end_of_rib().await;
@@ -568,6 +575,7 @@ impl PeerTask {
             _ => warn!("session down: {reason}"),
         }
         self.adj_out.clear();
+        self.exported_from = None;
         self.receiver.clear();
         let mut status = self.status_mut();
         if was_up {
@@ -614,24 +622,42 @@ impl PeerTask {
             ipv4_unicast: negotiated.ipv4_unicast,
             ipv6_unicast: negotiated.ipv6_unicast,
         };
-        let mut desired: HashMap<IpNet, WireAttrs> = HashMap::with_capacity(snapshot.routes.len());
-        for (prefix, route) in &snapshot.routes {
-            if let Some(attrs) = ctx.export(prefix, route) {
-                desired.insert(*prefix, attrs);
-            }
-        }
-        let withdrawn: Vec<IpNet> = self
-            .adj_out
-            .keys()
-            .filter(|p| !desired.contains_key(p))
-            .copied()
-            .collect();
+        // Only prefixes that changed since the last sync are looked at: the diff of two
+        // versions of the persistent map costs as much as the change, not the table.
+        let changed: Vec<IpNet> = match &self.exported_from {
+            Some(previous) => previous
+                .diff(&snapshot.routes)
+                .map(|item| match item {
+                    DiffItem::Add(p, _) | DiffItem::Remove(p, _) => *p,
+                    DiffItem::Update { new: (p, _), .. } => *p,
+                })
+                .collect(),
+            None => snapshot
+                .routes
+                .keys()
+                .chain(self.adj_out.keys())
+                .copied()
+                .collect(),
+        };
+        let mut withdrawn = Vec::new();
         let mut groups: HashMap<WireAttrs, Vec<IpNet>> = HashMap::new();
-        for (prefix, attrs) in &desired {
-            if self.adj_out.get(prefix) != Some(attrs) {
-                groups.entry(attrs.clone()).or_default().push(*prefix);
+        let mut updates: Vec<(IpNet, Option<WireAttrs>)> = Vec::with_capacity(changed.len());
+        for prefix in changed {
+            let desired = snapshot
+                .routes
+                .get(&prefix)
+                .and_then(|route| ctx.export(&prefix, route));
+            match (&desired, self.adj_out.get(&prefix)) {
+                (None, Some(_)) => withdrawn.push(prefix),
+                (Some(attrs), current) if current != Some(attrs) => {
+                    groups.entry(attrs.clone()).or_default().push(prefix)
+                }
+                _ => continue,
             }
+            updates.push((prefix, desired));
         }
+        withdrawn.sort_unstable();
+        withdrawn.dedup();
         let tx = TxContext {
             four_octet_as: negotiated.four_octet_as,
         };
@@ -641,21 +667,28 @@ impl PeerTask {
         }
         for (attrs, mut prefixes) in groups {
             prefixes.sort_unstable();
+            prefixes.dedup();
             for message in update_tx::announce(tx, &attrs, &prefixes) {
                 out.extend_from_slice(&message);
             }
         }
+        self.exported_from = Some(snapshot.routes.clone());
         if out.is_empty() {
             return;
         }
         debug!(
             withdrawn = withdrawn.len(),
-            advertised = desired.len(),
+            changed = updates.len(),
             "sending updates"
         );
         let messages = count_messages(&out);
         if self.send_batch(&out, messages).await {
-            self.adj_out = desired;
+            for (prefix, desired) in updates {
+                match desired {
+                    Some(attrs) => self.adj_out.insert(prefix, attrs),
+                    None => self.adj_out.remove(&prefix),
+                };
+            }
             self.status_mut().prefixes_advertised = self.adj_out.len();
         } else {
             self.feed_boxed(Event::TcpFailed).await;
