@@ -29,7 +29,7 @@ pub struct Envelope {
 }
 
 /// Longest request line accepted; anything longer is refused, not buffered.
-const MAX_LINE: usize = 64 * 1024;
+const MAX_LINE: usize = 8 * 1024 * 1024;
 
 /// Why the control API could not start.
 #[derive(Debug, thiserror::Error)]

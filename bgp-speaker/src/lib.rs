@@ -4,6 +4,7 @@
 //! Wire encoding and decoding use `zettabgp`; sessions (the RFC 4271 FSM), timers, policy, the
 //! route table with leases and the control API are ours.
 
+pub mod adj_rib_in;
 pub mod cli;
 pub mod control;
 pub mod export;

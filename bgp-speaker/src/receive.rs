@@ -5,12 +5,10 @@
 //! prefix with a reference to an interned attribute set: peers send few distinct attribute sets
 //! and many prefixes, so a full table costs a few tens of bytes per route.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use config::site::{ImportPolicy, MaxPrefixAction, Peer};
 use tracing::{info, warn};
 
+use crate::adj_rib_in::AdjRibIn;
 use crate::packet::Notification;
 use crate::packet::notification::cease;
 use crate::packet::open::Negotiated;
@@ -26,19 +24,11 @@ pub enum ReceiveError {
     MaxPrefixes(Notification),
 }
 
-/// One attribute set shared by every prefix that arrived with it.
-#[derive(Debug)]
-pub struct AttrSet {
-    pub raw: Vec<u8>,
-    pub parsed: ParsedAttrs,
-}
-
 /// Received routes and counters for one peer.
 #[derive(Debug)]
 pub struct Receiver {
     import: ImportPolicy,
-    rib_in: HashMap<Prefix, Arc<AttrSet>>,
-    interned: HashMap<Vec<u8>, Arc<AttrSet>>,
+    rib_in: AdjRibIn,
     announced_total: u64,
     withdrawn_total: u64,
     treat_as_withdraw_total: u64,
@@ -50,8 +40,7 @@ impl Receiver {
     pub fn new(peer: &Peer) -> Self {
         Self {
             import: peer.import.clone(),
-            rib_in: HashMap::new(),
-            interned: HashMap::new(),
+            rib_in: AdjRibIn::default(),
             announced_total: 0,
             withdrawn_total: 0,
             treat_as_withdraw_total: 0,
@@ -78,28 +67,17 @@ impl Receiver {
         )
     }
 
-    /// Received routes with their attributes (import enabled only).
-    pub fn routes(&self) -> impl Iterator<Item = (&Prefix, &AttrSet)> {
-        self.rib_in.iter().map(|(p, a)| (p, a.as_ref()))
-    }
-
     /// The Adj-RIB-In for display, sorted by prefix.
     pub fn shown_routes(&self) -> Result<Vec<ShownRoute>, String> {
         if !self.import.enabled {
             return Err("import is disabled for this peer: received routes are counted, not kept (set import.enabled = true)".into());
         }
-        let mut routes: Vec<(&Prefix, &AttrSet)> = self.routes().collect();
-        routes.sort_by_key(|(p, _)| **p);
-        Ok(routes
-            .into_iter()
-            .map(|(p, a)| shown(p, &a.parsed))
-            .collect())
+        Ok(self.rib_in.iter().map(|(p, a)| shown(&p, a)).collect())
     }
 
     /// Forgets everything (session down).
     pub fn clear(&mut self) {
-        self.rib_in = HashMap::new();
-        self.interned = HashMap::new();
+        self.rib_in = AdjRibIn::default();
         self.announced_total = 0;
         self.withdrawn_total = 0;
         self.warned = false;
@@ -170,24 +148,7 @@ impl Receiver {
         }
         self.announced_total += prefixes.len() as u64;
         if self.import.enabled {
-            let set = match self.interned.get(&attrs.raw) {
-                Some(set) => set.clone(),
-                None => {
-                    let set = Arc::new(AttrSet {
-                        raw: attrs.raw.clone(),
-                        parsed: attrs,
-                    });
-                    self.interned.insert(set.raw.clone(), set.clone());
-                    set
-                }
-            };
-            for p in prefixes {
-                self.rib_in.insert(*p, set.clone());
-            }
-            // Drop attribute sets no prefix uses any more, now and then.
-            if self.interned.len() > 1024 && self.interned.len() > self.rib_in.len() / 8 {
-                self.interned.retain(|_, set| Arc::strong_count(set) > 1);
-            }
+            self.rib_in.insert(prefixes, &attrs);
         }
         self.check_limit()
     }

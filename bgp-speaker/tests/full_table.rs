@@ -108,6 +108,6 @@ fn full_table_is_kept_with_import_enabled() {
     survive_flood(
         "full_table_is_kept_with_import_enabled",
         "import = { enabled = true, max_prefixes = 2000000 }",
-        400,
+        128,
     );
 }

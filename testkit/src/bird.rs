@@ -81,3 +81,78 @@ impl Bird {
             .contains("Established")
     }
 }
+
+/// A persistent connection to BIRD's control socket: sub-millisecond queries for measurements,
+/// where starting `birdc` for every poll would dominate what is measured.
+pub struct BirdCtl {
+    stream: std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+impl BirdCtl {
+    pub fn connect(bird: &Bird) -> std::io::Result<Self> {
+        let stream = std::os::unix::net::UnixStream::connect(&bird.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut ctl = Self {
+            stream,
+            buf: Vec::new(),
+        };
+        ctl.read_reply()?; // the greeting
+        Ok(ctl)
+    }
+
+    /// Sends one command and returns the reply lines.
+    pub fn query(&mut self, command: &str) -> std::io::Result<String> {
+        use std::io::Write;
+        self.stream.write_all(format!("{command}\n").as_bytes())?;
+        self.read_reply()
+    }
+
+    /// Reads until a line whose 4-digit code is followed by a space: the end of a reply.
+    fn read_reply(&mut self) -> std::io::Result<String> {
+        use std::io::Read;
+        let mut reply = String::new();
+        loop {
+            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line).into_owned();
+                let last = line.len() >= 5
+                    && line.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                    && line.as_bytes()[4] == b' ';
+                reply.push_str(&line);
+                if last {
+                    return Ok(reply);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "BIRD closed the control socket",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether BIRD has a route for exactly `prefix`.
+    pub fn has_route(&mut self, prefix: &str) -> bool {
+        self.query(&format!("show route for {prefix}"))
+            .is_ok_and(|r| r.contains(prefix))
+    }
+
+    /// Routes in a table (`show route count table T`).
+    pub fn route_count(&mut self, table: &str) -> u64 {
+        let reply = self
+            .query(&format!("show route count table {table}"))
+            .unwrap_or_default();
+        reply
+            .lines()
+            .find_map(|l| {
+                let l = l.get(5..).unwrap_or(l);
+                l.split(" of ").next()?.trim().parse().ok()
+            })
+            .unwrap_or(0)
+    }
+}
