@@ -337,6 +337,16 @@ pub fn parse_update(body: &[u8], ctx: &RxContext) -> UpdateOutcome {
             }
             continue;
         }
+        if matches!(attr.code, code::MP_REACH | code::MP_UNREACH)
+            && !flags_ok(attr.flags, true, false)
+        {
+            // Section 3c: wrong flags make the attribute malformed, but its prefixes can still
+            // be found, so they are withdrawn rather than the session reset.
+            verdict.withdraw(
+                attr.code,
+                "MP_REACH_NLRI/MP_UNREACH_NLRI with wrong attribute flags",
+            );
+        }
         match attr.code {
             code::MP_REACH => match parse_mp_reach(attr, ctx) {
                 Ok((next_hop, prefixes)) => {
@@ -357,7 +367,14 @@ pub fn parse_update(body: &[u8], ctx: &RxContext) -> UpdateOutcome {
                     reason,
                 ),
             },
-            _ => attribute(attr, ctx, &mut attrs, &mut verdict, &mut discarded),
+            _ => attribute(
+                attr,
+                ctx,
+                classic_nlri,
+                &mut attrs,
+                &mut verdict,
+                &mut discarded,
+            ),
         }
         if !matches!(attr.code, code::MP_REACH | code::MP_UNREACH) {
             attrs.raw.extend_from_slice(attr.wire);
@@ -415,9 +432,6 @@ pub fn parse_update(body: &[u8], ctx: &RxContext) -> UpdateOutcome {
 
 /// MP_REACH_NLRI (RFC 4760 section 3): next hop and prefixes of the families we handle.
 fn parse_mp_reach(attr: &Located<'_>, ctx: &RxContext) -> Result<(Vec<u8>, Vec<Prefix>), String> {
-    if attr.flags & OPTIONAL == 0 || attr.flags & TRANSITIVE != 0 {
-        return Err("MP_REACH_NLRI with wrong attribute flags".into());
-    }
     let v = attr.value;
     let (Some(afi), Some(&safi), Some(&nh_len)) = (v.get(..2).map(be16), v.get(2), v.get(3)) else {
         return Err("MP_REACH_NLRI too short".into());
@@ -459,9 +473,6 @@ fn parse_mp_reach(attr: &Located<'_>, ctx: &RxContext) -> Result<(Vec<u8>, Vec<P
 
 /// MP_UNREACH_NLRI (RFC 4760 section 4).
 fn parse_mp_unreach(attr: &Located<'_>) -> Result<Vec<Prefix>, String> {
-    if attr.flags & OPTIONAL == 0 || attr.flags & TRANSITIVE != 0 {
-        return Err("MP_UNREACH_NLRI with wrong attribute flags".into());
-    }
     let v = attr.value;
     let (Some(afi), Some(&safi)) = (v.get(..2).map(be16), v.get(2)) else {
         return Err("MP_UNREACH_NLRI too short".into());
@@ -483,6 +494,7 @@ fn flags_ok(flags: u8, optional: bool, transitive: bool) -> bool {
 fn attribute(
     attr: &Located<'_>,
     ctx: &RxContext,
+    classic_nlri: bool,
     attrs: &mut ParsedAttrs,
     verdict: &mut Verdict,
     discarded: &mut Vec<AttrError>,
@@ -511,16 +523,24 @@ fn attribute(
             _ => verdict.withdraw(c, "malformed AS_PATH"),
         },
         code::NEXT_HOP => {
-            if !flags_ok(attr.flags, false, true) || v.len() != 4 {
-                verdict.withdraw(c, "malformed NEXT_HOP");
-                return;
-            }
-            let nh = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+            let nh = (v.len() == 4).then(|| Ipv4Addr::new(v[0], v[1], v[2], v[3]));
             // RFC 4271 section 6.3: a next hop that cannot be a neighbor is a semantic error.
-            if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                verdict.withdraw(c, format!("invalid NEXT_HOP {nh}"));
-            } else {
-                attrs.next_hop = Some(nh);
+            let problem = match nh {
+                _ if !flags_ok(attr.flags, false, true) => {
+                    Some("NEXT_HOP with wrong attribute flags".to_owned())
+                }
+                None => Some("NEXT_HOP of the wrong length".to_owned()),
+                Some(nh) if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() => {
+                    Some(format!("invalid NEXT_HOP {nh}"))
+                }
+                Some(_) => None,
+            };
+            match problem {
+                None => attrs.next_hop = nh,
+                // Only the classic IPv4 NLRI uses NEXT_HOP; with MP_REACH_NLRI alone it is
+                // ignored (RFC 4760 section 3), so a bad one is discarded.
+                Some(why) if classic_nlri => verdict.withdraw(c, why),
+                Some(why) => discard(&why),
             }
         }
         code::MED => {

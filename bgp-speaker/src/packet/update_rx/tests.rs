@@ -341,3 +341,34 @@ fn arbitrary_bytes_never_panic() {
         );
     }
 }
+
+fn v6_mp_reach(flags: u8) -> Vec<u8> {
+    let mut mp = vec![
+        0, 2, 1, 16, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0,
+    ];
+    mp.extend_from_slice(&[48, 0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00]);
+    attr(flags, 14, &mp)
+}
+
+#[test]
+fn mp_reach_with_wrong_flags_is_treated_as_withdraw() {
+    let withdrawn = expect_withdraw(parse_update(
+        &update(&[], &[origin(), as_path(), v6_mp_reach(0xc0)], &[]),
+        &EBGP4,
+    ));
+    assert_eq!(withdrawn.len(), 1, "its prefixes were found and withdrawn");
+}
+
+#[test]
+fn bad_next_hop_without_classic_nlri_is_discarded() {
+    let attrs = vec![
+        origin(),
+        as_path(),
+        attr(0x40, 3, &[0, 0, 0, 0]),
+        v6_mp_reach(0x80),
+    ];
+    let (announced, _, _, discarded) =
+        expect_routes(parse_update(&update(&[], &attrs, &[]), &EBGP4));
+    assert_eq!(announced.len(), 1);
+    assert_eq!(discarded[0].code, 3);
+}
