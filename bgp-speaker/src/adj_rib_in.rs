@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::packet::update_rx::{Afi, ParsedAttrs, Prefix};
 
-/// Index of an attribute set in the arena.
+/// Index of an attribute set in the arena; the top bit marks a stale route (kept through the
+/// peer's graceful restart until it sends End-of-RIB).
 type SetId = u32;
+const STALE: SetId = 1 << 31;
 
 struct Slot {
     attrs: Option<ParsedAttrs>,
@@ -111,7 +113,7 @@ impl AdjRibIn {
                 Afi::Ipv6 => self.v6.insert(v6_key(p), id),
             };
             if let Some(old) = old {
-                self.release(old);
+                self.release(old & !STALE);
             }
             self.slots[id as usize].refs += 1;
         }
@@ -125,8 +127,38 @@ impl AdjRibIn {
             Afi::Ipv6 => self.v6.remove(&v6_key(prefix)),
         };
         if let Some(id) = old {
-            self.release(id);
+            self.release(id & !STALE);
         }
+    }
+
+    /// Marks every route stale (the peer is restarting gracefully, RFC 4724 section 4.2).
+    pub fn mark_stale(&mut self) {
+        for id in self.v4.values_mut().chain(self.v6.values_mut()) {
+            *id |= STALE;
+        }
+    }
+
+    /// Removes the stale routes of one family (End-of-RIB received, or the restart time ran
+    /// out); returns how many went.
+    pub fn sweep_stale(&mut self, afi: Afi) -> usize {
+        let mut gone = Vec::new();
+        match afi {
+            Afi::Ipv4 => self.v4.retain(|_, id| keep(*id, &mut gone)),
+            Afi::Ipv6 => self.v6.retain(|_, id| keep(*id, &mut gone)),
+        }
+        for id in &gone {
+            self.release(*id);
+        }
+        gone.len()
+    }
+
+    /// Routes still marked stale.
+    pub fn stale(&self) -> usize {
+        self.v4
+            .values()
+            .chain(self.v6.values())
+            .filter(|id| **id & STALE != 0)
+            .count()
     }
 
     /// Every route, IPv4 first, in prefix order.
@@ -153,8 +185,23 @@ impl AdjRibIn {
                 id,
             )
         });
-        v4.chain(v6)
-            .filter_map(|(p, id)| self.slots.get(id as usize)?.attrs.as_ref().map(|a| (p, a)))
+        v4.chain(v6).filter_map(|(p, id)| {
+            self.slots
+                .get((id & !STALE) as usize)?
+                .attrs
+                .as_ref()
+                .map(|a| (p, a))
+        })
+    }
+}
+
+/// `retain` predicate: keeps fresh routes, collects the set ids of stale ones.
+fn keep(id: SetId, gone: &mut Vec<SetId>) -> bool {
+    if id & STALE != 0 {
+        gone.push(id & !STALE);
+        false
+    } else {
+        true
     }
 }
 
@@ -212,5 +259,36 @@ mod tests {
         assert_eq!((rib.len(), rib.attribute_sets()), (1, 1));
         rib.remove(&prefix(10, 0));
         assert_eq!(rib.attribute_sets(), 0);
+    }
+}
+
+#[cfg(test)]
+mod graceful_restart {
+    use super::*;
+
+    #[test]
+    fn stale_routes_survive_until_swept_unless_refreshed() {
+        let mut rib = AdjRibIn::default();
+        let p = |b: u8| {
+            let mut addr = [0u8; 16];
+            addr[0] = 10;
+            addr[1] = b;
+            Prefix {
+                afi: Afi::Ipv4,
+                len: 16,
+                addr,
+            }
+        };
+        let attrs = ParsedAttrs {
+            raw: vec![1],
+            ..Default::default()
+        };
+        rib.insert(&[p(1), p(2)], &attrs);
+        rib.mark_stale();
+        assert_eq!((rib.len(), rib.stale()), (2, 2));
+        rib.insert(&[p(1)], &attrs);
+        assert_eq!(rib.stale(), 1, "re-announced route is fresh again");
+        assert_eq!(rib.sweep_stale(Afi::Ipv4), 1);
+        assert_eq!((rib.len(), rib.attribute_sets()), (1, 1));
     }
 }

@@ -12,7 +12,7 @@ use crate::adj_rib_in::AdjRibIn;
 use crate::packet::Notification;
 use crate::packet::notification::cease;
 use crate::packet::open::Negotiated;
-use crate::packet::update_rx::{ParsedAttrs, Prefix, RxContext, UpdateOutcome, parse_update};
+use crate::packet::update_rx::{Afi, ParsedAttrs, Prefix, RxContext, UpdateOutcome, parse_update};
 use crate::route::{ShownRoute, origin_name};
 
 /// Why receiving must end the session.
@@ -75,6 +75,40 @@ impl Receiver {
         Ok(self.rib_in.iter().map(|(p, a)| shown(&p, a)).collect())
     }
 
+    /// The session went down. With graceful restart negotiated and the connection lost (not
+    /// closed with a NOTIFICATION), the routes are kept as stale for the peer's restart time
+    /// (RFC 4724 section 4.2, helper mode); returns that time. Otherwise everything goes.
+    pub fn session_down(
+        &mut self,
+        graceful_restart_time: Option<u16>,
+    ) -> Option<std::time::Duration> {
+        match graceful_restart_time {
+            Some(secs) if self.import.enabled && !self.rib_in.is_empty() => {
+                self.rib_in.mark_stale();
+                info!(
+                    routes = self.rib_in.len(),
+                    secs, "peer restarting gracefully: keeping its routes as stale"
+                );
+                Some(std::time::Duration::from_secs(u64::from(secs)))
+            }
+            _ => {
+                self.clear();
+                None
+            }
+        }
+    }
+
+    /// The peer's restart time ran out without End-of-RIB: its stale routes go.
+    pub fn restart_timer_expired(&mut self) {
+        let gone = self.rib_in.sweep_stale(Afi::Ipv4) + self.rib_in.sweep_stale(Afi::Ipv6);
+        if gone > 0 {
+            warn!(
+                gone,
+                "peer did not finish its graceful restart in time: stale routes removed"
+            );
+        }
+    }
+
     /// Forgets everything (session down).
     pub fn clear(&mut self) {
         self.rib_in = AdjRibIn::default();
@@ -96,6 +130,16 @@ impl Receiver {
             ipv4_unicast: negotiated.is_none_or(|n| n.ipv4_unicast),
             ipv6_unicast: negotiated.is_some_and(|n| n.ipv6_unicast),
         };
+        if let Some(afi) = end_of_rib(body) {
+            let gone = self.rib_in.sweep_stale(afi);
+            if gone > 0 {
+                info!(
+                    gone,
+                    ?afi,
+                    "End-of-RIB: stale routes the peer did not announce again removed"
+                );
+            }
+        }
         match parse_update(body, &ctx) {
             UpdateOutcome::SessionReset {
                 subcode,
@@ -228,5 +272,41 @@ fn shown(prefix: &Prefix, a: &ParsedAttrs) -> ShownRoute {
             .iter()
             .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
             .collect(),
+    }
+}
+
+/// Recognises End-of-RIB markers (RFC 4724 section 2): an empty UPDATE for IPv4 unicast, an
+/// UPDATE whose only attribute is an empty MP_UNREACH_NLRI for other families.
+fn end_of_rib(body: &[u8]) -> Option<Afi> {
+    let afi = match body {
+        [0, 0, 0, 0] => return Some(Afi::Ipv4),
+        // Optional attribute 15, with a 1- or 2-byte length, carrying only AFI/SAFI.
+        [0, 0, 0, 6, flags, 15, 3, 0, afi, 1] if flags & 0x80 != 0 => afi,
+        [0, 0, 0, 7, flags, 15, 0, 3, 0, afi, 1] if flags & 0x80 != 0 => afi,
+        _ => return None,
+    };
+    match afi {
+        1 => Some(Afi::Ipv4),
+        2 => Some(Afi::Ipv6),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_of_rib_markers_are_recognised() {
+        assert_eq!(end_of_rib(&[0, 0, 0, 0]), Some(Afi::Ipv4));
+        assert_eq!(
+            end_of_rib(&[0, 0, 0, 6, 0x80, 15, 3, 0, 2, 1]),
+            Some(Afi::Ipv6)
+        );
+        assert_eq!(
+            end_of_rib(&[0, 0, 0, 7, 0x90, 15, 0, 3, 0, 2, 1]),
+            Some(Afi::Ipv6)
+        );
+        assert_eq!(end_of_rib(&[0, 0, 0, 6, 0x80, 15, 3, 0, 2, 4]), None);
     }
 }

@@ -468,3 +468,92 @@ fn sigterm_closes_sessions_with_a_cease_and_exits_cleanly() {
         bird.cli("show protocols all up1")
     );
 }
+
+#[test]
+fn ttl_security_session_comes_up_with_gtsm() {
+    let Some((bird, speaker)) = setup(
+        "ttl_security_session_comes_up_with_gtsm",
+        Opener::Us,
+        "ttl_security = true",
+        "ttl security on;",
+    ) else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}\n{}",
+        speaker.daemon.log_text(),
+        bird.cli("show protocols all up1")
+    );
+}
+
+/// BIRD exporting the given static routes to us, with graceful restart.
+fn exporting_bird(net: Loopback, routes: &[&str]) -> String {
+    let statics: String = routes
+        .iter()
+        .map(|r| format!("  route {r} unreachable;\n"))
+        .collect();
+    format!(
+        "router id {b};\nprotocol device {{}}\nprotocol static stat1 {{\n  ipv4;\n{statics}}}\nprotocol bgp up1 {{\n  local {b} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  graceful restart on;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n",
+        b = net.host(2),
+        us = net.host(1)
+    )
+}
+
+#[test]
+fn graceful_restart_helper_keeps_the_peers_routes_until_its_end_of_rib() {
+    let test = "graceful_restart_helper_keeps_the_peers_routes_until_its_end_of_rib";
+    let Some(_) = testkit::require(test, Bird::PROGRAMS, false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let bird = Bird::start(&exporting_bird(
+        net,
+        &["10.7.1.0/24", "10.7.2.0/24", "10.7.3.0/24"],
+    ));
+    let dir = testkit::process::TempDir::new("speaker-gr-helper");
+    let socket = dir.path().join("speaker.sock");
+    let peer = PeerSpec {
+        name: "bird",
+        address: net.host(2),
+        remote_asn: 65000,
+        port: 1179,
+        extra: "import = { enabled = true }".into(),
+    };
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(net.host(1), &socket, &[peer], "")).unwrap();
+    let speaker = Speaker::start_with(dir, config);
+    let received = |want: u64| {
+        testkit::process::wait_for(WAIT, || {
+            let p = speaker
+                .neighbors()
+                .into_iter()
+                .find(|p| p["name"] == "bird")?;
+            (p["prefixes_received"].as_u64() == Some(want)).then_some(p)
+        })
+    };
+    assert!(received(3).is_some(), "{:?}", speaker.neighbors());
+
+    // BIRD dies without a NOTIFICATION: its routes stay, stale, while it restarts.
+    bird.daemon.signal("KILL");
+    drop(bird);
+    let down = testkit::process::wait_for(WAIT, || {
+        (speaker.peer_state("bird") != "Established").then_some(())
+    });
+    assert!(down.is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, table) = speaker.cli(&["show", "routes", "received", "bird"]);
+    assert!(
+        ok && table.contains("10.7.3.0/24"),
+        "stale routes kept during the restart:\n{table}"
+    );
+
+    // It comes back without 10.7.3.0/24: after its End-of-RIB that stale route is gone.
+    let _bird = Bird::start(&exporting_bird(net, &["10.7.1.0/24", "10.7.2.0/24"]));
+    assert!(received(2).is_some(), "{:?}", speaker.neighbors());
+    let (_, table) = speaker.cli(&["show", "routes", "received", "bird"]);
+    assert!(
+        !table.contains("10.7.3.0/24") && table.contains("10.7.1.0/24"),
+        "{table}"
+    );
+}

@@ -132,6 +132,10 @@ fn wait_received(speaker: &Speaker, want: u64) -> bool {
 }
 
 fn start() -> (TcpListener, Speaker, Loopback) {
+    start_with("import = { enabled = true }")
+}
+
+fn start_with(peer_extra: &str) -> (TcpListener, Speaker, Loopback) {
     let net = Loopback::fresh();
     let listener = TcpListener::bind((net.host(9), 1179)).expect("bind raw peer");
     let dir = TempDir::new("speaker-raw");
@@ -141,7 +145,7 @@ fn start() -> (TcpListener, Speaker, Loopback) {
         address: net.host(9),
         remote_asn: 65000,
         port: 1179,
-        extra: "import = { enabled = true }".into(),
+        extra: peer_extra.into(),
     };
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, deployment(net.host(1), &socket, &[peer], "")).unwrap();
@@ -232,4 +236,26 @@ fn garbage_after_the_handshake_gets_a_header_error_not_a_crash() {
     let mut again = RawPeer::accept(&listener, net.host(9));
     again.send(&update(&good_attrs(), &NLRI));
     assert!(wait_received(&speaker, 2));
+}
+
+#[test]
+fn prefix_limit_closes_with_a_cease_and_reconnects_later() {
+    let (listener, speaker, net) = start_with(
+        "import = { enabled = true, max_prefixes = 1, on_max_prefixes = \"restart\", restart_after = \"1s\" }",
+    );
+    let mut peer = RawPeer::accept(&listener, net.host(9));
+    let started = std::time::Instant::now();
+    peer.send(&update(&good_attrs(), &NLRI));
+    assert_eq!(
+        peer.notification(),
+        Some((6, 1)),
+        "Cease / Maximum Number of Prefixes Reached"
+    );
+    // The speaker comes back after `restart_after`, not at once.
+    let _again = RawPeer::accept(&listener, net.host(9));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "reconnected too early"
+    );
+    let _ = speaker;
 }

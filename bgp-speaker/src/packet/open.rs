@@ -124,66 +124,71 @@ impl Open {
                 ((body.len() + 19) as u16).to_be_bytes().to_vec(),
             ));
         }
-        // Walk the optional parameters ourselves: zettabgp does not check their lengths.
+        // Capabilities are read here rather than by zettabgp: its OPEN decoder does not check
+        // parameter lengths, and it rejects the whole OPEN when a hostname capability carries
+        // a domain name, which would keep sessions with such routers from ever coming up.
+        let mut caps = Capabilities::default();
         let mut pos = 10;
         while pos < body.len() {
-            let (Some(ptype), Some(plen)) = (body.get(pos), body.get(pos + 1)) else {
+            let (Some(&ptype), Some(&plen)) = (body.get(pos), body.get(pos + 1)) else {
                 return Err(Notification::new(2, 0, Vec::new()));
             };
-            if *ptype != 2 {
+            if ptype != 2 {
+                // Only the Capabilities parameter exists (RFC 5492); others are unsupported.
                 return Err(Notification::new(2, 4, Vec::new()));
             }
-            let end = pos + 2 + usize::from(*plen);
-            let Some(params) = body.get(pos + 2..end) else {
+            let end = pos + 2 + usize::from(plen);
+            let Some(mut params) = body.get(pos + 2..end) else {
                 return Err(Notification::new(2, 0, Vec::new()));
             };
-            let mut c = 0;
-            while c < params.len() {
-                let Some(clen) = params.get(c + 1) else {
+            while let [code, len, rest @ ..] = params {
+                let Some(value) = rest.get(..usize::from(*len)) else {
                     return Err(Notification::new(2, 0, Vec::new()));
                 };
-                c += 2 + usize::from(*clen);
-                if c > params.len() {
-                    return Err(Notification::new(2, 0, Vec::new()));
-                }
+                capability(&mut caps, *code, value);
+                params = &rest[usize::from(*len)..];
+            }
+            if !params.is_empty() {
+                return Err(Notification::new(2, 0, Vec::new()));
             }
             pos = end;
         }
-        let mut msg = BgpOpenMessage::new();
-        msg.decode_from(&session_params(), body)
-            .map_err(|_| Notification::new(2, 0, Vec::new()))?;
-        let mut caps = Capabilities::default();
-        for cap in msg.caps {
-            match cap {
-                BgpCapability::SafiIPv4u => caps.ipv4_unicast = true,
-                BgpCapability::SafiIPv6u => caps.ipv6_unicast = true,
-                BgpCapability::CapRR => caps.route_refresh = true,
-                BgpCapability::CapEnhancedRR => caps.enhanced_route_refresh = true,
-                BgpCapability::CapASN32(asn) => caps.four_octet_as = Some(asn),
-                BgpCapability::CapGR {
-                    restart_time,
-                    restart_state,
-                    afis,
-                } => {
-                    caps.graceful_restart = Some(GracefulRestart {
-                        restart_time,
-                        restarting: restart_state,
-                        families: afis
-                            .iter()
-                            .map(|a| (a.afi, a.safi, a.forwarding_state))
-                            .collect(),
-                    })
-                }
-                other => caps.other.push(format!("{other:?}")),
-            }
-        }
-        let asn = caps.four_octet_as.unwrap_or(msg.as_num);
+        let two_octet_as = u32::from(u16::from_be_bytes([body[1], body[2]]));
+        let hold_time = u16::from_be_bytes([body[3], body[4]]);
+        let router_id = Ipv4Addr::new(body[5], body[6], body[7], body[8]);
+        let asn = caps.four_octet_as.unwrap_or(two_octet_as);
         Ok(Self {
             asn,
-            hold_time: msg.hold_time,
-            router_id: msg.router_id,
+            hold_time,
+            router_id,
             caps,
         })
+    }
+}
+
+/// Records one capability (RFC 5492 section 4); unknown or malformed ones are noted and ignored.
+fn capability(caps: &mut Capabilities, code: u8, value: &[u8]) {
+    match (code, value) {
+        // Multiprotocol extensions (RFC 4760): AFI, reserved, SAFI.
+        (1, [0, 1, _, 1]) => caps.ipv4_unicast = true,
+        (1, [0, 2, _, 1]) => caps.ipv6_unicast = true,
+        (2, []) => caps.route_refresh = true,
+        (70, []) => caps.enhanced_route_refresh = true,
+        (65, [a, b, c, d]) => caps.four_octet_as = Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        // Graceful restart (RFC 4724 section 3): R bit and restart time, then families.
+        (64, [flags, time, families @ ..]) if families.len() % 4 == 0 => {
+            caps.graceful_restart = Some(GracefulRestart {
+                restart_time: u16::from_be_bytes([flags & 0x0F, *time]),
+                restarting: flags & 0x80 != 0,
+                families: families
+                    .chunks_exact(4)
+                    .map(|f| (u16::from_be_bytes([f[0], f[1]]), f[2], f[3] & 0x80 != 0))
+                    .collect(),
+            })
+        }
+        _ => caps
+            .other
+            .push(format!("capability {code} ({} bytes)", value.len())),
     }
 }
 
@@ -304,6 +309,34 @@ mod tests {
         assert!(open.caps.ipv4_unicast);
         assert_eq!(open.caps.four_octet_as, Some(65000));
         assert!(open.caps.graceful_restart.is_some());
+    }
+
+    #[test]
+    fn hostname_capability_with_a_domain_does_not_break_the_open() {
+        // MP v4, AS4 65000, hostname "r1" domain "example.net" (as FRR sends with `domainname`).
+        let mut caps = vec![
+            1, 4, 0, 1, 0, 1, 65, 4, 0, 0, 0xfd, 0xe8, 73, 15, 2, b'r', b'1', 11,
+        ];
+        caps.extend_from_slice(b"example.net");
+        let mut body = vec![
+            4,
+            0xfd,
+            0xe8,
+            0,
+            90,
+            10,
+            0,
+            0,
+            2,
+            (caps.len() + 2) as u8,
+            2,
+            caps.len() as u8,
+        ];
+        body.extend_from_slice(&caps);
+        let open = Open::decode(&body).unwrap();
+        assert_eq!(open.asn, 65000);
+        assert!(open.caps.ipv4_unicast);
+        assert_eq!(open.caps.other.len(), 1);
     }
 
     #[test]

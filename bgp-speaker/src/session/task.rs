@@ -134,6 +134,7 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         receiver,
         eor_pending: false,
         exported_from: None,
+        stale_until: None,
     };
     let join = tokio::spawn(task.run(incoming_rx, cmd_rx));
     (handle, join)
@@ -154,6 +155,8 @@ struct PeerTask {
     receiver: Receiver,
     /// End-of-RIB not sent yet because the startup gate is closed.
     eor_pending: bool,
+    /// When the peer's stale routes go if it has not sent End-of-RIB by then.
+    stale_until: Option<Instant>,
     /// The table version `adj_out` was computed from; `None` forces a full comparison.
     exported_from: Option<OrdMap<IpNet, Arc<Announcement>>>,
 }
@@ -168,7 +171,7 @@ impl PeerTask {
         let _enter = span.enter();
         self.feed(Event::Start).await;
         loop {
-            let deadline = [self.hold, self.keepalive, self.retry]
+            let deadline = [self.hold, self.keepalive, self.retry, self.stale_until]
                 .into_iter()
                 .flatten()
                 .min();
@@ -276,6 +279,11 @@ impl PeerTask {
         if self.keepalive.is_some_and(|t| t <= now) {
             self.keepalive = None;
             self.feed(Event::KeepaliveTimerExpired).await;
+        }
+        if self.stale_until.is_some_and(|t| t <= now) {
+            self.stale_until = None;
+            self.receiver.restart_timer_expired();
+            self.status_mut().prefixes_received = self.receiver.prefix_count();
         }
         if self.retry.is_some_and(|t| t <= now) {
             self.retry = None;
@@ -565,25 +573,32 @@ impl PeerTask {
 
     fn went_down(&mut self, reason: DownReason) {
         self.eor_pending = false;
-        let was_up = self
-            .status
-            .read()
-            .map(|s| s.negotiated.is_some())
-            .unwrap_or(false);
+        let negotiated = self.status.read().ok().and_then(|s| s.negotiated.clone());
+        let was_up = negotiated.is_some();
+        // Helper mode (RFC 4724 section 4.2) only when the connection dropped without a
+        // NOTIFICATION; a NOTIFICATION means the peer meant to close.
+        let restart_time = negotiated
+            .and_then(|n| n.peer_graceful_restart)
+            .map(|gr| gr.restart_time)
+            .filter(|_| reason == DownReason::ConnectionLost);
         match &reason {
             DownReason::Stopped => info!("session stopped: {reason}"),
             _ => warn!("session down: {reason}"),
         }
         self.adj_out.clear();
         self.exported_from = None;
-        self.receiver.clear();
+        self.stale_until = self
+            .receiver
+            .session_down(restart_time)
+            .map(|t| Instant::now() + t);
+        let kept = self.receiver.prefix_count();
         let mut status = self.status_mut();
         if was_up {
             status.flaps += 1;
         }
         status.negotiated = None;
         status.prefixes_advertised = 0;
-        status.prefixes_received = 0;
+        status.prefixes_received = kept;
         status.last_error = Some(reason.to_string());
     }
 
