@@ -44,6 +44,8 @@ protocol bgp up1 {{
 enum Opener {
     Us,
     Bird,
+    /// Both sides connect at once: a connection collision (RFC 4271 section 6.8).
+    Both,
 }
 
 fn setup(
@@ -59,6 +61,10 @@ fn setup(
         Opener::Us => (peer_extra.to_owned(), String::new()),
         Opener::Bird => (
             format!("passive = true\n{peer_extra}"),
+            format!(", listen = \"{}:1179\"", net.host(1)),
+        ),
+        Opener::Both => (
+            peer_extra.to_owned(),
             format!(", listen = \"{}:1179\"", net.host(1)),
         ),
     };
@@ -556,4 +562,28 @@ fn graceful_restart_helper_keeps_the_peers_routes_until_its_end_of_rib() {
         !table.contains("10.7.3.0/24") && table.contains("10.7.1.0/24"),
         "{table}"
     );
+}
+
+#[test]
+fn connection_collision_leaves_one_session() {
+    let Some((bird, speaker)) = setup(
+        "connection_collision_leaves_one_session",
+        Opener::Both,
+        "",
+        "",
+    ) else {
+        return;
+    };
+    assert!(
+        speaker.wait_state("bird", "Established", WAIT),
+        "{}\n{}",
+        speaker.daemon.log_text(),
+        bird.cli("show protocols all up1")
+    );
+    // Stable: one session survives and stays up.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(speaker.peer_state("bird"), "Established");
+    assert!(bird.established("up1"));
+    assert!(speaker.cli(&["announce", "198.51.100.0/24"]).0);
+    assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
 }
