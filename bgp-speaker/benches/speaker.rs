@@ -131,10 +131,10 @@ async fn connect(endpoint: &ControlEndpoint) -> Client {
 
 async fn wait_established(client: &mut Client) -> Instant {
     loop {
-        if let Ok(Reply::Neighbors(peers)) = client.call(Op::Neighbors).await {
-            if peers.iter().any(|p| p["state"] == "Established") {
-                return Instant::now();
-            }
+        if let Ok(Reply::Neighbors(peers)) = client.call(Op::Neighbors).await
+            && peers.iter().any(|p| p["state"] == "Established")
+        {
+            return Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -402,13 +402,12 @@ async fn receive_full_table() {
     let _sender = Bird::start(&flooding_bird(net.host(2), net.host(1), 65001));
     let t0 = wait_established(&mut client).await;
     loop {
-        if let Ok(Reply::Neighbors(peers)) = client.call(Op::Neighbors).await {
-            if peers
+        if let Ok(Reply::Neighbors(peers)) = client.call(Op::Neighbors).await
+            && peers
                 .iter()
                 .any(|p| p["prefixes_received"].as_u64() == Some(u64::from(RECEIVE_ROUTES)))
-            {
-                break;
-            }
+        {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -30,10 +30,10 @@ impl ExportContext<'_> {
 
     /// The attributes `prefix` goes out with to this peer, or `None` when it is not exported.
     pub fn export(&self, prefix: &IpNet, route: &Announcement) -> Option<WireAttrs> {
-        if let (Some(allowed), Some(service)) = (&self.peer.export.services, &route.service) {
-            if !allowed.contains(service) {
-                return None;
-            }
+        if let (Some(allowed), Some(service)) = (&self.peer.export.services, &route.service)
+            && !allowed.contains(service)
+        {
+            return None;
         }
         let attrs = route.effective_attrs();
         let next_hop = match prefix {

@@ -106,10 +106,10 @@ impl Deployment {
                 let mut message = e.message().trim_end().to_owned();
                 // Messages from foreign `Deserialize` impls (addresses, prefixes) rarely quote the
                 // offending text; show it so the operator sees what was read.
-                if let Some(found) = e.span().and_then(|s| text.get(s)).filter(|t| t.len() <= 80) {
-                    if !message.contains(found) {
-                        message = format!("{message}: found {found}");
-                    }
+                if let Some(found) = e.span().and_then(|s| text.get(s)).filter(|t| t.len() <= 80)
+                    && !message.contains(found)
+                {
+                    message = format!("{message}: found {found}");
                 }
                 diagnostics.push(locator.at_span(e.span(), message));
             }

@@ -250,16 +250,17 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 ),
             );
         }
-        if let Some(ka) = peer.keepalive {
-            if peer.hold_time != 0 && (ka == 0 || ka >= peer.hold_time) {
-                f.push(
-                    key.key("keepalive"),
-                    format!(
-                        "keepalive {ka} s must be between 1 and the hold time ({} s)",
-                        peer.hold_time
-                    ),
-                );
-            }
+        if let Some(ka) = peer.keepalive
+            && peer.hold_time != 0
+            && (ka == 0 || ka >= peer.hold_time)
+        {
+            f.push(
+                key.key("keepalive"),
+                format!(
+                    "keepalive {ka} s must be between 1 and the hold time ({} s)",
+                    peer.hold_time
+                ),
+            );
         }
         if peer.ttl_security && peer.multihop.is_some() {
             f.push(key.key("ttl_security"), "ttl_security and multihop are mutually exclusive: GTSM requires TTL 255; expected one of them");
@@ -279,16 +280,16 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         if peer.port == 0 {
             f.push(key.key("port"), "port 0 is not allowed: expected 1-65535");
         }
-        if let Some(local) = peer.local_address {
-            if local.is_ipv4() != peer.address.is_ipv4() {
-                f.push(
-                    key.key("local_address"),
-                    format!(
-                        "local address {local} and peer address {} are of different families",
-                        peer.address
-                    ),
-                );
-            }
+        if let Some(local) = peer.local_address
+            && local.is_ipv4() != peer.address.is_ipv4()
+        {
+            f.push(
+                key.key("local_address"),
+                format!(
+                    "local address {local} and peer address {} are of different families",
+                    peer.address
+                ),
+            );
         }
         if let Some(m) = &peer.md5_key {
             secret(f, key.key("md5_key"), m);
@@ -355,13 +356,13 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         if let Some(check) = &node.check {
             ctx.require(f, key.key("check"), "check profile", check);
         }
-        if let Some(url) = &node.status_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                f.push(
-                    key.key("status_url"),
-                    format!("invalid status URL {url:?}: expected http:// or https://"),
-                );
-            }
+        if let Some(url) = &node.status_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            f.push(
+                key.key("status_url"),
+                format!("invalid status URL {url:?}: expected http:// or https://"),
+            );
         }
     }
 
@@ -403,16 +404,16 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     profiles.sort_unstable();
     profiles.dedup();
     for name in profiles {
-        if let Some(profile) = d.check_profile(name) {
-            if lease < profile.interval.get() {
-                f.push(
+        if let Some(profile) = d.check_profile(name)
+            && lease < profile.interval.get()
+        {
+            f.push(
                     key.key("healthd").key("lease"),
                     format!(
                         "lease {} is shorter than the interval {} of check profile {name:?}: expected a lease of at least the check interval (3 intervals or more is safer)",
                         site.healthd.lease, profile.interval
                     ),
                 );
-            }
         }
     }
 }

@@ -1,1 +1,13 @@
-//! Authoritative geo-DNS steering viewers to the nearest healthy site.
+//! Authoritative geo-DNS: answers service hostnames with the nearest healthy site's nodes
+//! (EDNS Client Subnet, else the source address, located in a MaxMind DB) and serves static
+//! zone data for everything else.
+
+pub mod answer;
+pub mod geo;
+pub mod handler;
+pub mod health;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod steering;
+pub mod zone;

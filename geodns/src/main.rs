@@ -1,29 +1,153 @@
-//! `geodns`: Authoritative geo-DNS steering viewers to the nearest healthy site.
+//! `geodns`: the authoritative geo-DNS daemon, `explain` and admin state.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
 
 /// Authoritative geo-DNS steering viewers to the nearest healthy site.
+///
+/// Without a subcommand, runs the server.
 #[derive(Parser)]
 #[command(name = "geodns", version)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Why does CLIENT get this answer for NAME? Location, ranking, each site's health, answer.
+    Explain {
+        name: String,
+        client: IpAddr,
+        /// Query type (A, AAAA).
+        #[arg(long, default_value = "A")]
+        qtype: String,
+        /// Use the deployment file only (health assumed up) instead of the running server.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Force a site or node up or down in the running server, or clear the override.
+    Admin {
+        site: String,
+        #[arg(long)]
+        node: Option<String>,
+        /// up, down or clear
+        state: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
+    if let Some(Command::CheckConfig) = cli.command {
+        return check_config(&cli.config);
     }
+    daemon::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
+    let deployment = Deployment::load(&path)?;
+    let admin = deployment
+        .dns
+        .as_ref()
+        .map(|d| d.admin)
+        .context("the deployment file has no [dns] section")?;
+    match cli.command {
+        None => Ok(geodns::server::run(deployment, path).await?),
+        Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
+        Some(Command::Explain {
+            name,
+            client,
+            qtype,
+            offline,
+        }) => {
+            let live = if offline {
+                None
+            } else {
+                http(
+                    admin,
+                    "GET",
+                    &format!("/explain?name={name}&client={client}&qtype={qtype}"),
+                )
+                .await
+                .ok()
+            };
+            let text = match live {
+                Some(body) => body,
+                None => {
+                    if !offline {
+                        eprintln!(
+                            "note: geodns is not answering on {admin}; explaining from the deployment file with every node up"
+                        );
+                    }
+                    let shared = geodns::server::offline(deployment)?;
+                    let qtype = qtype
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("unknown query type {qtype}"))?;
+                    let e = geodns::server::explain(&shared, &name, client, qtype)
+                        .map_err(anyhow::Error::msg)?;
+                    serde_json::to_string(&e)?
+                }
+            };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("bad explain answer: {text}"))?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Some(Command::Admin { site, node, state }) => {
+            let node = node.map(|n| format!("&node={n}")).unwrap_or_default();
+            let body = http(
+                admin,
+                "POST",
+                &format!("/admin-state?site={site}{node}&state={state}"),
+            )
+            .await?;
+            print!("{body}");
+            Ok(())
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 request to the admin endpoint.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach geodns admin endpoint {addr}"))?;
+    stream.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("geodns answered: {}", body.trim());
+    }
+    Ok(body.to_owned())
 }

@@ -576,7 +576,7 @@ fn attribute(
             }
         }
         code::COMMUNITIES => {
-            if !flags_ok(attr.flags, true, true) || v.is_empty() || v.len() % 4 != 0 {
+            if !flags_ok(attr.flags, true, true) || v.is_empty() || !v.len().is_multiple_of(4) {
                 verdict.withdraw(c, "malformed COMMUNITIES");
             } else {
                 attrs.communities = v.chunks_exact(4).map(be32).collect();
@@ -584,7 +584,7 @@ fn attribute(
         }
         code::LARGE_COMMUNITIES => {
             // RFC 8092 section 6.
-            if !flags_ok(attr.flags, true, true) || v.is_empty() || v.len() % 12 != 0 {
+            if !flags_ok(attr.flags, true, true) || v.is_empty() || !v.len().is_multiple_of(12) {
                 verdict.withdraw(c, "malformed LARGE_COMMUNITY");
             } else {
                 attrs.large_communities = v
@@ -604,14 +604,14 @@ fn attribute(
             }
         }
         code::CLUSTER_LIST => {
-            if !flags_ok(attr.flags, true, false) || v.is_empty() || v.len() % 4 != 0 {
+            if !flags_ok(attr.flags, true, false) || v.is_empty() || !v.len().is_multiple_of(4) {
                 verdict.withdraw(c, "malformed CLUSTER_LIST");
             } else {
                 attrs.other.push(raw(attr));
             }
         }
         code::EXT_COMMUNITIES => {
-            if v.is_empty() || v.len() % 8 != 0 || attr.flags & OPTIONAL == 0 {
+            if v.is_empty() || !v.len().is_multiple_of(8) || attr.flags & OPTIONAL == 0 {
                 verdict.withdraw(c, "malformed EXTENDED_COMMUNITIES");
             } else {
                 attrs.other.push(raw(attr));

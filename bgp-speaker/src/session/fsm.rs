@@ -275,12 +275,12 @@ impl Fsm {
             ) => self.rearm_hold(),
             (S::OpenSent | S::OpenConfirm | S::Established, E::KeepaliveTimerExpired) => {
                 let mut actions = vec![Action::Send(keepalive())];
-                if let Some(n) = &self.negotiated {
-                    if n.keepalive > 0 {
-                        actions.push(Action::ArmKeepalive(Duration::from_secs(u64::from(
-                            n.keepalive,
-                        ))));
-                    }
+                if let Some(n) = &self.negotiated
+                    && n.keepalive > 0
+                {
+                    actions.push(Action::ArmKeepalive(Duration::from_secs(u64::from(
+                        n.keepalive,
+                    ))));
                 }
                 actions
             }

@@ -1,0 +1,314 @@
+//! Building the answer to one question, without any I/O: zone data for static names,
+//! steering for service hostnames.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+
+use config::service::{AnswerMode, Service};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::Serialize;
+
+use crate::geo::Location;
+use crate::health::{HealthState, NodeView};
+use crate::state::{Prepared, Shared};
+use crate::steering::{Choice, Ranking, choose};
+use crate::zone::Lookup;
+
+/// What to send back.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rcode: ResponseCode,
+    /// AA: false only for REFUSED (not our zone).
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    /// The SOA for negative answers.
+    pub soa: Option<Record>,
+    /// ECS scope prefix to answer with: 0 for static data.
+    pub scope: u8,
+    /// The steering decision, for service hostnames (metrics, `explain`).
+    pub steering: Option<Steered>,
+}
+
+/// How a service answer was decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct Steered {
+    pub service: String,
+    pub location: Option<LocationView>,
+    pub ranking: Vec<String>,
+    pub ranked_by: crate::steering::RankReason,
+    pub choice: Option<Choice>,
+    pub site: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A location as `explain` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocationView {
+    pub network: String,
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub coordinates: Option<(f64, f64)>,
+}
+
+impl From<&Location> for LocationView {
+    fn from(l: &Location) -> Self {
+        Self {
+            network: l.network.to_string(),
+            country: l.country.map(|c| c.to_string()),
+            continent: l.continent.map(|c| c.as_str().to_owned()),
+            coordinates: l.coordinates,
+        }
+    }
+}
+
+/// Answers `qname` (lower-cased) / `qtype` for a client at `client` (the ECS address or the
+/// source address).
+pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) -> Outcome {
+    let prepared = shared.prepared();
+    let Some(zone) = prepared.zones.zone_for(qname) else {
+        return Outcome {
+            rcode: ResponseCode::Refused,
+            ..Outcome::default()
+        };
+    };
+    if let Some(&service) = prepared.zones.services.get(qname) {
+        let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+        let location = shared.geo().and_then(|g| g.locate(client));
+        let svc = &prepared.deployment.services[service];
+        let (records, steered, scope) = steer(
+            &prepared,
+            &health,
+            svc,
+            qname,
+            qtype,
+            client,
+            location.as_ref(),
+        );
+        let soa = records.is_empty().then(|| zone.negative_soa());
+        return Outcome {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers: records,
+            soa,
+            scope,
+            steering: Some(steered),
+        };
+    }
+    match zone.lookup(qname, qtype) {
+        Lookup::Answer(records) => {
+            let mut answers: Vec<Record> = records.into_iter().cloned().collect();
+            let mut outcome = Outcome {
+                rcode: ResponseCode::NoError,
+                authoritative: true,
+                ..Outcome::default()
+            };
+            // An alias of a service hostname: add the steered answer, as the resolver would
+            // otherwise have to ask again.
+            if let Some(RData::CNAME(target)) = answers.last().map(|r| &r.data) {
+                let target = target.0.to_lowercase();
+                if let Some(&service) = prepared.zones.services.get(&target) {
+                    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+                    let location = shared.geo().and_then(|g| g.locate(client));
+                    let svc = &prepared.deployment.services[service];
+                    let (records, steered, scope) = steer(
+                        &prepared,
+                        &health,
+                        svc,
+                        &target,
+                        qtype,
+                        client,
+                        location.as_ref(),
+                    );
+                    answers.extend(records);
+                    outcome.scope = scope;
+                    outcome.steering = Some(steered);
+                }
+            }
+            outcome.answers = answers;
+            outcome
+        }
+        Lookup::NoData => Outcome {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            soa: Some(zone.negative_soa()),
+            ..Outcome::default()
+        },
+        Lookup::NxDomain => Outcome {
+            rcode: ResponseCode::NXDomain,
+            authoritative: true,
+            soa: Some(zone.negative_soa()),
+            ..Outcome::default()
+        },
+    }
+}
+
+/// The records for a service hostname, how they were chosen, and the ECS scope.
+pub fn steer(
+    prepared: &Prepared,
+    health: &HealthState,
+    svc: &Service,
+    qname: &Name,
+    qtype: RecordType,
+    client: IpAddr,
+    location: Option<&Location>,
+) -> (Vec<Record>, Steered, u8) {
+    let ranking: Ranking = prepared.steering.rank(client, location);
+    let choice = choose(&ranking, health, svc);
+    let names = |order: &[usize]| {
+        order
+            .iter()
+            .map(|i| prepared.deployment.sites[*i].name.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut steered = Steered {
+        service: svc.name.clone(),
+        location: location.map(LocationView::from),
+        ranking: names(&ranking.order),
+        ranked_by: ranking.reason.clone(),
+        choice: choice.clone(),
+        site: None,
+        addresses: Vec::new(),
+    };
+    let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
+    let want_v6 = qtype == RecordType::AAAA;
+    if !want_v4 && !want_v6 {
+        // Other types at a service name: NODATA, the same for every client.
+        return (Vec::new(), steered, 0);
+    }
+    let addresses: Vec<IpAddr> = match svc.answer {
+        AnswerMode::Anycast => svc
+            .anycast_addresses
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv4() == want_v4)
+            .collect(),
+        AnswerMode::Nodes => match &choice {
+            Some(c) => {
+                steered.site = Some(health.sites[c.site].name.clone());
+                let nodes: Vec<&NodeView> = health.sites[c.site]
+                    .nodes
+                    .iter()
+                    // Fail open answers every node of the site: better a maybe-broken node than none.
+                    .filter(|n| n.services.contains(&svc.name) && (c.fail_open || n.up()))
+                    .filter(|n| {
+                        if want_v4 {
+                            n.ipv4.is_some()
+                        } else {
+                            n.ipv6.is_some()
+                        }
+                    })
+                    .collect();
+                pick_weighted(&nodes, usize::from(svc.answer_count))
+                    .into_iter()
+                    .filter_map(|n| {
+                        if want_v4 {
+                            n.ipv4.map(IpAddr::V4)
+                        } else {
+                            n.ipv6.map(IpAddr::V6)
+                        }
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        },
+    };
+    steered.addresses = addresses.clone();
+    let records = addresses
+        .iter()
+        .map(|a| {
+            let data = match a {
+                IpAddr::V4(v4) => RData::A(A(*v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+            };
+            Record::from_rdata(qname.clone(), svc.ttl, data)
+        })
+        .collect();
+    // Anycast answers are the same everywhere: scope 0 lets resolvers cache one answer.
+    let scope = if svc.answer == AnswerMode::Anycast {
+        0
+    } else {
+        ranking.scope
+    };
+    (records, steered, scope)
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64) | 1
+    );
+}
+
+/// xorshift64*: spreading answers needs no cryptographic randomness, and this costs a few ns.
+fn random() -> u64 {
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        r.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// Up to `count` distinct nodes, drawn with probability proportional to spare capacity, so
+/// load spreads over the site and a busy node is answered less often.
+fn pick_weighted<'a>(nodes: &[&'a NodeView], count: usize) -> Vec<&'a NodeView> {
+    let mut pool: Vec<(&NodeView, f64)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                (f64::from(n.capacity_mbps) * (1.0 - n.load.clamp(0.0, 1.0))).max(1.0),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(count.min(pool.len()));
+    while out.len() < count && !pool.is_empty() {
+        let total: f64 = pool.iter().map(|(_, w)| w).sum();
+        let mut target = (random() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut index = pool.len() - 1;
+        for (i, (_, w)) in pool.iter().enumerate() {
+            if target < *w {
+                index = i;
+                break;
+            }
+            target -= w;
+        }
+        out.push(pool.swap_remove(index).0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, capacity: u32, load: f64) -> NodeView {
+        NodeView {
+            name: name.into(),
+            ipv4: Some("127.0.0.1".parse().unwrap()),
+            ipv6: None,
+            services: vec!["live".into()],
+            capacity_mbps: capacity,
+            healthy: true,
+            load,
+            admin: None,
+        }
+    }
+
+    #[test]
+    fn weighted_choice_prefers_spare_capacity_and_never_repeats() {
+        let (a, b) = (node("a", 1000, 0.0), node("b", 1000, 0.9));
+        let mut first_a = 0;
+        for _ in 0..2000 {
+            let picked = pick_weighted(&[&a, &b], 2);
+            assert_eq!(picked.len(), 2);
+            assert_ne!(picked[0].name, picked[1].name);
+            first_a += usize::from(picked[0].name == "a");
+        }
+        // Spare capacity 1000 vs 100: "a" first about 91% of the time.
+        assert!((1700..1950).contains(&first_a), "{first_a}");
+    }
+}

@@ -1,0 +1,124 @@
+//! Where a client is: a MaxMind DB (GeoIP2/GeoLite2 City or Country, or compatible) looked up
+//! by address, and great-circle distances to sites.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use config::types::{Continent, CountryCode};
+use ipnet::IpNet;
+use maxminddb::geoip2;
+
+/// What the database says about a client address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// The database network containing the address: every address in it gets the same
+    /// answer from the database, so its prefix is the finest granularity a decision needs.
+    pub network: IpNet,
+    pub country: Option<CountryCode>,
+    pub continent: Option<Continent>,
+    /// Latitude and longitude in degrees.
+    pub coordinates: Option<(f64, f64)>,
+}
+
+/// Why a location database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    #[error("cannot read location database {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: maxminddb::MaxMindDbError,
+    },
+}
+
+/// An opened MaxMind DB.
+pub struct GeoDb {
+    reader: maxminddb::Reader<Vec<u8>>,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoDb")
+            .field("path", &self.path)
+            .field("type", &self.reader.metadata().database_type)
+            .finish()
+    }
+}
+
+impl GeoDb {
+    pub fn open(path: &Path) -> Result<Self, GeoError> {
+        let reader = maxminddb::Reader::open_readfile(path).map_err(|cause| GeoError::Open {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Ok(Self {
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
+        let reader = maxminddb::Reader::from_source(bytes).map_err(|cause| GeoError::Open {
+            path: PathBuf::from("<memory>"),
+            cause,
+        })?;
+        Ok(Self {
+            reader,
+            path: PathBuf::from("<memory>"),
+        })
+    }
+
+    /// Looks `ip` up; `None` when the database knows nothing about it (or cannot hold it).
+    pub fn locate(&self, ip: IpAddr) -> Option<Location> {
+        let ip = ip.to_canonical();
+        let found = self.reader.lookup(ip).ok()?;
+        let net = found.network().ok()?;
+        let network = IpNet::new(net.network(), net.prefix()).ok()?;
+        // City databases have location and country; Country databases only the latter. Both
+        // decode as City, whose extra fields are simply empty.
+        let city: geoip2::City<'_> = found.decode().ok()??;
+        Some(Location {
+            network,
+            country: city.country.iso_code.and_then(|c| c.parse().ok()),
+            continent: city.continent.code.and_then(continent),
+            coordinates: city.location.latitude.zip(city.location.longitude),
+        })
+    }
+}
+
+fn continent(code: &str) -> Option<Continent> {
+    Some(match code {
+        "AF" => Continent::AF,
+        "AN" => Continent::AN,
+        "AS" => Continent::AS,
+        "EU" => Continent::EU,
+        "NA" => Continent::NA,
+        "OC" => Continent::OC,
+        "SA" => Continent::SA,
+        _ => return None,
+    })
+}
+
+/// Great-circle distance in kilometres (haversine on a spherical Earth, as gdnsd does).
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0;
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_match_known_city_pairs() {
+        let amsterdam = (52.37, 4.90);
+        let london = (51.51, -0.13);
+        let d = distance_km(amsterdam, london);
+        assert!((d - 357.0).abs() < 5.0, "{d}");
+        assert_eq!(distance_km(amsterdam, amsterdam), 0.0);
+    }
+}

@@ -1,0 +1,125 @@
+//! What geodns knows about each site's nodes: health and load from the sites' feeds, and
+//! operator overrides (admin state) that win over both.
+//!
+//! Until a feed has been heard from, a site's nodes count as up: geodns must never answer
+//! empty, and the failure table in DESIGN.md says a lost feed fails open after its grace.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use config::Deployment;
+use serde::Serialize;
+
+/// An operator's forced state for a site or node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    Up,
+    Down,
+}
+
+/// One node as steering sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub services: Vec<String>,
+    pub capacity_mbps: u32,
+    /// Healthy according to the feed (true until a feed says otherwise).
+    pub healthy: bool,
+    /// Egress over capacity, 0..1.
+    pub load: f64,
+    pub admin: Option<AdminState>,
+}
+
+impl NodeView {
+    /// Up after admin overrides.
+    pub fn up(&self) -> bool {
+        match self.admin {
+            Some(AdminState::Up) => true,
+            Some(AdminState::Down) => false,
+            None => self.healthy,
+        }
+    }
+}
+
+/// One site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteView {
+    pub name: String,
+    pub nodes: Vec<NodeView>,
+    pub admin: Option<AdminState>,
+    /// When the feed was last heard from; `None` before the first message.
+    #[serde(skip)]
+    pub last_feed: Option<Instant>,
+    /// Generation of the feed document last applied.
+    pub generation: u64,
+}
+
+/// The health of every site.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HealthState {
+    pub sites: Vec<SiteView>,
+}
+
+impl HealthState {
+    /// Every node of the deployment, all up, no admin overrides.
+    pub fn from_deployment(d: &Deployment) -> Self {
+        let sites = d
+            .sites
+            .iter()
+            .map(|site| SiteView {
+                name: site.name.clone(),
+                nodes: site
+                    .nodes
+                    .iter()
+                    .map(|n| NodeView {
+                        name: n.name.clone(),
+                        ipv4: n.ipv4,
+                        ipv6: n.ipv6,
+                        services: n.services.clone(),
+                        capacity_mbps: n.capacity_mbps,
+                        healthy: true,
+                        load: 0.0,
+                        admin: None,
+                    })
+                    .collect(),
+                admin: None,
+                last_feed: None,
+                generation: 0,
+            })
+            .collect();
+        Self { sites }
+    }
+
+    pub fn site_index(&self) -> HashMap<&str, usize> {
+        self.sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect()
+    }
+
+    /// Forces a site (`node` = None) or one node up or down; `None` clears the override.
+    /// Returns false when the name is unknown.
+    pub fn set_admin(&mut self, site: &str, node: Option<&str>, state: Option<AdminState>) -> bool {
+        let Some(s) = self.sites.iter_mut().find(|s| s.name == site) else {
+            return false;
+        };
+        match node {
+            None => {
+                s.admin = state;
+                true
+            }
+            Some(node) => match s.nodes.iter_mut().find(|n| n.name == node) {
+                Some(n) => {
+                    n.admin = state;
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}

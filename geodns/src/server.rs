@@ -1,0 +1,258 @@
+//! Running geodns: UDP and TCP listeners, the admin endpoint (metrics, explain, admin state),
+//! location database reloads, SIGHUP and SIGTERM.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use config::Deployment;
+use hickory_server::Server;
+use hickory_server::proto::rr::{Name, RecordType};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::answer::{LocationView, Steered, answer};
+use crate::geo::GeoDb;
+use crate::handler::GeoHandler;
+use crate::health::AdminState;
+use crate::state::{Prepared, Shared};
+
+/// Why geodns could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen for DNS on {addr}: {cause}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Zone(#[from] crate::zone::ZoneError),
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
+    #[error(transparent)]
+    Admin(#[from] daemon::admin::AdminError),
+    #[error("the deployment file has no [dns] section: nothing to serve")]
+    NoDns,
+}
+
+/// Opens the location database named in the deployment, if any.
+pub fn open_geo(d: &Deployment) -> Result<Option<GeoDb>, crate::geo::GeoError> {
+    d.dns
+        .as_ref()
+        .and_then(|dns| dns.geoip_db.as_ref())
+        .map(|p| GeoDb::open(p))
+        .transpose()
+}
+
+/// Serves DNS until SIGTERM/Ctrl-C. SIGHUP re-reads `config_path`.
+pub async fn run(deployment: Deployment, config_path: PathBuf) -> Result<(), RunError> {
+    let dns = deployment.dns.clone().ok_or(RunError::NoDns)?;
+    let geo = open_geo(&deployment)?;
+    if geo.is_none() {
+        warn!("no location database (dns.geoip_db): every client gets the default site order");
+    }
+    let shared = Arc::new(Shared::new(Prepared::new(deployment)?, geo));
+    let mut server = Server::new(GeoHandler {
+        shared: shared.clone(),
+    });
+    for addr in &dns.listen {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|cause| RunError::Listen { addr: *addr, cause })?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|cause| RunError::Listen { addr: *addr, cause })?;
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(10), 64);
+        info!(%addr, "answering DNS over UDP and TCP");
+    }
+    let _admin = daemon::admin::serve(dns.admin, admin_router(shared.clone())).await?;
+    if let Some(path) = dns.geoip_db.clone() {
+        tokio::spawn(watch_geo(shared.clone(), path));
+    }
+    let mut signals = daemon::signals::Signals::new().map_err(|cause| RunError::Listen {
+        addr: dns.admin,
+        cause,
+    })?;
+    while signals.next().await == daemon::signals::Request::Reload {
+        reload(&shared, &config_path);
+    }
+    info!("shutting down");
+    let _ = server.shutdown_gracefully().await;
+    Ok(())
+}
+
+fn reload(shared: &Shared, path: &Path) {
+    match Deployment::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|d| Prepared::new(d).map_err(|e| e.to_string()))
+    {
+        Ok(prepared) => {
+            *shared.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
+            info!("SIGHUP: deployment file reloaded");
+        }
+        Err(e) => warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}"),
+    }
+}
+
+/// Reloads the location database when its file changes (checked every two seconds).
+async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<SystemTime> = mtime(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = mtime(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match GeoDb::open(&path) {
+            Ok(db) => {
+                *shared.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+                info!(path = %path.display(), "location database reloaded");
+            }
+            Err(e) => {
+                warn!("location database changed but cannot be read, keeping the old one: {e}")
+            }
+        }
+    }
+}
+
+/// The admin endpoint: `/metrics`, `/healthz`, `/explain`, `/admin-state`.
+pub fn admin_router(shared: Arc<Shared>) -> axum::Router {
+    let scrape = shared.clone();
+    let own = axum::Router::new()
+        .route("/explain", get(explain_handler))
+        .route(
+            "/admin-state",
+            post(admin_state_handler).get(health_handler),
+        )
+        .with_state(shared);
+    daemon::admin::router(Arc::new(move || {
+        daemon::admin::encode(&scrape.metrics.registry)
+    }))
+    .merge(own)
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    name: String,
+    client: IpAddr,
+    #[serde(default)]
+    qtype: Option<String>,
+}
+
+/// Why a client gets the answer it gets.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub name: String,
+    pub client: IpAddr,
+    pub rcode: String,
+    pub location: Option<LocationView>,
+    pub steering: Option<serde_json::Value>,
+    pub answer: Vec<String>,
+    pub scope: u8,
+}
+
+/// Explains the answer to `name` for `client` with the state `shared` holds now.
+pub fn explain(
+    shared: &Shared,
+    name: &str,
+    client: IpAddr,
+    qtype: RecordType,
+) -> Result<Explanation, String> {
+    let mut qname = Name::from_ascii(name).map_err(|e| format!("invalid name {name:?}: {e}"))?;
+    qname.set_fqdn(true);
+    let qname = qname.to_lowercase();
+    let outcome = answer(shared, &qname, qtype, client);
+    let location = shared
+        .geo()
+        .and_then(|g| g.locate(client))
+        .as_ref()
+        .map(LocationView::from);
+    Ok(Explanation {
+        name: qname.to_string(),
+        client,
+        rcode: outcome.rcode.to_string(),
+        location,
+        steering: outcome
+            .steering
+            .as_ref()
+            .and_then(|s: &Steered| serde_json::to_value(s).ok()),
+        answer: outcome.answers.iter().map(|r| r.data.to_string()).collect(),
+        scope: outcome.scope,
+    })
+}
+
+async fn explain_handler(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<ExplainQuery>,
+) -> Response {
+    let qtype = q
+        .qtype
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(RecordType::A);
+    match explain(&shared, &q.name, q.client, qtype) {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AdminQuery {
+    site: String,
+    #[serde(default)]
+    node: Option<String>,
+    /// `up`, `down` or `clear`.
+    state: String,
+}
+
+async fn admin_state_handler(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<AdminQuery>,
+) -> Response {
+    let state = match q.state.as_str() {
+        "up" => Some(AdminState::Up),
+        "down" => Some(AdminState::Down),
+        "clear" => None,
+        other => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("state {other:?}: expected up, down or clear\n"),
+            )
+                .into_response();
+        }
+    };
+    let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
+    if health.set_admin(&q.site, q.node.as_deref(), state) {
+        info!(site = %q.site, node = q.node.as_deref().unwrap_or("-"), state = %q.state, "admin state set by an operator");
+        "ok\n".into_response()
+    } else {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no site {:?} (or node {:?} there)\n", q.site, q.node),
+        )
+            .into_response()
+    }
+}
+
+async fn health_handler(State(shared): State<Arc<Shared>>) -> Response {
+    let health = shared
+        .health
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(health).into_response()
+}
+
+/// Answers for `explain` and tests without a running server.
+pub fn offline(deployment: Deployment) -> Result<Shared, RunError> {
+    let geo = open_geo(&deployment)?;
+    Ok(Shared::new(Prepared::new(deployment)?, geo))
+}

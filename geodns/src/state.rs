@@ -1,0 +1,63 @@
+//! Everything a query needs, swapped whole on reload so a query never sees half of a change.
+
+use std::sync::{Arc, RwLock};
+
+use config::Deployment;
+
+use crate::geo::GeoDb;
+use crate::health::HealthState;
+use crate::metrics::Metrics;
+use crate::steering::Steering;
+use crate::zone::{ZoneError, Zones};
+
+/// The parts derived from the deployment file.
+#[derive(Debug)]
+pub struct Prepared {
+    pub deployment: Deployment,
+    pub zones: Zones,
+    pub steering: Steering,
+}
+
+impl Prepared {
+    pub fn new(deployment: Deployment) -> Result<Self, ZoneError> {
+        let zones = Zones::build(&deployment)?;
+        let steering = Steering::new(&deployment);
+        Ok(Self {
+            deployment,
+            zones,
+            steering,
+        })
+    }
+}
+
+/// Shared by every query and the background tasks.
+pub struct Shared {
+    pub prepared: RwLock<Arc<Prepared>>,
+    pub health: RwLock<HealthState>,
+    pub geo: RwLock<Option<Arc<GeoDb>>>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(prepared: Prepared, geo: Option<GeoDb>) -> Self {
+        let health = HealthState::from_deployment(&prepared.deployment);
+        Self {
+            prepared: RwLock::new(Arc::new(prepared)),
+            health: RwLock::new(health),
+            geo: RwLock::new(geo.map(Arc::new)),
+            metrics: Metrics::new(),
+        }
+    }
+
+    pub fn prepared(&self) -> Arc<Prepared> {
+        // A poisoned lock only means a panic elsewhere mid-swap; the Arc inside is whole.
+        self.prepared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn geo(&self) -> Option<Arc<GeoDb>> {
+        self.geo.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

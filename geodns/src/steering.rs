@@ -1,0 +1,271 @@
+//! Steering: rank sites for a client and pick the first that can serve the service.
+//!
+//! Ranking is by great-circle distance from the client's location, unless an override from the
+//! deployment file (network, country, continent, first match) or the default order applies.
+//! The first site with enough healthy nodes and load under the spill threshold wins. When no
+//! site qualifies the answer fails open to the least-bad site: never an empty answer.
+
+use std::net::IpAddr;
+
+use config::Deployment;
+use config::dns::Override;
+use config::service::Service;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::geo::{Location, distance_km};
+use crate::health::{AdminState, HealthState, SiteView};
+
+/// Why sites were ranked the way they were.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "by")]
+pub enum RankReason {
+    /// Override rule `index` matched.
+    Override { index: usize },
+    /// Great-circle distance from the client's coordinates.
+    Distance,
+    /// No location: the default order.
+    Default,
+}
+
+/// The ranking of sites for one client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranking {
+    /// Site indices, best first.
+    pub order: Vec<usize>,
+    /// Distance in km per site index, when known.
+    pub distances: Vec<Option<f64>>,
+    pub reason: RankReason,
+    /// The prefix length the decision depended on (the ECS scope to answer with).
+    pub scope: u8,
+}
+
+/// Site coordinates and the rules, prepared once per configuration.
+#[derive(Debug, Clone)]
+pub struct Steering {
+    coordinates: Vec<(f64, f64)>,
+    overrides: Vec<(Override, Vec<usize>)>,
+    default_order: Vec<usize>,
+}
+
+impl Steering {
+    pub fn new(d: &Deployment) -> Self {
+        let index = |name: &str| d.sites.iter().position(|s| s.name == name);
+        let dns = d.dns.clone().unwrap_or_default();
+        let overrides = dns
+            .overrides
+            .iter()
+            .map(|o| (o.clone(), o.sites.iter().filter_map(|s| index(s)).collect()))
+            .collect();
+        let mut default_order: Vec<usize> =
+            dns.default_order.iter().filter_map(|s| index(s)).collect();
+        for i in 0..d.sites.len() {
+            if !default_order.contains(&i) {
+                default_order.push(i);
+            }
+        }
+        Self {
+            coordinates: d.sites.iter().map(|s| (s.latitude, s.longitude)).collect(),
+            overrides,
+            default_order,
+        }
+    }
+
+    /// Ranks every site for a client at `ip` whose location is `location`.
+    pub fn rank(&self, ip: IpAddr, location: Option<&Location>) -> Ranking {
+        let distances: Vec<Option<f64>> = self
+            .coordinates
+            .iter()
+            .map(|site| {
+                location
+                    .and_then(|l| l.coordinates)
+                    .map(|c| distance_km(c, *site))
+            })
+            .collect();
+        let db_scope = location.map_or(0, |l| l.network.prefix_len());
+        for (index, (rule, order)) in self.overrides.iter().enumerate() {
+            if let Some(net) = rule.networks.iter().find(|n| n.contains(&ip)) {
+                return Ranking {
+                    order: complete(order, &self.default_order),
+                    distances,
+                    reason: RankReason::Override { index },
+                    scope: net.prefix_len(),
+                };
+            }
+            let by_place = location.is_some_and(|l| {
+                l.country.is_some_and(|c| rule.countries.contains(&c))
+                    || l.continent.is_some_and(|c| rule.continents.contains(&c))
+            });
+            if by_place {
+                let scope = self.scope(db_scope, location);
+                return Ranking {
+                    order: complete(order, &self.default_order),
+                    distances,
+                    reason: RankReason::Override { index },
+                    scope,
+                };
+            }
+        }
+        if distances.iter().all(Option::is_some) && !distances.is_empty() {
+            let mut order: Vec<usize> = (0..self.coordinates.len()).collect();
+            order.sort_by(|a, b| {
+                distances[*a]
+                    .partial_cmp(&distances[*b])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            return Ranking {
+                order,
+                distances,
+                reason: RankReason::Distance,
+                scope: self.scope(db_scope, location),
+            };
+        }
+        Ranking {
+            order: self.default_order.clone(),
+            distances,
+            reason: RankReason::Default,
+            scope: self.scope(db_scope, location),
+        }
+    }
+
+    /// The database network's prefix, made longer when a network override inside it would
+    /// answer part of it differently: the scope must cover only clients with this answer.
+    fn scope(&self, db_scope: u8, location: Option<&Location>) -> u8 {
+        let Some(net) = location.map(|l| l.network) else {
+            return db_scope;
+        };
+        self.overrides
+            .iter()
+            .flat_map(|(rule, _)| rule.networks.iter())
+            .filter(|inner: &&IpNet| net.contains(*inner) && inner.prefix_len() > db_scope)
+            .map(|inner| inner.prefix_len())
+            .max()
+            .unwrap_or(db_scope)
+    }
+}
+
+/// An override's order followed by every other site in default order (so failover continues
+/// past the listed sites).
+fn complete(first: &[usize], default: &[usize]) -> Vec<usize> {
+    let mut order = first.to_vec();
+    order.extend(default.iter().filter(|i| !first.contains(i)));
+    order
+}
+
+/// What the chosen site can offer for a service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteVerdict {
+    pub site: String,
+    pub healthy_nodes: usize,
+    pub load: f64,
+    pub usable: bool,
+    pub why: String,
+}
+
+/// A site's verdict for `service`.
+pub fn verdict(site: &SiteView, service: &Service) -> SiteVerdict {
+    let nodes: Vec<_> = site
+        .nodes
+        .iter()
+        .filter(|n| n.services.contains(&service.name))
+        .collect();
+    let up: Vec<_> = nodes.iter().filter(|n| n.up()).collect();
+    let capacity: f64 = up.iter().map(|n| f64::from(n.capacity_mbps)).sum();
+    let load = if capacity > 0.0 {
+        up.iter()
+            .map(|n| n.load * f64::from(n.capacity_mbps))
+            .sum::<f64>()
+            / capacity
+    } else {
+        1.0
+    };
+    let (usable, why) = match site.admin {
+        Some(AdminState::Down) => (false, "forced down by an operator".to_owned()),
+        Some(AdminState::Up) if !up.is_empty() => (true, "forced up by an operator".to_owned()),
+        _ if nodes.is_empty() => (false, "no node carries the service".to_owned()),
+        _ if (up.len() as u32) < service.min_healthy_nodes => (
+            false,
+            format!(
+                "{} of {} nodes healthy, {} needed",
+                up.len(),
+                nodes.len(),
+                service.min_healthy_nodes
+            ),
+        ),
+        _ if load >= service.spill_load => (
+            false,
+            format!(
+                "load {:.0}% at or above the spill threshold {:.0}%",
+                load * 100.0,
+                service.spill_load * 100.0
+            ),
+        ),
+        _ => (
+            true,
+            format!(
+                "{} of {} nodes healthy, load {:.0}%",
+                up.len(),
+                nodes.len(),
+                load * 100.0
+            ),
+        ),
+    };
+    SiteVerdict {
+        site: site.name.clone(),
+        healthy_nodes: up.len(),
+        load,
+        usable,
+        why,
+    }
+}
+
+/// The site to answer with, and whether that is a fail-open choice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Choice {
+    pub site: usize,
+    pub fail_open: bool,
+    pub verdicts: Vec<SiteVerdict>,
+}
+
+/// Walks the ranking and picks the first usable site; when none is usable, the nearest site
+/// with any healthy node, else the nearest site at all (fail open, DESIGN.md).
+pub fn choose(ranking: &Ranking, health: &HealthState, service: &Service) -> Option<Choice> {
+    let verdicts: Vec<SiteVerdict> = ranking
+        .order
+        .iter()
+        .map(|&i| verdict(&health.sites[i], service))
+        .collect();
+    let carries = |i: usize| {
+        health.sites[i]
+            .nodes
+            .iter()
+            .any(|n| n.services.contains(&service.name))
+    };
+    let pick = ranking
+        .order
+        .iter()
+        .zip(&verdicts)
+        .find(|(_, v)| v.usable)
+        .map(|(i, _)| (*i, false))
+        .or_else(|| {
+            ranking
+                .order
+                .iter()
+                .zip(&verdicts)
+                .find(|(_, v)| v.healthy_nodes > 0)
+                .map(|(i, _)| (*i, true))
+        })
+        .or_else(|| {
+            ranking
+                .order
+                .iter()
+                .copied()
+                .find(|i| carries(*i))
+                .map(|i| (i, true))
+        });
+    pick.map(|(site, fail_open)| Choice {
+        site,
+        fail_open,
+        verdicts,
+    })
+}
