@@ -99,6 +99,31 @@ fn continent(code: &str) -> Option<Continent> {
     })
 }
 
+/// One network of a synthetic location database.
+#[derive(Debug, Clone)]
+pub struct Place<'a> {
+    pub network: IpNet,
+    pub country: &'a str,
+    pub continent: &'a str,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+/// Builds a GeoIP2-City compatible database (for the lab and tests, which must not depend on
+/// a commercial database): each network gets the country, continent and coordinates given.
+pub fn synthetic_db(places: &[Place<'_>]) -> Result<Vec<u8>, mmdb_writer::Error> {
+    let mut writer = mmdb_writer::Writer::new("GeoIP2-City");
+    for p in places {
+        let mut city = geoip2::City::default();
+        city.country.iso_code = Some(p.country);
+        city.continent.code = Some(p.continent);
+        city.location.latitude = Some(p.latitude);
+        city.location.longitude = Some(p.longitude);
+        writer.insert(p.network, &city)?;
+    }
+    writer.to_bytes()
+}
+
 /// Great-circle distance in kilometres (haversine on a spherical Earth, as gdnsd does).
 pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     const EARTH_RADIUS_KM: f64 = 6371.0;
@@ -112,6 +137,35 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synthetic_databases_are_read_back_with_their_networks() {
+        let places = [
+            Place {
+                network: "198.51.100.0/24".parse().unwrap(),
+                country: "NL",
+                continent: "EU",
+                latitude: 52.37,
+                longitude: 4.9,
+            },
+            Place {
+                network: "2001:db8:1::/48".parse().unwrap(),
+                country: "DE",
+                continent: "EU",
+                latitude: 50.11,
+                longitude: 8.68,
+            },
+        ];
+        let db = GeoDb::from_bytes(synthetic_db(&places).unwrap()).unwrap();
+        let l = db.locate("198.51.100.77".parse().unwrap()).unwrap();
+        assert_eq!(l.network.to_string(), "198.51.100.0/24");
+        assert_eq!(l.country.map(|c| c.to_string()).as_deref(), Some("NL"));
+        assert_eq!(l.continent, Some(Continent::EU));
+        assert_eq!(l.coordinates, Some((52.37, 4.9)));
+        let l = db.locate("2001:db8:1::5".parse().unwrap()).unwrap();
+        assert_eq!(l.network.prefix_len(), 48);
+        assert!(db.locate("203.0.113.1".parse().unwrap()).is_none());
+    }
 
     #[test]
     fn distances_match_known_city_pairs() {

@@ -1,0 +1,405 @@
+//! geodns end to end: a running server asked with dig/kdig, a location database generated
+//! for the test, admin overrides through the CLI.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use geodns::geo::{Place, synthetic_db};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, run, wait_for};
+
+const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
+
+/// Test cities: networks from the documentation ranges, placed where the city is.
+fn places() -> Vec<Place<'static>> {
+    let p = |net: &str, country, continent, latitude, longitude| Place {
+        network: net.parse().unwrap(),
+        country,
+        continent,
+        latitude,
+        longitude,
+    };
+    vec![
+        p("198.51.100.0/24", "NL", "EU", 52.37, 4.90), // Amsterdam
+        p("203.0.113.0/24", "DE", "EU", 50.11, 8.68),  // Frankfurt
+        p("192.0.2.0/25", "GB", "EU", 51.51, -0.13),   // London
+        p("192.0.2.128/25", "IE", "EU", 53.35, -6.26), // Dublin (override: lon first)
+        p("100.64.0.0/16", "FR", "EU", 48.86, 2.35),   // Paris
+        p("100.65.0.0/16", "PL", "EU", 52.23, 21.01),  // Warsaw
+        p("2001:db8:1::/48", "DE", "EU", 50.11, 8.68), // Frankfurt, IPv6
+    ]
+}
+
+struct GeoDns {
+    daemon: Daemon,
+    dns: SocketAddr,
+    config: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl GeoDns {
+    fn start() -> Self {
+        let net = Loopback::fresh();
+        let dir = TempDir::new("geodns");
+        std::fs::write(
+            dir.path().join("geo.mmdb"),
+            synthetic_db(&places()).unwrap(),
+        )
+        .unwrap();
+        let dns = SocketAddr::from((net.host(53), 5353));
+        let admin = SocketAddr::from((net.host(53), 9153));
+        // A TXT record too big for a 512-byte UDP answer, to see TC and the TCP retry.
+        let big: Vec<String> = (0..6)
+            .map(|i| format!("\\\"{}\\\"", char::from(b'a' + i).to_string().repeat(120)))
+            .collect();
+        let text = EXAMPLE
+            .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\""))
+            .replace("admin = \"127.0.0.1:9153\"", &format!("admin = \"{admin}\""))
+            .replace(
+                "  { name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" },",
+                &format!("  {{ name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" }},\n  {{ name = \"big\", type = \"TXT\", data = \"{}\" }},", big.join(" ")),
+            );
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+        cmd.arg("--config").arg(&config);
+        let daemon =
+            Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).expect("start geodns");
+        let server = Self {
+            daemon,
+            dns,
+            config,
+            _dir: dir,
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            server
+                .dig(&["tv.example.net", "SOA", "+short"])
+                .contains("hostmaster")
+                .then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "geodns did not start:\n{}",
+            server.daemon.log_text()
+        );
+        server
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("dig");
+        cmd.arg(format!("@{}", self.dns.ip()))
+            .arg("-p")
+            .arg(self.dns.port().to_string())
+            .args(["+tries=1", "+time=2"])
+            .args(args);
+        let out = run(cmd, Duration::from_secs(10)).expect("dig runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        let out = run(cmd, Duration::from_secs(10)).expect("geodns cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// The A records answered for `name` to a client in `subnet`, sorted, and the ECS line.
+    fn service(&self, subnet: &str) -> (Vec<String>, String) {
+        let out = self.dig(&["live.tv.example.net", "A", &format!("+subnet={subnet}")]);
+        let mut addrs: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("live.tv.example.net.") && l.contains("\tA\t"))
+            .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+            .collect();
+        addrs.sort();
+        let ecs = out
+            .lines()
+            .find(|l| l.contains("CLIENT-SUBNET"))
+            .unwrap_or("")
+            .to_owned();
+        (addrs, ecs)
+    }
+}
+
+fn needs_dig(test: &str) -> bool {
+    testkit::require(test, &[("dig", "bind9-dnsutils")], false).is_some()
+}
+
+const AMS: [&str; 2] = ["127.0.11.1", "127.0.11.2"];
+const FRA: [&str; 2] = ["127.0.21.1", "127.0.21.2"];
+const LON: [&str; 2] = ["127.0.31.1", "127.0.31.2"];
+
+#[test]
+fn clients_are_sent_to_the_nearest_site_with_the_database_scope() {
+    if !needs_dig("clients_are_sent_to_the_nearest_site_with_the_database_scope") {
+        return;
+    }
+    let g = GeoDns::start();
+    let (addrs, ecs) = g.service("198.51.100.0/24");
+    assert_eq!(addrs, AMS, "Amsterdam");
+    assert!(
+        ecs.contains("198.51.100.0/24/24"),
+        "scope from the /24 database network: {ecs}"
+    );
+    assert_eq!(g.service("203.0.113.0/24").0, FRA, "Frankfurt");
+    let (addrs, ecs) = g.service("192.0.2.0/24");
+    assert_eq!(addrs, LON, "London");
+    assert!(
+        ecs.contains("/25"),
+        "the database network is a /25, narrower than the source: {ecs}"
+    );
+    assert_eq!(
+        g.service("100.64.7.0/24").0,
+        LON,
+        "Paris is nearest to London"
+    );
+    assert_eq!(
+        g.service("100.65.1.0/24").0,
+        FRA,
+        "Warsaw is nearest to Frankfurt"
+    );
+    assert_eq!(
+        g.service("192.0.2.200/32").0,
+        LON,
+        "Dublin: override puts London first"
+    );
+}
+
+#[test]
+fn ipv6_clients_get_aaaa_from_their_nearest_site() {
+    if !needs_dig("ipv6_clients_get_aaaa_from_their_nearest_site") {
+        return;
+    }
+    let g = GeoDns::start();
+    // Only ams-1 has an IPv6 address in the example; the rest of the answer is empty.
+    let out = g.dig(&[
+        "live.tv.example.net",
+        "AAAA",
+        "+subnet=2001:db8:1::/48",
+        "+short",
+    ]);
+    assert!(
+        out.trim().is_empty(),
+        "fra has no IPv6 node: NODATA rather than another site: {out}"
+    );
+    let out = g.dig(&[
+        "live.tv.example.net",
+        "AAAA",
+        "+subnet=198.51.100.0/24",
+        "+short",
+    ]);
+    assert_eq!(out.trim(), "fd00:0:11::1");
+}
+
+#[test]
+fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
+    if !needs_dig("a_site_forced_down_sends_its_clients_to_the_next_nearest") {
+        return;
+    }
+    let g = GeoDns::start();
+    assert_eq!(g.service("198.51.100.0/24").0, AMS);
+    assert!(g.cli(&["admin", "ams", "down"]).contains("ok"));
+    assert_eq!(
+        g.service("198.51.100.0/24").0,
+        LON,
+        "London (358 km) before Frankfurt (364 km)"
+    );
+    assert!(
+        g.cli(&["admin", "lon", "--node", "lon-1", "down"])
+            .contains("ok")
+    );
+    assert_eq!(
+        g.service("198.51.100.0/24").0,
+        ["127.0.31.2"],
+        "only the healthy node of London"
+    );
+    assert!(g.cli(&["admin", "ams", "clear"]).contains("ok"));
+    assert_eq!(g.service("198.51.100.0/24").0, AMS);
+}
+
+#[test]
+fn every_site_down_fails_open_instead_of_answering_empty() {
+    if !needs_dig("every_site_down_fails_open_instead_of_answering_empty") {
+        return;
+    }
+    let g = GeoDns::start();
+    for node in ["ams-1", "ams-2"] {
+        assert!(
+            g.cli(&["admin", "ams", "--node", node, "down"])
+                .contains("ok")
+        );
+    }
+    for (site, nodes) in [("fra", ["fra-1", "fra-2"]), ("lon", ["lon-1", "lon-2"])] {
+        for node in nodes {
+            assert!(
+                g.cli(&["admin", site, "--node", node, "down"])
+                    .contains("ok")
+            );
+        }
+    }
+    let (addrs, _) = g.service("198.51.100.0/24");
+    assert_eq!(addrs, AMS, "the nearest site's nodes, fail open");
+    let explain = g.cli(&["explain", "live.tv.example.net", "198.51.100.1"]);
+    assert!(explain.contains("\"fail_open\": true"), "{explain}");
+    let metrics = testkit::http::get(SocketAddr::from((g.dns.ip(), 9153)), "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("dns_fail_open_answers_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn static_data_follows_the_standards() {
+    if !needs_dig("static_data_follows_the_standards") {
+        return;
+    }
+    let g = GeoDns::start();
+    let soa = g.dig(&["tv.example.net", "SOA"]);
+    assert!(
+        soa.contains("status: NOERROR") && soa.contains("flags: qr aa"),
+        "{soa}"
+    );
+    assert!(!soa.contains(" ra"), "no recursion available: {soa}");
+    let ns = g.dig(&["tv.example.net", "NS", "+short"]);
+    assert!(
+        ns.contains("ns1.tv.example.net.") && ns.contains("ns2.tv.example.net."),
+        "{ns}"
+    );
+    let nx = g.dig(&["nope.tv.example.net", "A"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("AUTHORITY: 1"),
+        "NXDOMAIN with the SOA: {nx}"
+    );
+    assert!(
+        nx.contains("\t30\tIN\tSOA"),
+        "negative TTL is the SOA minimum (RFC 2308): {nx}"
+    );
+    let nodata = g.dig(&["ns1.tv.example.net", "AAAA"]);
+    assert!(
+        nodata.contains("status: NOERROR")
+            && nodata.contains("ANSWER: 0")
+            && nodata.contains("AUTHORITY: 1"),
+        "NODATA: {nodata}"
+    );
+    let refused = g.dig(&["www.example.org", "A"]);
+    assert!(
+        refused.contains("status: REFUSED") && !refused.contains(" aa"),
+        "{refused}"
+    );
+    let mx = g.dig(&["tv.example.net", "MX", "+short"]);
+    assert_eq!(mx.trim(), "10 mail.example.net.");
+    let caa = g.dig(&["tv.example.net", "CAA", "+short"]);
+    assert!(caa.contains("issue \"letsencrypt.org\""), "{caa}");
+    let cname = g.dig(&["WWW.tv.EXAMPLE.net", "A", "+subnet=203.0.113.0/24"]);
+    assert!(
+        cname.contains("CNAME\tlive.tv.example.net.") && cname.contains("127.0.21."),
+        "alias followed to the steered answer: {cname}"
+    );
+    assert!(
+        cname.contains(";WWW.tv.EXAMPLE.net."),
+        "question case preserved: {cname}"
+    );
+    let any = g.dig(&["tv.example.net", "ANY"]);
+    assert!(
+        any.contains("status: NOERROR") && !any.contains("ANSWER: 0"),
+        "{any}"
+    );
+}
+
+#[test]
+fn big_answers_are_truncated_over_udp_and_complete_over_tcp() {
+    if !needs_dig("big_answers_are_truncated_over_udp_and_complete_over_tcp") {
+        return;
+    }
+    let g = GeoDns::start();
+    let udp = g.dig(&["big.tv.example.net", "TXT", "+noedns", "+ignore"]);
+    assert!(
+        udp.contains(" tc"),
+        "truncated over UDP without EDNS: {udp}"
+    );
+    let tcp = g.dig(&["big.tv.example.net", "TXT", "+tcp"]);
+    assert!(
+        !tcp.contains(" tc") && tcp.contains("ffffff"),
+        "complete over TCP: {tcp}"
+    );
+    // kdig agrees.
+    if testkit::find_program("kdig").is_some() {
+        let mut cmd = Command::new("kdig");
+        cmd.arg(format!("@{}", g.dns.ip()))
+            .arg("-p")
+            .arg(g.dns.port().to_string())
+            .args(["+tcp", "big.tv.example.net", "TXT"]);
+        let out = String::from_utf8_lossy(&run(cmd, Duration::from_secs(10)).unwrap().stdout)
+            .into_owned();
+        assert!(out.contains("NOERROR") && out.contains("ffffff"), "{out}");
+    }
+}
+
+#[test]
+fn source_prefix_zero_uses_the_resolver_address_with_scope_zero() {
+    if !needs_dig("source_prefix_zero_uses_the_resolver_address_with_scope_zero") {
+        return;
+    }
+    let g = GeoDns::start();
+    let (addrs, ecs) = g.service("0.0.0.0/0");
+    // The resolver (loopback) is in no database network: default order, Amsterdam first.
+    assert_eq!(addrs, AMS);
+    assert!(ecs.contains("0.0.0.0/0/0"), "{ecs}");
+}
+
+/// A query for live.tv.example.net A with an ECS option whose SCOPE is not zero.
+fn query_with_bad_ecs() -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["live", "tv", "example", "net"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // OPT: root, type 41, payload 1232, rcode/flags 0, rdlen 11, ECS code 8 len 7:
+    // family 1, source 24, scope 24 (must be 0 in a query), 3 address bytes.
+    q.extend_from_slice(&[
+        0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 24, 198, 51, 100,
+    ]);
+    q
+}
+
+#[test]
+fn malformed_client_subnet_gets_formerr_and_garbage_never_crashes() {
+    let mut g = GeoDns::start();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket.send_to(&query_with_bad_ecs(), g.dns).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer to a bad ECS");
+    assert!(n >= 12);
+    assert_eq!(buf[3] & 0x0f, 1, "FORMERR");
+    let mut state: u64 = 0x1234_5678;
+    for i in 0..3000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 600) as usize;
+        let mut packet: Vec<u8> = (0..len)
+            .map(|j| (state >> (j % 56)) as u8 ^ j as u8)
+            .collect();
+        if i % 2 == 0 && len > 20 {
+            // Mostly-valid headers reach deeper into the parser.
+            packet[2] = 0x01;
+            packet[5] = 1;
+        }
+        let _ = socket.send_to(&packet, g.dns);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        g.daemon.running(),
+        "geodns survived garbage:\n{}",
+        g.daemon.log_text()
+    );
+    let soa = g.dig(&["tv.example.net", "SOA", "+short"]);
+    assert!(soa.contains("hostmaster"), "still answering: {soa}");
+}
