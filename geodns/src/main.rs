@@ -16,6 +16,9 @@ use config::cli::{ConfigArgs, check_config};
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Threads answering queries (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -51,10 +54,11 @@ fn main() -> ExitCode {
         return check_config(&cli.config);
     }
     daemon::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

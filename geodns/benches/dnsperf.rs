@@ -1,0 +1,218 @@
+//! geodns against gdnsd (geoip plugin, auto_dc_coords), same sites, coordinates and location
+//! database, measured with dnsperf in one run: geo answers with EDNS Client Subnet, first with
+//! one server thread each, then with every core.
+//!
+//! Run: `cargo bench -p geodns --bench dnsperf` (needs gdnsd and dnsperf installed).
+//! Machines are shared and noisy: compare the ratios, not the absolute figures.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use geodns::geo::{Place, synthetic_db};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, run, wait_for};
+
+const SECONDS: u32 = 8;
+const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
+/// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
+const ECS: &str = "8:000118006333c8";
+
+fn places() -> Vec<Place<'static>> {
+    let p = |net: &str, country, latitude, longitude| Place {
+        network: net.parse().unwrap(),
+        country,
+        continent: "EU",
+        latitude,
+        longitude,
+    };
+    vec![
+        p("198.51.100.0/24", "NL", 52.37, 4.90),
+        p("203.0.113.0/24", "DE", 50.11, 8.68),
+        p("192.0.2.0/24", "GB", 51.51, -0.13),
+    ]
+}
+
+struct Figures {
+    qps: f64,
+    mean_ms: f64,
+    stddev_ms: f64,
+    lost: String,
+}
+
+fn dnsperf(server: SocketAddr, queries: &Path) -> Figures {
+    let mut cmd = Command::new(testkit::find_program("dnsperf").expect("dnsperf"));
+    cmd.arg("-s")
+        .arg(server.ip().to_string())
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg("-d")
+        .arg(queries)
+        .arg("-l")
+        .arg(SECONDS.to_string())
+        .args(["-c", "4", "-q", "200", "-E", ECS]);
+    let out = run(cmd, Duration::from_secs(u64::from(SECONDS) + 30)).expect("dnsperf runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |label: &str| -> Option<String> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    };
+    let number = |s: Option<String>| {
+        s.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Figures {
+        qps: number(field("Queries per second")),
+        mean_ms: number(field("Average Latency (s)")) * 1000.0,
+        stddev_ms: number(field("Latency StdDev (s)")) * 1000.0,
+        lost: field("Queries lost").unwrap_or_default(),
+    }
+}
+
+fn start_geodns(dir: &Path, addr: SocketAddr, admin: SocketAddr, threads: usize) -> Daemon {
+    let text = EXAMPLE
+        .replace(
+            "listen = [\"127.0.0.1:5353\"]",
+            &format!("listen = [\"{addr}\"]\ngeoip_db = \"geo.mmdb\""),
+        )
+        .replace(
+            "admin = \"127.0.0.1:9153\"",
+            &format!("admin = \"{admin}\""),
+        );
+    let config = dir.join(format!("geodns-{threads}.toml"));
+    std::fs::write(&config, text).expect("write deployment");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .env("RUST_LOG", "warn");
+    Daemon::spawn("geodns", cmd, &dir.join(format!("geodns-{threads}.log"))).expect("start geodns")
+}
+
+fn start_gdnsd(dir: &Path, addr: SocketAddr, threads: usize) -> Daemon {
+    let base = dir.join(format!("gdnsd-{threads}"));
+    for sub in ["zones", "run", "state"] {
+        std::fs::create_dir_all(base.join(sub)).expect("gdnsd dirs");
+    }
+    let config = format!(
+        r#"options => {{
+  listen => [ {ip} ]
+  dns_port => {port}
+  run_dir => {run}
+  state_dir => {state}
+  udp_threads => {threads}
+  tcp_threads => 1
+}}
+plugins => {{ geoip => {{
+  maps => {{ sites => {{
+    geoip2_db => {db}
+    datacenters => [ams, fra, lon]
+    auto_dc_coords => {{ ams => [52.37, 4.90], fra => [50.11, 8.68], lon => [51.51, -0.13] }}
+  }} }}
+  resources => {{ live => {{
+    map => sites
+    dcmap => {{ ams => [127.0.11.1, 127.0.11.2], fra => [127.0.21.1, 127.0.21.2], lon => [127.0.31.1, 127.0.31.2] }}
+  }} }}
+}} }}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        run = base.join("run").display(),
+        state = base.join("state").display(),
+        db = dir.join("geo.mmdb").display(),
+    );
+    std::fs::write(base.join("config"), config).expect("gdnsd config");
+    std::fs::write(
+        base.join("zones/tv.example.net"),
+        "@ 3600 SOA ns1 hostmaster 1 3600 600 604800 30\n@ 3600 NS ns1\n@ 3600 NS ns2\nns1 A 127.0.0.1\nns2 A 127.0.0.1\nlive 20 DYNA geoip!live\n",
+    )
+    .expect("gdnsd zone");
+    let mut cmd = Command::new(testkit::find_program("gdnsd").expect("gdnsd"));
+    cmd.arg("-c").arg(&base).arg("start");
+    Daemon::spawn("gdnsd", cmd, &base.join("gdnsd.log")).expect("start gdnsd")
+}
+
+fn ready(server: SocketAddr) -> bool {
+    let mut cmd = Command::new("dig");
+    cmd.arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args([
+            "+short",
+            "+tries=1",
+            "+time=1",
+            "live.tv.example.net",
+            "+subnet=198.51.100.0/24",
+        ]);
+    run(cmd, Duration::from_secs(5))
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("127.0.11."))
+}
+
+fn main() {
+    let missing: Vec<&str> = [
+        ("gdnsd", "gdnsd"),
+        ("dnsperf", "dnsperf"),
+        ("dig", "bind9-dnsutils"),
+    ]
+    .iter()
+    .filter(|(p, _)| testkit::find_program(p).is_none())
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        println!("geodns benchmark skipped: install {}", missing.join(" "));
+        return;
+    }
+    let dir = TempDir::new("bench-dns");
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        synthetic_db(&places()).expect("database"),
+    )
+    .expect("write database");
+    let queries = dir.path().join("queries.txt");
+    std::fs::write(&queries, "live.tv.example.net A\n").expect("query file");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "geodns vs gdnsd, dnsperf {SECONDS}s each, A with ECS 198.51.100.0/24, 4 clients, 200 outstanding\n"
+    );
+    for threads in [1, cores] {
+        let net = Loopback::fresh();
+        let ours_addr = SocketAddr::from((net.host(1), 5353));
+        let theirs_addr = SocketAddr::from((net.host(2), 5353));
+        let ours = start_geodns(
+            dir.path(),
+            ours_addr,
+            SocketAddr::from((net.host(1), 9153)),
+            threads,
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || ready(ours_addr).then_some(())).is_some(),
+            "geodns did not start: {}",
+            ours.log_text()
+        );
+        let a = dnsperf(ours_addr, &queries);
+        drop(ours);
+        let theirs = start_gdnsd(dir.path(), theirs_addr, threads);
+        assert!(
+            wait_for(Duration::from_secs(10), || ready(theirs_addr).then_some(())).is_some(),
+            "gdnsd did not start: {}",
+            theirs.log_text()
+        );
+        let b = dnsperf(theirs_addr, &queries);
+        drop(theirs);
+        println!(
+            "{threads} server thread(s): geodns {:.0} qps (mean {:.3} ms, sd {:.3} ms, lost {}) | gdnsd {:.0} qps (mean {:.3} ms, sd {:.3} ms, lost {}) -> geodns/gdnsd = {:.2}x",
+            a.qps,
+            a.mean_ms,
+            a.stddev_ms,
+            a.lost,
+            b.qps,
+            b.mean_ms,
+            b.stddev_ms,
+            b.lost,
+            a.qps / b.qps
+        );
+    }
+}
