@@ -14,6 +14,9 @@ use geodns::geo::{Place, synthetic_db};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, run, wait_for};
 
+#[path = "../tests/common/gdnsd.rs"]
+mod gdnsd;
+
 const SECONDS: u32 = 8;
 const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 /// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
@@ -92,49 +95,6 @@ fn start_geodns(dir: &Path, addr: SocketAddr, admin: SocketAddr, threads: usize)
     Daemon::spawn("geodns", cmd, &dir.join(format!("geodns-{threads}.log"))).expect("start geodns")
 }
 
-fn start_gdnsd(dir: &Path, addr: SocketAddr, threads: usize) -> Daemon {
-    let base = dir.join(format!("gdnsd-{threads}"));
-    for sub in ["zones", "run", "state"] {
-        std::fs::create_dir_all(base.join(sub)).expect("gdnsd dirs");
-    }
-    let config = format!(
-        r#"options => {{
-  listen => [ {ip} ]
-  dns_port => {port}
-  run_dir => {run}
-  state_dir => {state}
-  udp_threads => {threads}
-  tcp_threads => 1
-}}
-plugins => {{ geoip => {{
-  maps => {{ sites => {{
-    geoip2_db => {db}
-    datacenters => [ams, fra, lon]
-    auto_dc_coords => {{ ams => [52.37, 4.90], fra => [50.11, 8.68], lon => [51.51, -0.13] }}
-  }} }}
-  resources => {{ live => {{
-    map => sites
-    dcmap => {{ ams => [127.0.11.1, 127.0.11.2], fra => [127.0.21.1, 127.0.21.2], lon => [127.0.31.1, 127.0.31.2] }}
-  }} }}
-}} }}
-"#,
-        ip = addr.ip(),
-        port = addr.port(),
-        run = base.join("run").display(),
-        state = base.join("state").display(),
-        db = dir.join("geo.mmdb").display(),
-    );
-    std::fs::write(base.join("config"), config).expect("gdnsd config");
-    std::fs::write(
-        base.join("zones/tv.example.net"),
-        "@ 3600 SOA ns1 hostmaster 1 3600 600 604800 30\n@ 3600 NS ns1\n@ 3600 NS ns2\nns1 A 127.0.0.1\nns2 A 127.0.0.1\nlive 20 DYNA geoip!live\n",
-    )
-    .expect("gdnsd zone");
-    let mut cmd = Command::new(testkit::find_program("gdnsd").expect("gdnsd"));
-    cmd.arg("-c").arg(&base).arg("start");
-    Daemon::spawn("gdnsd", cmd, &base.join("gdnsd.log")).expect("start gdnsd")
-}
-
 fn ready(server: SocketAddr) -> bool {
     let mut cmd = Command::new("dig");
     cmd.arg(format!("@{}", server.ip()))
@@ -194,7 +154,12 @@ fn main() {
         );
         let a = dnsperf(ours_addr, &queries);
         drop(ours);
-        let theirs = start_gdnsd(dir.path(), theirs_addr, threads);
+        let theirs = gdnsd::start(
+            dir.path(),
+            &dir.path().join("geo.mmdb"),
+            theirs_addr,
+            threads,
+        );
         assert!(
             wait_for(Duration::from_secs(10), || ready(theirs_addr).then_some(())).is_some(),
             "gdnsd did not start: {}",
