@@ -254,7 +254,7 @@ fn random() -> u64 {
 
 /// Up to `count` distinct nodes, drawn with probability proportional to spare capacity, so
 /// load spreads over the site and a busy node is answered less often.
-fn pick_weighted<'a>(nodes: &[&'a NodeView], count: usize) -> Vec<&'a NodeView> {
+pub(crate) fn pick_weighted<'a>(nodes: &[&'a NodeView], count: usize) -> Vec<&'a NodeView> {
     let mut pool: Vec<(&NodeView, f64)> = nodes
         .iter()
         .map(|n| {

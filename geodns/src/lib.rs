@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod steering;
+pub mod udp;
 pub mod zone;

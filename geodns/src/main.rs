@@ -83,7 +83,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         .map(|d| d.admin)
         .context("the deployment file has no [dns] section")?;
     match cli.command {
-        None => Ok(geodns::server::run(deployment, path).await?),
+        None => {
+            let threads = cli
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            Ok(geodns::server::run(deployment, path, threads).await?)
+        }
         Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
         Some(Command::Explain {
             name,

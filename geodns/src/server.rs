@@ -50,7 +50,12 @@ pub fn open_geo(d: &Deployment) -> Result<Option<GeoDb>, crate::geo::GeoError> {
 }
 
 /// Serves DNS until SIGTERM/Ctrl-C. SIGHUP re-reads `config_path`.
-pub async fn run(deployment: Deployment, config_path: PathBuf) -> Result<(), RunError> {
+/// `udp_threads` workers answer UDP on each listen address; hickory-server answers TCP.
+pub async fn run(
+    deployment: Deployment,
+    config_path: PathBuf,
+    udp_threads: usize,
+) -> Result<(), RunError> {
     let dns = deployment.dns.clone().ok_or(RunError::NoDns)?;
     let geo = open_geo(&deployment)?;
     if geo.is_none() {
@@ -60,16 +65,19 @@ pub async fn run(deployment: Deployment, config_path: PathBuf) -> Result<(), Run
     let mut server = Server::new(GeoHandler {
         shared: shared.clone(),
     });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
     for addr in &dns.listen {
-        let udp = tokio::net::UdpSocket::bind(addr)
-            .await
-            .map_err(|cause| RunError::Listen { addr: *addr, cause })?;
+        let listen_error = |cause| RunError::Listen { addr: *addr, cause };
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|cause| RunError::Listen { addr: *addr, cause })?;
-        server.register_socket(udp);
+            .map_err(listen_error)?;
         server.register_listener(tcp, Duration::from_secs(10), 64);
-        info!(%addr, "answering DNS over UDP and TCP");
+        workers.extend(
+            crate::udp::spawn(shared.clone(), *addr, udp_threads, stop.clone())
+                .map_err(listen_error)?,
+        );
+        info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
     let _admin = daemon::admin::serve(dns.admin, admin_router(shared.clone())).await?;
     if let Some(path) = dns.geoip_db.clone() {
@@ -83,7 +91,11 @@ pub async fn run(deployment: Deployment, config_path: PathBuf) -> Result<(), Run
         reload(&shared, &config_path);
     }
     info!("shutting down");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = server.shutdown_gracefully().await;
+    for worker in workers {
+        let _ = worker.join();
+    }
     Ok(())
 }
 

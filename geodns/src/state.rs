@@ -1,8 +1,10 @@
 //! Everything a query needs, swapped whole on reload so a query never sees half of a change.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use config::Deployment;
+use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::geo::GeoDb;
 use crate::health::HealthState;
@@ -16,16 +18,24 @@ pub struct Prepared {
     pub deployment: Deployment,
     pub zones: Zones,
     pub steering: Steering,
+    /// Service hostnames in lower-case wire format, for the UDP fast path.
+    pub service_wire: HashMap<Vec<u8>, usize>,
 }
 
 impl Prepared {
     pub fn new(deployment: Deployment) -> Result<Self, ZoneError> {
         let zones = Zones::build(&deployment)?;
         let steering = Steering::new(&deployment);
+        let service_wire = zones
+            .services
+            .iter()
+            .filter_map(|(name, service)| name.to_bytes().ok().map(|wire| (wire, *service)))
+            .collect();
         Ok(Self {
             deployment,
             zones,
             steering,
+            service_wire,
         })
     }
 }

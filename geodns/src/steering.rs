@@ -269,3 +269,50 @@ pub fn choose(ranking: &Ranking, health: &HealthState, service: &Service) -> Opt
         verdicts,
     })
 }
+
+/// [`choose`] without the explanations, for the query fast path: the chosen site index and
+/// whether it is a fail-open choice. Same rules, no allocation.
+pub fn choose_site(
+    ranking: &Ranking,
+    health: &HealthState,
+    service: &Service,
+) -> Option<(usize, bool)> {
+    let mut first_with_nodes = None;
+    let mut first_carrying = None;
+    for &i in &ranking.order {
+        let site = &health.sites[i];
+        let mut carrying = 0u32;
+        let mut up = 0u32;
+        let mut capacity = 0.0;
+        let mut used = 0.0;
+        for n in site
+            .nodes
+            .iter()
+            .filter(|n| n.services.contains(&service.name))
+        {
+            carrying += 1;
+            if n.up() {
+                up += 1;
+                capacity += f64::from(n.capacity_mbps);
+                used += n.load * f64::from(n.capacity_mbps);
+            }
+        }
+        if carrying == 0 {
+            continue;
+        }
+        first_carrying.get_or_insert(i);
+        if up > 0 {
+            first_with_nodes.get_or_insert(i);
+        }
+        let load = if capacity > 0.0 { used / capacity } else { 1.0 };
+        let usable = match site.admin {
+            Some(AdminState::Down) => false,
+            Some(AdminState::Up) => up > 0,
+            None => up >= service.min_healthy_nodes && load < service.spill_load,
+        };
+        if usable {
+            return Some((i, false));
+        }
+    }
+    first_with_nodes.or(first_carrying).map(|i| (i, true))
+}
