@@ -39,12 +39,31 @@ fn places() -> Vec<Place<'static>> {
 
 struct Figures {
     qps: f64,
+    /// Server CPU time per answered query, in microseconds: the efficiency figure that still
+    /// means something when dnsperf, on the same two cores, is what limits the rate.
+    cpu_us: f64,
     mean_ms: f64,
     stddev_ms: f64,
     lost: String,
 }
 
-fn dnsperf(server: SocketAddr, queries: &Path) -> Figures {
+/// User + system CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(11) + field(12)) / 100.0
+}
+
+fn dnsperf(server: SocketAddr, queries: &Path, pid: u32) -> Figures {
+    let cpu_before = cpu_seconds(pid);
     let mut cmd = Command::new(testkit::find_program("dnsperf").expect("dnsperf"));
     cmd.arg("-s")
         .arg(server.ip().to_string())
@@ -56,6 +75,7 @@ fn dnsperf(server: SocketAddr, queries: &Path) -> Figures {
         .arg(SECONDS.to_string())
         .args(["-c", "4", "-q", "200", "-E", ECS]);
     let out = run(cmd, Duration::from_secs(u64::from(SECONDS) + 30)).expect("dnsperf runs");
+    let cpu = cpu_seconds(pid) - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |label: &str| -> Option<String> {
         text.lines()
@@ -66,8 +86,10 @@ fn dnsperf(server: SocketAddr, queries: &Path) -> Figures {
         s.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    let qps = number(field("Queries per second"));
     Figures {
-        qps: number(field("Queries per second")),
+        qps,
+        cpu_us: cpu / (qps * f64::from(SECONDS)).max(1.0) * 1e6,
         mean_ms: number(field("Average Latency (s)")) * 1000.0,
         stddev_ms: number(field("Latency StdDev (s)")) * 1000.0,
         lost: field("Queries lost").unwrap_or_default(),
@@ -152,7 +174,7 @@ fn main() {
             "geodns did not start: {}",
             ours.log_text()
         );
-        let a = dnsperf(ours_addr, &queries);
+        let a = dnsperf(ours_addr, &queries, ours.pid());
         drop(ours);
         let theirs = gdnsd::start(
             dir.path(),
@@ -165,19 +187,22 @@ fn main() {
             "gdnsd did not start: {}",
             theirs.log_text()
         );
-        let b = dnsperf(theirs_addr, &queries);
+        let b = dnsperf(theirs_addr, &queries, theirs.pid());
         drop(theirs);
         println!(
-            "{threads} server thread(s): geodns {:.0} qps (mean {:.3} ms, sd {:.3} ms, lost {}) | gdnsd {:.0} qps (mean {:.3} ms, sd {:.3} ms, lost {}) -> geodns/gdnsd = {:.2}x",
+            "{threads} server thread(s): geodns {:.0} qps, {:.2} cpu-us/query (mean {:.3} ms, sd {:.3} ms, lost {}) | gdnsd {:.0} qps, {:.2} cpu-us/query (mean {:.3} ms, sd {:.3} ms, lost {}) -> rate geodns/gdnsd = {:.2}x, CPU per query gdnsd/geodns = {:.2}x",
             a.qps,
+            a.cpu_us,
             a.mean_ms,
             a.stddev_ms,
             a.lost,
             b.qps,
+            b.cpu_us,
             b.mean_ms,
             b.stddev_ms,
             b.lost,
-            a.qps / b.qps
+            a.qps / b.qps,
+            b.cpu_us / a.cpu_us
         );
     }
 }
