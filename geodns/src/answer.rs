@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use config::service::{AnswerMode, Service};
+use config::service::AnswerMode;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -74,18 +75,7 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
         };
     };
     if let Some(&service) = prepared.zones.services.get(qname) {
-        let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
-        let location = shared.geo().and_then(|g| g.locate(client));
-        let svc = &prepared.deployment.services[service];
-        let (records, steered, scope) = steer(
-            &prepared,
-            &health,
-            svc,
-            qname,
-            qtype,
-            client,
-            location.as_ref(),
-        );
+        let (records, steered, scope) = steer(shared, &prepared, service, qname, qtype, client);
         let soa = records.is_empty().then(|| zone.negative_soa());
         return Outcome {
             rcode: ResponseCode::NoError,
@@ -109,18 +99,8 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
             if let Some(RData::CNAME(target)) = answers.last().map(|r| &r.data) {
                 let target = target.0.to_lowercase();
                 if let Some(&service) = prepared.zones.services.get(&target) {
-                    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
-                    let location = shared.geo().and_then(|g| g.locate(client));
-                    let svc = &prepared.deployment.services[service];
-                    let (records, steered, scope) = steer(
-                        &prepared,
-                        &health,
-                        svc,
-                        &target,
-                        qtype,
-                        client,
-                        location.as_ref(),
-                    );
+                    let (records, steered, scope) =
+                        steer(shared, &prepared, service, &target, qtype, client);
                     answers.extend(records);
                     outcome.scope = scope;
                     outcome.steering = Some(steered);
@@ -146,14 +126,18 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
 
 /// The records for a service hostname, how they were chosen, and the ECS scope.
 pub fn steer(
-    prepared: &Prepared,
-    health: &HealthState,
-    svc: &Service,
+    shared: &Shared,
+    prepared: &Arc<Prepared>,
+    service: usize,
     qname: &Name,
     qtype: RecordType,
     client: IpAddr,
-    location: Option<&Location>,
 ) -> (Vec<Record>, Steered, u8) {
+    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+    let location = shared.geo().and_then(|g| g.locate(client));
+    let location = location.as_ref();
+    let svc = &prepared.deployment.services[service];
+    let health: &HealthState = &health;
     let ranking: Ranking = prepared.steering.rank(client, location);
     let choice = choose(&ranking, health, svc);
     let names = |order: &[usize]| {
@@ -229,7 +213,7 @@ pub fn steer(
     let scope = if svc.answer == AnswerMode::Anycast {
         0
     } else {
-        ranking.scope
+        shared.scope(prepared, location, &ranking)
     };
     (records, steered, scope)
 }

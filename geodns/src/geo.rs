@@ -68,15 +68,38 @@ impl GeoDb {
         })
     }
 
+    /// The underlying reader (for walking networks).
+    pub fn reader(&self) -> &maxminddb::Reader<Vec<u8>> {
+        &self.reader
+    }
+
     /// Looks `ip` up; `None` when the database knows nothing about it (or cannot hold it).
     pub fn locate(&self, ip: IpAddr) -> Option<Location> {
         let ip = ip.to_canonical();
         let found = self.reader.lookup(ip).ok()?;
         let net = found.network().ok()?;
         let network = IpNet::new(net.network(), net.prefix()).ok()?;
+        self.locate_result(&found, network)
+    }
+
+    /// The location of a lookup or walk result whose network is `network`.
+    pub fn locate_result(
+        &self,
+        found: &maxminddb::LookupResult<'_, Vec<u8>>,
+        network: IpNet,
+    ) -> Option<Location> {
         // City databases have location and country; Country databases only the latter. Both
-        // decode as City, whose extra fields are simply empty.
-        let city: geoip2::City<'_> = found.decode().ok()??;
+        // decode as City, whose extra fields are simply empty. An address in a block without
+        // data still has a location: "unknown, for this whole block", which is what the ECS
+        // scope of its answer must say (scope 0 would claim the answer holds everywhere).
+        let Some(city) = found.decode::<geoip2::City<'_>>().ok().flatten() else {
+            return Some(Location {
+                network,
+                country: None,
+                continent: None,
+                coordinates: None,
+            });
+        };
         Some(Location {
             network,
             country: city.country.iso_code.and_then(|c| c.parse().ok()),
@@ -164,7 +187,17 @@ mod tests {
         assert_eq!(l.coordinates, Some((52.37, 4.9)));
         let l = db.locate("2001:db8:1::5".parse().unwrap()).unwrap();
         assert_eq!(l.network.prefix_len(), 48);
-        assert!(db.locate("203.0.113.1".parse().unwrap()).is_none());
+        let unknown = db.locate("203.0.113.1".parse().unwrap()).unwrap();
+        assert_eq!(
+            (unknown.country, unknown.coordinates),
+            (None, None),
+            "a block without data"
+        );
+        assert!(
+            unknown
+                .network
+                .contains(&"203.0.113.1".parse::<IpAddr>().unwrap())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod geo;
 pub mod handler;
 pub mod health;
 pub mod metrics;
+pub mod scope;
 pub mod server;
 pub mod state;
 pub mod steering;

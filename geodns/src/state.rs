@@ -7,8 +7,11 @@ use config::Deployment;
 use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::geo::GeoDb;
+use crate::geo::Location;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
+use crate::scope::ScopeCache;
+use crate::steering::Ranking;
 use crate::steering::Steering;
 use crate::zone::{ZoneError, Zones};
 
@@ -46,6 +49,7 @@ pub struct Shared {
     pub health: RwLock<HealthState>,
     pub geo: RwLock<Option<Arc<GeoDb>>>,
     pub metrics: Metrics,
+    pub scopes: ScopeCache,
 }
 
 impl Shared {
@@ -56,6 +60,7 @@ impl Shared {
             health: RwLock::new(health),
             geo: RwLock::new(geo.map(Arc::new)),
             metrics: Metrics::new(),
+            scopes: ScopeCache::default(),
         }
     }
 
@@ -69,5 +74,21 @@ impl Shared {
 
     pub fn geo(&self) -> Option<Arc<GeoDb>> {
         self.geo.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Shared {
+    /// The ECS scope for an answer ranked `ranking` for a client at `location`: the database
+    /// network widened to every neighbour with the same site order (see `scope`).
+    pub fn scope(
+        &self,
+        prepared: &Arc<Prepared>,
+        location: Option<&Location>,
+        ranking: &Ranking,
+    ) -> u8 {
+        match (self.geo(), location) {
+            (Some(geo), Some(l)) => self.scopes.scope(prepared, &geo, l.network, ranking),
+            _ => ranking.scope,
+        }
     }
 }

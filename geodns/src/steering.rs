@@ -128,6 +128,13 @@ impl Steering {
         }
     }
 
+    /// Every network named by an override.
+    pub fn override_networks(&self) -> impl Iterator<Item = &IpNet> {
+        self.overrides
+            .iter()
+            .flat_map(|(rule, _)| rule.networks.iter())
+    }
+
     /// The database network's prefix, made longer when a network override inside it would
     /// answer part of it differently: the scope must cover only clients with this answer.
     fn scope(&self, db_scope: u8, location: Option<&Location>) -> u8 {

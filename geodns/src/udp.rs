@@ -444,7 +444,7 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
                 let scope = if *source_prefix == 0 {
                     0
                 } else {
-                    ranking.scope
+                    shared.scope(&prepared, location.as_ref(), &ranking)
                 };
                 let len = 4 + addr.len() as u16;
                 out.extend_from_slice(&(len + 4).to_be_bytes());

@@ -1,5 +1,6 @@
 //! Agreement with gdnsd: both configured from the same sites, coordinates and location
-//! database, asked for 1,000 random client subnets, must choose the same site for at least 99%.
+//! database, asked for 1,000 random client subnets, must choose the same site, and answer with
+//! the same ECS scope (gdnsd's widening), for at least 99%.
 //! Disagreements are printed with both answers so they can be explained.
 
 mod common;
@@ -36,8 +37,13 @@ impl Rng {
     }
 }
 
-/// The A records for live.tv.example.net asked with ECS `subnet`/24.
-fn ask(socket: &UdpSocket, server: SocketAddr, subnet: Ipv4Addr, id: u16) -> BTreeSet<IpAddr> {
+/// The A records for live.tv.example.net asked with ECS `subnet`/24, and the answer's scope.
+fn ask(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    subnet: Ipv4Addr,
+    id: u16,
+) -> (BTreeSet<IpAddr>, Option<u8>) {
     let mut query = Message::new(id, MessageType::Query, OpCode::Query);
     query.add_query(Query::query(
         Name::from_ascii("live.tv.example.net.").unwrap(),
@@ -63,7 +69,13 @@ fn ask(socket: &UdpSocket, server: SocketAddr, subnet: Ipv4Addr, id: u16) -> BTr
         if reply.metadata.id != id {
             continue;
         }
-        return reply
+        let scope = reply.edns.as_ref().and_then(|e| {
+            match e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(cs)) => Some(cs.scope_prefix()),
+                _ => None,
+            }
+        });
+        let addresses = reply
             .answers
             .iter()
             .filter_map(|r| match &r.data {
@@ -71,8 +83,9 @@ fn ask(socket: &UdpSocket, server: SocketAddr, subnet: Ipv4Addr, id: u16) -> BTr
                 _ => None,
             })
             .collect();
+        return (addresses, scope);
     }
-    BTreeSet::new()
+    (BTreeSet::new(), None)
 }
 
 fn site_of(addresses: &BTreeSet<IpAddr>) -> &'static str {
@@ -141,12 +154,17 @@ fn geodns_and_gdnsd_choose_the_same_site_for_random_clients() {
         .unwrap();
     for server in [ours, theirs] {
         let up = wait_for(Duration::from_secs(10), || {
-            (!ask(&socket, server, Ipv4Addr::new(100, 64, 0, 0), 1).is_empty()).then_some(())
+            (!ask(&socket, server, Ipv4Addr::new(100, 64, 0, 0), 1)
+                .0
+                .is_empty())
+            .then_some(())
         });
         assert!(up.is_some(), "{server} did not start");
     }
 
     let mut agree = 0;
+    let mut same_scope = 0;
+    let mut scope_differences = Vec::new();
     let mut differences = Vec::new();
     for i in 0..QUERIES {
         // Most clients inside a database network, some outside (default order on both).
@@ -160,10 +178,17 @@ fn geodns_and_gdnsd_choose_the_same_site_for_random_clients() {
             }
         };
         let id = (i % 60000) as u16 + 2;
-        let (a, b) = (
+        let ((a, scope_a), (b, scope_b)) = (
             ask(&socket, ours, subnet, id),
             ask(&socket, theirs, subnet, id),
         );
+        same_scope += usize::from(scope_a == scope_b);
+        if scope_a != scope_b && scope_differences.len() < 5 {
+            scope_differences.push(format!(
+                "{subnet}/24: geodns scope {scope_a:?}, gdnsd scope {scope_b:?} ({})",
+                site_of(&a)
+            ));
+        }
         if site_of(&a) == site_of(&b) {
             agree += 1;
         } else {
@@ -178,12 +203,20 @@ fn geodns_and_gdnsd_choose_the_same_site_for_random_clients() {
     }
     let share = agree as f64 / QUERIES as f64;
     eprintln!(
-        "agreement with gdnsd: {agree}/{QUERIES} ({:.1}%)",
+        "agreement with gdnsd: {agree}/{QUERIES} ({:.1}%) on the site, {same_scope}/{QUERIES} on the ECS scope",
         share * 100.0
     );
+    for d in &scope_differences {
+        eprintln!("  scope differs: {d}");
+    }
     for d in &differences {
         eprintln!("  differs: {d}");
     }
+    assert!(
+        same_scope as f64 / QUERIES as f64 >= 0.99,
+        "ECS scopes differ from gdnsd's too often: {same_scope}/{QUERIES}\n{}",
+        scope_differences.join("\n")
+    );
     assert!(
         share >= 0.99,
         "only {:.1}% agreement:\n{}",
