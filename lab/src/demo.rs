@@ -1,16 +1,335 @@
-//! `lab demo`: the whole system on one machine, without root, from an embedded deployment.
+//! `lab demo`: the system on one machine, without root, from an embedded deployment.
+//!
+//! Three sites (Amsterdam, Frankfurt, London) each run a bgp-speaker peered with a route
+//! collector (a fourth speaker, passive, keeping what it receives), and geodns answers on
+//! 127.0.0.1:5353 from a location database generated for a few sample cities. Everything runs
+//! in this process; the deployment file is written out so the usual CLIs work against it.
+//! healthd and the stream nodes are not part of the demo yet: the sites' prefixes are announced
+//! as an operator would, and every node counts as healthy.
 
-use config::Deployment;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bgp_speaker::route::RouteAttrs;
+use bgp_speaker::speaker::{self, Op, SpeakerHandle};
+use config::site::{ImportPolicy, Peer, Site};
+use config::types::{ControlEndpoint, HumanDuration};
+use config::{Deployment, Diagnostics};
+use geodns::geo::{Place, synthetic_db};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 /// The deployment the demo runs: three sites on loopback addresses.
 pub const EMBEDDED_DEPLOYMENT: &str = include_str!("../../config/examples/three-sites.toml");
 
+/// Where the route collector listens.
+const COLLECTOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100)), 1790);
+const COLLECTOR_ASN: u32 = 65000;
+
+/// Sample cities: the network a viewer there comes from, and where it is.
+const CITIES: [(&str, &str, &str, f64, f64); 6] = [
+    ("Amsterdam", "198.51.100.0/24", "NL", 52.37, 4.90),
+    ("Frankfurt", "203.0.113.0/24", "DE", 50.11, 8.68),
+    ("London", "192.0.2.0/25", "GB", 51.51, -0.13),
+    ("Dublin", "192.0.2.128/25", "IE", 53.35, -6.26),
+    ("Paris", "100.64.0.0/16", "FR", 48.86, 2.35),
+    ("Warsaw", "100.65.0.0/16", "PL", 52.23, 21.01),
+];
+
 /// Parses the embedded deployment (a broken one is a build defect, caught by the tests).
-pub fn embedded() -> Result<Deployment, config::Diagnostics> {
+pub fn embedded() -> Result<Deployment, Diagnostics> {
     Deployment::parse(
         EMBEDDED_DEPLOYMENT,
-        std::path::Path::new("<embedded three-sites.toml>"),
+        Path::new("<embedded three-sites.toml>"),
     )
+}
+
+/// The embedded deployment adapted to the demo: each site peers with the collector, control
+/// sockets and the location database live in `dir`.
+pub fn demo_deployment(dir: &Path) -> Result<Deployment> {
+    let mut d = embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for site in &mut d.sites {
+        let local = site.speaker.admin.ip();
+        site.peers = vec![Peer {
+            name: "collector".into(),
+            address: COLLECTOR.ip(),
+            remote_asn: COLLECTOR_ASN,
+            port: COLLECTOR.port(),
+            local_address: Some(local),
+            ..site.peers[0].clone()
+        }];
+        site.peers[0].export = Default::default();
+        site.speaker.control = Some(ControlEndpoint::Unix(
+            dir.join(format!("{}-speaker.sock", site.name)),
+        ));
+        site.speaker.startup_hold = HumanDuration::from_secs(0);
+    }
+    if let Some(dns) = d.dns.as_mut() {
+        dns.geoip_db = Some(dir.join("demo.mmdb"));
+    }
+    let problems = d.check();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "demo deployment is invalid: {problems:?}"
+    );
+    Ok(d)
+}
+
+/// The collector: one passive peer per site, keeping what it receives.
+fn collector(d: &Deployment) -> Deployment {
+    let template = &d.sites[0];
+    let peers = d
+        .sites
+        .iter()
+        .map(|s| Peer {
+            name: s.name.clone(),
+            address: s.speaker.admin.ip(),
+            remote_asn: s.asn,
+            passive: true,
+            import: ImportPolicy {
+                enabled: true,
+                ..Default::default()
+            },
+            ..template.peers[0].clone()
+        })
+        .collect();
+    let mut site: Site = template.clone();
+    site.name = "collector".into();
+    site.asn = COLLECTOR_ASN;
+    site.router_id = Ipv4Addr::new(10, 255, 0, 1);
+    site.peers = peers;
+    site.nodes = Vec::new();
+    site.speaker.listen = Some(COLLECTOR);
+    site.speaker.control = None;
+    Deployment {
+        sites: vec![site],
+        services: Vec::new(),
+        checks: Vec::new(),
+        channels: Vec::new(),
+        dns: None,
+    }
+}
+
+/// The sample cities' location database.
+pub fn city_database() -> Result<Vec<u8>> {
+    let places: Vec<Place<'_>> = CITIES
+        .iter()
+        .map(|(_, net, country, lat, lon)| {
+            Ok(Place {
+                network: net.parse()?,
+                country,
+                continent: "EU",
+                latitude: *lat,
+                longitude: *lon,
+            })
+        })
+        .collect::<Result<_, ipnet::AddrParseError>>()?;
+    Ok(synthetic_db(&places)?)
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("anycast-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = run_in(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &Path) -> Result<()> {
+    std::fs::write(dir.join("demo.mmdb"), city_database()?)?;
+    let d = demo_deployment(dir)?;
+    let config_path = dir.join("deploy.toml");
+    std::fs::write(&config_path, d.to_toml()?)?;
+
+    let (collector, _collector_task) = speaker::start(&collector(&d), "collector")
+        .await
+        .context("starting the route collector")?;
+    let mut sites = Vec::new();
+    let mut controls = Vec::new();
+    for site in &d.sites {
+        let (handle, _task) = speaker::start(&d, &site.name)
+            .await
+            .with_context(|| format!("starting the speaker of {}", site.name))?;
+        controls.push(
+            bgp_speaker::control::serve(
+                &site.speaker.control_endpoint(&site.name),
+                None,
+                handle.clone(),
+            )
+            .await?,
+        );
+        // Until healthd is part of the demo, each site announces its services' prefixes the
+        // way an operator would.
+        for svc in d
+            .services
+            .iter()
+            .filter(|svc| site.nodes.iter().any(|n| n.services.contains(&svc.name)))
+        {
+            let op = Op::Announce {
+                prefixes: svc.prefixes.clone(),
+                attrs: RouteAttrs::default(),
+                service: Some(svc.name.clone()),
+                lease_ms: None,
+            };
+            let _ = handle.ask(op).await;
+        }
+        sites.push((site.name.clone(), handle));
+    }
+    let dns = tokio::spawn(geodns::server::run(d.clone(), config_path.clone(), 1));
+
+    print_help(&config_path);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if dns.is_finished() {
+            // geodns stops by itself on SIGTERM/SIGINT (a clean stop), or on an error.
+            match dns.await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("geodns stopped")),
+                Err(e) => anyhow::bail!("geodns stopped: {e}"),
+            }
+        }
+        print!("\x1b[2J\x1b[H");
+        print_help(&config_path);
+        println!("{}", status(&sites, &collector).await);
+    }
+    println!("stopping: sessions close with a Cease");
+    for (_, handle) in &sites {
+        for peer in handle.peers.iter() {
+            let _ = peer
+                .commands
+                .send(bgp_speaker::session::task::PeerCommand::Stop(
+                    "demo stopped".into(),
+                ))
+                .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(controls);
+    Ok(())
+}
+
+fn print_help(config: &Path) {
+    let c = config.display();
+    println!(
+        "anycast-iptv demo: 3 sites, a route collector, geodns on 127.0.0.1:5353 (Ctrl-C stops)\n"
+    );
+    println!(
+        "  dig @127.0.0.1 -p 5353 live.tv.example.net +subnet=198.51.100.0/24   # a viewer in Amsterdam"
+    );
+    println!(
+        "  cargo run -p geodns -- -c {c} admin ams down                      # take a site out of DNS"
+    );
+    println!(
+        "  cargo run -p bgp-speaker -- -c {c} -s ams drain --delay 10s       # drain its BGP announcement"
+    );
+    println!("  cargo run -p bgp-speaker -- -c {c} -s ams show neighbors\n");
+    println!(
+        "  (healthd and stream nodes are not in the demo yet: prefixes are announced statically)\n"
+    );
+}
+
+/// The live table: sessions and announcements per site, and where each city is sent.
+async fn status(sites: &[(String, SpeakerHandle)], collector: &SpeakerHandle) -> String {
+    let mut out = format!(
+        "{:<6} {:<12} {:>10}  {}\n",
+        "SITE", "BGP", "ADVERTISED", "SEEN AT THE COLLECTOR"
+    );
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for peer in collector.peers.iter() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = peer
+            .commands
+            .send(bgp_speaker::session::task::PeerCommand::ShowReceived(tx))
+            .await;
+        if let Ok(Ok(routes)) = rx.await {
+            seen.insert(
+                peer.name.clone(),
+                routes.into_iter().map(|r| r.prefix).collect(),
+            );
+        }
+    }
+    for (name, handle) in sites {
+        let status = handle.statuses().into_iter().next();
+        let (state, advertised) = status.map_or(("-".to_owned(), 0), |s| {
+            (s.state.name().to_owned(), s.prefixes_advertised)
+        });
+        let at_collector = seen.get(name).map(|p| p.join(" ")).unwrap_or_default();
+        out.push_str(&format!(
+            "{name:<6} {state:<12} {advertised:>10}  {at_collector}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<10} {:<18} {}\n",
+        "CITY", "CLIENT SUBNET", "live.tv.example.net ->"
+    ));
+    let sites_by_prefix = [
+        ("127.0.11.", "ams"),
+        ("127.0.21.", "fra"),
+        ("127.0.31.", "lon"),
+    ];
+    for (city, net, ..) in CITIES {
+        let answer = ask(net).map_or_else(
+            |e| format!("no answer ({e})"),
+            |addrs| {
+                let site = addrs
+                    .first()
+                    .and_then(|a| {
+                        sites_by_prefix
+                            .iter()
+                            .find(|(p, _)| a.to_string().starts_with(p))
+                            .map(|(_, s)| *s)
+                    })
+                    .unwrap_or("?");
+                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!("{site}  ({})", list.join(", "))
+            },
+        );
+        out.push_str(&format!("{city:<10} {net:<18} {answer}\n"));
+    }
+    out
+}
+
+/// Asks geodns for live.tv.example.net A as a resolver would for a client in `subnet`.
+fn ask(subnet: &str) -> Result<Vec<IpAddr>> {
+    let net: ipnet::IpNet = subnet.parse()?;
+    let mut query = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(
+        Name::from_ascii("live.tv.example.net.")?,
+        RecordType::A,
+    ));
+    let mut edns = Edns::new();
+    edns.options_mut()
+        .insert(EdnsOption::Subnet(ClientSubnet::new(
+            net.network(),
+            net.prefix_len().min(24),
+            0,
+        )));
+    query.set_edns(edns);
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    socket.send_to(&query.to_vec()?, "127.0.0.1:5353")?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n])?;
+    Ok(reply
+        .answers
+        .iter()
+        .filter_map(|r| {
+            if let RData::A(a) = &r.data {
+                Some(IpAddr::V4(a.0))
+            } else {
+                None
+            }
+        })
+        .collect())
 }
 
 /// A table of what the deployment contains, aligned like `birdc show` output.
@@ -41,21 +360,6 @@ pub fn topology_table(d: &Deployment) -> String {
             nodes.join(" ")
         ));
     }
-    out.push('\n');
-    out.push_str(&format!(
-        "{:<8} {:<24} {:<20} {}\n",
-        "SERVICE", "HOSTNAMES", "PREFIXES", "ANSWER"
-    ));
-    for svc in &d.services {
-        let prefixes: Vec<String> = svc.prefixes.iter().map(ToString::to_string).collect();
-        out.push_str(&format!(
-            "{:<8} {:<24} {:<20} {:?}\n",
-            svc.name,
-            svc.hostnames.join(","),
-            prefixes.join(","),
-            svc.answer
-        ));
-    }
     out
 }
 
@@ -70,5 +374,26 @@ mod tests {
         for site in ["ams", "fra", "lon"] {
             assert!(table.contains(site), "{table}");
         }
+    }
+
+    #[test]
+    fn demo_deployment_and_collector_are_valid() {
+        let dir = std::env::temp_dir().join(format!("demo-test-{}", std::process::id()));
+        let d = demo_deployment(&dir).unwrap();
+        assert!(
+            d.sites
+                .iter()
+                .all(|s| s.peers.len() == 1 && s.peers[0].address == COLLECTOR.ip())
+        );
+        let c = collector(&d);
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert_eq!(c.sites[0].peers.len(), 3);
+    }
+
+    #[test]
+    fn sample_cities_are_in_the_database() {
+        let db = geodns::geo::GeoDb::from_bytes(city_database().unwrap()).unwrap();
+        let paris = db.locate("100.64.1.1".parse().unwrap()).unwrap();
+        assert_eq!(paris.country.map(|c| c.to_string()).as_deref(), Some("FR"));
     }
 }
