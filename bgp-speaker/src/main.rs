@@ -248,21 +248,24 @@ async fn run(
     let mut signals = daemon::signals::Signals::new()?;
     while signals.next().await == daemon::signals::Request::Reload {
         match Deployment::load(&config_path) {
-            // Sessions keep running; the new file is validated so that a mistake shows now
-            // rather than at the next restart.
-            Ok(new) if new.site(&site_name) == deployment.site(&site_name) => {
-                info!("SIGHUP: deployment file unchanged for this site")
+            Ok(new) if new.site(&site_name).is_none() => {
+                warn!(
+                    "SIGHUP: site {site_name} is no longer in the deployment file; keeping the running configuration"
+                )
             }
-            Ok(_) => warn!(
-                "SIGHUP: the site's settings changed; restart bgp-speaker to apply them (sessions are kept until then)"
-            ),
+            Ok(new) => match speaker.reconfigure(&new, &site_name).await {
+                Ok(r) => {
+                    info!(added = ?r.added, removed = ?r.removed, restarted = ?r.restarted, "SIGHUP: deployment file applied")
+                }
+                Err(e) => warn!("SIGHUP: could not apply the deployment file: {e}"),
+            },
             Err(e) => {
                 warn!("SIGHUP: deployment file is invalid, keeping the running configuration:\n{e}")
             }
         }
     }
     info!("shutting down: closing sessions with Cease");
-    for peer in speaker.peers.iter() {
+    for peer in speaker.peers() {
         let _ = peer
             .commands
             .send(bgp_speaker::session::task::PeerCommand::Stop(

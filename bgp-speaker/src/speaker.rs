@@ -7,12 +7,12 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::Deployment;
-use config::site::Site;
+use config::site::{Peer, Site};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -128,13 +128,38 @@ pub struct RouteEntry {
     pub draining: bool,
 }
 
+/// The running peers, changed in place by a reload.
+pub type Peers = Arc<std::sync::RwLock<Vec<PeerHandle>>>;
+
+/// What spawning a peer needs, kept for reloads.
+struct Spawner {
+    site: Site,
+    rib: watch::Receiver<Arc<Snapshot>>,
+    gate: watch::Receiver<bool>,
+    listener: Option<Arc<TcpListener>>,
+}
+
 /// A running speaker: send it requests, read its peers' status.
 #[derive(Clone)]
 pub struct SpeakerHandle {
     pub requests: mpsc::Sender<Request>,
-    pub peers: Arc<Vec<PeerHandle>>,
+    peers: Peers,
     /// The current originated-route table.
     pub rib: watch::Receiver<Arc<Snapshot>>,
+    spawner: Arc<tokio::sync::Mutex<Spawner>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+}
+
+fn read(peers: &Peers) -> Vec<PeerHandle> {
+    // A poisoned lock only means a panic elsewhere mid-update; the list itself is whole.
+    peers.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 impl SpeakerHandle {
@@ -148,8 +173,13 @@ impl SpeakerHandle {
             .unwrap_or_else(|_| Reply::Error("speaker is shutting down".into()))
     }
 
+    /// The peers right now.
+    pub fn peers(&self) -> Vec<PeerHandle> {
+        read(&self.peers)
+    }
+
     pub fn statuses(&self) -> Vec<PeerStatus> {
-        self.peers
+        self.peers()
             .iter()
             .map(|p| {
                 p.status
@@ -158,6 +188,129 @@ impl SpeakerHandle {
                     .unwrap_or_else(|e| e.into_inner().clone())
             })
             .collect()
+    }
+
+    /// Applies a new deployment file to the running speaker (SIGHUP): peers that appeared are
+    /// started, peers that disappeared are closed with a Cease (Peer De-configured), peers
+    /// whose settings changed are restarted; the others and the route table are untouched.
+    /// A change of the site's own identity (ASN, router id) restarts every peer.
+    pub async fn reconfigure(
+        &self,
+        deployment: &Deployment,
+        site: &str,
+    ) -> Result<Reconfigured, StartError> {
+        let new_site = deployment
+            .site(site)
+            .ok_or_else(|| StartError::UnknownSite(site.to_owned(), String::new()))?
+            .clone();
+        let mut spawner = self.spawner.lock().await;
+        let identity_changed = (
+            spawner.site.asn,
+            spawner.site.router_id,
+            spawner.site.speaker.restart_time,
+        ) != (
+            new_site.asn,
+            new_site.router_id,
+            new_site.speaker.restart_time,
+        );
+        let old: HashMap<String, Peer> = spawner
+            .site
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        let mut summary = Reconfigured::default();
+        let mut stop = Vec::new();
+        let mut start = Vec::new();
+        for peer in &new_site.peers {
+            match old.get(&peer.name) {
+                None => {
+                    summary.added.push(peer.name.clone());
+                    start.push(peer.clone());
+                }
+                Some(before) if before != peer || identity_changed => {
+                    summary.restarted.push(peer.name.clone());
+                    stop.push(peer.name.clone());
+                    start.push(peer.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for name in old
+            .keys()
+            .filter(|n| !new_site.peers.iter().any(|p| &p.name == *n))
+        {
+            summary.removed.push(name.clone());
+            stop.push(name.clone());
+        }
+        spawner.site = new_site;
+        let mut handles = Vec::new();
+        for peer in &start {
+            handles.push(spawner.spawn(peer)?);
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|p| {
+            if stop.contains(&p.name) {
+                // Dropping the handle closes the command channel: the task sends a Cease and ends.
+                let _ = p
+                    .commands
+                    .try_send(PeerCommand::Stop("peer de-configured".into()));
+                false
+            } else {
+                true
+            }
+        });
+        peers.extend(handles);
+        Ok(summary)
+    }
+}
+
+impl Spawner {
+    /// Starts the task of one peer (and installs its TCP-MD5 key on the listener).
+    fn spawn(&self, peer: &Peer) -> Result<PeerHandle, StartError> {
+        let site = &self.site;
+        let md5_key = match &peer.md5_key {
+            Some(secret) => Some(
+                secret
+                    .resolve()
+                    .map_err(|cause| StartError::Md5Key {
+                        peer: peer.name.clone(),
+                        cause,
+                    })?
+                    .into_bytes(),
+            ),
+            None => None,
+        };
+        if let (Some(listener), Some(key)) = (&self.listener, &md5_key) {
+            transport::set_md5_key(listener.as_ref(), peer.address, key).map_err(|cause| {
+                StartError::ListenMd5 {
+                    peer: peer.name.clone(),
+                    cause,
+                }
+            })?;
+        }
+        let transport = TransportOptions {
+            local_addr: peer.local_address,
+            local_port: peer.local_port,
+            ttl: peer.multihop.or((peer.remote_asn != site.asn).then_some(1)),
+            ttl_security: peer.ttl_security,
+            md5_key,
+        };
+        // Restart bit (RFC 4724 section 3): set when we come back within the restart time;
+        // a peer that never saw us ignores it.
+        let mut open = local_open(site, peer.hold_time, peer.graceful_restart);
+        if !peer.graceful_restart {
+            open.caps.graceful_restart = None;
+        }
+        let (handle, _join) = task::spawn(PeerSetup {
+            peer: peer.clone(),
+            local_asn: site.asn,
+            local_open: open,
+            transport,
+            rib: self.rib.clone(),
+            startup_gate: self.gate.clone(),
+        });
+        Ok(handle)
     }
 }
 
@@ -195,61 +348,28 @@ pub async fn start(
     })?;
     let (rib_tx, rib_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (gate_tx, gate_rx) = watch::channel(site.speaker.startup_hold.get().is_zero());
-    let mut peers = Vec::new();
-    let mut md5_keys = Vec::new();
-    for peer in &site.peers {
-        let md5_key = match &peer.md5_key {
-            Some(secret) => {
-                let key = secret.resolve().map_err(|cause| StartError::Md5Key {
-                    peer: peer.name.clone(),
-                    cause,
-                })?;
-                md5_keys.push((peer.name.clone(), peer.address, key.clone().into_bytes()));
-                Some(key.into_bytes())
-            }
-            None => None,
-        };
-        let transport = TransportOptions {
-            local_addr: peer.local_address,
-            local_port: peer.local_port,
-            ttl: peer.multihop.or((peer.remote_asn != site.asn).then_some(1)),
-            ttl_security: peer.ttl_security,
-            md5_key,
-        };
-        // Restart bit (RFC 4724 section 3): set when we come back within the restart time;
-        // a peer that never saw us ignores it.
-        let open = local_open(site, peer.hold_time, peer.graceful_restart);
-        let mut open = open;
-        if !peer.graceful_restart {
-            open.caps.graceful_restart = None;
-        }
-        let (handle, _join) = task::spawn(PeerSetup {
-            peer: peer.clone(),
-            local_asn: site.asn,
-            local_open: open,
-            transport,
-            rib: rib_rx.clone(),
-            startup_gate: gate_rx.clone(),
-        });
-        peers.push(handle);
-    }
-    let peers = Arc::new(peers);
-
-    if let Some(addr) = site.speaker.listen {
-        let listener =
-            transport::listen(addr).map_err(|cause| StartError::Listen { addr, cause })?;
-        for (peer, address, key) in &md5_keys {
-            transport::set_md5_key(&listener, *address, key).map_err(|cause| {
-                StartError::ListenMd5 {
-                    peer: peer.clone(),
-                    cause,
-                }
-            })?;
-        }
+    let listener = match site.speaker.listen {
+        Some(addr) => Some(Arc::new(
+            transport::listen(addr).map_err(|cause| StartError::Listen { addr, cause })?,
+        )),
+        None => None,
+    };
+    let spawner = Spawner {
+        site: site.clone(),
+        rib: rib_rx.clone(),
+        gate: gate_rx,
+        listener: listener.clone(),
+    };
+    let peers: Peers = Arc::new(std::sync::RwLock::new(
+        site.peers
+            .iter()
+            .map(|peer| spawner.spawn(peer))
+            .collect::<Result<Vec<_>, _>>()?,
+    ));
+    if let (Some(listener), Some(addr)) = (listener, site.speaker.listen) {
         tokio::spawn(accept_loop(listener, peers.clone()));
         info!(%addr, "listening for BGP connections");
     }
-
     let (req_tx, req_rx) = mpsc::channel(256);
     let table = Table {
         rib: Rib::default(),
@@ -265,15 +385,14 @@ pub async fn start(
             requests: req_tx,
             peers,
             rib: rib_rx,
+            spawner: Arc::new(tokio::sync::Mutex::new(spawner)),
         },
         join,
     ))
 }
 
 /// Hands each accepted connection to the peer with that address; refuses strangers.
-async fn accept_loop(listener: TcpListener, peers: Arc<Vec<PeerHandle>>) {
-    let by_addr: HashMap<IpAddr, PeerHandle> =
-        peers.iter().map(|p| (p.address, p.clone())).collect();
+async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(conn) => conn,
@@ -283,7 +402,8 @@ async fn accept_loop(listener: TcpListener, peers: Arc<Vec<PeerHandle>>) {
                 continue;
             }
         };
-        match by_addr.get(&from.ip()) {
+        let peer = read(&peers).into_iter().find(|p| p.address == from.ip());
+        match peer {
             Some(peer) => {
                 let _ = peer.incoming.send(stream).await;
             }
@@ -296,7 +416,7 @@ async fn accept_loop(listener: TcpListener, peers: Arc<Vec<PeerHandle>>) {
 struct Table {
     rib: Rib,
     rib_tx: watch::Sender<Arc<Snapshot>>,
-    peers: Arc<Vec<PeerHandle>>,
+    peers: Peers,
     drain_delay: Duration,
     /// Opened when the table is complete after start: on `synced` or at `gate_deadline`.
     gate: watch::Sender<bool>,
@@ -310,7 +430,7 @@ impl Table {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(Request { op, reply }) = request else {
-                        for peer in self.peers.iter() {
+                        for peer in read(&self.peers) {
                             let _ = peer.commands.send(PeerCommand::Stop("speaker shutting down".into())).await;
                         }
                         return;
@@ -411,7 +531,7 @@ impl Table {
                 }
             }
             Op::Neighbors => Reply::Neighbors(
-                self.peers
+                read(&self.peers)
                     .iter()
                     .filter_map(|p| {
                         p.status
@@ -432,7 +552,7 @@ impl Table {
                 )
             }
             Op::Advertised { peer } => {
-                let Some(handle) = self.peers.iter().find(|p| p.name == peer) else {
+                let Some(handle) = read(&self.peers).into_iter().find(|p| p.name == peer) else {
                     return Reply::Error(format!("no peer named {peer:?}"));
                 };
                 let (tx, rx) = oneshot::channel();
@@ -441,7 +561,7 @@ impl Table {
                     .map_or_else(|_| Reply::Error("peer task gone".into()), Reply::PeerRoutes)
             }
             Op::Received { peer } => {
-                let Some(handle) = self.peers.iter().find(|p| p.name == peer) else {
+                let Some(handle) = read(&self.peers).into_iter().find(|p| p.name == peer) else {
                     return Reply::Error(format!("no peer named {peer:?}"));
                 };
                 let (tx, rx) = oneshot::channel();
@@ -460,7 +580,7 @@ impl Table {
     }
 
     async fn peer_command(&self, name: &str, command: PeerCommand) -> Reply {
-        match self.peers.iter().find(|p| p.name == name) {
+        match read(&self.peers).into_iter().find(|p| p.name == name) {
             Some(peer) => {
                 let _ = peer.commands.send(command).await;
                 Reply::Changed {

@@ -587,3 +587,72 @@ fn connection_collision_leaves_one_session() {
     assert!(speaker.cli(&["announce", "198.51.100.0/24"]).0);
     assert!(wait_route(&bird, "198.51.100.0/24", true, WAIT).is_some());
 }
+
+#[test]
+fn sighup_starts_added_peers_and_closes_removed_ones() {
+    let test = "sighup_starts_added_peers_and_closes_removed_ones";
+    let Some((bird, speaker)) = setup(test, Opener::Us, "", "") else {
+        return;
+    };
+    assert!(speaker.wait_state("bird", "Established", WAIT));
+    // A second router appears in the deployment file.
+    let net2 = Loopback::fresh();
+    let second = Bird::start(
+        &bird_config(net2, true, "").replace(&net2.host(1).to_string(), &local_of(&speaker)),
+    );
+    let text = std::fs::read_to_string(&speaker.config).unwrap();
+    let added = format!(
+        "\n[[sites.peers]]\nname = \"bird2\"\naddress = \"{}\"\nremote_asn = 65000\nport = 1179\nlocal_address = \"{}\"\nnext_hop_v6 = \"2001:db8::1\"\n",
+        net2.host(2),
+        local_of(&speaker)
+    );
+    let at = text.find("\n[[sites.nodes]]").unwrap();
+    std::fs::write(
+        &speaker.config,
+        format!("{}{added}{}", &text[..at], &text[at..]),
+    )
+    .unwrap();
+    speaker.daemon.signal("HUP");
+    assert!(
+        speaker.wait_state("bird2", "Established", WAIT),
+        "{}",
+        speaker.daemon.log_text()
+    );
+    assert_eq!(
+        speaker.peer_state("bird"),
+        "Established",
+        "the existing session was not disturbed"
+    );
+
+    // The first router is removed: its session closes with a Cease.
+    let text = std::fs::read_to_string(&speaker.config).unwrap();
+    let start = text.find("[[sites.peers]]\nname = \"bird\"\n").unwrap();
+    let end = start
+        + text[start..]
+            .find("\n[[sites.peers]]\nname = \"bird2\"")
+            .unwrap();
+    std::fs::write(
+        &speaker.config,
+        format!("{}{}", &text[..start], &text[end + 1..]),
+    )
+    .unwrap();
+    speaker.daemon.signal("HUP");
+    let closed = testkit::process::wait_for(WAIT, || {
+        bird.cli("show protocols all up1")
+            .contains("Administrative shutdown")
+            .then_some(())
+    });
+    assert!(closed.is_some(), "{}", bird.cli("show protocols all up1"));
+    assert!(speaker.neighbors().iter().all(|p| p["name"] != "bird"));
+    assert!(second.established("up1"));
+}
+
+/// Our local address in the generated deployment.
+fn local_of(speaker: &Speaker) -> String {
+    let text = std::fs::read_to_string(&speaker.config).unwrap();
+    text.split("local_address = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned()
+}

@@ -202,7 +202,7 @@ async fn run_in(dir: &Path) -> Result<()> {
     }
     println!("stopping: sessions close with a Cease");
     for (_, handle) in &sites {
-        for peer in handle.peers.iter() {
+        for peer in handle.peers() {
             let _ = peer
                 .commands
                 .send(bgp_speaker::session::task::PeerCommand::Stop(
@@ -243,7 +243,7 @@ async fn status(sites: &[(String, SpeakerHandle)], collector: &SpeakerHandle) ->
         "SITE", "BGP", "ADVERTISED", "SEEN AT THE COLLECTOR"
     );
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for peer in collector.peers.iter() {
+    for peer in collector.peers() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = peer
             .commands
