@@ -29,6 +29,13 @@ pub struct Dns {
     /// Token presented to healthd feeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed_token: Option<Secret>,
+    /// TTL of service answers while a site they depend on has changed state recently (within
+    /// three service TTLs), so that caches converge quickly after a failover.
+    #[serde(default = "default_changing_ttl")]
+    pub changing_ttl: u32,
+    /// Fraction of queries logged (0 to 1), one line each, under the `query` log target.
+    #[serde(default)]
+    pub query_log_sample: f64,
     /// Authoritative zones.
     #[serde(default)]
     pub zones: Vec<Zone>,
@@ -46,6 +53,8 @@ impl Default for Dns {
             default_order: Vec::new(),
             feed_grace: default_feed_grace(),
             feed_token: None,
+            changing_ttl: default_changing_ttl(),
+            query_log_sample: 0.0,
             zones: Vec::new(),
             overrides: Vec::new(),
         }
@@ -137,6 +146,9 @@ fn default_admin() -> SocketAddr {
 }
 fn default_feed_grace() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_changing_ttl() -> u32 {
+    5
 }
 fn default_serial() -> u32 {
     1

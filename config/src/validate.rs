@@ -663,6 +663,15 @@ fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
 
 fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
     let Some(dns) = &ctx.d.dns else { return };
+    if !(0.0..=1.0).contains(&dns.query_log_sample) {
+        f.push(
+            key.key("query_log_sample"),
+            format!(
+                "query_log_sample {} out of range: expected a fraction from 0 to 1",
+                dns.query_log_sample
+            ),
+        );
+    }
     if dns.listen.is_empty() {
         f.push(
             key.key("listen"),

@@ -161,6 +161,17 @@ pub fn steer(
         // Other types at a service name: NODATA, the same for every client.
         return (Vec::new(), steered, 0);
     }
+    let changing_ttl = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map_or(5, |d| d.changing_ttl);
+    let ttl = match &choice {
+        Some(c) if svc.answer == AnswerMode::Nodes => {
+            health.answer_ttl(&ranking.order, c.site, svc.ttl, changing_ttl)
+        }
+        _ => svc.ttl,
+    };
     let addresses: Vec<IpAddr> = match svc.answer {
         AnswerMode::Anycast => svc
             .anycast_addresses
@@ -206,7 +217,7 @@ pub fn steer(
                 IpAddr::V4(v4) => RData::A(A(*v4)),
                 IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
             };
-            Record::from_rdata(qname.clone(), svc.ttl, data)
+            Record::from_rdata(qname.clone(), ttl, data)
         })
         .collect();
     // Anycast answers are the same everywhere: scope 0 lets resolvers cache one answer.
@@ -222,6 +233,16 @@ thread_local! {
     static RNG: Cell<u64> = Cell::new(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64) | 1
     );
+}
+
+/// Whether this query is one of the sampled ones for the query log (`dns.query_log_sample`).
+pub(crate) fn sampled(prepared: &Prepared) -> bool {
+    let rate = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map_or(0.0, |d| d.query_log_sample);
+    rate > 0.0 && ((random() >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
 /// xorshift64*: spreading answers needs no cryptographic randomness, and this costs a few ns.

@@ -143,6 +143,14 @@ pub fn respond(
         .queries
         .with_label_values(&[qtype_label.as_str(), rcode.as_str()])
         .inc();
+    if crate::answer::sampled(&shared.prepared()) {
+        let site = outcome
+            .steering
+            .as_ref()
+            .and_then(|s| s.site.clone())
+            .unwrap_or_default();
+        tracing::info!(target: "query", %source, rcode = %rcode, qtype = %qtype_label, site, answers = outcome.answers.len(), "answered");
+    }
     Reply {
         metadata: meta,
         answers: outcome.answers,

@@ -56,6 +56,9 @@ pub struct SiteView {
     pub last_feed: Option<Instant>,
     /// Generation of the feed document last applied.
     pub generation: u64,
+    /// When the site or one of its nodes last changed state (feed or operator).
+    #[serde(skip)]
+    pub changed_at: Option<Instant>,
 }
 
 /// The health of every site.
@@ -89,6 +92,7 @@ impl HealthState {
                 admin: None,
                 last_feed: None,
                 generation: 0,
+                changed_at: None,
             })
             .collect();
         Self { sites }
@@ -108,6 +112,7 @@ impl HealthState {
         let Some(s) = self.sites.iter_mut().find(|s| s.name == site) else {
             return false;
         };
+        s.changed_at = Some(Instant::now());
         match node {
             None => {
                 s.admin = state;
@@ -121,5 +126,25 @@ impl HealthState {
                 None => false,
             },
         }
+    }
+}
+
+impl HealthState {
+    /// The TTL for a service answer: the service's own, or `changing_ttl` while a site ranked at
+    /// or before the chosen one changed state within three TTLs (a failover in progress, which
+    /// caches should not keep for long).
+    pub fn answer_ttl(&self, order: &[usize], chosen: usize, ttl: u32, changing_ttl: u32) -> u32 {
+        let window = std::time::Duration::from_secs(u64::from(ttl) * 3);
+        let changing = order
+            .iter()
+            .take_while(|i| **i != chosen)
+            .chain(std::iter::once(&chosen))
+            .any(|i| {
+                self.sites
+                    .get(*i)
+                    .and_then(|s| s.changed_at)
+                    .is_some_and(|t| t.elapsed() < window)
+            });
+        if changing { ttl.min(changing_ttl) } else { ttl }
     }
 }

@@ -19,7 +19,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinEncodable, BinEncoder};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{debug, warn};
 
-use crate::answer::pick_weighted;
+use crate::answer::{pick_weighted, sampled};
 use crate::handler::{MAX_UDP_PAYLOAD, Question, respond};
 use crate::health::NodeView;
 use crate::state::Shared;
@@ -405,6 +405,12 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         })
         .collect();
     let picked = pick_weighted(&nodes, usize::from(svc.answer_count));
+    let changing_ttl = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map_or(5, |d| d.changing_ttl);
+    let ttl = health.answer_ttl(&ranking.order, site, svc.ttl, changing_ttl);
     if picked.is_empty() {
         return false;
     }
@@ -421,7 +427,7 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         out.extend_from_slice(&[0xC0, 0x0C]); // pointer to the question name
         out.extend_from_slice(&hot.qtype.to_be_bytes());
         out.extend_from_slice(&[0, 1]);
-        out.extend_from_slice(&svc.ttl.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
         match (node.ipv4, node.ipv6) {
             (Some(a), _) if v4 => {
                 out.extend_from_slice(&[0, 4]);
@@ -458,6 +464,10 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         }
     }
     let site_name = health.sites[site].name.as_str();
+    if sampled(&prepared) {
+        let qname = String::from_utf8_lossy(raw);
+        tracing::info!(target: "query", %client, name = %qname, qtype = if v4 { "A" } else { "AAAA" }, site = site_name, ttl, fail_open, "answered");
+    }
     shared
         .metrics
         .answers_by_site

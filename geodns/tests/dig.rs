@@ -54,7 +54,7 @@ impl GeoDns {
             .map(|i| format!("\\\"{}\\\"", char::from(b'a' + i).to_string().repeat(120)))
             .collect();
         let text = EXAMPLE
-            .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\""))
+            .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\"\nquery_log_sample = 1.0"))
             .replace("admin = \"127.0.0.1:9153\"", &format!("admin = \"{admin}\""))
             .replace(
                 "  { name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" },",
@@ -102,6 +102,20 @@ impl GeoDns {
         cmd.arg("--config").arg(&self.config).args(args);
         let out = run(cmd, Duration::from_secs(10)).expect("geodns cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// The TTL of the live.tv.example.net A answer for a client in `subnet`.
+    fn ttl(&self, subnet: &str) -> u32 {
+        let out = self.dig(&[
+            "live.tv.example.net",
+            "A",
+            &format!("+subnet={subnet}"),
+            "+noall",
+            "+answer",
+        ]);
+        out.lines()
+            .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The A records answered for `name` to a client in `subnet`, sorted, and the ECS line.
@@ -201,7 +215,24 @@ fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
     }
     let g = GeoDns::start();
     assert_eq!(g.service("198.51.100.0/24").0, AMS);
+    assert_eq!(
+        g.ttl("198.51.100.0/24"),
+        20,
+        "the service TTL in steady state"
+    );
     assert!(g.cli(&["admin", "ams", "down"]).contains("ok"));
+    // A failover in progress: short TTLs for clients whose answer depends on Amsterdam, the
+    // usual TTL for clients that never depended on it.
+    assert_eq!(
+        g.ttl("198.51.100.0/24"),
+        5,
+        "changing_ttl while Amsterdam's state is fresh"
+    );
+    assert_eq!(
+        g.ttl("203.0.113.0/24"),
+        20,
+        "Frankfurt's viewers are not affected"
+    );
     assert_eq!(
         g.service("198.51.100.0/24").0,
         LON,
@@ -303,6 +334,11 @@ fn static_data_follows_the_standards() {
     assert!(
         cname.contains(";WWW.tv.EXAMPLE.net."),
         "question case preserved: {cname}"
+    );
+    let log = g.daemon.log_text();
+    assert!(
+        log.contains("query") && log.contains("answered"),
+        "every query sampled into the log: {log}"
     );
     let any = g.dig(&["tv.example.net", "ANY"]);
     assert!(
