@@ -3,6 +3,7 @@
 //! zone data for everything else.
 
 pub mod answer;
+pub mod feeds;
 pub mod geo;
 pub mod handler;
 pub mod health;

@@ -79,6 +79,7 @@ pub async fn run(
         );
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
+    crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let _admin = daemon::admin::serve(dns.admin, admin_router(shared.clone())).await?;
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));

@@ -1,0 +1,142 @@
+//! Serving a feed (healthd's side).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::SiteFeed;
+
+/// Publishes new versions of the document; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: Arc<watch::Sender<SiteFeed>>,
+}
+
+impl Publisher {
+    pub fn new(initial: SiteFeed) -> Self {
+        Self {
+            tx: Arc::new(watch::channel(initial).0),
+        }
+    }
+
+    /// Replaces the document; the generation is set here so it always grows.
+    pub fn publish(&self, mut feed: SiteFeed) {
+        self.tx.send_modify(|current| {
+            feed.generation = current.generation + 1;
+            *current = feed;
+        });
+    }
+
+    pub fn current(&self) -> SiteFeed {
+        self.tx.borrow().clone()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<SiteFeed> {
+        self.tx.subscribe()
+    }
+}
+
+#[derive(Clone)]
+struct Feed {
+    publisher: Publisher,
+    token: Option<Arc<str>>,
+}
+
+/// `/feed` and `/feed/stream`, protected by `token` (as `Authorization: Bearer TOKEN`) when set.
+pub fn router(publisher: Publisher, token: Option<String>) -> Router {
+    Router::new()
+        .route("/feed", get(whole))
+        .route("/feed/stream", get(stream))
+        .with_state(Feed {
+            publisher,
+            token: token.map(Arc::from),
+        })
+}
+
+fn authorized(feed: &Feed, headers: &HeaderMap) -> bool {
+    let Some(token) = &feed.token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given == &**token)
+}
+
+async fn whole(State(feed): State<Feed>, headers: HeaderMap) -> Response {
+    if !authorized(&feed, &headers) {
+        return (StatusCode::UNAUTHORIZED, "feed token required\n").into_response();
+    }
+    axum::Json(feed.publisher.current()).into_response()
+}
+
+async fn stream(State(feed): State<Feed>, headers: HeaderMap) -> Response {
+    if !authorized(&feed, &headers) {
+        return (StatusCode::UNAUTHORIZED, "feed token required\n").into_response();
+    }
+    let mut rx = feed.publisher.subscribe();
+    let events = async_stream(move |tx| async move {
+        loop {
+            let doc = rx.borrow_and_update().clone();
+            let data = serde_json::to_string(&doc).unwrap_or_default();
+            if tx
+                .send(Ok::<_, Infallible>(
+                    Event::default().event("feed").data(data),
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    // A comment every second: readers tell a silent feed from a quiet one.
+    Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(1))
+                .text("ping"),
+        )
+        .into_response()
+}
+
+/// A stream fed by a task through a channel (keeps the dependency list short).
+fn async_stream<F, Fut, T>(body: F) -> impl futures_core_stream::Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(body(tx));
+    futures_core_stream::ReceiverStream(rx)
+}
+
+/// The minimal `Stream` glue over an mpsc receiver that axum's SSE needs.
+mod futures_core_stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub use futures_core::Stream;
+
+    pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+    impl<T> Stream for ReceiverStream<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

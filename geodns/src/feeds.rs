@@ -1,0 +1,129 @@
+//! Following every site's healthd feed: each new document applies to the next query.
+//!
+//! A feed that goes silent keeps its last state for `dns.feed_grace`; after that the site is
+//! unknown and answered as if all its nodes were up (DESIGN.md: never an empty answer).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::Deployment;
+use feed::SiteFeed;
+use feed::client::{FeedEvent, follow};
+use tracing::{info, warn};
+
+use crate::state::Shared;
+
+/// Starts one follower per site and the staleness watch.
+pub fn spawn(shared: Arc<Shared>, deployment: &Deployment) {
+    let dns = deployment.dns.clone().unwrap_or_default();
+    let token = dns.feed_token.as_ref().and_then(|t| match t.resolve() {
+        Ok(token) => Some(token),
+        Err(e) => {
+            warn!("feed token unavailable, following feeds without it: {e}");
+            None
+        }
+    });
+    for site in &deployment.sites {
+        let url = site.healthd.feed_url();
+        tokio::spawn(follow_site(
+            shared.clone(),
+            site.name.clone(),
+            url,
+            token.clone(),
+        ));
+    }
+    tokio::spawn(watch_staleness(shared, dns.feed_grace.get()));
+}
+
+async fn follow_site(shared: Arc<Shared>, site: String, url: String, token: Option<String>) {
+    let mut backoff = Duration::from_millis(200);
+    let mut reported = false;
+    loop {
+        let result = follow(&url, token.as_deref(), |event| {
+            apply(&shared, &site, event);
+        })
+        .await;
+        if let Err(e) = result {
+            // Say it once per outage, not on every retry.
+            if !reported {
+                warn!(%site, %url, "site feed unavailable, retrying: {e}");
+                reported = true;
+            }
+        }
+        if shared
+            .health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sites
+            .iter()
+            .any(|s| s.name == site && s.last_feed.is_some())
+        {
+            reported = false;
+            backoff = Duration::from_millis(200);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Applies one event of `site`'s feed.
+pub fn apply(shared: &Shared, site: &str, event: FeedEvent) {
+    let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
+    let Some(view) = health.sites.iter_mut().find(|s| s.name == site) else {
+        return;
+    };
+    let first = view.last_feed.is_none();
+    view.last_feed = Some(Instant::now());
+    let FeedEvent::Document(doc) = event else {
+        return;
+    };
+    if doc.site != site {
+        warn!(%site, other = %doc.site, "feed document is for another site, ignored");
+        return;
+    }
+    if doc.generation <= view.generation && !first {
+        return;
+    }
+    let changed = apply_document(view, &doc);
+    view.generation = doc.generation;
+    if changed || first {
+        view.changed_at = Some(Instant::now());
+        let up = view.nodes.iter().filter(|n| n.healthy).count();
+        info!(%site, generation = doc.generation, healthy_nodes = up, nodes = view.nodes.len(), "site feed applied");
+    }
+}
+
+/// Copies node health and load from the document; true when something changed.
+fn apply_document(view: &mut crate::health::SiteView, doc: &SiteFeed) -> bool {
+    let mut changed = false;
+    for node in &mut view.nodes {
+        let Some(state) = doc.nodes.iter().find(|n| n.name == node.name) else {
+            continue;
+        };
+        // A draining node takes no new viewers.
+        let healthy = state.healthy && !state.draining;
+        changed |= node.healthy != healthy;
+        node.healthy = healthy;
+        node.load = state.load.clamp(0.0, 1.0);
+    }
+    changed
+}
+
+/// Marks silent feeds unknown after the grace period: their nodes count as up again.
+async fn watch_staleness(shared: Arc<Shared>, grace: Duration) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
+        for view in &mut health.sites {
+            if view.last_feed.is_some_and(|t| t.elapsed() > grace) {
+                warn!(site = %view.name, grace_secs = grace.as_secs(), "site feed silent past its grace period: answering as if all its nodes were up");
+                view.last_feed = None;
+                view.changed_at = Some(Instant::now());
+                for node in &mut view.nodes {
+                    node.healthy = true;
+                    node.load = 0.0;
+                }
+            }
+        }
+    }
+}
