@@ -63,3 +63,60 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Per-site gauges built from the health state at scrape time: operator overrides (so a forced
+/// state is visible on dashboards), healthy nodes, and the age of each feed.
+pub fn health_text(shared: &crate::state::Shared) -> String {
+    use prometheus::{GaugeVec, IntGaugeVec};
+
+    use crate::health::AdminState;
+
+    let registry = Registry::new();
+    let admin = IntGaugeVec::new(
+        Opts::new(
+            "dns_admin_state",
+            "Operator override: 1 forced up, -1 forced down, 0 none",
+        ),
+        &["site", "node"],
+    )
+    .expect("valid metric");
+    let healthy = IntGaugeVec::new(
+        Opts::new(
+            "dns_site_healthy_nodes",
+            "Nodes up at the site, after overrides",
+        ),
+        &["site"],
+    )
+    .expect("valid metric");
+    let feed_age = GaugeVec::new(Opts::new("dns_site_feed_age_seconds", "Seconds since the site's feed was last heard from (-1: never, or silent past its grace)"), &["site"]).expect("valid metric");
+    for m in [
+        Box::new(admin.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(healthy.clone()),
+        Box::new(feed_age.clone()),
+    ] {
+        registry.register(m).expect("unique metric");
+    }
+    let value = |s: Option<AdminState>| match s {
+        Some(AdminState::Up) => 1,
+        Some(AdminState::Down) => -1,
+        None => 0,
+    };
+    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+    for site in &health.sites {
+        admin
+            .with_label_values(&[site.name.as_str(), ""])
+            .set(value(site.admin));
+        for node in &site.nodes {
+            admin
+                .with_label_values(&[site.name.as_str(), node.name.as_str()])
+                .set(value(node.admin));
+        }
+        healthy
+            .with_label_values(&[site.name.as_str()])
+            .set(site.nodes.iter().filter(|n| n.up()).count() as i64);
+        feed_age
+            .with_label_values(&[site.name.as_str()])
+            .set(site.last_feed.map_or(-1.0, |t| t.elapsed().as_secs_f64()));
+    }
+    daemon::admin::encode(&registry)
+}

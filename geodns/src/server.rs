@@ -147,7 +147,7 @@ pub fn admin_router(shared: Arc<Shared>) -> axum::Router {
         )
         .with_state(shared);
     daemon::admin::router(Arc::new(move || {
-        daemon::admin::encode(&scrape.metrics.registry)
+        daemon::admin::encode(&scrape.metrics.registry) + &crate::metrics::health_text(&scrape)
     }))
     .merge(own)
 }

@@ -323,3 +323,63 @@ pub fn choose_site(
     }
     first_with_nodes.or(first_carrying).map(|i| (i, true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::HealthState;
+
+    fn example() -> Deployment {
+        let text = include_str!("../../config/examples/three-sites.toml");
+        Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap()
+    }
+
+    fn amsterdam() -> Location {
+        Location {
+            network: "198.51.100.0/24".parse().unwrap(),
+            country: None,
+            continent: None,
+            coordinates: Some((52.37, 4.90)),
+        }
+    }
+
+    #[test]
+    fn a_site_over_its_spill_load_sends_viewers_to_the_next() {
+        let d = example();
+        let steering = Steering::new(&d);
+        let mut health = HealthState::from_deployment(&d);
+        let live = d.service("live").unwrap();
+        let ranking = steering.rank("198.51.100.1".parse().unwrap(), Some(&amsterdam()));
+        assert_eq!(choose_site(&ranking, &health, live), Some((0, false)));
+        for node in &mut health.sites[0].nodes {
+            node.load = 0.95; // above live's spill_load of 0.85
+        }
+        let (site, fail_open) = choose_site(&ranking, &health, live).unwrap();
+        assert_eq!((d.sites[site].name.as_str(), fail_open), ("lon", false));
+        let verbose = choose(&ranking, &health, live).unwrap();
+        assert!(
+            verbose.verdicts[0].why.contains("spill threshold"),
+            "{:?}",
+            verbose.verdicts[0]
+        );
+        assert_eq!(verbose.site, site, "the verbose and fast choices agree");
+    }
+
+    #[test]
+    fn min_healthy_nodes_and_fail_open() {
+        let d = example();
+        let steering = Steering::new(&d);
+        let mut health = HealthState::from_deployment(&d);
+        let live = d.service("live").unwrap();
+        let ranking = steering.rank("198.51.100.1".parse().unwrap(), Some(&amsterdam()));
+        for site in &mut health.sites {
+            for node in &mut site.nodes {
+                node.healthy = false;
+            }
+        }
+        // Nothing healthy anywhere: the nearest site, flagged as fail open.
+        assert_eq!(choose_site(&ranking, &health, live), Some((0, true)));
+        health.sites[2].nodes[0].healthy = true; // one London node back
+        assert_eq!(choose_site(&ranking, &health, live), Some((2, false)));
+    }
+}

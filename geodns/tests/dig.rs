@@ -27,6 +27,7 @@ fn places() -> Vec<Place<'static>> {
         p("192.0.2.128/25", "IE", "EU", 53.35, -6.26), // Dublin (override: lon first)
         p("100.64.0.0/16", "FR", "EU", 48.86, 2.35),   // Paris
         p("100.65.0.0/16", "PL", "EU", 52.23, 21.01),  // Warsaw
+        p("100.66.0.0/16", "DE", "EU", 52.52, 13.40),  // Berlin (upper half overridden to London)
         p("2001:db8:1::/48", "DE", "EU", 50.11, 8.68), // Frankfurt, IPv6
     ]
 }
@@ -60,6 +61,15 @@ impl GeoDns {
                 "  { name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" },",
                 &format!("  {{ name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" }},\n  {{ name = \"big\", type = \"TXT\", data = \"{}\" }},", big.join(" ")),
             );
+        // A second zone from an RFC 1035 zone file, and a network override.
+        std::fs::write(
+            dir.path().join("static.zone"),
+            "$ORIGIN static.example.net.\n@ 300 IN SOA ns1 hostmaster 7 3600 600 604800 60\n@ 300 IN NS ns1\nns1 IN A 192.0.2.53\nwww 120 IN AAAA 2001:db8::80\n",
+        )
+        .unwrap();
+        let text = format!(
+            "{text}\n[[dns.zones]]\norigin = \"static.example.net\"\nfile = \"static.zone\"\n\n[[dns.overrides]]\nnetworks = [\"100.66.128.0/17\"]\nsites = [\"lon\"]\n"
+        );
         let config = dir.path().join("deploy.toml");
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
@@ -246,6 +256,13 @@ fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
         g.service("198.51.100.0/24").0,
         ["127.0.31.2"],
         "only the healthy node of London"
+    );
+    let metrics = testkit::http::get(SocketAddr::from((g.dns.ip(), 9153)), "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("dns_admin_state{node=\"\",site=\"ams\"} -1"),
+        "forced state visible in metrics: {metrics}"
     );
     assert!(g.cli(&["admin", "ams", "clear"]).contains("ok"));
     assert_eq!(g.service("198.51.100.0/24").0, AMS);
@@ -440,4 +457,59 @@ fn malformed_client_subnet_gets_formerr_and_garbage_never_crashes() {
     );
     let soa = g.dig(&["tv.example.net", "SOA", "+short"]);
     assert!(soa.contains("hostmaster"), "still answering: {soa}");
+}
+
+#[test]
+fn zone_files_anycast_services_and_network_overrides() {
+    if !needs_dig("zone_files_anycast_services_and_network_overrides") {
+        return;
+    }
+    let g = GeoDns::start();
+    let aaaa = g.dig(&["www.static.example.net", "AAAA"]);
+    assert!(
+        aaaa.contains("2001:db8::80") && aaaa.contains(" aa"),
+        "from the zone file: {aaaa}"
+    );
+    let soa = g.dig(&["static.example.net", "SOA", "+short"]);
+    assert!(soa.contains(" 7 3600 600 604800 60"), "{soa}");
+    let vod = g.dig(&["vod.tv.example.net", "A", "+subnet=198.51.100.0/24"]);
+    assert!(vod.contains("203.0.113.10"), "anycast answer: {vod}");
+    assert!(
+        vod.contains("198.51.100.0/24/0"),
+        "the same for everyone: scope 0: {vod}"
+    );
+    let (berlin, ecs) = g.service("100.66.1.0/24");
+    assert_eq!(berlin, FRA, "Berlin's lower half: nearest is Frankfurt");
+    assert!(
+        ecs.contains("/17"),
+        "a more specific override inside the database /16 narrows the scope: {ecs}"
+    );
+    let (upper, ecs) = g.service("100.66.200.0/24");
+    assert_eq!(upper, LON, "network override");
+    assert!(ecs.contains("/17"), "{ecs}");
+}
+
+#[test]
+fn location_database_is_reloaded_when_the_file_changes() {
+    if !needs_dig("location_database_is_reloaded_when_the_file_changes") {
+        return;
+    }
+    let g = GeoDns::start();
+    assert_eq!(g.service("198.51.100.0/24").0, AMS);
+    // The same network, now placed in Frankfurt.
+    let moved = [Place {
+        network: "198.51.100.0/24".parse().unwrap(),
+        country: "DE",
+        continent: "EU",
+        latitude: 50.11,
+        longitude: 8.68,
+    }];
+    let db = g._dir.path().join("geo.mmdb");
+    let tmp = g._dir.path().join("geo.mmdb.new");
+    std::fs::write(&tmp, synthetic_db(&moved).unwrap()).unwrap();
+    std::fs::rename(&tmp, &db).unwrap();
+    let reloaded = wait_for(Duration::from_secs(8), || {
+        (g.service("198.51.100.0/24").0 == FRA).then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", g.daemon.log_text());
 }
