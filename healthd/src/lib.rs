@@ -1,1 +1,8 @@
 //! Stream-aware health checks that drive the BGP speaker and publish the site feed.
+//!
+//! The decision logic is kept free of I/O so every rule is unit-tested: [`node`] turns probe
+//! results into a node state (rise/fall counts and flap damping), [`verdict`] turns node states
+//! into the per-service site verdict and the announcement the degrade policy calls for.
+
+pub mod node;
+pub mod verdict;
