@@ -5,4 +5,5 @@
 //! into the per-service site verdict and the announcement the degrade policy calls for.
 
 pub mod node;
+pub mod probe;
 pub mod verdict;

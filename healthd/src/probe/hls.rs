@@ -1,0 +1,171 @@
+//! The `hls` probe: play the stream like a viewer would.
+//!
+//! Fetch the channel's media playlist, check that its media sequence advanced within about
+//! `max_stall_factor` target durations of the last time it moved (a node answering 200 with a
+//! frozen playlist is down), fetch the newest segment and check that it is MPEG-TS (sync byte
+//! 0x47 every 188 bytes) and downloads at least `min_speed` times faster than real time.
+
+use std::time::{Duration, Instant};
+
+/// What a media playlist says that the probe needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Playlist {
+    pub target_duration: f64,
+    pub media_sequence: u64,
+    /// The newest segment: URI and duration.
+    pub newest: Option<(String, f64)>,
+    pub ended: bool,
+}
+
+/// Parses a media playlist (RFC 8216 section 4.3). `None` when it is not one.
+pub fn parse_playlist(text: &str) -> Option<Playlist> {
+    let mut lines = text.lines().map(str::trim);
+    if lines.next()? != "#EXTM3U" {
+        return None;
+    }
+    let mut target = None;
+    let mut sequence = 0;
+    let mut pending: Option<f64> = None;
+    let mut newest = None;
+    let mut ended = false;
+    for line in lines {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            sequence = v.trim().parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            pending = v.split(',').next()?.trim().parse().ok();
+        } else if line == "#EXT-X-ENDLIST" {
+            ended = true;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            newest = Some((line.to_owned(), pending.take().unwrap_or(0.0)));
+        }
+    }
+    Some(Playlist {
+        target_duration: target?,
+        media_sequence: sequence,
+        newest,
+        ended,
+    })
+}
+
+/// What the probe remembers about a channel between rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    last: Option<(u64, Instant)>,
+}
+
+impl Progress {
+    /// Checks that the sequence moved recently enough; returns the failure detail if not.
+    pub fn check(&mut self, playlist: &Playlist, factor: f64, now: Instant) -> Result<(), String> {
+        if playlist.ended {
+            return Err("the playlist has ended (#EXT-X-ENDLIST): not a live stream".into());
+        }
+        match self.last {
+            Some((seq, since)) if seq == playlist.media_sequence => {
+                let limit = Duration::from_secs_f64(playlist.target_duration * factor.max(1.0));
+                let stalled = now.saturating_duration_since(since);
+                if stalled > limit {
+                    return Err(format!(
+                        "stream frozen: media sequence {seq} unchanged for {:.1}s (limit {:.1}s)",
+                        stalled.as_secs_f64(),
+                        limit.as_secs_f64()
+                    ));
+                }
+            }
+            _ => self.last = Some((playlist.media_sequence, now)),
+        }
+        Ok(())
+    }
+}
+
+/// Checks a segment: MPEG-TS packets and fast enough to serve a viewer.
+pub fn check_segment(
+    bytes: &[u8],
+    elapsed: Duration,
+    duration: f64,
+    min_speed: f64,
+) -> Result<(), String> {
+    if bytes.len() < 188
+        || !bytes.len().is_multiple_of(188)
+        || bytes.chunks(188).take(16).any(|p| p[0] != 0x47)
+    {
+        return Err(format!(
+            "newest segment is not MPEG-TS ({} bytes, no sync bytes)",
+            bytes.len()
+        ));
+    }
+    let allowed = Duration::from_secs_f64((duration / min_speed.max(0.01)).max(0.001));
+    if duration > 0.0 && elapsed > allowed {
+        return Err(format!(
+            "newest segment too slow: {:.0}ms for {duration:.1}s of video (need {min_speed}x real time)",
+            elapsed.as_secs_f64() * 1000.0
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n#EXTINF:2.000,\nseg41.ts\n#EXTINF:1.960,\nseg42.ts\n";
+
+    #[test]
+    fn live_playlists_are_read() {
+        let p = parse_playlist(LIVE).unwrap();
+        assert_eq!(
+            (p.target_duration, p.media_sequence, p.ended),
+            (2.0, 41, false)
+        );
+        assert_eq!(p.newest, Some(("seg42.ts".into(), 1.96)));
+        assert!(parse_playlist("<html>").is_none());
+    }
+
+    #[test]
+    fn a_frozen_playlist_fails_after_the_stall_limit() {
+        let p = parse_playlist(LIVE).unwrap();
+        let mut progress = Progress::default();
+        let t0 = Instant::now();
+        assert!(progress.check(&p, 1.5, t0).is_ok());
+        assert!(
+            progress
+                .check(&p, 1.5, t0 + Duration::from_millis(2900))
+                .is_ok(),
+            "within 1.5 target durations"
+        );
+        let err = progress
+            .check(&p, 1.5, t0 + Duration::from_millis(3100))
+            .unwrap_err();
+        assert!(err.contains("frozen"), "{err}");
+        let moved = Playlist {
+            media_sequence: 42,
+            ..p
+        };
+        assert!(
+            progress
+                .check(&moved, 1.5, t0 + Duration::from_millis(3200))
+                .is_ok(),
+            "advancing again"
+        );
+    }
+
+    #[test]
+    fn segments_must_be_transport_stream_and_fast() {
+        let mut ts = vec![0u8; 188 * 4];
+        for p in ts.chunks_mut(188) {
+            p[0] = 0x47;
+        }
+        assert!(check_segment(&ts, Duration::from_millis(100), 2.0, 1.0).is_ok());
+        assert!(
+            check_segment(&ts, Duration::from_millis(2500), 2.0, 1.0)
+                .unwrap_err()
+                .contains("too slow")
+        );
+        assert!(
+            check_segment(b"<html>not video</html>", Duration::ZERO, 2.0, 1.0)
+                .unwrap_err()
+                .contains("not MPEG-TS")
+        );
+    }
+}
