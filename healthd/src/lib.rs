@@ -4,6 +4,7 @@
 //! results into a node state (rise/fall counts and flap damping), [`verdict`] turns node states
 //! into the per-service site verdict and the announcement the degrade policy calls for.
 
+pub mod daemon;
 pub mod node;
 pub mod probe;
 pub mod verdict;

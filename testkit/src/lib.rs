@@ -11,6 +11,7 @@ pub mod frr;
 pub mod gobgp;
 pub mod http;
 pub mod net;
+pub mod nginx;
 pub mod process;
 
 use std::path::{Path, PathBuf};
