@@ -1,1 +1,3 @@
 //! HLS live origin with redundant MPEG-TS ingest.
+
+pub mod ts;
