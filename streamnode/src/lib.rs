@@ -1,3 +1,4 @@
 //! HLS live origin with redundant MPEG-TS ingest.
 
+pub mod channel;
 pub mod ts;

@@ -1,0 +1,318 @@
+//! A live channel: MPEG-TS packets in, segments cut at key frames and a sliding-window live
+//! playlist out (RFC 8216).
+//!
+//! A segment is cut at the first video key frame after the target duration, so every segment
+//! starts decodable; the latest PAT and PMT are put at its head so a player can join at any
+//! segment. Only the last `window` segments (plus a few for players still fetching them) are
+//! kept: memory is bounded.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::ts::{PACKET, Packet};
+
+/// One finished segment.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub sequence: u64,
+    /// Duration from its first key frame to the next segment's, in seconds.
+    pub duration: f64,
+    pub bytes: Arc<Vec<u8>>,
+    /// Wall-clock time of its first frame (EXT-X-PROGRAM-DATE-TIME).
+    pub started: SystemTime,
+    /// A discontinuity precedes this segment (feed switch, timestamps jumped).
+    pub discontinuity: bool,
+}
+
+/// Segments kept past the playlist window, for players still downloading them.
+const GRACE_SEGMENTS: usize = 3;
+
+/// The packager of one channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    target: f64,
+    window: usize,
+    segments: VecDeque<Segment>,
+    next_sequence: u64,
+    /// Discontinuities in segments no longer held (for EXT-X-DISCONTINUITY-SEQUENCE).
+    discontinuities_dropped: u64,
+    current: Vec<u8>,
+    current_start_pts: Option<u64>,
+    current_started: SystemTime,
+    pending_discontinuity: bool,
+    video_pid: Option<u16>,
+    pmt_pid: Option<u16>,
+    pat: Option<[u8; PACKET]>,
+    pmt: Option<[u8; PACKET]>,
+    last_pts: Option<u64>,
+    /// Wall clock and PTS of the first key frame, to date segments.
+    epoch: Option<(SystemTime, u64)>,
+}
+
+impl Channel {
+    pub fn new(name: &str, target: Duration, window: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            target: target.as_secs_f64(),
+            window: window.max(3) as usize,
+            segments: VecDeque::new(),
+            next_sequence: 0,
+            discontinuities_dropped: 0,
+            current: Vec::new(),
+            current_start_pts: None,
+            current_started: SystemTime::now(),
+            pending_discontinuity: false,
+            video_pid: None,
+            pmt_pid: None,
+            pat: None,
+            pmt: None,
+            last_pts: None,
+            epoch: None,
+        }
+    }
+
+    /// Marks the next segment as following a discontinuity (a feed switch).
+    pub fn discontinuity(&mut self) {
+        self.pending_discontinuity = true;
+    }
+
+    /// Feeds one packet.
+    pub fn push(&mut self, bytes: &[u8; PACKET]) {
+        let Some(packet) = Packet::new(bytes) else {
+            return;
+        };
+        let pid = packet.pid();
+        if pid == 0 {
+            self.learn_pat(bytes);
+        } else if Some(pid) == self.pmt_pid {
+            self.learn_pmt(bytes);
+        }
+        if Some(pid) == self.video_pid
+            && packet.unit_start()
+            && let Some((pts, dts)) = packet.pes_timestamps()
+        {
+            let at = dts.unwrap_or(pts);
+            if packet.random_access() {
+                self.key_frame(at);
+            }
+            self.last_pts = Some(at);
+        }
+        if self.current_start_pts.is_some() {
+            self.current.extend_from_slice(bytes);
+        }
+    }
+
+    fn key_frame(&mut self, pts: u64) {
+        match self.current_start_pts {
+            None => self.start_segment(pts),
+            Some(start) => {
+                let elapsed = pts.wrapping_sub(start) % crate::ts::WRAP;
+                let seconds = elapsed as f64 / 90_000.0;
+                // A jump backwards or of more than a minute is a discontinuity, not a duration.
+                if seconds > 60.0 {
+                    self.finish(self.target);
+                    self.pending_discontinuity = true;
+                    self.start_segment(pts);
+                } else if seconds >= self.target {
+                    self.finish(seconds);
+                    self.start_segment(pts);
+                }
+            }
+        }
+    }
+
+    fn start_segment(&mut self, pts: u64) {
+        self.current_start_pts = Some(pts);
+        // Wall-clock time of the frame: the first key frame's arrival plus media time since.
+        let (wall, first) = *self.epoch.get_or_insert((SystemTime::now(), pts));
+        let media = (pts.wrapping_sub(first) % crate::ts::WRAP) as f64 / 90_000.0;
+        self.current_started = wall + Duration::from_secs_f64(media);
+        self.current.clear();
+        // Every segment starts with the program tables, so a player can start anywhere.
+        if let (Some(pat), Some(pmt)) = (self.pat, self.pmt) {
+            self.current.extend_from_slice(&pat);
+            self.current.extend_from_slice(&pmt);
+        }
+    }
+
+    fn finish(&mut self, duration: f64) {
+        if self.current.is_empty() {
+            return;
+        }
+        let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        self.segments.push_back(Segment {
+            sequence: self.next_sequence,
+            duration,
+            bytes: Arc::new(std::mem::take(&mut self.current)),
+            started: self.current_started,
+            discontinuity,
+        });
+        self.next_sequence += 1;
+        while self.segments.len() > self.window + GRACE_SEGMENTS {
+            if self
+                .segments
+                .pop_front()
+                .is_some_and(|old| old.discontinuity)
+            {
+                self.discontinuities_dropped += 1;
+            }
+        }
+    }
+
+    fn learn_pat(&mut self, bytes: &[u8; PACKET]) {
+        let p = Packet(bytes);
+        let Some(at) = p.payload_offset() else { return };
+        // Pointer field, then the section: program number / PMT PID pairs from byte 8.
+        let pointer = usize::from(bytes[at]);
+        let section = at + 1 + pointer;
+        let Some(entry) = bytes.get(section + 8..section + 12) else {
+            return;
+        };
+        self.pmt_pid = Some(u16::from_be_bytes([entry[2] & 0x1F, entry[3]]));
+        self.pat = Some(*bytes);
+    }
+
+    fn learn_pmt(&mut self, bytes: &[u8; PACKET]) {
+        let p = Packet(bytes);
+        let Some(at) = p.payload_offset() else { return };
+        let section = at + 1 + usize::from(bytes[at]);
+        let Some(head) = bytes.get(section..section + 12) else {
+            return;
+        };
+        let section_len = usize::from(u16::from_be_bytes([head[1] & 0x0F, head[2]]));
+        let info_len = usize::from(u16::from_be_bytes([head[10] & 0x0F, head[11]]));
+        let mut i = section + 12 + info_len;
+        let end = (section + 3 + section_len).saturating_sub(4).min(PACKET);
+        while i + 5 <= end {
+            let stream_type = bytes[i];
+            let pid = u16::from_be_bytes([bytes[i + 1] & 0x1F, bytes[i + 2]]);
+            let es_len = usize::from(u16::from_be_bytes([bytes[i + 3] & 0x0F, bytes[i + 4]]));
+            // H.264, H.265, MPEG-2 video.
+            if matches!(stream_type, 0x1B | 0x24 | 0x02) && self.video_pid.is_none() {
+                self.video_pid = Some(pid);
+            }
+            i += 5 + es_len;
+        }
+        self.pmt = Some(*bytes);
+    }
+
+    /// Segments in the playlist window, oldest first.
+    pub fn window(&self) -> impl Iterator<Item = &Segment> {
+        let skip = self.segments.len().saturating_sub(self.window);
+        self.segments.iter().skip(skip)
+    }
+
+    /// A segment still held (in the window or its grace).
+    pub fn segment(&self, sequence: u64) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.sequence == sequence)
+    }
+
+    pub fn newest(&self) -> Option<&Segment> {
+        self.segments.back()
+    }
+
+    /// The live media playlist.
+    pub fn playlist(&self) -> Option<String> {
+        let segments: Vec<&Segment> = self.window().collect();
+        let first = segments.first()?;
+        // RFC 8216 section 4.3.3.1: every EXTINF, rounded, at most the target duration.
+        let target = segments
+            .iter()
+            .map(|s| s.duration.round() as u64)
+            .max()
+            .unwrap_or(1)
+            .max(self.target.round() as u64);
+        let discontinuity_sequence = self.discontinuities_dropped
+            + self
+                .segments
+                .iter()
+                .take_while(|s| s.sequence < first.sequence)
+                .filter(|s| s.discontinuity)
+                .count() as u64;
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n",
+            first.sequence
+        );
+        for s in segments {
+            if s.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            out.push_str(&format!(
+                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nseg{}.ts\n",
+                rfc3339(s.started),
+                s.duration,
+                s.sequence
+            ));
+        }
+        Some(out)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` without a date library.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ts::looper::Looper;
+
+    #[test]
+    fn the_test_channel_is_cut_into_two_second_segments_at_key_frames() {
+        let mut looper = Looper::test_channel().unwrap();
+        let mut channel = Channel::new("news", Duration::from_secs(2), 6);
+        for _ in 0..looper.packets_per_pass() * 5 {
+            channel.push(&looper.next_packet());
+        }
+        let segments: Vec<&Segment> = channel.window().collect();
+        assert!(segments.len() >= 6, "{}", segments.len());
+        for s in &segments {
+            assert!(
+                (1.9..2.1).contains(&s.duration),
+                "cut at key frames every 2 s: {}",
+                s.duration
+            );
+            assert_eq!(s.bytes.len() % PACKET, 0);
+            assert!(
+                Packet::new(&s.bytes[..PACKET]).is_some_and(|p| p.pid() == 0),
+                "starts with the PAT"
+            );
+        }
+        let playlist = channel.playlist().unwrap();
+        assert!(playlist.contains("#EXT-X-TARGETDURATION:2"), "{playlist}");
+        assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{playlist}");
+        assert_eq!(
+            playlist.matches("#EXTINF:").count(),
+            6,
+            "sliding window of 6: {playlist}"
+        );
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_420_000_123);
+        assert_eq!(rfc3339(t), "2026-11-23T07:46:40.123Z");
+    }
+}
