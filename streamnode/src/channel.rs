@@ -6,8 +6,8 @@
 //! segment. Only the last `window` segments (plus a few for players still fetching them) are
 //! kept: memory is bounded.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::ts::{PACKET, Packet};
@@ -18,7 +18,7 @@ pub struct Segment {
     pub sequence: u64,
     /// Duration from its first key frame to the next segment's, in seconds.
     pub duration: f64,
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Bytes,
     /// Wall-clock time of its first frame (EXT-X-PROGRAM-DATE-TIME).
     pub started: SystemTime,
     /// A discontinuity precedes this segment (feed switch, timestamps jumped).
@@ -49,6 +49,7 @@ pub struct Channel {
     last_pts: Option<u64>,
     /// Wall clock and PTS of the first key frame, to date segments.
     epoch: Option<(SystemTime, u64)>,
+    clock: Option<SystemTime>,
 }
 
 impl Channel {
@@ -70,7 +71,14 @@ impl Channel {
             pmt: None,
             last_pts: None,
             epoch: None,
+            clock: None,
         }
+    }
+
+    /// The wall-clock time of the first frame to come (a feeder that pre-rolls media starts
+    /// its clock in the past, so program date times match real time).
+    pub fn set_clock(&mut self, wall: SystemTime) {
+        self.clock = Some(wall);
     }
 
     /// Marks the next segment as following a discontinuity (a feed switch).
@@ -126,7 +134,9 @@ impl Channel {
     fn start_segment(&mut self, pts: u64) {
         self.current_start_pts = Some(pts);
         // Wall-clock time of the frame: the first key frame's arrival plus media time since.
-        let (wall, first) = *self.epoch.get_or_insert((SystemTime::now(), pts));
+        let (wall, first) = *self
+            .epoch
+            .get_or_insert((self.clock.unwrap_or_else(SystemTime::now), pts));
         let media = (pts.wrapping_sub(first) % crate::ts::WRAP) as f64 / 90_000.0;
         self.current_started = wall + Duration::from_secs_f64(media);
         self.current.clear();
@@ -145,7 +155,7 @@ impl Channel {
         self.segments.push_back(Segment {
             sequence: self.next_sequence,
             duration,
-            bytes: Arc::new(std::mem::take(&mut self.current)),
+            bytes: Bytes::from(std::mem::take(&mut self.current)),
             started: self.current_started,
             discontinuity,
         });

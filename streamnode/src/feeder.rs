@@ -1,0 +1,51 @@
+//! Feeding channels: the built-in test channel, paced in real time.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::channel::Channel;
+use crate::ts::looper::Looper;
+use crate::ts::{Packet, WRAP};
+
+/// Media seconds produced at once at start, so the playlist is full when players arrive.
+const PREROLL: f64 = 6.0;
+
+/// Plays the built-in clip into `channel` forever, at the speed of its timestamps.
+pub async fn builtin(channel: Arc<RwLock<Channel>>) {
+    let mut looper = match Looper::test_channel() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("the built-in test clip is unusable: {e}");
+            return;
+        }
+    };
+    let started = Instant::now();
+    channel
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_clock(std::time::SystemTime::now() - Duration::from_secs_f64(PREROLL));
+    let mut first: Option<u64> = None;
+    let mut batch = Vec::with_capacity(512);
+    loop {
+        let packet = looper.next_packet();
+        let media = Packet(&packet)
+            .pes_timestamps()
+            .map(|(pts, dts)| dts.unwrap_or(pts));
+        batch.push(packet);
+        let Some(t) = media else { continue };
+        let origin = *first.get_or_insert(t);
+        let media_secs = (t.wrapping_sub(origin) % WRAP) as f64 / 90_000.0;
+        let ahead = media_secs - PREROLL - started.elapsed().as_secs_f64();
+        if ahead > 0.0 || batch.len() >= 512 {
+            {
+                let mut c = channel.write().unwrap_or_else(|e| e.into_inner());
+                for p in batch.drain(..) {
+                    c.push(&p);
+                }
+            }
+            if ahead > 0.0 {
+                tokio::time::sleep(Duration::from_secs_f64(ahead.min(0.5))).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Serving a node's channels over HTTP: live playlists, segments, the status document.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::channel::Channel;
+
+/// Everything the HTTP handlers share.
+pub struct NodeState {
+    pub name: String,
+    pub channels: HashMap<String, Arc<RwLock<Channel>>>,
+    pub capacity_mbps: u32,
+    pub draining: AtomicBool,
+    /// Bytes of segments served, for egress.
+    served: AtomicU64,
+    /// Segment requests per client address in the current window, for "viewers seen".
+    viewers: RwLock<HashMap<std::net::IpAddr, Instant>>,
+    started: Instant,
+}
+
+impl NodeState {
+    pub fn new(
+        name: &str,
+        capacity_mbps: u32,
+        channels: HashMap<String, Arc<RwLock<Channel>>>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            channels,
+            capacity_mbps,
+            draining: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            viewers: RwLock::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The status document healthd reads.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub draining: bool,
+    pub capacity_mbps: u32,
+    /// Clients that fetched a segment in the last 30 s.
+    pub viewers: usize,
+    /// Average egress since start, bits per second.
+    pub egress_bps: u64,
+    pub channels: Vec<ChannelStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub live: bool,
+    pub media_sequence: Option<u64>,
+    /// Seconds since the newest segment started.
+    pub newest_segment_age: Option<f64>,
+    pub active_feed: &'static str,
+}
+
+/// The HTTP routes of a node.
+pub fn router(node: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/{channel}/{file}", get(file))
+        .with_state(node)
+}
+
+fn cors(mut response: Response) -> Response {
+    // Web players fetch playlists and segments from another origin.
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+async fn healthz(State(node): State<Arc<NodeState>>) -> Response {
+    let live = node
+        .channels
+        .values()
+        .all(|c| c.read().map(|c| c.newest().is_some()).unwrap_or(false));
+    let (code, text) = if live {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "channels not live yet\n")
+    };
+    cors((code, text).into_response())
+}
+
+async fn status(State(node): State<Arc<NodeState>>) -> Response {
+    let now = SystemTime::now();
+    let mut channels: Vec<ChannelStatus> = node
+        .channels
+        .iter()
+        .map(|(name, c)| {
+            let c = c.read().unwrap_or_else(|e| e.into_inner());
+            let newest = c.newest();
+            ChannelStatus {
+                name: name.clone(),
+                live: newest.is_some(),
+                media_sequence: newest.map(|s| s.sequence),
+                newest_segment_age: newest.map(|s| {
+                    now.duration_since(s.started)
+                        .map_or(0.0, |d| d.as_secs_f64())
+                }),
+                active_feed: "builtin",
+            }
+        })
+        .collect();
+    channels.sort_by(|a, b| a.name.cmp(&b.name));
+    let viewers = {
+        let mut v = node.viewers.write().unwrap_or_else(|e| e.into_inner());
+        v.retain(|_, seen| seen.elapsed().as_secs() < 30);
+        v.len()
+    };
+    let secs = node.started.elapsed().as_secs_f64().max(1.0);
+    let body = Status {
+        node: node.name.clone(),
+        draining: node.draining.load(Ordering::Relaxed),
+        capacity_mbps: node.capacity_mbps,
+        viewers,
+        egress_bps: (node.served.load(Ordering::Relaxed) as f64 * 8.0 / secs) as u64,
+        channels,
+    };
+    cors(axum::Json(body).into_response())
+}
+
+async fn file(
+    State(node): State<Arc<NodeState>>,
+    Path((channel, file)): Path<(String, String)>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<SocketAddr>,
+) -> Response {
+    let Some(c) = node.channels.get(&channel) else {
+        return cors(
+            (
+                StatusCode::NOT_FOUND,
+                format!("no channel {channel:?} on this node\n"),
+            )
+                .into_response(),
+        );
+    };
+    let c = c.read().unwrap_or_else(|e| e.into_inner());
+    if file == "index.m3u8" {
+        return match c.playlist() {
+            Some(text) => cors(
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                        (header::CACHE_CONTROL, "max-age=1"),
+                    ],
+                    text,
+                )
+                    .into_response(),
+            ),
+            None => {
+                cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response())
+            }
+        };
+    }
+    // Only `segN.ts` names exist: anything else (paths, dots) is simply not found.
+    let Some(sequence) = file
+        .strip_prefix("seg")
+        .and_then(|r| r.strip_suffix(".ts"))
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return cors((StatusCode::NOT_FOUND, "no such file\n").into_response());
+    };
+    let Some(segment) = c.segment(sequence) else {
+        return cors(
+            (
+                StatusCode::NOT_FOUND,
+                format!("segment {sequence} is not (or no longer) available\n"),
+            )
+                .into_response(),
+        );
+    };
+    let bytes = segment.bytes.clone();
+    drop(c);
+    node.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    node.viewers
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(client.ip(), Instant::now());
+    // Segments never change: caches may keep them as long as they are listed.
+    cors(
+        (
+            [
+                (header::CONTENT_TYPE, "video/mp2t"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            bytes,
+        )
+            .into_response(),
+    )
+}

@@ -1,0 +1,157 @@
+//! streamnode as players see it: ffprobe/ffmpeg read the built-in channel's live playlist and
+//! decode it, the playlist stays valid over time, bad requests get clean answers.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, run, wait_for};
+
+const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
+
+struct Node {
+    daemon: Daemon,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+fn start() -> Node {
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let dir = TempDir::new("streamnode");
+    let text = MINIMAL.replace(
+        "listen = \"127.0.1.1:8080\"",
+        &format!("listen = \"{addr}\""),
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .arg("--node")
+        .arg("ams-1");
+    let daemon = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let node = Node {
+        daemon,
+        addr,
+        _dir: dir,
+    };
+    let live = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
+    });
+    assert!(live.is_some(), "no playlist:\n{}", node.daemon.log_text());
+    node
+}
+
+/// (media sequence, target duration, EXTINF durations) of a playlist.
+fn parse(text: &str) -> (u64, f64, Vec<f64>) {
+    let value = |tag: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let durations = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.trim_end_matches(',').parse().ok())
+        .collect();
+    (
+        value("#EXT-X-MEDIA-SEQUENCE:") as u64,
+        value("#EXT-X-TARGETDURATION:"),
+        durations,
+    )
+}
+
+#[test]
+fn ffprobe_reads_the_live_playlist_and_ffmpeg_plays_it() {
+    let Some(_) = testkit::require(
+        "ffprobe_reads_the_live_playlist_and_ffmpeg_plays_it",
+        &[("ffmpeg", "ffmpeg"), ("ffprobe", "ffmpeg")],
+        false,
+    ) else {
+        return;
+    };
+    let node = start();
+    let url = format!("http://{}/test/index.m3u8", node.addr);
+    let mut probe = Command::new("ffprobe");
+    probe
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&url);
+    let out =
+        String::from_utf8_lossy(&run(probe, Duration::from_secs(20)).unwrap().stdout).into_owned();
+    assert!(out.contains("h264") && out.contains("aac"), "{out}");
+    let mut play = Command::new("ffmpeg");
+    play.args(["-hide_banner", "-v", "warning", "-i"])
+        .arg(&url)
+        .args(["-t", "6", "-f", "null", "-"]);
+    let played = run(play, Duration::from_secs(30)).unwrap();
+    let stderr = String::from_utf8_lossy(&played.stderr);
+    assert!(played.status.success(), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+}
+
+#[test]
+fn the_playlist_stays_valid_over_time() {
+    let node = start();
+    let mut last_sequence = 0;
+    let mut last_newest = 0;
+    let mut advanced = false;
+    for _ in 0..8 {
+        let (status, text) = testkit::http::get(node.addr, "/test/index.m3u8").unwrap();
+        assert_eq!(status, 200);
+        let (sequence, target, durations) = parse(&text);
+        assert!(
+            sequence >= last_sequence,
+            "media sequence went back: {text}"
+        );
+        last_sequence = sequence;
+        // The window fills before it slides: watch the newest segment instead.
+        let newest = sequence + durations.len() as u64;
+        advanced |= newest > last_newest && last_newest > 0;
+        last_newest = newest;
+        assert!(!durations.is_empty() && durations.len() <= 6, "{text}");
+        for d in durations {
+            assert!(
+                d.round() <= target,
+                "EXTINF {d} above TARGETDURATION {target}: {text}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert!(advanced, "a live playlist moves");
+}
+
+#[test]
+fn bad_requests_get_clean_answers() {
+    let node = start();
+    for path in [
+        "/nope/index.m3u8",
+        "/test/seg999999.ts",
+        "/test/../../etc/passwd",
+        "/test/seg1.ts.bak",
+        "/%2e%2e/x",
+    ] {
+        let (status, _) = testkit::http::get(node.addr, path).unwrap_or((0, String::new()));
+        assert!(status == 404 || status == 400, "{path}: {status}");
+    }
+    let (status, body) = testkit::http::get(node.addr, "/status").unwrap();
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["channels"][0]["live"], true, "{doc}");
+    assert!(
+        doc["channels"][0]["newest_segment_age"]
+            .as_f64()
+            .is_some_and(|a| a < 4.0),
+        "{doc}"
+    );
+}
