@@ -1,5 +1,6 @@
 //! Feeding channels: the built-in test channel, paced in real time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,10 @@ use crate::ts::{Packet, WRAP};
 /// Media seconds produced at once at start, so the playlist is full when players arrive.
 const PREROLL: f64 = 6.0;
 
-/// Plays the built-in clip into `channel` forever, at the speed of its timestamps.
-pub async fn builtin(channel: Arc<RwLock<Channel>>) {
+/// Plays the built-in clip into `channel` forever, at the speed of its timestamps. While
+/// `frozen` is set nothing is fed (fault injection: the node keeps answering HTTP with a
+/// playlist that no longer moves, the failure healthd's `hls` probe exists to catch).
+pub async fn builtin(channel: Arc<RwLock<Channel>>, frozen: Arc<AtomicBool>) {
     let mut looper = match Looper::test_channel() {
         Ok(l) => l,
         Err(e) => {
@@ -36,6 +39,9 @@ pub async fn builtin(channel: Arc<RwLock<Channel>>) {
         let origin = *first.get_or_insert(t);
         let media_secs = (t.wrapping_sub(origin) % WRAP) as f64 / 90_000.0;
         let ahead = media_secs - PREROLL - started.elapsed().as_secs_f64();
+        while frozen.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if ahead > 0.0 || batch.len() >= 512 {
             {
                 let mut c = channel.write().unwrap_or_else(|e| e.into_inner());

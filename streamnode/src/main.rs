@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> Result<()> {
         .nodes()
         .find(|(_, n)| n.name == name)
         .with_context(|| format!("node {name:?} is not in {}", path.display()))?;
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut channels = HashMap::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {
         for channel_name in &service.channels {
@@ -80,7 +81,7 @@ async fn run(cli: Cli) -> Result<()> {
             )));
             match config.source {
                 ChannelSource::Builtin => {
-                    tokio::spawn(streamnode::feeder::builtin(channel.clone()));
+                    tokio::spawn(streamnode::feeder::builtin(channel.clone(), frozen.clone()));
                 }
                 ChannelSource::Udp => bail!(
                     "channel {channel_name:?}: UDP ingest is not available in this version of streamnode; use source = \"builtin\""
@@ -89,7 +90,9 @@ async fn run(cli: Cli) -> Result<()> {
             channels.insert(channel_name.clone(), channel);
         }
     }
-    let state = Arc::new(NodeState::new(&node.name, node.capacity_mbps, channels));
+    let mut state = NodeState::new(&node.name, node.capacity_mbps, channels);
+    state.frozen = frozen;
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("cannot listen on {}", node.listen))?;
@@ -100,6 +103,7 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(admin) = node.admin {
         let drain = state.clone();
         let undrain = state.clone();
+        let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
         let routes = daemon::admin::router(Arc::new(String::new))
             .route(
                 "/drain",
@@ -112,6 +116,22 @@ async fn run(cli: Cli) -> Result<()> {
                 "/undrain",
                 axum::routing::post(move || async move {
                     undrain.draining.store(false, Ordering::Relaxed);
+                    "ok\n"
+                }),
+            )
+            // Fault injection for the lab: stop feeding while HTTP keeps answering.
+            .route(
+                "/freeze",
+                axum::routing::post(move || async move {
+                    freeze.store(true, Ordering::Relaxed);
+                    tracing::warn!("streams frozen by request (fault injection)");
+                    "frozen\n"
+                }),
+            )
+            .route(
+                "/unfreeze",
+                axum::routing::post(move || async move {
+                    unfreeze.store(false, Ordering::Relaxed);
                     "ok\n"
                 }),
             );

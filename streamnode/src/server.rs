@@ -21,6 +21,8 @@ pub struct NodeState {
     pub channels: HashMap<String, Arc<RwLock<Channel>>>,
     pub capacity_mbps: u32,
     pub draining: AtomicBool,
+    /// Fault injection: feeders stop while set (see `feeder::builtin`).
+    pub frozen: Arc<AtomicBool>,
     /// Bytes of segments served, for egress.
     served: AtomicU64,
     /// Segment requests per client address in the current window, for "viewers seen".
@@ -39,6 +41,7 @@ impl NodeState {
             channels,
             capacity_mbps,
             draining: AtomicBool::new(false),
+            frozen: Arc::new(AtomicBool::new(false)),
             served: AtomicU64::new(0),
             viewers: RwLock::new(HashMap::new()),
             started: Instant::now(),

@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET for tests (metrics, status documents), without a client library.
+//! A minimal HTTP/1.1 client for tests (metrics, status documents, admin calls), without a client library.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -6,11 +6,20 @@ use std::time::Duration;
 
 /// GETs `path` from `addr`; returns the status code and body, or `None` on connection errors.
 pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    request(addr, "GET", path)
+}
+
+/// POSTs an empty body to `path`.
+pub fn post(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    request(addr, "POST", path)
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();

@@ -1,0 +1,170 @@
+//! healthd with real stream nodes: the `hls` probe plays each node's channel. A killed node
+//! leaves the feed; a node whose stream freezes while HTTP keeps answering 200 is caught too,
+//! and with every node gone the prefix is withdrawn at BIRD.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::bird::{Bird, BirdCtl};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+const PREFIX: &str = "198.51.100.0/24";
+
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_healthd")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: test the whole workspace (cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn deployment(net: Loopback, dir: &Path) -> String {
+    let us = net.host(1);
+    let node = |name: &str, host: u8| {
+        let ip = net.host(host);
+        format!(
+            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
+        )
+    };
+    format!(
+        r#"[[sites]]
+name = "ams"
+country = "NL"
+latitude = 52.37
+longitude = 4.90
+asn = 65001
+router_id = "10.0.0.1"
+speaker = {{ control = "unix:{sock}", admin = "{us}:9179", startup_hold = "0s" }}
+healthd = {{ feed = "{us}:9180", admin = "{us}:9181", lease = "2s" }}
+
+[[sites.peers]]
+name = "bird"
+address = "{bird}"
+remote_asn = 65000
+port = 1179
+local_address = "{us}"
+
+{n1}{n2}[[services]]
+name = "live"
+hostnames = ["live.tv.example.net"]
+prefixes = ["{PREFIX}"]
+check = "stream"
+channels = ["news"]
+
+[[checks]]
+name = "stream"
+kind = "hls"
+interval = "500ms"
+timeout = "400ms"
+fast_interval = "100ms"
+rise = 2
+fall = 2
+
+[[channels]]
+name = "news"
+source = "builtin"
+"#,
+        sock = dir.join("speaker.sock").display(),
+        bird = net.host(2),
+        n1 = node("ams-1", 11),
+        n2 = node("ams-2", 12),
+    )
+}
+
+fn feed_health(addr: SocketAddr, node: &str) -> Option<bool> {
+    let (200, body) = testkit::http::get(addr, "/feed")? else {
+        return None;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["healthy"].as_bool())
+}
+
+#[test]
+fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
+    let test = "killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn";
+    let Some(_) = testkit::require(test, Bird::PROGRAMS, false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-streams");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(net, dir.path())).unwrap();
+    let bird = Bird::start(&format!(
+        "router id {b};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {b} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import all; export none; }};\n}}\n",
+        b = net.host(2),
+        us = net.host(1)
+    ));
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config").arg(&config).args(args);
+        Daemon::spawn(
+            name,
+            cmd,
+            &dir.path()
+                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
+        )
+        .unwrap()
+    };
+    let mut node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let _speaker = spawn("bgp-speaker", &[]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let mut ctl = BirdCtl::connect(&bird).unwrap();
+
+    let announced = wait_for(Duration::from_secs(30), || {
+        ctl.has_route(PREFIX).then_some(())
+    });
+    assert!(
+        announced.is_some(),
+        "not announced:\n{}",
+        healthd.log_text()
+    );
+    assert_eq!(feed_health(feed, "ams-1"), Some(true));
+
+    // A node dies: it leaves the feed; the other keeps the prefix up.
+    node1.signal("KILL");
+    node1.wait_exit(Duration::from_secs(5));
+    let started = Instant::now();
+    let left = wait_for(Duration::from_secs(5), || {
+        (feed_health(feed, "ams-1") == Some(false)).then_some(())
+    });
+    assert!(left.is_some(), "{}", healthd.log_text());
+    eprintln!(
+        "node killed -> feed change in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(ctl.has_route(PREFIX));
+
+    // The other node's stream freezes while its HTTP server keeps answering 200.
+    let started = Instant::now();
+    let (status, _) =
+        testkit::http::post(SocketAddr::from((net.host(12), 8081)), "/freeze").unwrap();
+    assert_eq!(status, 200);
+    let gone = wait_for(Duration::from_secs(10), || {
+        (!ctl.has_route(PREFIX)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "frozen stream not caught:\n{}",
+        healthd.log_text()
+    );
+    eprintln!(
+        "stream frozen -> withdrawn at BIRD in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        healthd.log_text().contains("stream frozen"),
+        "the log says why:\n{}",
+        healthd.log_text()
+    );
+}
