@@ -122,6 +122,20 @@ impl Metrics {
 
 /// Runs healthd for `site` until SIGTERM.
 pub async fn run(deployment: Deployment, site_name: &str) -> Result<(), StartError> {
+    let task = start(deployment, site_name).await?;
+    tokio::select! {
+        _ = task => {}
+        () = wait_for_stop() => info!("shutting down: leases left to expire (routes stay until then)"),
+    }
+    Ok(())
+}
+
+/// Starts healthd for `site` in background tasks: feed and admin endpoints, a probe task per
+/// node, and the site task (whose handle is returned).
+pub async fn start(
+    deployment: Deployment,
+    site_name: &str,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
     let site = deployment
         .site(site_name)
         .ok_or_else(|| StartError::UnknownSite(site_name.to_owned()))?
@@ -174,11 +188,7 @@ pub async fn run(deployment: Deployment, site_name: &str) -> Result<(), StartErr
     }
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
     let task = SiteTask::new(deployment, site, publisher, metrics, drained);
-    tokio::select! {
-        () = task.run(rx, interval) => {}
-        () = wait_for_stop() => info!("shutting down: leases left to expire (routes stay until then)"),
-    }
-    Ok(())
+    Ok(tokio::spawn(task.run(rx, interval)))
 }
 
 async fn wait_for_stop() {

@@ -4,8 +4,8 @@
 //! collector (a fourth speaker, passive, keeping what it receives), and geodns answers on
 //! 127.0.0.1:5353 from a location database generated for a few sample cities. Everything runs
 //! in this process; the deployment file is written out so the usual CLIs work against it.
-//! healthd and the stream nodes are not part of the demo yet: the sites' prefixes are announced
-//! as an operator would, and every node counts as healthy.
+//! Each site also runs its two stream nodes (the built-in test channel) and its healthd, which
+//! plays their streams, announces the site's prefixes through the speaker and feeds geodns.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -13,8 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bgp_speaker::route::RouteAttrs;
-use bgp_speaker::speaker::{self, Op, SpeakerHandle};
+use bgp_speaker::speaker::{self, SpeakerHandle};
 use config::site::{ImportPolicy, Peer, Site};
 use config::types::{ControlEndpoint, HumanDuration};
 use config::{Deployment, Diagnostics};
@@ -67,6 +66,10 @@ pub fn demo_deployment(dir: &Path) -> Result<Deployment> {
             dir.join(format!("{}-speaker.sock", site.name)),
         ));
         site.speaker.startup_hold = HumanDuration::from_secs(0);
+        // Each node gets an admin endpoint beside its HTTP port (drain, freeze).
+        for node in &mut site.nodes {
+            node.admin = Some(SocketAddr::new(node.listen.ip(), node.listen.port() + 1));
+        }
     }
     if let Some(dns) = d.dns.as_mut() {
         dns.geoip_db = Some(dir.join("demo.mmdb"));
@@ -163,21 +166,15 @@ async fn run_in(dir: &Path) -> Result<()> {
             )
             .await?,
         );
-        // Until healthd is part of the demo, each site announces its services' prefixes the
-        // way an operator would.
-        for svc in d
-            .services
-            .iter()
-            .filter(|svc| site.nodes.iter().any(|n| n.services.contains(&svc.name)))
-        {
-            let op = Op::Announce {
-                prefixes: svc.prefixes.clone(),
-                attrs: RouteAttrs::default(),
-                service: Some(svc.name.clone()),
-                lease_ms: None,
-            };
-            let _ = handle.ask(op).await;
+        // The site's stream nodes, and its healthd probing them and driving the speaker.
+        for node in &site.nodes {
+            streamnode::daemon::start(&d, &node.name)
+                .await
+                .with_context(|| format!("starting stream node {}", node.name))?;
         }
+        healthd::daemon::start(d.clone(), &site.name)
+            .await
+            .with_context(|| format!("starting healthd of {}", site.name))?;
         sites.push((site.name.clone(), handle));
     }
     let dns = tokio::spawn(geodns::server::run(d.clone(), config_path.clone(), 1));
@@ -230,9 +227,15 @@ fn print_help(config: &Path) {
     println!(
         "  cargo run -p bgp-speaker -- -c {c} -s ams drain --delay 10s       # drain its BGP announcement"
     );
-    println!("  cargo run -p bgp-speaker -- -c {c} -s ams show neighbors\n");
+    println!("  cargo run -p bgp-speaker -- -c {c} -s ams show neighbors");
     println!(
-        "  (healthd and stream nodes are not in the demo yet: prefixes are announced statically)\n"
+        "  ffplay http://127.0.11.1:8080/news/index.m3u8                        # watch a channel"
+    );
+    println!(
+        "  for n in 1 2; do curl -X POST http://127.0.11.$n:8081/freeze; done  # freeze Amsterdam's streams"
+    );
+    println!(
+        "  curl -X POST http://127.0.10.1:9181/drain                            # drain Amsterdam\n"
     );
 }
 

@@ -1,6 +1,7 @@
 //! HLS live origin with redundant MPEG-TS ingest.
 
 pub mod channel;
+pub mod daemon;
 pub mod feeder;
 pub mod server;
 pub mod ts;

@@ -1,0 +1,97 @@
+//! Starting a node: its channels and feeders, the HTTP server, the admin endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result, bail};
+use config::Deployment;
+use config::service::ChannelSource;
+use tracing::info;
+
+use crate::channel::Channel;
+use crate::server::{NodeState, router};
+
+/// Starts node `name` of the deployment; it runs in background tasks until the runtime ends.
+pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>> {
+    let (_, node) = deployment
+        .nodes()
+        .find(|(_, n)| n.name == name)
+        .with_context(|| format!("node {name:?} is not in the deployment file"))?;
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut channels = HashMap::new();
+    for service in node.services.iter().filter_map(|s| deployment.service(s)) {
+        for channel_name in &service.channels {
+            if channels.contains_key(channel_name) {
+                continue;
+            }
+            let config = deployment
+                .channel(channel_name)
+                .with_context(|| format!("channel {channel_name:?} is not defined"))?;
+            let channel = Arc::new(RwLock::new(Channel::new(
+                &config.name,
+                config.segment_duration.get(),
+                config.window,
+            )));
+            match config.source {
+                ChannelSource::Builtin => {
+                    tokio::spawn(crate::feeder::builtin(channel.clone(), frozen.clone()));
+                }
+                ChannelSource::Udp => bail!(
+                    "channel {channel_name:?}: UDP ingest is not available in this version of streamnode; use source = \"builtin\""
+                ),
+            }
+            channels.insert(channel_name.clone(), channel);
+        }
+    }
+    let mut state = NodeState::new(&node.name, node.capacity_mbps, channels);
+    state.frozen = frozen;
+    let state = Arc::new(state);
+    let listener = tokio::net::TcpListener::bind(node.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", node.listen))?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    if let Some(admin) = node.admin {
+        let drain = state.clone();
+        let undrain = state.clone();
+        let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
+        let routes = daemon::admin::router(Arc::new(String::new))
+            .route(
+                "/drain",
+                axum::routing::post(move || async move {
+                    drain.draining.store(true, Ordering::Relaxed);
+                    "draining\n"
+                }),
+            )
+            .route(
+                "/undrain",
+                axum::routing::post(move || async move {
+                    undrain.draining.store(false, Ordering::Relaxed);
+                    "ok\n"
+                }),
+            )
+            // Fault injection for the lab: stop feeding while HTTP keeps answering.
+            .route(
+                "/freeze",
+                axum::routing::post(move || async move {
+                    freeze.store(true, Ordering::Relaxed);
+                    tracing::warn!("streams frozen by request (fault injection)");
+                    "frozen\n"
+                }),
+            )
+            .route(
+                "/unfreeze",
+                axum::routing::post(move || async move {
+                    unfreeze.store(false, Ordering::Relaxed);
+                    "ok\n"
+                }),
+            );
+        daemon::admin::serve(admin, routes).await?;
+    }
+    info!(node = %node.name, listen = %node.listen, channels = state.channels.len(), "streamnode running");
+    Ok(state)
+}
