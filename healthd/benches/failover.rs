@@ -1,0 +1,203 @@
+//! Failover timing with real processes on loopback: two stream nodes (built-in channel), the
+//! bgp-speaker peered with BIRD, and healthd with an `hls` check at 500 ms, rise/fall 2.
+//!
+//! 1. node killed -> the node leaves the feed;
+//! 2. every node killed -> the prefix is withdrawn at BIRD;
+//! 3. stream frozen (HTTP still 200) on every node -> the prefix is withdrawn at BIRD.
+//!
+//! Run: `cargo bench -p healthd --bench failover` (needs bird2). Prints p50/p95 over the trials.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::bird::{Bird, BirdCtl};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+const TRIALS: usize = 20;
+const PREFIX: &str = "198.51.100.0/24";
+
+fn binary(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_healthd")).with_file_name(name)
+}
+
+fn deployment(net: Loopback, dir: &Path) -> String {
+    let us = net.host(1);
+    let node = |name: &str, host: u8| {
+        let ip = net.host(host);
+        format!(
+            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
+        )
+    };
+    format!(
+        "[[sites]]\nname = \"ams\"\ncountry = \"NL\"\nlatitude = 52.37\nlongitude = 4.90\nasn = 65001\nrouter_id = \"10.0.0.1\"\nspeaker = {{ control = \"unix:{sock}\", admin = \"{us}:9179\", startup_hold = \"0s\" }}\nhealthd = {{ feed = \"{us}:9180\", admin = \"{us}:9181\", lease = \"2s\" }}\n\n[[sites.peers]]\nname = \"bird\"\naddress = \"{bird}\"\nremote_asn = 65000\nport = 1179\nlocal_address = \"{us}\"\n\n{n1}{n2}[[services]]\nname = \"live\"\nhostnames = [\"live.tv.example.net\"]\nprefixes = [\"{PREFIX}\"]\ncheck = \"stream\"\nchannels = [\"news\"]\n\n[[checks]]\nname = \"stream\"\nkind = \"hls\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\nfast_interval = \"100ms\"\nrise = 2\nfall = 2\n\n[[channels]]\nname = \"news\"\nsource = \"builtin\"\n",
+        sock = dir.join("speaker.sock").display(),
+        bird = net.host(2),
+        n1 = node("ams-1", 11),
+        n2 = node("ams-2", 12),
+    )
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i.min(samples.len() - 1)]
+}
+
+fn report(what: &str, samples: &mut [Duration]) {
+    if samples.is_empty() {
+        println!("{what}: no samples");
+        return;
+    }
+    let (p50, p95) = (percentile(samples, 0.5), percentile(samples, 0.95));
+    println!(
+        "{what} ({} trials): p50 {:.0} ms, p95 {:.0} ms",
+        samples.len(),
+        p50.as_secs_f64() * 1000.0,
+        p95.as_secs_f64() * 1000.0
+    );
+}
+
+fn feed_health(addr: SocketAddr, node: &str) -> Option<bool> {
+    let (200, body) = testkit::http::get(addr, "/feed")? else {
+        return None;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    doc["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["healthy"].as_bool())
+}
+
+fn main() {
+    if testkit::find_program("bird").is_none()
+        || !binary("streamnode").exists()
+        || !binary("bgp-speaker").exists()
+    {
+        println!(
+            "failover benchmark skipped: needs bird2 and the workspace binaries (cargo build --release --workspace)"
+        );
+        return;
+    }
+    let net = Loopback::fresh();
+    let dir = TempDir::new("failover");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(net, dir.path())).expect("deployment");
+    let bird = Bird::start(&format!(
+        "router id {b};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {b} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import all; export none; }};\n}}\n",
+        b = net.host(2),
+        us = net.host(1)
+    ));
+    let spawn = |name: &str, args: &[&str], log: &str| {
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", "warn");
+        Daemon::spawn(name, cmd, &dir.path().join(log)).expect("spawn")
+    };
+    let mut nodes = [
+        Some(spawn("streamnode", &["--node", "ams-1"], "n1.log")),
+        Some(spawn("streamnode", &["--node", "ams-2"], "n2.log")),
+    ];
+    let _speaker = spawn("bgp-speaker", &[], "speaker.log");
+    let _healthd = spawn("healthd", &[], "healthd.log");
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let mut ctl = BirdCtl::connect(&bird).expect("birdc");
+    let announced = |ctl: &mut BirdCtl| {
+        wait_for(Duration::from_secs(30), || {
+            ctl.has_route(PREFIX).then_some(())
+        })
+        .is_some()
+    };
+    assert!(announced(&mut ctl), "the prefix never appeared at BIRD");
+
+    let (mut feed_change, mut killed, mut frozen) = (Vec::new(), Vec::new(), Vec::new());
+    let all_healthy = || {
+        wait_for(Duration::from_secs(30), || {
+            ["ams-1", "ams-2"]
+                .iter()
+                .all(|n| feed_health(feed, n) == Some(true))
+                .then_some(())
+        })
+        .is_some()
+    };
+    for trial in 0..TRIALS {
+        // Each trial starts from a settled site: both nodes healthy in the feed.
+        assert!(all_healthy(), "the nodes never became healthy");
+        // 1 and 2: kill ams-1 (feed), then ams-2 (withdraw).
+        let started = Instant::now();
+        if let Some(mut n) = nodes[0].take() {
+            n.signal("KILL");
+            n.wait_exit(Duration::from_secs(5));
+        }
+        if wait_for(Duration::from_secs(10), || {
+            (feed_health(feed, "ams-1") == Some(false)).then_some(())
+        })
+        .is_some()
+        {
+            feed_change.push(started.elapsed());
+        }
+        let started = Instant::now();
+        if let Some(mut n) = nodes[1].take() {
+            n.signal("KILL");
+            n.wait_exit(Duration::from_secs(5));
+        }
+        if wait_for(Duration::from_secs(10), || {
+            (!ctl.has_route(PREFIX)).then_some(())
+        })
+        .is_some()
+        {
+            killed.push(started.elapsed());
+        }
+        nodes = [
+            Some(spawn(
+                "streamnode",
+                &["--node", "ams-1"],
+                &format!("n1-{trial}.log"),
+            )),
+            Some(spawn(
+                "streamnode",
+                &["--node", "ams-2"],
+                &format!("n2-{trial}.log"),
+            )),
+        ];
+        assert!(
+            announced(&mut ctl),
+            "not announced again after the nodes came back"
+        );
+        assert!(all_healthy(), "the nodes never became healthy again");
+
+        // 3: freeze both streams.
+        let started = Instant::now();
+        for host in [11, 12] {
+            testkit::http::post(SocketAddr::from((net.host(host), 8081)), "/freeze");
+        }
+        if wait_for(Duration::from_secs(15), || {
+            (!ctl.has_route(PREFIX)).then_some(())
+        })
+        .is_some()
+        {
+            frozen.push(started.elapsed());
+        }
+        for host in [11, 12] {
+            testkit::http::post(SocketAddr::from((net.host(host), 8081)), "/unfreeze");
+        }
+        assert!(
+            announced(&mut ctl),
+            "not announced again after the streams resumed"
+        );
+    }
+    println!(
+        "healthd failover (hls check every 500 ms, fast re-probe 100 ms, rise/fall 2, 2 s segments)\n"
+    );
+    report("1. node killed -> feed change", &mut feed_change);
+    report("2. every node killed -> withdrawn at BIRD", &mut killed);
+    report(
+        "3. every stream frozen (HTTP 200) -> withdrawn at BIRD",
+        &mut frozen,
+    );
+}
