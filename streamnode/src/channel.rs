@@ -32,6 +32,8 @@ const GRACE_SEGMENTS: usize = 3;
 #[derive(Debug)]
 pub struct Channel {
     pub name: String,
+    /// Which feed the packets come from: `builtin`, `primary` or `backup`.
+    pub active_feed: &'static str,
     target: f64,
     window: usize,
     segments: VecDeque<Segment>,
@@ -56,6 +58,7 @@ impl Channel {
     pub fn new(name: &str, target: Duration, window: u32) -> Self {
         Self {
             name: name.to_owned(),
+            active_feed: "builtin",
             target: target.as_secs_f64(),
             window: window.max(3) as usize,
             segments: VecDeque::new(),
@@ -84,6 +87,23 @@ impl Channel {
     /// Marks the next segment as following a discontinuity (a feed switch).
     pub fn discontinuity(&mut self) {
         self.pending_discontinuity = true;
+    }
+
+    /// Switches to another feed. The segment in progress ends at the last frame seen; the next
+    /// starts at the new feed's first key frame, after a discontinuity, with program tables
+    /// and wall-clock dating learnt afresh (the new feed's timestamps and PIDs are its own).
+    pub fn switch_feed(&mut self, feed: &'static str) {
+        if let (Some(start), Some(last)) = (self.current_start_pts, self.last_pts) {
+            let seconds = (last.wrapping_sub(start) % crate::ts::WRAP) as f64 / 90_000.0;
+            self.finish(seconds.clamp(0.04, self.target * 2.0));
+        }
+        self.current.clear();
+        self.current_start_pts = None;
+        self.last_pts = None;
+        self.pending_discontinuity = true;
+        (self.epoch, self.clock) = (None, None);
+        (self.video_pid, self.pmt_pid, self.pat, self.pmt) = (None, None, None, None);
+        self.active_feed = feed;
     }
 
     /// Feeds one packet.

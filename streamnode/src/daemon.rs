@@ -11,6 +11,7 @@ use config::service::ChannelSource;
 use tracing::info;
 
 use crate::channel::Channel;
+use crate::ingest::{self, UdpIngest};
 use crate::server::{NodeState, router};
 
 /// Starts node `name` of the deployment; it runs in background tasks until the runtime ends.
@@ -38,9 +39,33 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                 ChannelSource::Builtin => {
                     tokio::spawn(crate::feeder::builtin(channel.clone(), frozen.clone()));
                 }
-                ChannelSource::Udp => bail!(
-                    "channel {channel_name:?}: UDP ingest is not available in this version of streamnode; use source = \"builtin\""
-                ),
+                ChannelSource::Udp => {
+                    let Some(primary) = config.primary else {
+                        bail!("channel {channel_name:?}: source = \"udp\" needs `primary`");
+                    };
+                    let ingest = UdpIngest {
+                        primary,
+                        backup: config.backup,
+                        interface: config.interface.clone(),
+                        stall_timeout: config.stall_timeout.get(),
+                        max_cc_errors_per_sec: config.max_cc_errors_per_sec,
+                        failback: config.failback,
+                    };
+                    let open = |addr| {
+                        ingest::open(addr, ingest.interface.as_deref()).with_context(|| {
+                            format!("channel {channel_name:?}: cannot receive the feed on {addr}")
+                        })
+                    };
+                    let primary = open(primary)?;
+                    let backup = ingest.backup.map(open).transpose()?;
+                    tokio::spawn(ingest::run(
+                        channel.clone(),
+                        primary,
+                        backup,
+                        ingest,
+                        frozen.clone(),
+                    ));
+                }
             }
             channels.insert(channel_name.clone(), channel);
         }

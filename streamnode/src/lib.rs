@@ -3,5 +3,6 @@
 pub mod channel;
 pub mod daemon;
 pub mod feeder;
+pub mod ingest;
 pub mod server;
 pub mod ts;

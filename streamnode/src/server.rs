@@ -119,7 +119,7 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
                     now.duration_since(s.started)
                         .map_or(0.0, |d| d.as_secs_f64())
                 }),
-                active_feed: "builtin",
+                active_feed: c.active_feed,
             }
         })
         .collect();

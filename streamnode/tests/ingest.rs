@@ -1,0 +1,188 @@
+//! UDP ingest with ffmpeg as the encoder: two ffmpeg processes send the same clip as the
+//! primary and the backup feed; the primary is killed while ffmpeg plays the live playlist, and
+//! the player goes on without an error. Garbage datagrams do not hurt the node.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, run, wait_for};
+
+const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
+
+/// A 50 s source: long enough to play 30 s without looping (ffmpeg's `-stream_loop` with
+/// stream copy repeats timestamps at each loop, which a player rightly reports).
+fn source(dir: &Path) -> std::path::PathBuf {
+    let clip = dir.join("source.ts");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000"])
+        .args(["-t", "50", "-map", "0:v", "-map", "1:a"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "50",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&clip);
+    let out = run(cmd, Duration::from_secs(120)).expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    clip
+}
+
+fn encoder(clip: &Path, to: SocketAddr, dir: &Path, log: &str) -> Daemon {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-i",
+    ])
+    .arg(clip)
+    .args(["-c", "copy", "-f", "mpegts"])
+    .arg(format!("udp://{to}?pkt_size=1316"));
+    Daemon::spawn("ffmpeg", cmd, &dir.join(log)).expect("ffmpeg")
+}
+
+fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    let (200, body) = testkit::http::get(addr, "/status")? else {
+        return None;
+    };
+    serde_json::from_str(&body).ok()
+}
+
+fn active_feed(addr: SocketAddr) -> Option<String> {
+    status(addr)?["channels"][0]["active_feed"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Random-looking datagrams, some starting with the sync byte so they reach packet parsing.
+fn garbage(to: SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u32 = 0x2545_F491;
+    for i in 0..2000usize {
+        let len = [1, 187, 188, 1316, 1500, 9000][i % 6];
+        let data: Vec<u8> = (0..len)
+            .map(|j| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if j % 188 == 0 && i % 2 == 0 {
+                    0x47
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        let _ = socket.send_to(&data, to);
+    }
+}
+
+#[test]
+fn the_player_goes_on_when_the_primary_feed_dies() {
+    let Some(_) = testkit::require(
+        "the_player_goes_on_when_the_primary_feed_dies",
+        &[("ffmpeg", "ffmpeg")],
+        false,
+    ) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let (primary, backup) = (
+        SocketAddr::from((net.host(2), 5000)),
+        SocketAddr::from((net.host(2), 5001)),
+    );
+    let dir = TempDir::new("ingest");
+    let text = MINIMAL
+        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
+        .replace(
+            "source = \"builtin\"",
+            &format!("source = \"udp\"\nprimary = \"{primary}\"\nbackup = \"{backup}\"\nstall_timeout = \"500ms\""),
+        );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let mut node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let clip = source(dir.path());
+    let first = encoder(&clip, primary, dir.path(), "primary.log");
+    let _second = encoder(&clip, backup, dir.path(), "backup.log");
+
+    // Garbage on the idle backup port while the primary carries the channel.
+    garbage(backup);
+    let live = wait_for(Duration::from_secs(20), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, body)| *s == 200 && body.matches("#EXTINF").count() >= 3)
+            .map(|_| ())
+    });
+    assert!(live.is_some(), "no playlist:\n{}", node.log_text());
+    assert_eq!(active_feed(addr).as_deref(), Some("primary"));
+
+    let url = format!("http://{addr}/test/index.m3u8");
+    let mut player = Command::new("ffmpeg");
+    player.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        &url,
+        "-t",
+        "30",
+        "-f",
+        "null",
+        "-",
+    ]);
+    let watching = std::thread::spawn(move || run(player, Duration::from_secs(90)));
+
+    std::thread::sleep(Duration::from_secs(8));
+    let killed = Instant::now();
+    first.signal("KILL");
+    let switched = wait_for(Duration::from_secs(5), || {
+        (active_feed(addr).as_deref() == Some("backup")).then(|| killed.elapsed())
+    });
+    assert!(
+        switched.is_some(),
+        "never switched to the backup:\n{}",
+        node.log_text()
+    );
+    let marked = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(_, body)| body.contains("#EXT-X-DISCONTINUITY\n"))
+            .map(|_| ())
+    });
+    assert!(
+        marked.is_some(),
+        "the feed switch is not marked in the playlist"
+    );
+
+    let played = watching.join().unwrap().expect("player");
+    let errors = String::from_utf8_lossy(&played.stderr);
+    assert!(played.status.success(), "the player failed:\n{errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "the player reported errors:\n{errors}"
+    );
+    assert!(node.running(), "the node died:\n{}", node.log_text());
+    println!(
+        "switched to the backup {:?} after the primary died",
+        switched.unwrap()
+    );
+}
