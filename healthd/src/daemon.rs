@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::node::{Health, NodeTracker};
 use crate::probe::Prober;
+use crate::report::NodeReport;
 use crate::verdict::{Announcement, NodeInput, Verdict, VerdictState};
 
 /// Why healthd could not start.
@@ -50,6 +51,8 @@ struct NodeUpdate {
     health: Health,
     ok: bool,
     detail: String,
+    /// The node's status document, when it publishes one.
+    report: Option<NodeReport>,
 }
 
 /// Metrics of one healthd.
@@ -277,11 +280,18 @@ async fn node_task(
             .node_up
             .with_label_values(&[node.name.as_str()])
             .set(i64::from(tracker.health() == Health::Up));
+        let report = crate::report::read(
+            &node.status_url(),
+            node.capacity_mbps,
+            profile.timeout.get(),
+        )
+        .await;
         let update = NodeUpdate {
             node: index,
             health: tracker.health(),
             ok: outcome.ok,
             detail: outcome.detail,
+            report,
         };
         if tx.send(update).await.is_err() {
             return;
@@ -308,6 +318,7 @@ struct SiteTask {
     metrics: Arc<Metrics>,
     drained: Arc<AtomicBool>,
     health: Vec<Health>,
+    reports: Vec<NodeReport>,
     details: Vec<String>,
     verdicts: HashMap<String, VerdictState>,
     last: HashMap<String, Verdict>,
@@ -332,6 +343,7 @@ impl SiteTask {
             metrics,
             drained,
             health: vec![Health::Down; n],
+            reports: vec![NodeReport::default(); n],
             details: vec![String::new(); n],
             verdicts: HashMap::new(),
             last: HashMap::new(),
@@ -348,8 +360,11 @@ impl SiteTask {
             tokio::select! {
                 update = rx.recv() => {
                     let Some(u) = update else { return };
-                    let changed = self.health[u.node] != u.health;
+                    let report = u.report.unwrap_or_default();
+                    let changed = self.health[u.node] != u.health
+                        || self.reports[u.node].draining != report.draining;
                     self.health[u.node] = u.health;
+                    self.reports[u.node] = report;
                     self.details[u.node] = if u.ok { String::new() } else { u.detail };
                     // A state change is acted on at once, not at the next round.
                     if changed {
@@ -379,11 +394,12 @@ impl SiteTask {
                 .site
                 .nodes
                 .iter()
-                .zip(&self.health)
+                .zip(self.health.iter().zip(&self.reports))
                 .filter(|(n, _)| n.services.contains(&svc.name))
-                .map(|(n, h)| NodeInput {
-                    up: *h == Health::Up,
-                    load: 0.0,
+                .map(|(n, (h, r))| NodeInput {
+                    // A draining node keeps its viewers but counts as gone for the site.
+                    up: *h == Health::Up && !r.draining,
+                    load: r.load,
                     capacity_mbps: n.capacity_mbps,
                 })
                 .collect();
@@ -493,16 +509,17 @@ impl SiteTask {
             .site
             .nodes
             .iter()
-            .zip(&self.health)
-            .map(|(n, h)| NodeState {
+            .zip(self.health.iter().zip(&self.reports))
+            .map(|(n, (h, r))| NodeState {
                 name: n.name.clone(),
                 ipv4: n.ipv4,
                 ipv6: n.ipv6,
                 services: n.services.clone(),
                 healthy: *h == Health::Up,
-                load: 0.0,
+                // Rounded so that load jitter alone does not republish the feed each round.
+                load: (r.load * 100.0).round() / 100.0,
                 capacity_mbps: n.capacity_mbps,
-                draining: self.drained.load(Ordering::Relaxed),
+                draining: self.drained.load(Ordering::Relaxed) || r.draining,
             })
             .collect();
         let doc = SiteFeed {

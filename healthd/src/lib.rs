@@ -7,4 +7,5 @@
 pub mod daemon;
 pub mod node;
 pub mod probe;
+pub mod report;
 pub mod verdict;

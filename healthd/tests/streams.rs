@@ -131,6 +131,37 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
     );
     assert_eq!(feed_health(feed, "ams-1"), Some(true));
 
+    // An operator drains a node on the node itself: the feed says so, and back.
+    let node_admin = SocketAddr::from((net.host(11), 8081));
+    let draining = |want: bool| {
+        wait_for(Duration::from_secs(5), || {
+            let (200, body) = testkit::http::get(feed, "/feed")? else {
+                return None;
+            };
+            let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let n = doc["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == "ams-1")?;
+            (n["draining"] == want && n["load"].is_number()).then_some(())
+        })
+        .is_some()
+    };
+    assert_eq!(
+        testkit::http::post(node_admin, "/drain").map(|r| r.0),
+        Some(200)
+    );
+    assert!(draining(true), "the node's drain never reached the feed");
+    assert!(
+        ctl.has_route(PREFIX),
+        "one draining node must not withdraw the site"
+    );
+    assert_eq!(
+        testkit::http::post(node_admin, "/undrain").map(|r| r.0),
+        Some(200)
+    );
+    assert!(draining(false), "the node's undrain never reached the feed");
+
     // A node dies: it leaves the feed; the other keeps the prefix up.
     node1.signal("KILL");
     node1.wait_exit(Duration::from_secs(5));

@@ -27,7 +27,10 @@ pub struct NodeState {
     served: AtomicU64,
     /// Segment requests per client address in the current window, for "viewers seen".
     viewers: RwLock<HashMap<std::net::IpAddr, Instant>>,
-    started: Instant,
+    /// (when, bytes served then, bits per second over the interval before it): egress is the
+    /// rate between status reads at least a second apart, so it follows the load of now, not
+    /// the average since start.
+    egress: std::sync::Mutex<(Instant, u64, u64)>,
 }
 
 impl NodeState {
@@ -44,7 +47,7 @@ impl NodeState {
             frozen: Arc::new(AtomicBool::new(false)),
             served: AtomicU64::new(0),
             viewers: RwLock::new(HashMap::new()),
-            started: Instant::now(),
+            egress: std::sync::Mutex::new((Instant::now(), 0, 0)),
         }
     }
 }
@@ -57,7 +60,7 @@ pub struct Status {
     pub capacity_mbps: u32,
     /// Clients that fetched a segment in the last 30 s.
     pub viewers: usize,
-    /// Average egress since start, bits per second.
+    /// Egress in bits per second, over the interval between status reads (at least 1 s).
     pub egress_bps: u64,
     pub channels: Vec<ChannelStatus>,
 }
@@ -129,13 +132,25 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
         v.retain(|_, seen| seen.elapsed().as_secs() < 30);
         v.len()
     };
-    let secs = node.started.elapsed().as_secs_f64().max(1.0);
+    let egress_bps = {
+        let mut e = node.egress.lock().unwrap_or_else(|e| e.into_inner());
+        let served = node.served.load(Ordering::Relaxed);
+        let secs = e.0.elapsed().as_secs_f64();
+        if secs >= 1.0 {
+            *e = (
+                Instant::now(),
+                served,
+                ((served - e.1) as f64 * 8.0 / secs) as u64,
+            );
+        }
+        e.2
+    };
     let body = Status {
         node: node.name.clone(),
         draining: node.draining.load(Ordering::Relaxed),
         capacity_mbps: node.capacity_mbps,
         viewers,
-        egress_bps: (node.served.load(Ordering::Relaxed) as f64 * 8.0 / secs) as u64,
+        egress_bps,
         channels,
     };
     cors(axum::Json(body).into_response())
