@@ -30,7 +30,7 @@ impl Nginx {
             .collect();
         let user = if crate::is_root() { "user root;\n" } else { "" };
         let conf = format!(
-            "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
+            "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
             pid = dir.path().join("nginx.pid").display(),
             log = dir.path().join("error.log").display(),
             tmp = dir.path().display(),
