@@ -178,8 +178,7 @@ fn main() {
     // The newest segment stays in the window (and its grace) for the whole run.
     let segment = playlist
         .lines()
-        .filter(|l| l.ends_with(".ts"))
-        .last()
+        .rfind(|l| l.ends_with(".ts"))
         .expect("a segment")
         .to_owned();
 
