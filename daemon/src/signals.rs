@@ -9,6 +9,10 @@ pub enum Request {
     Reload,
     /// SIGTERM or Ctrl-C: stop cleanly.
     Stop,
+    /// SIGUSR1, for daemons that drain (`Signals::with_drain`): take no new work.
+    Drain,
+    /// SIGUSR2: end a drain.
+    Undrain,
 }
 
 /// Listens for SIGHUP, SIGTERM and SIGINT.
@@ -16,6 +20,7 @@ pub struct Signals {
     hangup: Signal,
     terminate: Signal,
     interrupt: Signal,
+    drain: Option<(Signal, Signal)>,
 }
 
 impl Signals {
@@ -24,7 +29,19 @@ impl Signals {
             hangup: signal(SignalKind::hangup())?,
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            drain: None,
         })
+    }
+
+    /// Also listens for SIGUSR1 (drain) and SIGUSR2 (undrain). Only daemons that handle them
+    /// ask: elsewhere the signals keep their default action.
+    pub fn with_drain() -> std::io::Result<Self> {
+        let mut signals = Self::new()?;
+        signals.drain = Some((
+            signal(SignalKind::user_defined1())?,
+            signal(SignalKind::user_defined2())?,
+        ));
+        Ok(signals)
     }
 
     /// Waits for the next request.
@@ -33,6 +50,15 @@ impl Signals {
             _ = self.hangup.recv() => Request::Reload,
             _ = self.terminate.recv() => Request::Stop,
             _ = self.interrupt.recv() => Request::Stop,
+            r = async {
+                match &mut self.drain {
+                    Some((drain, undrain)) => tokio::select! {
+                        _ = drain.recv() => Request::Drain,
+                        _ = undrain.recv() => Request::Undrain,
+                    },
+                    None => std::future::pending().await,
+                }
+            } => r,
         }
     }
 }

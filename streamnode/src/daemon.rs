@@ -84,7 +84,8 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         let drain = state.clone();
         let undrain = state.clone();
         let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
-        let routes = daemon::admin::router(Arc::new(String::new))
+        let scraped = state.clone();
+        let routes = daemon::admin::router(Arc::new(move || crate::metrics::render(&scraped)))
             .route(
                 "/drain",
                 axum::routing::post(move || async move {

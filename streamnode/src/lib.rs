@@ -4,5 +4,6 @@ pub mod channel;
 pub mod daemon;
 pub mod feeder;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod ts;

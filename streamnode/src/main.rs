@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
+use daemon::signals::Request;
+use std::sync::atomic::Ordering;
 use tracing::info;
 
 /// HLS live origin with redundant MPEG-TS ingest.
@@ -53,10 +55,21 @@ async fn run(cli: Cli) -> Result<()> {
     let path = cli.config.path().map_err(anyhow::Error::msg)?;
     let deployment = Deployment::load(path)?;
     let name = cli.node.context("which node is this? pass --node NODE")?;
-    streamnode::daemon::start(&deployment, &name).await?;
-    let mut signals = daemon::signals::Signals::new()?;
-    while signals.next().await == daemon::signals::Request::Reload {
-        info!("SIGHUP: restart streamnode to apply deployment changes");
+    let node = streamnode::daemon::start(&deployment, &name).await?;
+    let mut signals = daemon::signals::Signals::with_drain()?;
+    loop {
+        match signals.next().await {
+            Request::Reload => info!("SIGHUP: restart streamnode to apply deployment changes"),
+            Request::Drain => {
+                node.draining.store(true, Ordering::Relaxed);
+                info!("SIGUSR1: draining (viewers keep playing, healthd takes the node out)");
+            }
+            Request::Undrain => {
+                node.draining.store(false, Ordering::Relaxed);
+                info!("SIGUSR2: drain ended");
+            }
+            Request::Stop => break,
+        }
     }
     info!("shutting down");
     Ok(())

@@ -24,7 +24,9 @@ pub struct NodeState {
     /// Fault injection: feeders stop while set (see `feeder::builtin`).
     pub frozen: Arc<AtomicBool>,
     /// Bytes of segments served, for egress.
-    served: AtomicU64,
+    pub(crate) served: AtomicU64,
+    /// Requests answered, by outcome: playlists, segments, not found.
+    pub(crate) requests: [AtomicU64; 3],
     /// Segment requests per client address in the current window, for "viewers seen".
     viewers: RwLock<HashMap<std::net::IpAddr, Instant>>,
     /// (when, bytes served then, bits per second over the interval before it): egress is the
@@ -46,6 +48,7 @@ impl NodeState {
             draining: AtomicBool::new(false),
             frozen: Arc::new(AtomicBool::new(false)),
             served: AtomicU64::new(0),
+            requests: Default::default(),
             viewers: RwLock::new(HashMap::new()),
             egress: std::sync::Mutex::new((Instant::now(), 0, 0)),
         }
@@ -162,6 +165,7 @@ async fn file(
     axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<SocketAddr>,
 ) -> Response {
     let Some(c) = node.channels.get(&channel) else {
+        node.requests[2].fetch_add(1, Ordering::Relaxed);
         return cors(
             (
                 StatusCode::NOT_FOUND,
@@ -173,16 +177,19 @@ async fn file(
     let c = c.read().unwrap_or_else(|e| e.into_inner());
     if file == "index.m3u8" {
         return match c.playlist() {
-            Some(text) => cors(
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                        (header::CACHE_CONTROL, "max-age=1"),
-                    ],
-                    text,
+            Some(text) => {
+                node.requests[0].fetch_add(1, Ordering::Relaxed);
+                cors(
+                    (
+                        [
+                            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                            (header::CACHE_CONTROL, "max-age=1"),
+                        ],
+                        text,
+                    )
+                        .into_response(),
                 )
-                    .into_response(),
-            ),
+            }
             None => {
                 cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response())
             }
@@ -194,9 +201,11 @@ async fn file(
         .and_then(|r| r.strip_suffix(".ts"))
         .and_then(|n| n.parse::<u64>().ok())
     else {
+        node.requests[2].fetch_add(1, Ordering::Relaxed);
         return cors((StatusCode::NOT_FOUND, "no such file\n").into_response());
     };
     let Some(segment) = c.segment(sequence) else {
+        node.requests[2].fetch_add(1, Ordering::Relaxed);
         return cors(
             (
                 StatusCode::NOT_FOUND,
@@ -208,6 +217,7 @@ async fn file(
     let bytes = segment.bytes.clone();
     drop(c);
     node.served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    node.requests[1].fetch_add(1, Ordering::Relaxed);
     node.viewers
         .write()
         .unwrap_or_else(|e| e.into_inner())

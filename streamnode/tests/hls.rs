@@ -22,7 +22,10 @@ fn start() -> Node {
     let dir = TempDir::new("streamnode");
     let text = MINIMAL.replace(
         "listen = \"127.0.1.1:8080\"",
-        &format!("listen = \"{addr}\""),
+        &format!(
+            "listen = \"{addr}\"\nadmin = \"{}\"",
+            SocketAddr::from((net.host(1), 8081))
+        ),
     );
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
@@ -154,4 +157,41 @@ fn bad_requests_get_clean_answers() {
             .is_some_and(|a| a < 4.0),
         "{doc}"
     );
+}
+
+#[test]
+fn signals_drain_and_metrics_describe_the_node() {
+    let node = start();
+    let admin = SocketAddr::from((node.addr.ip(), 8081));
+    let draining = |want: bool| {
+        wait_for(Duration::from_secs(5), || {
+            let (_, body) = testkit::http::get(node.addr, "/status")?;
+            let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (doc["draining"] == want).then_some(())
+        })
+        .is_some()
+    };
+    node.daemon.signal("USR1");
+    assert!(
+        draining(true),
+        "SIGUSR1 did not drain:\n{}",
+        node.daemon.log_text()
+    );
+    // Viewers keep playing while the node drains.
+    assert_eq!(
+        testkit::http::get(node.addr, "/test/index.m3u8").map(|r| r.0),
+        Some(200)
+    );
+    node.daemon.signal("USR2");
+    assert!(draining(false), "SIGUSR2 did not end the drain");
+    let (status, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "streamnode_channel_live{channel=\"test\"} 1",
+        "streamnode_channel_active_feed{channel=\"test\",feed=\"builtin\"} 1",
+        "streamnode_requests_total{outcome=\"playlist\"}",
+        "streamnode_draining 0",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing from:\n{metrics}");
+    }
 }

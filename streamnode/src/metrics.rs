@@ -1,0 +1,89 @@
+//! Prometheus metrics of a node, read from its state at scrape time (the serving path only
+//! bumps atomics).
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::server::NodeState;
+
+/// The metrics text for `/metrics`.
+pub fn render(node: &NodeState) -> String {
+    let registry = Registry::new();
+    let gauge = |name: &str, help: &str| {
+        let g = IntGauge::new(name, help).expect("valid metric");
+        registry
+            .register(Box::new(g.clone()))
+            .expect("unique metric");
+        g
+    };
+    let per_channel = |name: &str, help: &str, labels: &[&str]| {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        registry
+            .register(Box::new(g.clone()))
+            .expect("unique metric");
+        g
+    };
+    gauge("streamnode_draining", "1 while the node is draining")
+        .set(i64::from(node.draining.load(Ordering::Relaxed)));
+    gauge("streamnode_capacity_mbps", "Configured egress capacity")
+        .set(i64::from(node.capacity_mbps));
+    gauge(
+        "streamnode_served_bytes",
+        "Segment bytes served since start",
+    )
+    .set(node.served.load(Ordering::Relaxed) as i64);
+    let requests = IntCounterVec::new(
+        Opts::new("streamnode_requests_total", "HTTP requests by outcome"),
+        &["outcome"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(requests.clone()))
+        .expect("unique metric");
+    for (i, outcome) in ["playlist", "segment", "not_found"].iter().enumerate() {
+        requests
+            .with_label_values(&[*outcome])
+            .inc_by(node.requests[i].load(Ordering::Relaxed));
+    }
+    let live = per_channel(
+        "streamnode_channel_live",
+        "1 while the channel has segments",
+        &["channel"],
+    );
+    let sequence = per_channel(
+        "streamnode_channel_media_sequence",
+        "Newest segment's media sequence",
+        &["channel"],
+    );
+    let age = per_channel(
+        "streamnode_channel_newest_segment_age_ms",
+        "Milliseconds since the newest segment started",
+        &["channel"],
+    );
+    let feed = per_channel(
+        "streamnode_channel_active_feed",
+        "1 for the feed the channel is taking (builtin, primary, backup)",
+        &["channel", "feed"],
+    );
+    let now = SystemTime::now();
+    for (name, channel) in &node.channels {
+        let c = channel.read().unwrap_or_else(|e| e.into_inner());
+        let newest = c.newest();
+        live.with_label_values(&[name.as_str()])
+            .set(i64::from(newest.is_some()));
+        if let Some(s) = newest {
+            sequence
+                .with_label_values(&[name.as_str()])
+                .set(s.sequence as i64);
+            age.with_label_values(&[name.as_str()]).set(
+                now.duration_since(s.started)
+                    .map_or(0, |d| d.as_millis() as i64),
+            );
+        }
+        feed.with_label_values(&[name.as_str(), c.active_feed])
+            .set(1);
+    }
+    daemon::admin::encode(&registry)
+}
