@@ -195,3 +195,47 @@ fn signals_drain_and_metrics_describe_the_node() {
         assert!(metrics.contains(line), "{line:?} missing from:\n{metrics}");
     }
 }
+
+#[test]
+fn many_concurrent_viewers_are_all_served() {
+    let node = start();
+    let (_, playlist) = testkit::http::get(node.addr, "/test/index.m3u8").unwrap();
+    let segment = playlist
+        .lines()
+        .rfind(|l| l.ends_with(".ts"))
+        .unwrap()
+        .to_owned();
+    let addr = node.addr;
+    let viewers: Vec<_> = (0..200)
+        .map(|_| {
+            let segment = segment.clone();
+            std::thread::spawn(move || {
+                let playlist = testkit::http::get(addr, "/test/index.m3u8").map(|r| r.0);
+                let segment = testkit::http::get(addr, &format!("/test/{segment}")).map(|r| r.0);
+                (playlist, segment)
+            })
+        })
+        .collect();
+    for v in viewers {
+        assert_eq!(v.join().unwrap(), (Some(200), Some(200)));
+    }
+    // HEAD answers like GET, without a body.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"HEAD /test/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "HEAD carried a body: {answer}"
+    );
+    assert!(
+        !node.daemon.log_text().contains("panicked"),
+        "{}",
+        node.daemon.log_text()
+    );
+}
