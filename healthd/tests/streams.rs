@@ -129,7 +129,18 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
         "not announced:\n{}",
         healthd.log_text()
     );
-    assert_eq!(feed_health(feed, "ams-1"), Some(true));
+    // The prefix goes up with the first healthy node; wait for both.
+    let both = wait_for(Duration::from_secs(15), || {
+        ["ams-1", "ams-2"]
+            .iter()
+            .all(|n| feed_health(feed, n) == Some(true))
+            .then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "the nodes never both became healthy:\n{}",
+        healthd.log_text()
+    );
 
     // An operator drains a node on the node itself: the feed says so, and back.
     let node_admin = SocketAddr::from((net.host(11), 8081));

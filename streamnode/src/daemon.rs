@@ -20,6 +20,12 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .nodes()
         .find(|(_, n)| n.name == name)
         .with_context(|| format!("node {name:?} is not in the deployment file"))?;
+    if node.tls.is_some() {
+        // Serving plain HTTP where the operator asked for TLS would be a silent downgrade.
+        bail!(
+            "node {name:?} has `tls` set, but this streamnode serves plain HTTP only: remove `tls` and terminate TLS in front of the node"
+        );
+    }
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut channels = HashMap::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {

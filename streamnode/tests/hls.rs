@@ -239,3 +239,24 @@ fn many_concurrent_viewers_are_all_served() {
         node.daemon.log_text()
     );
 }
+
+#[test]
+fn a_node_asked_for_tls_refuses_to_serve_plain_http() {
+    let dir = TempDir::new("streamnode-tls");
+    let text = MINIMAL.replace(
+        "capacity_mbps = 1000",
+        "capacity_mbps = 1000\ntls = { cert = \"node.crt\", key = \"node.key\" }",
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let out = run(cmd, Duration::from_secs(10)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without TLS:\n{err}");
+    assert!(
+        err.contains("tls"),
+        "the error does not name the key:\n{err}"
+    );
+}
