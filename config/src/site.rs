@@ -186,6 +186,13 @@ pub struct Node {
     /// Admin API (drain) and metrics address of streamnode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
+    /// Viewer connections served at once; further ones wait in the listen queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    10_000
 }
 
 impl Node {

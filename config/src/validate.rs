@@ -338,6 +338,12 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 "node has no address: expected `ipv4`, `ipv6` or both",
             );
         }
+        if node.max_connections == 0 {
+            f.push(
+                key.key("max_connections"),
+                "max_connections 0 would serve nobody: expected at least 1",
+            );
+        }
         if node.capacity_mbps == 0 {
             f.push(
                 key.key("capacity_mbps"),

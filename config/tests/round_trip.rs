@@ -68,6 +68,7 @@ fn built_in_code() -> Deployment {
             check: None,
             tls: None,
             admin: Some(SocketAddr::from(([127, 0, 1, 1], 8081))),
+            max_connections: 5_000,
         }],
         speaker: Default::default(),
         healthd: Default::default(),

@@ -1,7 +1,6 @@
 //! Starting a node: its channels and feeders, the HTTP server, the admin endpoint.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
@@ -82,7 +81,8 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("cannot listen on {}", node.listen))?;
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<crate::limit::Client>();
+    let listener = crate::limit::Limited::new(listener, node.max_connections);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -1,7 +1,6 @@
 //! Serving a node's channels over HTTP: live playlists, segments, the status document.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
@@ -162,7 +161,9 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
 async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
-    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::ConnectInfo(crate::limit::Client(client)): axum::extract::ConnectInfo<
+        crate::limit::Client,
+    >,
 ) -> Response {
     let Some(c) = node.channels.get(&channel) else {
         node.requests[2].fetch_add(1, Ordering::Relaxed);

@@ -260,3 +260,54 @@ fn a_node_asked_for_tls_refuses_to_serve_plain_http() {
         "the error does not name the key:\n{err}"
     );
 }
+
+#[test]
+fn connections_past_the_limit_wait_their_turn() {
+    use std::io::{Read, Write};
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let dir = TempDir::new("streamnode-limit");
+    let text = MINIMAL.replace(
+        "listen = \"127.0.1.1:8080\"",
+        &format!("listen = \"{addr}\"\nmax_connections = 2"),
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let daemon = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/healthz").map(|_| ())
+    });
+    assert!(up.is_some(), "{}", daemon.log_text());
+    let ask = |timeout: Duration| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    // Two viewers hold their (kept-alive) connections.
+    let (first, answer) = ask(Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_second, answer) = ask(Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A third waits...
+    let (mut third, answer) = ask(Duration::from_millis(500));
+    assert_eq!(answer, "", "served past the limit");
+    // ...and is served once a place frees up.
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "not served after a place freed: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
