@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use geodns::geo::{Place, synthetic_db};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, run, wait_for};
+use testkit::process::{Daemon, TempDir, cpu_seconds, run, wait_for};
 
 #[path = "../tests/common/gdnsd.rs"]
 mod gdnsd;
@@ -48,20 +48,6 @@ struct Figures {
 }
 
 /// User + system CPU seconds a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) + field(12)) / 100.0
-}
-
 fn dnsperf(server: SocketAddr, queries: &Path, pid: u32) -> Figures {
     let cpu_before = cpu_seconds(pid);
     let mut cmd = Command::new(testkit::find_program("dnsperf").expect("dnsperf"));

@@ -5,10 +5,10 @@
 //! 2. every node killed -> the prefix is withdrawn at BIRD;
 //! 3. stream frozen (HTTP still 200) on every node -> the prefix is withdrawn at BIRD.
 //!
-//! Run: `cargo bench -p healthd --bench failover` (needs bird2). Prints p50/p95 over the trials.
+//! Run: `cargo build --release --workspace && cargo bench -p healthd --bench failover` (needs
+//! bird2; the stream nodes and the speaker are the workspace's release binaries). Prints p50/p95 over the trials.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,28 +17,11 @@ use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
 const TRIALS: usize = 20;
-const PREFIX: &str = "198.51.100.0/24";
 
-fn binary(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_healthd")).with_file_name(name)
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-fn deployment(net: Loopback, dir: &Path) -> String {
-    let us = net.host(1);
-    let node = |name: &str, host: u8| {
-        let ip = net.host(host);
-        format!(
-            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
-        )
-    };
-    format!(
-        "[[sites]]\nname = \"ams\"\ncountry = \"NL\"\nlatitude = 52.37\nlongitude = 4.90\nasn = 65001\nrouter_id = \"10.0.0.1\"\nspeaker = {{ control = \"unix:{sock}\", admin = \"{us}:9179\", startup_hold = \"0s\" }}\nhealthd = {{ feed = \"{us}:9180\", admin = \"{us}:9181\", lease = \"2s\" }}\n\n[[sites.peers]]\nname = \"bird\"\naddress = \"{bird}\"\nremote_asn = 65000\nport = 1179\nlocal_address = \"{us}\"\n\n{n1}{n2}[[services]]\nname = \"live\"\nhostnames = [\"live.tv.example.net\"]\nprefixes = [\"{PREFIX}\"]\ncheck = \"stream\"\nchannels = [\"news\"]\n\n[[checks]]\nname = \"stream\"\nkind = \"hls\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\nfast_interval = \"100ms\"\nrise = 2\nfall = 2\n\n[[channels]]\nname = \"news\"\nsource = \"builtin\"\n",
-        sock = dir.join("speaker.sock").display(),
-        bird = net.host(2),
-        n1 = node("ams-1", 11),
-        n2 = node("ams-2", 12),
-    )
-}
+use support::{PREFIX, binary, bird_config, deployment, feed_health};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -60,18 +43,6 @@ fn report(what: &str, samples: &mut [Duration]) {
     );
 }
 
-fn feed_health(addr: SocketAddr, node: &str) -> Option<bool> {
-    let (200, body) = testkit::http::get(addr, "/feed")? else {
-        return None;
-    };
-    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
-    doc["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["healthy"].as_bool())
-}
-
 fn main() {
     if testkit::find_program("bird").is_none()
         || !binary("streamnode").exists()
@@ -86,11 +57,7 @@ fn main() {
     let dir = TempDir::new("failover");
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, deployment(net, dir.path())).expect("deployment");
-    let bird = Bird::start(&format!(
-        "router id {b};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {b} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import all; export none; }};\n}}\n",
-        b = net.host(2),
-        us = net.host(1)
-    ));
+    let bird = Bird::start(&bird_config(net));
     let spawn = |name: &str, args: &[&str], log: &str| {
         let mut cmd = Command::new(binary(name));
         cmd.arg("--config")

@@ -3,7 +3,6 @@
 //! and with every node gone the prefix is withdrawn at BIRD.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,81 +10,18 @@ use testkit::bird::{Bird, BirdCtl};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
-const PREFIX: &str = "198.51.100.0/24";
+mod support;
 
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_healthd")).with_file_name(name);
+use support::{PREFIX, bird_config, deployment, feed_health};
+
+fn binary(name: &str) -> std::path::PathBuf {
+    let path = support::binary(name);
     assert!(
         path.exists(),
         "{} is missing: test the whole workspace (cargo test --workspace)",
         path.display()
     );
     path
-}
-
-fn deployment(net: Loopback, dir: &Path) -> String {
-    let us = net.host(1);
-    let node = |name: &str, host: u8| {
-        let ip = net.host(host);
-        format!(
-            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
-        )
-    };
-    format!(
-        r#"[[sites]]
-name = "ams"
-country = "NL"
-latitude = 52.37
-longitude = 4.90
-asn = 65001
-router_id = "10.0.0.1"
-speaker = {{ control = "unix:{sock}", admin = "{us}:9179", startup_hold = "0s" }}
-healthd = {{ feed = "{us}:9180", admin = "{us}:9181", lease = "2s" }}
-
-[[sites.peers]]
-name = "bird"
-address = "{bird}"
-remote_asn = 65000
-port = 1179
-local_address = "{us}"
-
-{n1}{n2}[[services]]
-name = "live"
-hostnames = ["live.tv.example.net"]
-prefixes = ["{PREFIX}"]
-check = "stream"
-channels = ["news"]
-
-[[checks]]
-name = "stream"
-kind = "hls"
-interval = "500ms"
-timeout = "400ms"
-fast_interval = "100ms"
-rise = 2
-fall = 2
-
-[[channels]]
-name = "news"
-source = "builtin"
-"#,
-        sock = dir.join("speaker.sock").display(),
-        bird = net.host(2),
-        n1 = node("ams-1", 11),
-        n2 = node("ams-2", 12),
-    )
-}
-
-fn feed_health(addr: SocketAddr, node: &str) -> Option<bool> {
-    let (200, body) = testkit::http::get(addr, "/feed")? else {
-        return None;
-    };
-    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
-    doc["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["healthy"].as_bool())
 }
 
 #[test]
@@ -98,11 +34,7 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
     let dir = TempDir::new("healthd-streams");
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, deployment(net, dir.path())).unwrap();
-    let bird = Bird::start(&format!(
-        "router id {b};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {b} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import all; export none; }};\n}}\n",
-        b = net.host(2),
-        us = net.host(1)
-    ));
+    let bird = Bird::start(&bird_config(net));
     let spawn = |name: &str, args: &[&str]| {
         let mut cmd = Command::new(binary(name));
         cmd.arg("--config").arg(&config).args(args);

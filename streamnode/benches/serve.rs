@@ -15,37 +15,11 @@ use std::time::Duration;
 
 use testkit::net::Loopback;
 use testkit::nginx::Nginx;
-use testkit::process::{Daemon, TempDir, run, wait_for};
+use testkit::process::{Daemon, TempDir, family_cpu_seconds, run, wait_for};
 
 const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
 const SECONDS: u32 = 8;
 const CONNECTIONS: u32 = 50;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) + field(12)) / 100.0
-}
-
-/// The process and its children (nginx's workers).
-fn family_cpu(pid: u32) -> f64 {
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    cpu_seconds(pid)
-        + children
-            .split_whitespace()
-            .filter_map(|c| c.parse().ok())
-            .map(cpu_seconds)
-            .sum::<f64>()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -64,7 +38,7 @@ struct Figures {
 
 /// `wrk` against `url`; wrk's summary lines give requests/s and transfer/s.
 fn wrk(url: &str, pid: u32) -> Figures {
-    let before = family_cpu(pid);
+    let before = family_cpu_seconds(pid);
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t",
@@ -76,7 +50,7 @@ fn wrk(url: &str, pid: u32) -> Figures {
         url,
     ]);
     let out = run(cmd, Duration::from_secs(u64::from(SECONDS) + 30)).expect("wrk");
-    let cpu = family_cpu(pid) - before;
+    let cpu = family_cpu_seconds(pid) - before;
     let text = String::from_utf8_lossy(&out.stdout);
     let value = |prefix: &str| -> f64 {
         text.lines()
