@@ -1,3 +1,7 @@
-//! Multi-site lab: topologies, a network-namespace runner, fault injection and the demo.
+//! The lab: topologies in containerlab's format, a runner that builds them from network
+//! namespaces, and the one-command demo.
 
 pub mod demo;
+pub mod netns;
+pub mod prepare;
+pub mod topology;

@@ -1,9 +1,15 @@
 //! `lab`: multi-site lab runner and the one-command demo.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use config::cli::{ConfigArgs, check_config};
+use lab::netns::{self, Lab};
+use lab::topology::Topology;
+
+/// The topology `up`, `down`, `exec` and `prepare` use when none is given.
+const DEFAULT_TOPOLOGY: &str = "lab/topologies/three-sites.clab.yml";
 
 /// Multi-site lab: topologies, fault injection and the demo.
 #[derive(Parser)]
@@ -21,12 +27,85 @@ enum Command {
     Demo,
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Build a topology from network namespaces and start its nodes (root).
+    Up {
+        #[arg(default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+    },
+    /// Stop a topology's processes and remove its namespaces; safe to repeat (root).
+    Down {
+        #[arg(default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+    },
+    /// Run a command in a node of a running topology (root).
+    Exec {
+        /// Topology file.
+        #[arg(long, short = 't', default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        /// Node name.
+        node: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Write a topology's generated files (location database) for containerlab: into
+    /// `clab-NAME/` beside the topology file unless `--dir` says otherwise.
+    Prepare {
+        #[arg(default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Up { topology } => with_topology(&topology, |t| {
+            let lab = Lab::new(t);
+            lab.up()?;
+            println!(
+                "lab {} is up: {} nodes, {} links; logs in {}/NODE/console.log",
+                t.name,
+                t.nodes.len(),
+                t.links.len(),
+                lab.dir().display()
+            );
+            println!(
+                "try: lab exec -t {} NODE CMD...; stop it with: lab down {}",
+                topology.display(),
+                topology.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Down { topology } => with_topology(&topology, |t| {
+            let removed = netns::down(&t.name)?;
+            println!("lab {}: removed {removed} namespaces", t.name);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Exec {
+            topology,
+            node,
+            command,
+        } => with_topology(&topology, |t| {
+            let status = Lab::new(t).exec(&node, &command)?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }),
+        Command::Prepare { topology, dir } => with_topology(&topology, |t| {
+            let dir = dir.unwrap_or_else(|| {
+                topology
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(format!("clab-{}", t.name))
+            });
+            for path in lab::prepare::write(t, &dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Demo => {
             // Quiet by default: the status table is the output; RUST_LOG=info shows the daemons.
             if std::env::var_os("RUST_LOG").is_none() {
@@ -51,6 +130,20 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Loads a topology and runs `f` on it, printing any error.
+fn with_topology(path: &Path, f: impl FnOnce(&Topology) -> anyhow::Result<ExitCode>) -> ExitCode {
+    let result = Topology::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| f(&t));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
