@@ -48,6 +48,24 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Inject faults into a running topology, measure withdrawals, DNS changes and what viewers
+    /// saw, check them against the failure table and write a report (root).
+    Chaos {
+        /// Scenarios to run, one after the other.
+        #[arg(required = true, value_enum)]
+        scenarios: Vec<lab::chaos::Scenario>,
+        #[arg(long, short = 't', default_value = DEFAULT_TOPOLOGY)]
+        topology: PathBuf,
+        /// The site the faults hit.
+        #[arg(long, default_value = "ams")]
+        site: String,
+        /// Seconds watched after the fault before it is repaired.
+        #[arg(long, default_value_t = 10)]
+        observe: u64,
+        /// Where report.md and the timelines go.
+        #[arg(long, default_value = "lab-report")]
+        report: PathBuf,
+    },
     /// Write a topology's generated files (location database) for containerlab: into
     /// `clab-NAME/` beside the topology file unless `--dir` says otherwise.
     Prepare {
@@ -93,6 +111,43 @@ fn main() -> ExitCode {
             Ok(ExitCode::from(
                 status.code().unwrap_or(1).clamp(0, 255) as u8
             ))
+        }),
+        Command::Chaos {
+            scenarios,
+            topology,
+            site,
+            observe,
+            report,
+        } => with_topology(&topology, |t| {
+            daemon::logging::init();
+            let lab = Lab::new(t);
+            let options = lab::chaos::Options {
+                site,
+                observe: std::time::Duration::from_secs(observe),
+                ..Default::default()
+            };
+            let mut outcomes = Vec::new();
+            for scenario in scenarios {
+                println!("{}: running", scenario.name());
+                let outcome = lab::chaos::run(&lab, scenario, &options)?;
+                for check in &outcome.checks {
+                    println!(
+                        "  {} {}: {} (bound {})",
+                        if check.passed { "pass" } else { "FAIL" },
+                        check.what,
+                        check.measured,
+                        check.bound
+                    );
+                }
+                outcomes.push(outcome);
+            }
+            let path = lab::report::write(&report, &t.name, &outcomes)?;
+            println!("report: {}", path.display());
+            Ok(if outcomes.iter().all(|o| o.passed()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }),
         Command::Prepare { topology, dir } => with_topology(&topology, |t| {
             let dir = dir.unwrap_or_else(|| {

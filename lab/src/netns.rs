@@ -329,6 +329,18 @@ impl<'t> Lab<'t> {
     }
 }
 
+/// Moves the calling thread into a namespace: sockets it opens from then on belong there.
+/// Monitors and viewers run on threads of their own that call this first.
+pub fn enter(namespace: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(Path::new("/run/netns").join(namespace))?;
+    // SAFETY: setns(2) on an open namespace file descriptor; affects only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The namespace of a node with its own network.
 pub fn namespace_name(lab: &str, node: &str) -> String {
     format!("clab-{lab}-{node}")
@@ -392,6 +404,11 @@ fn namespace_pids(ns: &str) -> Result<Vec<i32>, RunError> {
 fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `ip -n NAMESPACE ARGS...`.
+pub fn ip_in(namespace: &str, args: &[&str]) -> Result<String, RunError> {
+    run(Command::new("ip").args(["-n", namespace]).args(args))
 }
 
 fn ip(args: &[&str]) -> Result<String, RunError> {

@@ -1,0 +1,522 @@
+//! The faults and what DESIGN.md's failure table says must follow each.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::{Check, World};
+use crate::timeline::{EventKind, Timeline};
+use crate::viewer::Experience;
+
+/// The faults `lab chaos` injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Kill one stream node of the site.
+    NodeKill,
+    /// Freeze one node's stream while its HTTP server keeps answering 200.
+    NodeFreeze,
+    /// Kill every stream node of the site.
+    SiteDown,
+    /// Kill the site's healthd.
+    HealthdKill,
+    /// Kill the site's bgp-speaker.
+    SpeakerKill,
+    /// Cut the link between the site's first upstream router and the transit network.
+    LinkCut,
+    /// Add latency and 1% loss (tc netem) on the path to every stream node of the site.
+    Netem,
+    /// Kill and restart one stream node of the site every 1.5 s.
+    NodeFlap,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::NodeKill => "node-kill",
+            Scenario::NodeFreeze => "node-freeze",
+            Scenario::SiteDown => "site-down",
+            Scenario::HealthdKill => "healthd-kill",
+            Scenario::SpeakerKill => "speaker-kill",
+            Scenario::LinkCut => "link-cut",
+            Scenario::Netem => "netem",
+            Scenario::NodeFlap => "node-flap",
+        }
+    }
+}
+
+/// A fault, aimed: which topology nodes or interfaces it touches.
+pub struct Fault {
+    scenario: Scenario,
+    /// Topology nodes hit.
+    nodes: Vec<String>,
+    /// For a link cut: the router and its interface.
+    interface: Option<(String, String)>,
+}
+
+impl Fault {
+    pub fn prepare(scenario: Scenario, world: &World<'_>, site: &str) -> Result<Self> {
+        let stream_nodes: Vec<String> = world
+            .site_nodes(site, "streamnode")
+            .into_iter()
+            .filter(|n| {
+                world
+                    .node(n)
+                    .is_ok_and(|node| node.services.contains(&world.service.name))
+            })
+            .collect();
+        let first = |list: Vec<String>, what: &str| {
+            list.into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("site {site} has no {what} node in the topology"))
+        };
+        let (nodes, interface) = match scenario {
+            Scenario::NodeKill | Scenario::NodeFreeze | Scenario::NodeFlap => {
+                (vec![first(stream_nodes, "streamnode")?], None)
+            }
+            Scenario::SiteDown | Scenario::Netem => {
+                if stream_nodes.is_empty() {
+                    bail!("site {site} has no stream node in the topology");
+                }
+                (stream_nodes, None)
+            }
+            Scenario::HealthdKill => (
+                vec![first(world.site_nodes(site, "healthd"), "healthd")?],
+                None,
+            ),
+            Scenario::SpeakerKill => (
+                vec![first(world.site_nodes(site, "speaker"), "speaker")?],
+                None,
+            ),
+            Scenario::LinkCut => {
+                let router = first(world.site_nodes(site, "router"), "router")?;
+                let topology = world.lab.topology();
+                let uplink = topology
+                    .links
+                    .iter()
+                    .find_map(|l| {
+                        let [a, b] = &l.ends;
+                        let transit = |n: &str| {
+                            topology.node(n).and_then(|n| n.label("lab.role")) == Some("transit")
+                        };
+                        if a.node == router && transit(&b.node) {
+                            Some(a.interface.clone())
+                        } else if b.node == router && transit(&a.node) {
+                            Some(b.interface.clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or_else(|| anyhow!("{router} has no link to a transit node"))?;
+                (vec![router.clone()], Some((router, uplink)))
+            }
+        };
+        Ok(Self {
+            scenario,
+            nodes,
+            interface,
+        })
+    }
+
+    pub fn target(&self) -> String {
+        match &self.interface {
+            Some((router, interface)) => format!("{router}:{interface}"),
+            None => self.nodes.join(", "),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let target = self.target();
+        match self.scenario {
+            Scenario::NodeKill | Scenario::SiteDown => format!("kill {target}"),
+            Scenario::NodeFreeze => format!("freeze the stream of {target}"),
+            Scenario::HealthdKill | Scenario::SpeakerKill => format!("kill {target}"),
+            Scenario::LinkCut => format!("cut {target}"),
+            Scenario::Netem => format!("netem 40ms±10ms, 1% loss on {target}"),
+            Scenario::NodeFlap => format!("flap {target}"),
+        }
+    }
+
+    /// Puts the fault in. A flap keeps going for `observe`.
+    pub fn inject(&self, world: &World<'_>, timeline: &Timeline, observe: Duration) -> Result<()> {
+        let lab = world.lab;
+        match self.scenario {
+            Scenario::NodeKill
+            | Scenario::SiteDown
+            | Scenario::HealthdKill
+            | Scenario::SpeakerKill => {
+                for node in &self.nodes {
+                    lab.stop(node, libc::SIGKILL)?;
+                }
+            }
+            Scenario::NodeFreeze => admin_post(world, &self.nodes[0], "/freeze")?,
+            Scenario::LinkCut => {
+                let (router, interface) = self.interface.as_ref().expect("link cut has one");
+                let ns = lab.namespace(router)?;
+                crate::netns::ip_in(&ns, &["link", "set", interface, "down"])?;
+            }
+            Scenario::Netem => {
+                for node in &self.nodes {
+                    let ns = lab.namespace(node)?;
+                    for interface in interfaces(lab.topology(), node) {
+                        let out = Command::new("tc")
+                            .args([
+                                "-n", &ns, "qdisc", "add", "dev", &interface, "root", "netem",
+                            ])
+                            .args(["delay", "40ms", "10ms", "loss", "1%"])
+                            .output()
+                            .context("cannot run tc")?;
+                        if !out.status.success() {
+                            bail!(
+                                "tc netem on {node}:{interface}: {} (the kernel needs sch_netem)",
+                                String::from_utf8_lossy(&out.stderr).trim()
+                            );
+                        }
+                    }
+                }
+            }
+            Scenario::NodeFlap => {
+                let node = &self.nodes[0];
+                let until = timeline.now() + observe.saturating_sub(Duration::from_secs(2));
+                while timeline.now() < until {
+                    lab.stop(node, libc::SIGKILL)?;
+                    timeline.record("fault", EventKind::Info, format!("{node} down"));
+                    std::thread::sleep(Duration::from_millis(1500));
+                    lab.start(node)?;
+                    timeline.record("fault", EventKind::Info, format!("{node} up"));
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the fault out again.
+    pub fn restore(&self, world: &World<'_>) -> Result<()> {
+        let lab = world.lab;
+        match self.scenario {
+            Scenario::NodeKill
+            | Scenario::SiteDown
+            | Scenario::HealthdKill
+            | Scenario::SpeakerKill => {
+                for node in &self.nodes {
+                    lab.start(node)?;
+                }
+            }
+            Scenario::NodeFlap => {}
+            Scenario::NodeFreeze => admin_post(world, &self.nodes[0], "/unfreeze")?,
+            Scenario::LinkCut => {
+                let (router, interface) = self.interface.as_ref().expect("link cut has one");
+                let ns = lab.namespace(router)?;
+                crate::netns::ip_in(&ns, &["link", "set", interface, "up"])?;
+            }
+            Scenario::Netem => {
+                for node in &self.nodes {
+                    let ns = lab.namespace(node)?;
+                    for interface in interfaces(lab.topology(), node) {
+                        let _ = Command::new("tc")
+                            .args(["-n", &ns, "qdisc", "del", "dev", &interface, "root"])
+                            .output();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node's link interfaces.
+fn interfaces(topology: &crate::topology::Topology, node: &str) -> Vec<String> {
+    topology
+        .links
+        .iter()
+        .flat_map(|l| l.ends.iter())
+        .filter(|e| e.node == node)
+        .map(|e| e.interface.clone())
+        .collect()
+}
+
+/// POSTs to a stream node's admin endpoint from inside the site (the node's namespace).
+fn admin_post(world: &World<'_>, node: &str, path: &str) -> Result<()> {
+    let admin: SocketAddr = world
+        .node(node)?
+        .admin
+        .ok_or_else(|| anyhow!("node {node} has no admin address in the deployment"))?;
+    let ns = world.lab.namespace(node)?;
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        crate::netns::enter(&ns)?;
+        // One request on a fresh connection: a fault injector, not a client library.
+        let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        if !reply.starts_with("HTTP/1.1 2") {
+            bail!("POST {path} to {admin}: {}", reply.lines().next().unwrap_or("no answer"));
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow!("admin request panicked"))?
+}
+
+/// The failure table's requirements for a scenario, checked against what was seen.
+pub fn checks(
+    scenario: Scenario,
+    world: &World<'_>,
+    site: &str,
+    fault: &Fault,
+    timeline: &Timeline,
+    (fault_at, restore_at): (Duration, Duration),
+    viewers: &[(String, Experience)],
+) -> Result<Vec<Check>> {
+    let events = timeline.events();
+    let routers = world.site_nodes(site, "router");
+    let mut checks = Vec::new();
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+
+    // When each of the site's routers lost the route, after the fault.
+    let withdrawals: Vec<(String, Option<Duration>)> = routers
+        .iter()
+        .map(|r| {
+            let lane = format!("route {r}");
+            let at = events
+                .iter()
+                .find(|e| {
+                    e.lane == lane
+                        && e.at >= fault_at
+                        && e.at <= restore_at
+                        && e.text.starts_with("withdrawn")
+                })
+                .map(|e| e.at - fault_at);
+            (r.clone(), at)
+        })
+        .collect();
+    let mut withdrawn_within = |bound: Duration, what: &str| {
+        for (router, at) in &withdrawals {
+            checks.push(Check {
+                what: format!("{what}: withdrawn at {router}"),
+                bound: format!("< {}", ms(bound)),
+                measured: at.map_or("not withdrawn".into(), ms),
+                passed: at.is_some_and(|a| a < bound),
+            });
+        }
+    };
+    let stays_announced = |checks: &mut Vec<Check>| {
+        for (router, at) in &withdrawals {
+            checks.push(Check {
+                what: format!("the site stays announced at {router}"),
+                bound: "no withdraw".into(),
+                measured: at.map_or("announced throughout".into(), |a| {
+                    format!("withdrawn after {}", ms(a))
+                }),
+                passed: at.is_none(),
+            });
+        }
+    };
+
+    // The cities whose answers came from this site just before the fault.
+    let served: Vec<String> = world
+        .viewers
+        .iter()
+        .filter(|p| {
+            let lane = format!("dns {}", p.city);
+            events
+                .iter()
+                .rfind(|e| e.lane == lane && e.at < fault_at)
+                .is_some_and(|e| {
+                    e.text
+                        .split(':')
+                        .next()
+                        .is_some_and(|s| s.split('+').any(|s| s == site))
+                })
+        })
+        .map(|p| p.city.clone())
+        .collect();
+    let answer_change = |city: &str, pred: &dyn Fn(&str) -> bool| {
+        let lane = format!("dns {city}");
+        events
+            .iter()
+            .find(|e| e.lane == lane && e.at >= fault_at && e.at <= restore_at && pred(&e.text))
+            .map(|e| e.at - fault_at)
+    };
+    let never_empty = |checks: &mut Vec<Check>| {
+        let bad: Vec<String> = events
+            .iter()
+            .filter(|e| {
+                (e.lane.starts_with("dns ") || e.lane.starts_with("resolver "))
+                    && e.kind == EventKind::Error
+                    && e.at >= fault_at
+            })
+            .map(|e| format!("{}: {}", e.lane, e.text))
+            .collect();
+        checks.push(Check {
+            what: "DNS never answers empty or fails".into(),
+            bound: "never".into(),
+            measured: if bad.is_empty() {
+                "always answered".into()
+            } else {
+                bad.join("; ")
+            },
+            passed: bad.is_empty(),
+        });
+    };
+    let viewers_unharmed = |checks: &mut Vec<Check>, allowed_stall: Duration| {
+        for (city, seen) in viewers {
+            checks.push(Check {
+                what: format!("viewer in {city} keeps playing"),
+                bound: format!("stall ≤ {}", ms(allowed_stall)),
+                measured: format!(
+                    "stalled {}, {} errors, {} segments, startup {}",
+                    ms(seen.stalled),
+                    seen.errors,
+                    seen.segments,
+                    seen.startup.map_or("never".into(), ms)
+                ),
+                passed: seen.stalled <= allowed_stall && seen.segments > 0,
+            });
+        }
+    };
+    let node_ips: Vec<String> = fault
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            world
+                .node(n)
+                .ok()
+                .and_then(|n| n.ipv4)
+                .map(|ip| ip.to_string())
+        })
+        .collect();
+    let dropped_from_dns = |checks: &mut Vec<Check>, bound: Duration| {
+        for city in &served {
+            let at = answer_change(city, &|text| {
+                !node_ips
+                    .iter()
+                    .any(|ip| text.split([' ', ',']).any(|w| w == ip))
+            });
+            checks.push(Check {
+                what: format!("{} leaves the answers for {city}", node_ips.join(", ")),
+                bound: format!("< {}", ms(bound)),
+                measured: at.map_or("still answered".into(), ms),
+                passed: at.is_some_and(|a| a < bound),
+            });
+        }
+    };
+
+    match scenario {
+        Scenario::NodeKill => {
+            stays_announced(&mut checks);
+            dropped_from_dns(&mut checks, Duration::from_millis(1500));
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::NodeFreeze => {
+            stays_announced(&mut checks);
+            // A freeze shows after 1.5 target durations without a new segment, then fall.
+            dropped_from_dns(&mut checks, Duration::from_millis(5000));
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::SiteDown => {
+            withdrawn_within(Duration::from_secs(1), "every node down");
+            for city in &served {
+                let at = answer_change(city, &|text| {
+                    !text
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .split('+')
+                        .any(|s| s == site)
+                });
+                checks.push(Check {
+                    what: format!("answers for {city} move to another site"),
+                    bound: "< 1500 ms".into(),
+                    measured: at.map_or("not moved".into(), ms),
+                    passed: at.is_some_and(|a| a < Duration::from_millis(1500)),
+                });
+            }
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::HealthdKill => {
+            let lease = world
+                .deployment
+                .site(site)
+                .map_or(Duration::from_secs(3), |s| s.healthd.lease.0);
+            withdrawn_within(lease + Duration::from_secs(1), "lease expired");
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::SpeakerKill => {
+            let hold = world
+                .deployment
+                .site(site)
+                .and_then(|s| s.peers.iter().map(|p| p.hold_time).max())
+                .unwrap_or(90);
+            withdrawn_within(Duration::from_secs(u64::from(hold)), "session lost");
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::LinkCut => {
+            let cut = fault
+                .interface
+                .as_ref()
+                .map(|(r, _)| r.clone())
+                .unwrap_or_default();
+            let lanes: Vec<String> = world
+                .lab
+                .topology()
+                .nodes_labelled("lab.role", "transit")
+                .map(|n| format!("route {}", n.name))
+                .collect();
+            let lost = events.iter().find(|e| {
+                lanes.contains(&e.lane)
+                    && e.at >= fault_at
+                    && e.at <= restore_at
+                    && e.text == "no route"
+            });
+            checks.push(Check {
+                what: format!(
+                    "the transit network keeps a route to {} without {cut}",
+                    world.prefix
+                ),
+                bound: "never without".into(),
+                measured: lost.map_or("kept".into(), |e| {
+                    format!("lost after {}", ms(e.at - fault_at))
+                }),
+                passed: lost.is_none(),
+            });
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::Netem => {
+            stays_announced(&mut checks);
+            for city in &served {
+                let at = answer_change(city, &|_| true);
+                checks.push(Check {
+                    what: format!("answers for {city} unchanged (no false positive)"),
+                    bound: "unchanged".into(),
+                    measured: at.map_or("unchanged".into(), |a| format!("changed after {}", ms(a))),
+                    passed: at.is_none(),
+                });
+            }
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::NodeFlap => {
+            stays_announced(&mut checks);
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+    }
+    if checks.is_empty() {
+        bail!("no checks for {}", scenario.name());
+    }
+    Ok(checks)
+}

@@ -1,0 +1,181 @@
+//! The chaos report: Markdown with the checks and key times per scenario, and an SVG timeline
+//! per scenario (one lane per observer: the fault, each router, DNS per city, each viewer).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::chaos::Outcome;
+use crate::timeline::EventKind;
+
+/// Writes `report.md` and one `SCENARIO.svg` per outcome into `dir`; returns the report path.
+pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Chaos report: {topology}\n");
+    let _ = writeln!(
+        md,
+        "| scenario | site | fault | result |\n|---|---|---|---|"
+    );
+    for o in outcomes {
+        let _ = writeln!(
+            md,
+            "| [{0}](#{0}) | {1} | {2} | {3} |",
+            o.scenario.name(),
+            o.site,
+            o.target,
+            if o.passed() { "pass" } else { "**FAIL**" }
+        );
+    }
+    for o in outcomes {
+        let name = o.scenario.name();
+        let svg = format!("{name}.svg");
+        std::fs::write(dir.join(&svg), timeline_svg(o))
+            .with_context(|| format!("cannot write {svg}"))?;
+        let _ = writeln!(md, "\n## {name}\n");
+        let _ = writeln!(
+            md,
+            "Fault at {:.2} s, repaired at {:.2} s (times below are from the fault).\n",
+            o.fault_at.as_secs_f64(),
+            o.restore_at.as_secs_f64()
+        );
+        let _ = writeln!(md, "| check | bound | measured | |\n|---|---|---|---|");
+        for c in &o.checks {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                c.what,
+                c.bound,
+                c.measured.replace('|', "\\|"),
+                if c.passed { "pass" } else { "**FAIL**" }
+            );
+        }
+        let _ = writeln!(md, "\n![timeline of {name}]({svg})\n");
+        let _ = writeln!(md, "<details><summary>Changes seen</summary>\n\n```");
+        for e in o.events.iter().filter(|e| e.kind != EventKind::Segment) {
+            let at = e.at.as_secs_f64() - o.fault_at.as_secs_f64();
+            let _ = writeln!(md, "{at:+8.3}s  {:<22} {}", e.lane, e.text);
+        }
+        let _ = writeln!(md, "```\n</details>");
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// One scenario's timeline as SVG: lanes top to bottom, time left to right.
+pub fn timeline_svg(o: &Outcome) -> String {
+    const LEFT: f64 = 170.0;
+    const WIDTH: f64 = 960.0;
+    const LANE: f64 = 22.0;
+    const TOP: f64 = 40.0;
+    let mut lanes: Vec<&str> = Vec::new();
+    for e in &o.events {
+        if !lanes.contains(&e.lane.as_str()) {
+            lanes.push(&e.lane);
+        }
+    }
+    let end = o.end.as_secs_f64().max(1.0);
+    let x = |at: Duration| LEFT + (WIDTH - LEFT - 20.0) * at.as_secs_f64() / end;
+    let y = |lane: &str| TOP + LANE * lanes.iter().position(|l| *l == lane).unwrap_or(0) as f64;
+    let height = TOP + LANE * lanes.len() as f64 + 30.0;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="18" font-size="14">{} at {} ({})</text>"#,
+        o.scenario.name(),
+        o.site,
+        escape(&o.target)
+    );
+    for (i, lane) in lanes.iter().enumerate() {
+        let ly = TOP + LANE * i as f64;
+        let _ = writeln!(
+            svg,
+            r##"<text x="10" y="{:.1}">{}</text><line x1="{LEFT}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="#ddd"/>"##,
+            ly + 4.0,
+            escape(lane),
+            WIDTH - 20.0
+        );
+    }
+    // Seconds along the bottom, zero at the fault.
+    let axis_y = TOP + LANE * lanes.len() as f64;
+    let mut s = 0.0;
+    while s <= end {
+        let at = Duration::from_secs_f64(s);
+        let rel = s - o.fault_at.as_secs_f64();
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" fill="#666" text-anchor="middle">{rel:+.0}s</text>"##,
+            x(at),
+            axis_y + 12.0
+        );
+        s += 2.0;
+    }
+    for (at, colour, label) in [
+        (o.fault_at, "#c00", "fault"),
+        (o.restore_at, "#080", "repair"),
+    ] {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0:.1}" x2="{0:.1}" y1="{1}" y2="{axis_y:.1}" stroke="{colour}" stroke-dasharray="4 3"/><text x="{0:.1}" y="{1}" fill="{colour}">{label}</text>"#,
+            x(at),
+            TOP - 14.0
+        );
+    }
+    // Stalls as bars, from their start to their end (or the end of the run).
+    for e in o.events.iter().filter(|e| e.kind == EventKind::StallStart) {
+        let stop = o
+            .events
+            .iter()
+            .find(|f| f.lane == e.lane && f.kind == EventKind::StallEnd && f.at >= e.at)
+            .map_or(o.end, |f| f.at);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="10" fill="#f90"><title>stall</title></rect>"##,
+            x(e.at),
+            y(&e.lane) - 5.0,
+            (x(stop) - x(e.at)).max(1.0)
+        );
+    }
+    for e in &o.events {
+        let (cx, cy) = (x(e.at), y(&e.lane));
+        let title = escape(&format!(
+            "{:+.3}s {}",
+            e.at.as_secs_f64() - o.fault_at.as_secs_f64(),
+            e.text
+        ));
+        let mark = match e.kind {
+            EventKind::Segment => format!(
+                r##"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"><title>{title}</title></line>"##,
+                cy - 3.0,
+                cy + 3.0
+            ),
+            EventKind::Error => format!(
+                r##"<text x="{cx:.1}" y="{:.1}" fill="#c00" text-anchor="middle">×<title>{title}</title></text>"##,
+                cy + 4.0
+            ),
+            EventKind::Change | EventKind::Fault | EventKind::Restore => format!(
+                r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="#06c"><title>{title}</title></circle>"##
+            ),
+            EventKind::Info | EventKind::StallStart | EventKind::StallEnd => format!(
+                r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="2.5" fill="#666"><title>{title}</title></circle>"##
+            ),
+        };
+        let _ = writeln!(svg, "{mark}");
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,298 @@
+//! A viewer: resolves the stream's hostname through its resolver and plays the live playlist
+//! like an HLS player, inside a viewer node's namespace.
+//!
+//! The player model is the usual one: start three segments behind the live edge, play as soon
+//! as the first segment is in, then keep fetching new segments while the buffer drains in real
+//! time. A stall is time with an empty buffer. On an error the player tries the next address of
+//! the answer, and asks the resolver again once every address failed, as players and their
+//! HTTP stacks do. Segments are fetched, not decoded: the probe and the ffmpeg tests check
+//! what is inside.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use healthd::probe::http;
+
+use crate::dnsquery::ask_a;
+use crate::timeline::{EventKind, Timeline};
+
+/// What to watch and where to ask.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// Timeline lane, `viewer CITY`.
+    pub lane: String,
+    /// Namespace the viewer runs in.
+    pub namespace: String,
+    pub resolver: SocketAddr,
+    pub hostname: String,
+    pub port: u16,
+    /// Playlist path, `/CHANNEL/index.m3u8`.
+    pub playlist: String,
+}
+
+/// What the viewer experienced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Experience {
+    /// From start to the first segment in the buffer.
+    pub startup: Option<Duration>,
+    pub stalled: Duration,
+    pub errors: u32,
+    pub segments: u32,
+    /// Addresses segments came from: one entry per switch of server.
+    pub servers: Vec<IpAddr>,
+}
+
+/// A media playlist's segments with their sequence numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segments {
+    pub target_duration: f64,
+    pub list: Vec<(u64, String, f64)>,
+}
+
+/// Parses a live media playlist (RFC 8216): the segments and their sequence numbers.
+pub fn parse_segments(text: &str) -> Option<Segments> {
+    let mut lines = text.lines().map(str::trim);
+    if lines.next()? != "#EXTM3U" {
+        return None;
+    }
+    let (mut target, mut sequence, mut duration) = (None, 0u64, None);
+    let mut list = Vec::new();
+    for line in lines {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            sequence = v.trim().parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration = v.split(',').next()?.trim().parse::<f64>().ok();
+        } else if !line.is_empty() && !line.starts_with('#') {
+            list.push((sequence, line.to_string(), duration.take()?));
+            sequence += 1;
+        }
+    }
+    Some(Segments {
+        target_duration: target?,
+        list,
+    })
+}
+
+impl Viewer {
+    /// Plays until `stop` is set, recording into `timeline`; runs on its own thread, inside
+    /// the viewer's namespace.
+    pub fn spawn(
+        self,
+        timeline: Timeline,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<anyhow::Result<Experience>> {
+        std::thread::spawn(move || {
+            crate::netns::enter(&self.namespace)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(self.play(&timeline, &stop)))
+        })
+    }
+
+    async fn play(&self, timeline: &Timeline, stop: &AtomicBool) -> Experience {
+        let started = Instant::now();
+        let mut seen = Experience::default();
+        let mut addresses: Vec<IpAddr> = Vec::new();
+        let mut current = 0usize;
+        let mut next: Option<u64> = None;
+        // When the buffered media runs out, once playing.
+        let mut buffer_end: Option<Instant> = None;
+        let mut stalled_since: Option<Instant> = None;
+        let socket = UdpSocket::bind("0.0.0.0:0");
+        while !stop.load(Ordering::Relaxed) {
+            if let (Some(end), None) = (buffer_end, stalled_since)
+                && Instant::now() > end
+            {
+                stalled_since = Some(end);
+                timeline.record_at(
+                    end - timeline.start(),
+                    &self.lane,
+                    EventKind::StallStart,
+                    "buffer empty",
+                );
+            }
+            if current >= addresses.len() {
+                let answer = socket
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .and_then(|s| {
+                        ask_a(
+                            s,
+                            self.resolver,
+                            &self.hostname,
+                            None,
+                            true,
+                            Duration::from_secs(1),
+                        )
+                    });
+                match answer {
+                    Ok(a) if !a.addresses.is_empty() => {
+                        timeline.record(
+                            &self.lane,
+                            EventKind::Info,
+                            format!("resolved {}", join(&a.addresses)),
+                        );
+                        addresses = a.addresses;
+                        current = 0;
+                        next = None;
+                    }
+                    Ok(_) => {
+                        seen.errors += 1;
+                        timeline.record(&self.lane, EventKind::Error, "empty DNS answer");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        seen.errors += 1;
+                        timeline.record(&self.lane, EventKind::Error, format!("DNS: {e:#}"));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let server = addresses[current];
+            let base = format!("http://{}", SocketAddr::new(server, self.port));
+            let result = self
+                .round(&base, &mut next, timeline, &mut seen, server)
+                .await;
+            match result {
+                Ok(Some((duration_sum, target))) => {
+                    if duration_sum > 0.0 {
+                        let now = Instant::now();
+                        let media = Duration::from_secs_f64(duration_sum);
+                        match buffer_end {
+                            None => {
+                                seen.startup = Some(now - started);
+                                timeline.record(
+                                    &self.lane,
+                                    EventKind::Info,
+                                    format!("playing from {server}"),
+                                );
+                                buffer_end = Some(now + media);
+                            }
+                            Some(end) if now > end => {
+                                seen.stalled += now - end;
+                                stalled_since = None;
+                                timeline.record(
+                                    &self.lane,
+                                    EventKind::StallEnd,
+                                    format!("stalled {:.2}s", (now - end).as_secs_f64()),
+                                );
+                                buffer_end = Some(now + media);
+                            }
+                            Some(end) => buffer_end = Some(end + media),
+                        }
+                    }
+                    // Poll the playlist twice per target duration, as players do.
+                    tokio::time::sleep(Duration::from_secs_f64(target / 2.0)).await;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    seen.errors += 1;
+                    timeline.record(&self.lane, EventKind::Error, format!("{server}: {e}"));
+                    // The next address; the resolver again when all failed.
+                    current += 1;
+                    next = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if let Some(end) = buffer_end
+            && Instant::now() > end
+        {
+            seen.stalled += Instant::now() - end;
+        }
+        seen
+    }
+
+    /// One playlist refresh and the new segments it lists: the media seconds added and the
+    /// target duration, or `None` when there was nothing to fetch yet.
+    async fn round(
+        &self,
+        base: &str,
+        next: &mut Option<u64>,
+        timeline: &Timeline,
+        seen: &mut Experience,
+        server: IpAddr,
+    ) -> Result<Option<(f64, f64)>, String> {
+        let fetched = http::get(base, &self.playlist, Duration::from_secs(2)).await?;
+        if fetched.status != 200 {
+            return Err(format!("playlist: HTTP {}", fetched.status));
+        }
+        let text = std::str::from_utf8(&fetched.body).map_err(|_| "playlist: not UTF-8")?;
+        let segments = parse_segments(text).ok_or("playlist: not a media playlist")?;
+        let Some(newest) = segments.list.last().map(|s| s.0) else {
+            return Ok(None);
+        };
+        let oldest = segments.list[0].0;
+        // A new server numbers its segments its own way: join three behind its live edge.
+        let from = match *next {
+            Some(n) if n >= oldest && n <= newest + 1 => n,
+            _ => newest.saturating_sub(2).max(oldest),
+        };
+        let dir = self
+            .playlist
+            .rsplit_once('/')
+            .map_or("", |(dir, _)| dir)
+            .to_string();
+        let mut added = 0.0;
+        for (sequence, uri, duration) in segments.list.iter().filter(|s| s.0 >= from) {
+            let timeout = Duration::from_secs_f64((duration * 2.0).max(1.0));
+            let segment = http::get(base, &format!("{dir}/{uri}"), timeout).await?;
+            if segment.status != 200 {
+                return Err(format!("{uri}: HTTP {}", segment.status));
+            }
+            if segment.body.first() != Some(&0x47) {
+                return Err(format!("{uri}: not MPEG-TS"));
+            }
+            added += duration;
+            seen.segments += 1;
+            if seen.servers.last() != Some(&server) {
+                seen.servers.push(server);
+                timeline.record(
+                    &self.lane,
+                    EventKind::Change,
+                    format!("segments from {server}"),
+                );
+            }
+            timeline.record(
+                &self.lane,
+                EventKind::Segment,
+                format!("{server} seq {sequence}"),
+            );
+            *next = Some(sequence + 1);
+        }
+        Ok(Some((added, segments.target_duration)))
+    }
+}
+
+fn join(addresses: &[IpAddr]) -> String {
+    addresses
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_numbered_from_the_media_sequence() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                    #EXTINF:2.000,\nseg7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\nseg8.ts\n";
+        let s = parse_segments(text).unwrap();
+        assert_eq!(s.target_duration, 2.0);
+        assert_eq!(
+            s.list,
+            [(7, "seg7.ts".into(), 2.0), (8, "seg8.ts".into(), 1.5)]
+        );
+        assert!(parse_segments("not a playlist").is_none());
+    }
+}
