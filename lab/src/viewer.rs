@@ -5,7 +5,8 @@
 //! as the first segment is in, then keep fetching new segments while the buffer drains in real
 //! time. A stall is time with an empty buffer. On an error the player tries the next address of
 //! the answer, and asks the resolver again once every address failed, as players and their
-//! HTTP stacks do. Segments are fetched, not decoded: the probe and the ffmpeg tests check
+//! HTTP stacks do. A playlist that stops moving for 3.5 target durations counts as an error
+//! too, as ExoPlayer's "playlist stuck" does. Segments are fetched, not decoded: the probe and the ffmpeg tests check
 //! what is inside.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -100,6 +101,8 @@ impl Viewer {
         let mut addresses: Vec<IpAddr> = Vec::new();
         let mut current = 0usize;
         let mut next: Option<u64> = None;
+        // The newest segment the playlist listed, and since when.
+        let mut progress: Option<(u64, Instant)> = None;
         // When the buffered media runs out, once playing.
         let mut buffer_end: Option<Instant> = None;
         let mut stalled_since: Option<Instant> = None;
@@ -140,6 +143,7 @@ impl Viewer {
                         addresses = a.addresses;
                         current = 0;
                         next = None;
+                        progress = None;
                     }
                     Ok(_) => {
                         seen.errors += 1;
@@ -158,7 +162,7 @@ impl Viewer {
             let server = addresses[current];
             let base = format!("http://{}", SocketAddr::new(server, self.port));
             let result = self
-                .round(&base, &mut next, timeline, &mut seen, server)
+                .round(&base, &mut next, &mut progress, timeline, &mut seen, server)
                 .await;
             match result {
                 Ok(Some((duration_sum, target))) => {
@@ -198,6 +202,7 @@ impl Viewer {
                     // The next address; the resolver again when all failed.
                     current += 1;
                     next = None;
+                    progress = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -216,6 +221,7 @@ impl Viewer {
         &self,
         base: &str,
         next: &mut Option<u64>,
+        progress: &mut Option<(u64, Instant)>,
         timeline: &Timeline,
         seen: &mut Experience,
         server: IpAddr,
@@ -229,6 +235,18 @@ impl Viewer {
         let Some(newest) = segments.list.last().map(|s| s.0) else {
             return Ok(None);
         };
+        match *progress {
+            Some((seen_newest, since)) if seen_newest == newest => {
+                let stuck = Duration::from_secs_f64(segments.target_duration * 3.5);
+                if since.elapsed() > stuck {
+                    return Err(format!(
+                        "playlist stuck at segment {newest} for {:.1}s",
+                        since.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            _ => *progress = Some((newest, Instant::now())),
+        }
         let oldest = segments.list[0].0;
         // A new server numbers its segments its own way: join three behind its live edge.
         let from = match *next {

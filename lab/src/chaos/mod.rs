@@ -225,8 +225,11 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
     let fault = scenario::Fault::prepare(scenario, &world, &options.site)?;
     let fault_at = timeline.now();
     timeline.record("fault", EventKind::Fault, fault.describe());
-    let injected = fault.inject(&world, &timeline, options.observe);
-    std::thread::sleep(options.observe.saturating_sub(timeline.now() - fault_at));
+    let observe = options
+        .observe
+        .max(scenario::observe_at_least(scenario, &world, &options.site));
+    let injected = fault.inject(&world, &timeline, observe);
+    std::thread::sleep(observe.saturating_sub(timeline.now() - fault_at));
     let restore_at = timeline.now();
     let restored = fault.restore(&world);
     timeline.record("fault", EventKind::Restore, "repaired");
