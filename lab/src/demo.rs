@@ -7,12 +7,13 @@
 //! Each site also runs its two stream nodes (the built-in test channel) and its healthd, which
 //! plays their streams, announces the site's prefixes through the speaker and feeds geodns.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use crate::collector::{Choice, Collector};
 use bgp_speaker::speaker::{self, SpeakerHandle};
 use config::site::{ImportPolicy, Peer, Site};
 use config::types::{ControlEndpoint, HumanDuration};
@@ -135,23 +136,41 @@ pub fn city_database() -> Result<Vec<u8>> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run() -> Result<()> {
+pub async fn run(choice: Choice) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("anycast-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = run_in(&dir).await;
+    let result = run_in(&dir, choice).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(dir: &Path) -> Result<()> {
+/// Our own speaker as the collector.
+async fn start_ours(d: &Deployment) -> Result<(Collector, tokio::task::JoinHandle<()>)> {
+    let (handle, task) = speaker::start(&collector(d), "collector")
+        .await
+        .context("starting the route collector")?;
+    Ok((Collector::Ours(handle), task))
+}
+
+async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     std::fs::write(dir.join("demo.mmdb"), city_database()?)?;
     let d = demo_deployment(dir)?;
     let config_path = dir.join("deploy.toml");
     std::fs::write(&config_path, d.to_toml()?)?;
 
-    let (collector, _collector_task) = speaker::start(&collector(&d), "collector")
-        .await
-        .context("starting the route collector")?;
+    let bird = match choice {
+        Choice::Ours => None,
+        Choice::Auto | Choice::Bird => Collector::start_bird(&d, COLLECTOR, COLLECTOR_ASN, dir)
+            .context("starting BIRD as the route collector")?,
+    };
+    let (collector, _collector_task) = match (bird, choice) {
+        (Some(bird), _) => (bird, None),
+        (None, Choice::Bird) => anyhow::bail!("BIRD is not installed (Debian package bird2)"),
+        (None, _) => {
+            let (c, task) = start_ours(&d).await?;
+            (c, Some(task))
+        }
+    };
     let mut sites = Vec::new();
     let mut controls = Vec::new();
     for site in &d.sites {
@@ -195,6 +214,7 @@ async fn run_in(dir: &Path) -> Result<()> {
         }
         print!("\x1b[2J\x1b[H");
         print_help(&config_path);
+        println!("route collector: {}\n", collector.describe());
         println!("{}", status(&sites, &collector).await);
     }
     println!("stopping: sessions close with a Cease");
@@ -240,25 +260,12 @@ fn print_help(config: &Path) {
 }
 
 /// The live table: sessions and announcements per site, and where each city is sent.
-async fn status(sites: &[(String, SpeakerHandle)], collector: &SpeakerHandle) -> String {
+async fn status(sites: &[(String, SpeakerHandle)], collector: &Collector) -> String {
     let mut out = format!(
         "{:<6} {:<12} {:>10}  {}\n",
         "SITE", "BGP", "ADVERTISED", "SEEN AT THE COLLECTOR"
     );
-    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for peer in collector.peers() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = peer
-            .commands
-            .send(bgp_speaker::session::task::PeerCommand::ShowReceived(tx))
-            .await;
-        if let Ok(Ok(routes)) = rx.await {
-            seen.insert(
-                peer.name.clone(),
-                routes.into_iter().map(|r| r.prefix).collect(),
-            );
-        }
-    }
+    let seen = collector.received().await;
     for (name, handle) in sites {
         let status = handle.statuses().into_iter().next();
         let (state, advertised) = status.map_or(("-".to_owned(), 0), |s| {

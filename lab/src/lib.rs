@@ -2,6 +2,7 @@
 //! namespaces, and the one-command demo.
 
 pub mod chaos;
+pub mod collector;
 pub mod demo;
 pub mod dnsquery;
 pub mod netns;

@@ -24,7 +24,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the demo (three sites, a route collector, geodns on 127.0.0.1:5353) without root.
-    Demo,
+    Demo {
+        /// The route collector: BIRD when installed (auto), or our own speaker.
+        #[arg(long, value_enum, default_value = "auto")]
+        collector: lab::collector::Choice,
+    },
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
     /// Build a topology from network namespaces and start its nodes (root).
@@ -161,7 +165,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Demo => {
+        Command::Demo { collector } => {
             // Quiet by default: the status table is the output; RUST_LOG=info shows the daemons.
             if std::env::var_os("RUST_LOG").is_none() {
                 // SAFETY: single-threaded at this point, before any runtime or thread starts.
@@ -178,7 +182,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(lab::demo::run()) {
+            match runtime.block_on(lab::demo::run(collector)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
