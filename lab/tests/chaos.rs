@@ -119,6 +119,28 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "missing `{expected}` in:\n{stdout}"
         );
     }
+    // The geodns anycast prefix is announced by Amsterdam and London; the transit network sits
+    // nearest to Amsterdam and routes it there (after the run, the lab has converged), through the kernel routes BIRD installed.
+    let route = lab()
+        .args([
+            "exec",
+            "-t",
+            TOPOLOGY,
+            "transit",
+            "ip",
+            "route",
+            "show",
+            "exact",
+            "192.0.2.0/24",
+        ])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("dev eth-ams-r"),
+        "anycast DNS not routed to Amsterdam: {route:?}"
+    );
+
     let md = std::fs::read_to_string(report.join("report.md")).expect("report.md written");
     assert!(
         md.contains("## site-down") && md.contains("## node-kill"),
