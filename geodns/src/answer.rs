@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::geo::Location;
 use crate::health::{HealthState, NodeView};
 use crate::state::{Prepared, Shared};
-use crate::steering::{Choice, Ranking, choose};
+use crate::steering::{Choice, Family, Ranking, choose};
 use crate::zone::Lookup;
 
 /// What to send back.
@@ -139,7 +139,12 @@ pub fn steer(
     let svc = &prepared.deployment.services[service];
     let health: &HealthState = &health;
     let ranking: Ranking = prepared.steering.rank(client, location);
-    let choice = choose(&ranking, health, svc);
+    let family = if qtype == RecordType::AAAA {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let choice = choose(&ranking, health, svc, family);
     let names = |order: &[usize]| {
         order
             .iter()

@@ -35,6 +35,14 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// Whether the node has an address of `family` to answer with.
+    pub fn has(&self, family: crate::steering::Family) -> bool {
+        match family {
+            crate::steering::Family::V4 => self.ipv4.is_some(),
+            crate::steering::Family::V6 => self.ipv6.is_some(),
+        }
+    }
+
     /// Up after admin overrides.
     pub fn up(&self) -> bool {
         match self.admin {

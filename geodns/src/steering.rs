@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::geo::{Location, distance_km};
-use crate::health::{AdminState, HealthState, SiteView};
+use crate::health::{AdminState, HealthState, NodeView, SiteView};
 
 /// Why sites were ranked the way they were.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,6 +159,20 @@ fn complete(first: &[usize], default: &[usize]) -> Vec<usize> {
     order
 }
 
+/// The address family a question asks for: a site without a node of that family cannot answer
+/// it, so AAAA questions walk past sites whose nodes have only IPv4 addresses (and A past
+/// IPv6-only ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Whether `node` counts for `service` in questions of `family`.
+fn serves(node: &NodeView, service: &Service, family: Family) -> bool {
+    node.has(family) && node.services.contains(&service.name)
+}
+
 /// What the chosen site can offer for a service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SiteVerdict {
@@ -169,12 +183,12 @@ pub struct SiteVerdict {
     pub why: String,
 }
 
-/// A site's verdict for `service`.
-pub fn verdict(site: &SiteView, service: &Service) -> SiteVerdict {
+/// A site's verdict for `service` in questions of `family`.
+pub fn verdict(site: &SiteView, service: &Service, family: Family) -> SiteVerdict {
     let nodes: Vec<_> = site
         .nodes
         .iter()
-        .filter(|n| n.services.contains(&service.name))
+        .filter(|n| serves(n, service, family))
         .collect();
     let up: Vec<_> = nodes.iter().filter(|n| n.up()).collect();
     let capacity: f64 = up.iter().map(|n| f64::from(n.capacity_mbps)).sum();
@@ -189,7 +203,13 @@ pub fn verdict(site: &SiteView, service: &Service) -> SiteVerdict {
     let (usable, why) = match site.admin {
         Some(AdminState::Down) => (false, "forced down by an operator".to_owned()),
         Some(AdminState::Up) if !up.is_empty() => (true, "forced up by an operator".to_owned()),
-        _ if nodes.is_empty() => (false, "no node carries the service".to_owned()),
+        _ if nodes.is_empty() => (
+            false,
+            match family {
+                Family::V4 => "no node with an IPv4 address carries the service".to_owned(),
+                Family::V6 => "no node with an IPv6 address carries the service".to_owned(),
+            },
+        ),
         _ if (up.len() as u32) < service.min_healthy_nodes => (
             false,
             format!(
@@ -236,17 +256,22 @@ pub struct Choice {
 
 /// Walks the ranking and picks the first usable site; when none is usable, the nearest site
 /// with any healthy node, else the nearest site at all (fail open, DESIGN.md).
-pub fn choose(ranking: &Ranking, health: &HealthState, service: &Service) -> Option<Choice> {
+pub fn choose(
+    ranking: &Ranking,
+    health: &HealthState,
+    service: &Service,
+    family: Family,
+) -> Option<Choice> {
     let verdicts: Vec<SiteVerdict> = ranking
         .order
         .iter()
-        .map(|&i| verdict(&health.sites[i], service))
+        .map(|&i| verdict(&health.sites[i], service, family))
         .collect();
     let carries = |i: usize| {
         health.sites[i]
             .nodes
             .iter()
-            .any(|n| n.services.contains(&service.name))
+            .any(|n| serves(n, service, family))
     };
     let pick = ranking
         .order
@@ -283,6 +308,7 @@ pub fn choose_site(
     ranking: &Ranking,
     health: &HealthState,
     service: &Service,
+    family: Family,
 ) -> Option<(usize, bool)> {
     let mut first_with_nodes = None;
     let mut first_carrying = None;
@@ -292,11 +318,7 @@ pub fn choose_site(
         let mut up = 0u32;
         let mut capacity = 0.0;
         let mut used = 0.0;
-        for n in site
-            .nodes
-            .iter()
-            .filter(|n| n.services.contains(&service.name))
-        {
+        for n in site.nodes.iter().filter(|n| serves(n, service, family)) {
             carrying += 1;
             if n.up() {
                 up += 1;
@@ -350,13 +372,16 @@ mod tests {
         let mut health = HealthState::from_deployment(&d);
         let live = d.service("live").unwrap();
         let ranking = steering.rank("198.51.100.1".parse().unwrap(), Some(&amsterdam()));
-        assert_eq!(choose_site(&ranking, &health, live), Some((0, false)));
+        assert_eq!(
+            choose_site(&ranking, &health, live, Family::V4),
+            Some((0, false))
+        );
         for node in &mut health.sites[0].nodes {
             node.load = 0.95; // above live's spill_load of 0.85
         }
-        let (site, fail_open) = choose_site(&ranking, &health, live).unwrap();
+        let (site, fail_open) = choose_site(&ranking, &health, live, Family::V4).unwrap();
         assert_eq!((d.sites[site].name.as_str(), fail_open), ("lon", false));
-        let verbose = choose(&ranking, &health, live).unwrap();
+        let verbose = choose(&ranking, &health, live, Family::V4).unwrap();
         assert!(
             verbose.verdicts[0].why.contains("spill threshold"),
             "{:?}",
@@ -378,8 +403,53 @@ mod tests {
             }
         }
         // Nothing healthy anywhere: the nearest site, flagged as fail open.
-        assert_eq!(choose_site(&ranking, &health, live), Some((0, true)));
+        assert_eq!(
+            choose_site(&ranking, &health, live, Family::V4),
+            Some((0, true))
+        );
         health.sites[2].nodes[0].healthy = true; // one London node back
-        assert_eq!(choose_site(&ranking, &health, live), Some((2, false)));
+        assert_eq!(
+            choose_site(&ranking, &health, live, Family::V4),
+            Some((2, false))
+        );
+    }
+
+    #[test]
+    fn aaaa_walks_past_sites_without_ipv6_nodes() {
+        // Only ams-1 has an IPv6 address in the example deployment.
+        let d = example();
+        let steering = Steering::new(&d);
+        let mut health = HealthState::from_deployment(&d);
+        let live = d.service("live").unwrap();
+        let london = Location {
+            network: "192.0.2.0/25".parse().unwrap(),
+            country: None,
+            continent: None,
+            coordinates: Some((51.51, -0.13)),
+        };
+        let ranking = steering.rank("192.0.2.1".parse().unwrap(), Some(&london));
+        let name = |i: usize| d.sites[i].name.as_str();
+        let (v4, _) = choose_site(&ranking, &health, live, Family::V4).unwrap();
+        assert_eq!(name(v4), "lon");
+        let (v6, fail_open) = choose_site(&ranking, &health, live, Family::V6).unwrap();
+        assert_eq!((name(v6), fail_open), ("ams", false));
+        let verbose = choose(&ranking, &health, live, Family::V6).unwrap();
+        assert_eq!(verbose.site, v6, "the verbose and fast choices agree");
+        assert!(
+            verbose.verdicts[0].why.contains("IPv6"),
+            "{:?}",
+            verbose.verdicts[0]
+        );
+        // The only IPv6 node down: the IPv6 question fails open to it rather than go empty.
+        let ams1 = health.sites[0]
+            .nodes
+            .iter_mut()
+            .find(|n| n.ipv6.is_some())
+            .unwrap();
+        ams1.healthy = false;
+        assert_eq!(
+            choose_site(&ranking, &health, live, Family::V6),
+            Some((0, true))
+        );
     }
 }

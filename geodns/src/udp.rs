@@ -23,7 +23,7 @@ use crate::answer::{pick_weighted, sampled};
 use crate::handler::{MAX_UDP_PAYLOAD, Question, respond};
 use crate::health::NodeView;
 use crate::state::Shared;
-use crate::steering::choose_site;
+use crate::steering::{Family, choose_site};
 
 /// Binds one `SO_REUSEPORT` socket for a worker.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -388,10 +388,11 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
     let location = shared.geo().and_then(|g| g.locate(client));
     let ranking = prepared.steering.rank(client, location.as_ref());
     let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
-    let Some((site, fail_open)) = choose_site(&ranking, &health, svc) else {
+    let v4 = hot.qtype == 1;
+    let family = if v4 { Family::V4 } else { Family::V6 };
+    let Some((site, fail_open)) = choose_site(&ranking, &health, svc, family) else {
         return false;
     };
-    let v4 = hot.qtype == 1;
     let nodes: Vec<&NodeView> = health.sites[site]
         .nodes
         .iter()

@@ -193,22 +193,27 @@ fn clients_are_sent_to_the_nearest_site_with_the_database_scope() {
 }
 
 #[test]
-fn ipv6_clients_get_aaaa_from_their_nearest_site() {
-    if !needs_dig("ipv6_clients_get_aaaa_from_their_nearest_site") {
+fn aaaa_answers_come_from_the_nearest_site_with_ipv6_nodes() {
+    if !needs_dig("aaaa_answers_come_from_the_nearest_site_with_ipv6_nodes") {
         return;
     }
     let g = GeoDns::start();
-    // Only ams-1 has an IPv6 address in the example; the rest of the answer is empty.
+    // Only ams-1 has an IPv6 address in the example: a client in Frankfurt gets A records
+    // from Frankfurt and AAAA from Amsterdam, the nearest site that can answer IPv6.
     let out = g.dig(&[
         "live.tv.example.net",
         "AAAA",
         "+subnet=2001:db8:1::/48",
         "+short",
     ]);
-    assert!(
-        out.trim().is_empty(),
-        "fra has no IPv6 node: NODATA rather than another site: {out}"
-    );
+    assert_eq!(out.trim(), "fd00:0:11::1", "AAAA for a Frankfurt client");
+    let out = g.dig(&[
+        "live.tv.example.net",
+        "A",
+        "+subnet=203.0.113.0/24",
+        "+short",
+    ]);
+    assert!(out.contains("127.0.21."), "A for a Frankfurt client: {out}");
     let out = g.dig(&[
         "live.tv.example.net",
         "AAAA",
