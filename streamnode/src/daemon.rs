@@ -19,12 +19,13 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .nodes()
         .find(|(_, n)| n.name == name)
         .with_context(|| format!("node {name:?} is not in the deployment file"))?;
-    if node.tls.is_some() {
-        // Serving plain HTTP where the operator asked for TLS would be a silent downgrade.
-        bail!(
-            "node {name:?} has `tls` set, but this streamnode serves plain HTTP only: remove `tls` and terminate TLS in front of the node"
-        );
-    }
+    // Certificates are read before anything starts: a node asked for TLS never serves clear text.
+    let tls = node
+        .tls
+        .as_ref()
+        .map(|files| crate::listener::tls_acceptor(&files.cert, &files.key))
+        .transpose()
+        .with_context(|| format!("node {name:?}: TLS"))?;
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut channels = HashMap::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {
@@ -81,11 +82,12 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("cannot listen on {}", node.listen))?;
-    let app = router(state.clone()).into_make_service_with_connect_info::<crate::limit::Client>();
-    let listener = crate::limit::Limited::new(listener, node.max_connections);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(crate::listener::serve(
+        listener,
+        router(state.clone()),
+        tls,
+        crate::listener::Limits::new(node.max_connections),
+    ));
     if let Some(admin) = node.admin {
         let drain = state.clone();
         let undrain = state.clone();

@@ -4,7 +4,7 @@ pub mod channel;
 pub mod daemon;
 pub mod feeder;
 pub mod ingest;
-pub mod limit;
+pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod ts;

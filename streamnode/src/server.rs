@@ -161,8 +161,8 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
 async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
-    axum::extract::ConnectInfo(crate::limit::Client(client)): axum::extract::ConnectInfo<
-        crate::limit::Client,
+    axum::extract::ConnectInfo(crate::listener::Client(client)): axum::extract::ConnectInfo<
+        crate::listener::Client,
     >,
 ) -> Response {
     let Some(c) = node.channels.get(&channel) else {

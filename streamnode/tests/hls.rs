@@ -240,12 +240,160 @@ fn many_concurrent_viewers_are_all_served() {
     );
 }
 
+/// A node listening on a fresh loopback address with `extra` added to its node table.
+fn start_with(extra: &str, dir: &TempDir) -> (Daemon, SocketAddr) {
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let text = MINIMAL.replace(
+        "listen = \"127.0.1.1:8080\"",
+        &format!("listen = \"{addr}\"\n{extra}"),
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let daemon = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    (daemon, addr)
+}
+
+/// `curl`'s HTTP version and status for a URL, with extra arguments.
+fn curl(args: &[&str], url: &str) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        "--max-time",
+        "5",
+    ])
+    .args(args)
+    .arg(url);
+    String::from_utf8_lossy(&run(cmd, Duration::from_secs(10)).unwrap().stdout).into_owned()
+}
+
 #[test]
-fn a_node_asked_for_tls_refuses_to_serve_plain_http() {
+fn tls_and_http2_serve_players() {
+    let test = "tls_and_http2_serve_players";
+    let programs = [
+        ("openssl", "openssl"),
+        ("curl", "curl"),
+        ("ffprobe", "ffmpeg"),
+    ];
+    let Some(_) = testkit::require(test, &programs, false) else {
+        return;
+    };
     let dir = TempDir::new("streamnode-tls");
+    let (cert, key) = (dir.path().join("node.crt"), dir.path().join("node.key"));
+    let mut req = Command::new("openssl");
+    req.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ])
+    .args([
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=live.tv.example.net",
+        "-keyout",
+    ])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    assert!(run(req, Duration::from_secs(20)).unwrap().status.success());
+    let (daemon, addr) = start_with(
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        &dir,
+    );
+    let url = format!("https://{addr}/test/index.m3u8");
+    let up = wait_for(Duration::from_secs(10), || {
+        (curl(&["-k"], &url) == "2 200").then_some(())
+    });
+    assert!(up.is_some(), "no HTTP/2 over TLS: {}", daemon.log_text());
+    assert_eq!(curl(&["-k", "--http1.1"], &url), "1.1 200");
+    // Clear text is not served on a TLS node.
+    assert_ne!(
+        curl(&[], &format!("http://{addr}/test/index.m3u8")),
+        "1.1 200"
+    );
+    // A player reads the live playlist over TLS and decodes it.
+    let mut probe = Command::new("ffprobe");
+    probe
+        .args([
+            "-v",
+            "error",
+            "-tls_verify",
+            "0",
+            "-show_entries",
+            "stream=codec_name",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&url);
+    let out = run(probe, Duration::from_secs(20)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("h264"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn clear_text_http2_and_slow_clients() {
+    use std::io::{Read, Write};
+    let Some(_) = testkit::require(
+        "clear_text_http2_and_slow_clients",
+        &[("curl", "curl")],
+        false,
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("streamnode-h2c");
+    let (daemon, addr) = start_with("", &dir);
+    let url = format!("http://{addr}/test/index.m3u8");
+    let up = wait_for(Duration::from_secs(10), || {
+        (curl(&["--http2-prior-knowledge"], &url) == "2 200").then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "no HTTP/2 with prior knowledge: {}",
+        daemon.log_text()
+    );
+    // A client that never finishes its request headers is cut off.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /test/index.m3u8 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    // Meanwhile the node serves everyone else.
+    assert_eq!(curl(&[], &url), "1.1 200");
+}
+
+#[test]
+fn a_node_with_unreadable_certificates_does_not_start() {
+    let dir = TempDir::new("streamnode-badtls");
     let text = MINIMAL.replace(
         "capacity_mbps = 1000",
-        "capacity_mbps = 1000\ntls = { cert = \"node.crt\", key = \"node.key\" }",
+        "capacity_mbps = 1000\ntls = { cert = \"missing.crt\", key = \"missing.key\" }",
     );
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
@@ -254,10 +402,13 @@ fn a_node_asked_for_tls_refuses_to_serve_plain_http() {
         .args(["--node", "ams-1"]);
     let out = run(cmd, Duration::from_secs(10)).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started without TLS:\n{err}");
     assert!(
-        err.contains("tls"),
-        "the error does not name the key:\n{err}"
+        !out.status.success(),
+        "started without its certificates:\n{err}"
+    );
+    assert!(
+        err.contains("missing.crt"),
+        "the error does not name the file:\n{err}"
     );
 }
 
