@@ -5,14 +5,22 @@
 //! 2. every node killed -> the prefix is withdrawn at BIRD;
 //! 3. stream frozen (HTTP still 200) on every node -> the prefix is withdrawn at BIRD.
 //!
+//! Then the same harness with ExaBGP's healthcheck in healthd's place, at its defaults
+//! (interval 5 s, fast interval 1 s, rise 3, fall 3, plus `--withdraw-on-down`, without which it
+//! only lowers the route's MED), checking a node's playlist with curl as an HTTP check does,
+//! peered with a BIRD of its own: node killed -> withdrawn, and stream frozen -> withdrawn.
+//!
 //! Run: `cargo build --release --workspace && cargo bench -p healthd --bench failover` (needs
-//! bird2; the stream nodes and the speaker are the workspace's release binaries). Prints p50/p95 over the trials.
+//! bird2, and exabgp for the comparison; the stream nodes and the speaker are the workspace's
+//! release binaries). Prints p50/p95 over the trials.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
+use testkit::exabgp::ExaBgp;
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
@@ -167,4 +175,108 @@ fn main() {
         "3. every stream frozen (HTTP 200) -> withdrawn at BIRD",
         &mut frozen,
     );
+    exabgp_comparison();
+}
+
+/// ExaBGP's healthcheck against one stream node, announcing a /32 to BIRD.
+fn exabgp_comparison() {
+    let python = Path::new("/usr/bin/python3");
+    let has_module = Command::new(python)
+        .args(["-c", "import exabgp.application.healthcheck"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if testkit::find_program("exabgp").is_none()
+        || !has_module
+        || testkit::find_program("curl").is_none()
+    {
+        println!("\nExaBGP healthcheck comparison skipped: needs exabgp (Debian package) and curl");
+        return;
+    }
+    let net = Loopback::fresh();
+    let dir = TempDir::new("failover-exabgp");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(net, dir.path())).expect("deployment");
+    let (bird_ip, exa_ip, node) = (net.host(2), net.host(3), net.host(11));
+    let vip = format!("{}", net.host(100));
+    let route = format!("{vip}/32");
+    // BIRD connects to ExaBGP, which listens on its own address.
+    let bird = Bird::start(&format!(
+        "router id {bird_ip};\nprotocol device {{}}\nprotocol bgp exa {{\n  local {bird_ip} as 65000;\n  neighbor {exa_ip} port 1179 as 65002;\n  multihop;\n  ipv4 {{ import all; export none; }};\n}}\n"
+    ));
+    let check = format!("curl -sf -o /dev/null --max-time 2 http://{node}:8080/news/index.m3u8");
+    let neighbors = format!(
+        "process watch {{\n  run {} -m exabgp healthcheck --no-syslog --no-ip-setup --withdraw-on-down --ip {vip} --next-hop {exa_ip} --cmd \"{check}\";\n  encoder text;\n}}\nneighbor {bird_ip} {{\n  router-id {exa_ip};\n  local-address {exa_ip};\n  local-as 65002;\n  peer-as 65000;\n  passive;\n  family {{ ipv4 unicast; }}\n  api {{ processes [ watch ]; }}\n}}\n",
+        python.display()
+    );
+    let _exa = ExaBgp::start(&neighbors, exa_ip, 1179);
+    let spawn_node = |log: &str| {
+        let mut cmd = Command::new(binary("streamnode"));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--node", "ams-1"])
+            .env("RUST_LOG", "warn");
+        Daemon::spawn("streamnode", cmd, &dir.path().join(log)).expect("spawn")
+    };
+    let mut ctl = BirdCtl::connect(&bird).expect("birdc");
+    let mut n = spawn_node("exa-n.log");
+    // Rise 3 at the 5 s interval: about 15 s to announce.
+    let announced = |ctl: &mut BirdCtl| {
+        wait_for(Duration::from_secs(60), || {
+            ctl.has_route(&route).then_some(())
+        })
+        .is_some()
+    };
+    assert!(announced(&mut ctl), "ExaBGP never announced {route}");
+    let (mut killed, mut frozen_missed) = (Vec::new(), 0);
+    for trial in 0..TRIALS {
+        let started = Instant::now();
+        n.signal("KILL");
+        n.wait_exit(Duration::from_secs(5));
+        if wait_for(Duration::from_secs(60), || {
+            (!ctl.has_route(&route)).then_some(())
+        })
+        .is_some()
+        {
+            killed.push(started.elapsed());
+        }
+        n = spawn_node(&format!("exa-n-{trial}.log"));
+        assert!(announced(&mut ctl), "ExaBGP did not announce again");
+    }
+    // A frozen stream still answers 200: an HTTP check cannot see it.
+    let admin = SocketAddr::from((node, 8081));
+    for _ in 0..3 {
+        testkit::http::post(admin, "/freeze");
+        let gone = wait_for(Duration::from_secs(20), || {
+            (!ctl.has_route(&route)).then_some(())
+        });
+        if gone.is_none() {
+            frozen_missed += 1;
+        }
+        testkit::http::post(admin, "/unfreeze");
+        assert!(
+            announced(&mut ctl),
+            "ExaBGP did not announce again after the freeze"
+        );
+    }
+    println!(
+        "\nExaBGP {} healthcheck at its defaults (interval 5 s, fast interval 1 s, rise/fall 3, withdraw on down), curl on the playlist\n",
+        exabgp_version()
+    );
+    report("2'. node killed -> withdrawn at BIRD", &mut killed);
+    println!(
+        "3'. stream frozen (HTTP 200) -> withdrawn at BIRD: not withdrawn within 20 s in {frozen_missed} of 3 trials"
+    );
+}
+
+fn exabgp_version() -> String {
+    Command::new("exabgp")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("ExaBGP : ").map(str::to_string))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
 }
