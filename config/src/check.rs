@@ -129,6 +129,9 @@ pub struct HlsCheck {
     /// The newest segment must download at least this many times faster than real time.
     #[serde(default = "default_min_speed")]
     pub min_speed: f64,
+    /// CA certificates (PEM) to verify nodes that serve HTTPS with; the system's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Parameters of an `http` probe.

@@ -120,6 +120,7 @@ fn built_in_code() -> Deployment {
                 channels: Some(vec!["news".into()]),
                 max_stall_factor: 2.0,
                 min_speed: 1.5,
+                ca_file: Some("/etc/anycast/ca.pem".into()),
             }),
             http: None,
             tcp: None,

@@ -43,6 +43,8 @@ pub enum StartError {
     },
     #[error("feed token: {0}")]
     Secret(#[from] config::types::SecretError),
+    #[error("node {node}: cannot probe over TLS: {reason}")]
+    Tls { node: String, reason: String },
 }
 
 /// One probe result, folded by the node's tracker.
@@ -244,7 +246,24 @@ fn prober_for(d: &Deployment, node: &Node) -> Result<(Prober, Duration), StartEr
         .flat_map(|s| s.channels.iter().cloned())
         .collect();
     let interval = profile.interval.get();
-    Ok((Prober::new(profile, channels), interval))
+    let mut prober = Prober::new(profile.clone(), channels);
+    if node.tls.is_some() {
+        // The node's certificate must name what viewers ask for: its first service's hostname,
+        // else its address.
+        let name = services
+            .first()
+            .and_then(|s| s.hostnames.first().cloned())
+            .unwrap_or_else(|| node.listen.ip().to_string());
+        let ca = (profile.hls.as_ref().and_then(|h| h.ca_file.as_deref()))
+            .or_else(|| profile.http.as_ref().and_then(|h| h.ca_file.as_deref()));
+        let client =
+            crate::probe::http::Client::with_tls(ca, &name).map_err(|reason| StartError::Tls {
+                node: node.name.clone(),
+                reason,
+            })?;
+        prober = prober.with_client(client);
+    }
+    Ok((prober, interval))
 }
 
 /// Probes one node forever: every interval (with jitter), or faster while a change is being
@@ -281,6 +300,7 @@ async fn node_task(
             .with_label_values(&[node.name.as_str()])
             .set(i64::from(tracker.health() == Health::Up));
         let report = crate::report::read(
+            prober.client(),
             &node.status_url(),
             node.capacity_mbps,
             profile.timeout.get(),

@@ -24,13 +24,25 @@ struct StatusDocument {
     draining: bool,
 }
 
-/// Reads `status_url` (`http://HOST:PORT/PATH`). `capacity_mbps` is the deployment's figure
-/// for the node, the one steering and spill decisions weigh, not what the node claims.
-pub async fn read(status_url: &str, capacity_mbps: u32, timeout: Duration) -> Option<NodeReport> {
-    let rest = status_url.strip_prefix("http://")?;
+/// Reads `status_url` (`http://HOST:PORT/PATH` or `https://...`) with the node's probe client.
+/// `capacity_mbps` is the deployment's figure for the node, the one steering and spill
+/// decisions weigh, not what the node claims.
+pub async fn read(
+    client: &http::Client,
+    status_url: &str,
+    capacity_mbps: u32,
+    timeout: Duration,
+) -> Option<NodeReport> {
+    let scheme_end = status_url.find("://")? + 3;
+    let rest = &status_url[scheme_end..];
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let fetched = http::get(&format!("http://{host}"), path, timeout)
+    let fetched = client
+        .get(
+            &format!("{}{host}", &status_url[..scheme_end]),
+            path,
+            timeout,
+        )
         .await
         .ok()?;
     if fetched.status != 200 {

@@ -142,3 +142,145 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
         healthd.log_text()
     );
 }
+
+#[test]
+fn nodes_serving_https_are_probed_over_tls_and_a_wrong_ca_fails_them() {
+    let test = "nodes_serving_https_are_probed_over_tls_and_a_wrong_ca_fails_them";
+    let Some(_) = testkit::require(test, &[("openssl", "openssl")], false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-tls");
+    // Two CAs, each signing a certificate for the service name; healthd trusts the first.
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir.path());
+        let out = testkit::process::run(cmd, Duration::from_secs(20)).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    std::fs::write(
+        dir.path().join("san.ext"),
+        "subjectAltName=DNS:live.tv.example.net\n",
+    )
+    .unwrap();
+    let make = |name: &str| {
+        let ca = format!("{name}-ca");
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "1", "-subj", &format!("/CN={ca}")],
+            ]
+            .concat()
+            .into_iter()
+            .chain([
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ])
+            .collect::<Vec<_>>(),
+        );
+        openssl(
+            &[&["req"][..], &ec, &["-subj", "/CN=live.tv.example.net"]]
+                .concat()
+                .into_iter()
+                .chain([
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ])
+                .collect::<Vec<_>>(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+        (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        )
+    };
+    let (good_cert, good_key) = make("good");
+    let (other_cert, other_key) = make("other");
+    // ams-1 serves the trusted certificate, ams-2 the other one; the check trusts the first.
+    let with_tls = |text: &str, node: &str, cert: &std::path::Path, key: &std::path::Path| {
+        let at = text.find(&format!("name = \"{node}\"")).unwrap();
+        let line = "capacity_mbps = 1000\n";
+        let end = at + text[at..].find(line).unwrap() + line.len();
+        format!(
+            "{}tls = {{ cert = \"{}\", key = \"{}\" }}\n{}",
+            &text[..end],
+            cert.display(),
+            key.display(),
+            &text[end..]
+        )
+    };
+    let text = deployment(net, dir.path());
+    let text = with_tls(&text, "ams-1", &good_cert, &good_key);
+    let text = with_tls(&text, "ams-2", &other_cert, &other_key).replace(
+        "fall = 2\n",
+        &format!(
+            "fall = 2\nhls = {{ ca_file = \"{}\" }}\n",
+            dir.path().join("good-ca.crt").display()
+        ),
+    );
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, &text).unwrap();
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config").arg(&config).args(args);
+        Daemon::spawn(
+            name,
+            cmd,
+            &dir.path()
+                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
+        )
+        .unwrap()
+    };
+    let _node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let trusted_up = wait_for(Duration::from_secs(20), || {
+        (feed_health(feed, "ams-1") == Some(true)).then_some(())
+    });
+    assert!(
+        trusted_up.is_some(),
+        "the node with a trusted certificate never came up over HTTPS:\n{text}\n{}",
+        healthd.log_text()
+    );
+    // The other certificate does not chain to the CA: that node stays down, and the log says why.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        feed_health(feed, "ams-2"),
+        Some(false),
+        "{}",
+        healthd.log_text()
+    );
+}

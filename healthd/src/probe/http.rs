@@ -1,10 +1,19 @@
-//! A minimal HTTP/1.1 GET over hyper, for probes: status, headers and body, with a deadline.
+//! A minimal HTTP/1.1 GET over hyper, for probes: status and body, with a deadline; over TLS
+//! (rustls) for nodes that serve HTTPS, verified against a chosen CA.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+
+/// Where the system's trusted CAs are (Debian's ca-certificates), used when a check names no CA.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// An HTTP response as probes need it.
 #[derive(Debug)]
@@ -15,23 +24,112 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
-/// GETs `http://host:port/path`. Errors are the probe's failure detail.
+/// GETs `http://host:port/path` in clear text. Errors are the probe's failure detail.
 pub async fn get(base: &str, path: &str, timeout: Duration) -> Result<Fetched, String> {
-    tokio::time::timeout(timeout, fetch(base, path))
-        .await
-        .map_err(|_| format!("GET {path}: no answer within {}ms", timeout.as_millis()))?
+    Client::default().get(base, path, timeout).await
 }
 
-async fn fetch(base: &str, path: &str) -> Result<Fetched, String> {
-    let host = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("unsupported URL {base:?}: expected http://HOST:PORT"))?;
-    let host = host.trim_end_matches('/');
-    let started = std::time::Instant::now();
-    let stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+/// How probes talk to a node: clear text, or TLS too when the node serves HTTPS.
+#[derive(Clone, Default)]
+pub struct Client {
+    tls: Option<Tls>,
+}
+
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    /// The name the node's certificate must carry.
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("tls", &self.tls.as_ref().map(|t| t.server_name.to_str()))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `https://` as well: the node's certificate must chain to a CA in `ca_file`
+    /// (PEM), or to the system's CAs when there is none, and name `server_name` (the hostname
+    /// viewers use, or the node's address).
+    pub fn with_tls(ca_file: Option<&Path>, server_name: &str) -> Result<Self, String> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let path = ca_file.unwrap_or(Path::new(SYSTEM_ROOTS));
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: cannot read CA certificates: {e}", path.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!("{}: no usable CA certificate", path.display()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| format!("{server_name:?} is not a name a certificate can carry: {e}"))?;
+        Ok(Self {
+            tls: Some(Tls {
+                connector: TlsConnector::from(Arc::new(config)),
+                server_name,
+            }),
+        })
+    }
+
+    /// GETs `BASE/path`, `BASE` being `http://HOST:PORT` or `https://HOST:PORT`.
+    pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Fetched, String> {
+        tokio::time::timeout(timeout, self.fetch(base, path))
+            .await
+            .map_err(|_| format!("GET {path}: no answer within {}ms", timeout.as_millis()))?
+    }
+
+    async fn fetch(&self, base: &str, path: &str) -> Result<Fetched, String> {
+        let (secure, host) = if let Some(host) = base.strip_prefix("https://") {
+            (true, host)
+        } else if let Some(host) = base.strip_prefix("http://") {
+            (false, host)
+        } else {
+            return Err(format!(
+                "unsupported URL {base:?}: expected http://HOST:PORT or https://HOST:PORT"
+            ));
+        };
+        let host = host.trim_end_matches('/');
+        let started = std::time::Instant::now();
+        let stream = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect {host}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        if !secure {
+            return exchange(stream, host, path, started).await;
+        }
+        let Some(tls) = &self.tls else {
+            return Err(format!("{base} is HTTPS but the check has no TLS settings"));
+        };
+        let stream = tls
+            .connector
+            .connect(tls.server_name.clone(), stream)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        exchange(stream, host, path, started).await
+    }
+}
+
+/// One request and its response on a connected stream.
+async fn exchange<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    started: std::time::Instant,
+) -> Result<Fetched, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;

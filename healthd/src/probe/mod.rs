@@ -26,6 +26,8 @@ pub struct Prober {
     /// Channels an `hls` probe plays.
     channels: Vec<String>,
     progress: HashMap<String, hls::Progress>,
+    /// HTTP(S) client for `hls` and `http` probes and the status document.
+    client: http::Client,
 }
 
 impl Prober {
@@ -39,7 +41,19 @@ impl Prober {
             profile,
             channels,
             progress: HashMap::new(),
+            client: http::Client::default(),
         }
+    }
+
+    /// Probes over HTTPS with `client` (for nodes that serve TLS).
+    pub fn with_client(mut self, client: http::Client) -> Self {
+        self.client = client;
+        self
+    }
+
+    /// The HTTP(S) client probes use.
+    pub fn client(&self) -> &http::Client {
+        &self.client
     }
 
     pub fn profile(&self) -> &CheckProfile {
@@ -75,7 +89,7 @@ impl Prober {
             CheckKind::Hls => self.hls(&base, timeout).await,
             CheckKind::Http => {
                 let http = self.profile.http.clone().unwrap_or_else(toml_default_http);
-                let got = http::get(&base, &http.path, timeout).await?;
+                let got = self.client.get(&base, &http.path, timeout).await?;
                 if got.status != http.status {
                     return Err(format!(
                         "GET {} answered {}, expected {}",
@@ -145,7 +159,7 @@ impl Prober {
         }
         for channel in self.channels.clone() {
             let path = format!("/{channel}/index.m3u8");
-            let got = http::get(base, &path, timeout).await?;
+            let got = self.client.get(base, &path, timeout).await?;
             if got.status != 200 {
                 return Err(format!("GET {path} answered {}", got.status));
             }
@@ -161,7 +175,10 @@ impl Prober {
                 .newest
                 .clone()
                 .ok_or_else(|| format!("{path} lists no segment"))?;
-            let segment = if let Some(rest) = uri.strip_prefix("http://") {
+            let absolute = uri
+                .strip_prefix("http://")
+                .or_else(|| uri.strip_prefix("https://"));
+            let segment = if let Some(rest) = absolute {
                 rest.find('/')
                     .map(|i| rest[i..].to_owned())
                     .unwrap_or_else(|| "/".into())
@@ -170,7 +187,7 @@ impl Prober {
             } else {
                 format!("/{channel}/{uri}")
             };
-            let seg = http::get(base, &segment, timeout).await?;
+            let seg = self.client.get(base, &segment, timeout).await?;
             if seg.status != 200 {
                 return Err(format!("GET {segment} answered {}", seg.status));
             }
