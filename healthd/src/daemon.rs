@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bgp_speaker::control::Client;
 use bgp_speaker::speaker::{Op, Reply};
+use config::check::CheckProfile;
 use config::site::Site;
 use config::{Deployment, Node};
 use feed::server::Publisher;
@@ -45,11 +46,14 @@ pub enum StartError {
     Secret(#[from] config::types::SecretError),
     #[error("node {node}: cannot probe over TLS: {reason}")]
     Tls { node: String, reason: String },
+    #[error("the deployment file is not valid: {0}")]
+    Invalid(String),
 }
 
 /// One probe result, folded by the node's tracker.
 struct NodeUpdate {
-    node: usize,
+    /// The node's name: indices change when a reload adds or removes nodes.
+    node: String,
     health: Health,
     ok: bool,
     detail: String,
@@ -125,22 +129,138 @@ impl Metrics {
     }
 }
 
-/// Runs healthd for `site` until SIGTERM.
-pub async fn run(deployment: Deployment, site_name: &str) -> Result<(), StartError> {
-    let task = start(deployment, site_name).await?;
-    tokio::select! {
-        _ = task => {}
-        () = wait_for_stop() => info!("shutting down: leases left to expire (routes stay until then)"),
+/// Runs healthd for `site` until SIGTERM. On SIGHUP the deployment file at `config` is read
+/// again and applied (see [`Running::reload`]); a file that does not load is reported and the
+/// running configuration kept.
+pub async fn run(
+    deployment: Deployment,
+    site_name: &str,
+    config: Option<std::path::PathBuf>,
+) -> Result<(), StartError> {
+    let mut running = start(deployment, site_name).await?;
+    let Ok(mut signals) = daemon::signals::Signals::new() else {
+        let _ = (&mut running.site_task).await;
+        return Ok(());
+    };
+    loop {
+        tokio::select! {
+            _ = &mut running.site_task => return Ok(()),
+            request = signals.next() => {
+                if request != daemon::signals::Request::Reload {
+                    info!("shutting down: leases left to expire (routes stay until then)");
+                    return Ok(());
+                }
+                let Some(path) = &config else {
+                    warn!("SIGHUP: no deployment file to read again");
+                    continue;
+                };
+                match Deployment::load(path) {
+                    Ok(d) => match running.reload(d) {
+                        Ok(summary) => info!("SIGHUP: {summary}"),
+                        Err(e) => warn!("SIGHUP: keeping the running configuration: {e}"),
+                    },
+                    Err(e) => warn!("SIGHUP: keeping the running configuration: {e}"),
+                }
+            }
+        }
     }
-    Ok(())
+}
+
+/// A running healthd: its site task and one probe task per node.
+pub struct Running {
+    /// The site task; it runs until the process ends.
+    pub site_task: tokio::task::JoinHandle<()>,
+    site_name: String,
+    site: Site,
+    control: mpsc::Sender<Reconfigure>,
+    updates: mpsc::Sender<NodeUpdate>,
+    metrics: Arc<Metrics>,
+    /// Per node: its configuration and check profile as started, and its probe task.
+    nodes: HashMap<String, (Node, CheckProfile, tokio::task::JoinHandle<()>)>,
+}
+
+/// A new configuration for the site task.
+struct Reconfigure {
+    deployment: Deployment,
+    site: Site,
+    interval: Duration,
+}
+
+impl Running {
+    /// Applies a new deployment: nodes whose settings and check profile are unchanged keep
+    /// probing and keep their state (a reload causes no route churn), changed or new ones start
+    /// afresh, removed ones stop; services, degrade policies, lease and drain file apply from
+    /// the next round. The feed and admin listeners stay where they are until a restart.
+    pub fn reload(&mut self, deployment: Deployment) -> Result<String, StartError> {
+        let problems = deployment.check();
+        if let Some(first) = problems.first() {
+            return Err(StartError::Invalid(format!(
+                "{} problem(s), first: {first:?}",
+                problems.len()
+            )));
+        }
+        let site = deployment
+            .site(&self.site_name)
+            .ok_or_else(|| StartError::UnknownSite(self.site_name.clone()))?
+            .clone();
+        // Every node must be probeable before anything changes.
+        let mut planned = Vec::new();
+        for node in &site.nodes {
+            let (prober, interval) = prober_for(&deployment, node)?;
+            planned.push((node.clone(), prober, interval));
+        }
+        if site.healthd.feed != self.site.healthd.feed
+            || site.healthd.admin != self.site.healthd.admin
+        {
+            warn!("SIGHUP: the feed and admin addresses change only when healthd restarts");
+        }
+        let (mut kept, mut started) = (0, 0);
+        let mut interval = Duration::from_secs(1);
+        let mut next = HashMap::new();
+        for (i, (node, prober, profile_interval)) in planned.into_iter().enumerate() {
+            interval = interval.min(profile_interval);
+            match self.nodes.remove(&node.name) {
+                Some((old, profile, task)) if old == node && &profile == prober.profile() => {
+                    kept += 1;
+                    next.insert(node.name.clone(), (old, profile, task));
+                }
+                previous => {
+                    if let Some((_, _, task)) = previous {
+                        task.abort();
+                    }
+                    started += 1;
+                    let profile = prober.profile().clone();
+                    let task = tokio::spawn(node_task(
+                        i,
+                        node.clone(),
+                        prober,
+                        self.updates.clone(),
+                        self.metrics.clone(),
+                    ));
+                    next.insert(node.name.clone(), (node, profile, task));
+                }
+            }
+        }
+        let stopped = self.nodes.len();
+        for (_, (_, _, task)) in self.nodes.drain() {
+            task.abort();
+        }
+        self.nodes = next;
+        self.site = site.clone();
+        let _ = self.control.try_send(Reconfigure {
+            deployment,
+            site,
+            interval,
+        });
+        Ok(format!(
+            "deployment reloaded: {kept} node(s) kept, {started} started, {stopped} stopped"
+        ))
+    }
 }
 
 /// Starts healthd for `site` in background tasks: feed and admin endpoints, a probe task per
 /// node, and the site task (whose handle is returned).
-pub async fn start(
-    deployment: Deployment,
-    site_name: &str,
-) -> Result<tokio::task::JoinHandle<()>, StartError> {
+pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, StartError> {
     let site = deployment
         .site(site_name)
         .ok_or_else(|| StartError::UnknownSite(site_name.to_owned()))?
@@ -180,29 +300,38 @@ pub async fn start(
 
     let (tx, rx) = mpsc::channel(1024);
     let mut interval = Duration::from_secs(1);
+    let mut nodes = HashMap::new();
     for (i, node) in site.nodes.iter().enumerate() {
         let (prober, profile_interval) = prober_for(&deployment, node)?;
         interval = interval.min(profile_interval);
-        tokio::spawn(node_task(
+        let profile = prober.profile().clone();
+        let task = tokio::spawn(node_task(
             i,
             node.clone(),
             prober,
             tx.clone(),
             metrics.clone(),
         ));
+        nodes.insert(node.name.clone(), (node.clone(), profile, task));
     }
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
-    let task = SiteTask::new(deployment, site, publisher, metrics, drained);
-    Ok(tokio::spawn(task.run(rx, interval)))
-}
-
-async fn wait_for_stop() {
-    let Ok(mut signals) = daemon::signals::Signals::new() else {
-        return;
-    };
-    while signals.next().await == daemon::signals::Request::Reload {
-        info!("SIGHUP: restart healthd to apply deployment changes");
-    }
+    let (control, control_rx) = mpsc::channel(4);
+    let task = SiteTask::new(
+        deployment,
+        site.clone(),
+        publisher,
+        metrics.clone(),
+        drained,
+    );
+    Ok(Running {
+        site_task: tokio::spawn(task.run(rx, control_rx, interval)),
+        site_name: site.name.clone(),
+        site,
+        control,
+        updates: tx,
+        metrics,
+        nodes,
+    })
 }
 
 /// The admin API: `POST /drain` and `POST /undrain` for the whole site.
@@ -307,7 +436,7 @@ async fn node_task(
         )
         .await;
         let update = NodeUpdate {
-            node: index,
+            node: node.name.clone(),
             health: tracker.health(),
             ok: outcome.ok,
             detail: outcome.detail,
@@ -337,6 +466,8 @@ struct SiteTask {
     publisher: Publisher,
     metrics: Arc<Metrics>,
     drained: Arc<AtomicBool>,
+    /// Position of each node (by name) in `site.nodes` and the vectors below.
+    index: HashMap<String, usize>,
     health: Vec<Health>,
     reports: Vec<NodeReport>,
     details: Vec<String>,
@@ -356,7 +487,14 @@ impl SiteTask {
         drained: Arc<AtomicBool>,
     ) -> Self {
         let n = site.nodes.len();
+        let index = site
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (node.name.clone(), i))
+            .collect();
         Self {
+            index,
             deployment,
             site,
             publisher,
@@ -373,19 +511,32 @@ impl SiteTask {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<NodeUpdate>, interval: Duration) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<NodeUpdate>,
+        mut control: mpsc::Receiver<Reconfigure>,
+        interval: Duration,
+    ) {
         let mut round = tokio::time::interval(interval);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                Some(new) = control.recv() => {
+                    self.reconfigure(new.deployment, new.site);
+                    round = tokio::time::interval(new.interval);
+                    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    self.round().await;
+                }
                 update = rx.recv() => {
                     let Some(u) = update else { return };
+                    // An update from a node a reload just removed.
+                    let Some(&i) = self.index.get(&u.node) else { continue };
                     let report = u.report.unwrap_or_default();
-                    let changed = self.health[u.node] != u.health
-                        || self.reports[u.node].draining != report.draining;
-                    self.health[u.node] = u.health;
-                    self.reports[u.node] = report;
-                    self.details[u.node] = if u.ok { String::new() } else { u.detail };
+                    let changed = self.health[i] != u.health
+                        || self.reports[i].draining != report.draining;
+                    self.health[i] = u.health;
+                    self.reports[i] = report;
+                    self.details[i] = if u.ok { String::new() } else { u.detail };
                     // A state change is acted on at once, not at the next round.
                     if changed {
                         self.round().await;
@@ -394,6 +545,37 @@ impl SiteTask {
                 _ = round.tick() => self.round().await,
             }
         }
+    }
+
+    /// Takes a reloaded deployment: nodes keep their state by name, new ones start down.
+    fn reconfigure(&mut self, deployment: Deployment, site: Site) {
+        let old: HashMap<String, (Health, NodeReport, String)> = self
+            .index
+            .iter()
+            .map(|(name, &i)| {
+                (
+                    name.clone(),
+                    (self.health[i], self.reports[i], self.details[i].clone()),
+                )
+            })
+            .collect();
+        self.health.clear();
+        self.reports.clear();
+        self.details.clear();
+        self.index.clear();
+        for (i, node) in site.nodes.iter().enumerate() {
+            let (health, report, detail) = old.get(&node.name).cloned().unwrap_or((
+                Health::Down,
+                NodeReport::default(),
+                String::new(),
+            ));
+            self.health.push(health);
+            self.reports.push(report);
+            self.details.push(detail);
+            self.index.insert(node.name.clone(), i);
+        }
+        self.deployment = deployment;
+        self.site = site;
     }
 
     /// Decides every service, drives the speaker, publishes the feed.

@@ -44,7 +44,11 @@ fn main() -> ExitCode {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(healthd::daemon::run(deployment, &site))?;
+        runtime.block_on(healthd::daemon::run(
+            deployment,
+            &site,
+            Some(path.to_path_buf()),
+        ))?;
         Ok(())
     })();
     match result {

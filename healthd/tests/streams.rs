@@ -284,3 +284,101 @@ fn nodes_serving_https_are_probed_over_tls_and_a_wrong_ca_fails_them() {
         healthd.log_text()
     );
 }
+
+/// Node names listed in the site feed at `addr`.
+fn feed_nodes(addr: SocketAddr) -> Vec<String> {
+    let Some((200, body)) = testkit::http::get(addr, "/feed") else {
+        return Vec::new();
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    doc["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sighup_applies_node_changes_without_disturbing_unchanged_nodes() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-reload");
+    let config = dir.path().join("deploy.toml");
+    let full = deployment(net, dir.path());
+    std::fs::write(&config, &full).unwrap();
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(binary(name));
+        cmd.arg("--config").arg(&config).args(args);
+        Daemon::spawn(
+            name,
+            cmd,
+            &dir.path()
+                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
+        )
+        .unwrap()
+    };
+    let _node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let both = wait_for(Duration::from_secs(20), || {
+        ["ams-1", "ams-2"]
+            .iter()
+            .all(|n| feed_health(feed, n) == Some(true))
+            .then_some(())
+    });
+    assert!(both.is_some(), "{}", healthd.log_text());
+
+    // ams-2 leaves the deployment: after SIGHUP it leaves the feed, ams-1 stays up throughout.
+    let start = full.find("[[sites.nodes]]\nname = \"ams-2\"").unwrap();
+    let end = start + full[start..].find("\n\n").unwrap() + 2;
+    let without = format!("{}{}", &full[..start], &full[end..]);
+    std::fs::write(&config, &without).unwrap();
+    healthd.signal("HUP");
+    let gone = wait_for(Duration::from_secs(5), || {
+        let nodes = feed_nodes(feed);
+        assert_eq!(
+            feed_health(feed, "ams-1"),
+            Some(true),
+            "ams-1 disturbed by the reload"
+        );
+        (nodes == ["ams-1"]).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "ams-2 still in the feed:\n{}",
+        healthd.log_text()
+    );
+    assert!(
+        healthd
+            .log_text()
+            .contains("1 node(s) kept, 0 started, 1 stopped")
+    );
+
+    // A broken file is refused and the running configuration kept.
+    std::fs::write(&config, "[[sites]]\nname = 3\n").unwrap();
+    healthd.signal("HUP");
+    let refused = wait_for(Duration::from_secs(5), || {
+        healthd
+            .log_text()
+            .contains("keeping the running configuration")
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", healthd.log_text());
+    assert_eq!(feed_health(feed, "ams-1"), Some(true));
+
+    // ams-2 comes back: probed afresh, healthy again.
+    std::fs::write(&config, &full).unwrap();
+    healthd.signal("HUP");
+    let back = wait_for(Duration::from_secs(10), || {
+        (feed_health(feed, "ams-2") == Some(true)).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "ams-2 did not come back:\n{}",
+        healthd.log_text()
+    );
+}
