@@ -20,6 +20,10 @@ pub struct Dns {
     /// MaxMind DB (GeoIP2/GeoLite2 City or Country); reloaded when the file changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geoip_db: Option<PathBuf>,
+    /// Where operators' overrides (`geodns admin`) are kept, so that they outlive a restart;
+    /// they last only as long as the process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_state: Option<PathBuf>,
     /// Site order for clients whose location is unknown; file order of sites when empty.
     #[serde(default)]
     pub default_order: Vec<String>,
@@ -50,6 +54,7 @@ impl Default for Dns {
             listen: default_listen(),
             admin: default_admin(),
             geoip_db: None,
+            admin_state: None,
             default_order: Vec::new(),
             feed_grace: default_feed_grace(),
             feed_token: None,

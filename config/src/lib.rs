@@ -192,10 +192,16 @@ impl Deployment {
             if let Some(ca) = check.http.as_mut().and_then(|h| h.ca_file.as_mut()) {
                 fix(ca);
             }
+            if let Some(ca) = check.hls.as_mut().and_then(|h| h.ca_file.as_mut()) {
+                fix(ca);
+            }
         }
         if let Some(dns) = self.dns.as_mut() {
             if let Some(db) = dns.geoip_db.as_mut() {
                 fix(db);
+            }
+            if let Some(file) = dns.admin_state.as_mut() {
+                fix(file);
             }
             fix_secret(&mut dns.feed_token);
             for zone in &mut dns.zones {

@@ -2,6 +2,7 @@
 //! (EDNS Client Subnet, else the source address, located in a MaxMind DB) and serves static
 //! zone data for everything else.
 
+pub mod admin_state;
 pub mod answer;
 pub mod feeds;
 pub mod geo;

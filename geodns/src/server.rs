@@ -38,6 +38,8 @@ pub enum RunError {
     Admin(#[from] daemon::admin::AdminError),
     #[error("the deployment file has no [dns] section: nothing to serve")]
     NoDns,
+    #[error(transparent)]
+    AdminState(#[from] crate::admin_state::AdminStateError),
 }
 
 /// Opens the location database named in the deployment, if any.
@@ -62,6 +64,18 @@ pub async fn run(
         warn!("no location database (dns.geoip_db): every client gets the default site order");
     }
     let shared = Arc::new(Shared::new(Prepared::new(deployment)?, geo));
+    if let Some(path) = &dns.admin_state {
+        // A file that cannot be read stops the start: silently dropping an operator's
+        // "keep this site out" would put it back into service.
+        let saved = crate::admin_state::load(path)?;
+        let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
+        for stale in crate::admin_state::apply(&mut health, &saved) {
+            warn!(site = %stale.site, node = stale.node.as_deref().unwrap_or("-"), path = %path.display(), "saved admin state names a site or node the deployment no longer has; ignored");
+        }
+        if !saved.is_empty() {
+            info!(overrides = saved.len(), path = %path.display(), "operator overrides restored");
+        }
+    }
     let mut server = Server::new(GeoHandler {
         shared: shared.clone(),
     });
@@ -245,6 +259,24 @@ async fn admin_state_handler(
     let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
     if health.set_admin(&q.site, q.node.as_deref(), state) {
         info!(site = %q.site, node = q.node.as_deref().unwrap_or("-"), state = %q.state, "admin state set by an operator");
+        let overrides = crate::admin_state::current(&health);
+        drop(health);
+        let path = shared
+            .prepared()
+            .deployment
+            .dns
+            .as_ref()
+            .and_then(|d| d.admin_state.clone());
+        if let Some(path) = path
+            && let Err(e) = crate::admin_state::save(&path, &overrides)
+        {
+            warn!("{e}");
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("applied, but not saved (lost at restart): {e}\n"),
+            )
+                .into_response();
+        }
         "ok\n".into_response()
     } else {
         (

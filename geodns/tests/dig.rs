@@ -55,7 +55,7 @@ impl GeoDns {
             .map(|i| format!("\\\"{}\\\"", char::from(b'a' + i).to_string().repeat(120)))
             .collect();
         let text = EXAMPLE
-            .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\"\nquery_log_sample = 1.0"))
+            .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\"\nadmin_state = \"admin-state.json\"\nquery_log_sample = 1.0"))
             .replace("admin = \"127.0.0.1:9153\"", &format!("admin = \"{admin}\""))
             .replace(
                 "  { name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" },",
@@ -94,6 +94,26 @@ impl GeoDns {
             server.daemon.log_text()
         );
         server
+    }
+
+    /// Stops geodns and starts it again on the same files.
+    fn restart(&mut self) {
+        self.daemon.signal("TERM");
+        self.daemon.wait_exit(Duration::from_secs(10));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+        cmd.arg("--config").arg(&self.config);
+        self.daemon = Daemon::spawn("geodns", cmd, &self.config.with_file_name("geodns-2.log"))
+            .expect("restart geodns");
+        let up = wait_for(Duration::from_secs(10), || {
+            self.dig(&["tv.example.net", "SOA", "+short"])
+                .contains("hostmaster")
+                .then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "geodns did not restart:\n{}",
+            self.daemon.log_text()
+        );
     }
 
     fn dig(&self, args: &[&str]) -> String {
@@ -228,7 +248,7 @@ fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
     if !needs_dig("a_site_forced_down_sends_its_clients_to_the_next_nearest") {
         return;
     }
-    let g = GeoDns::start();
+    let mut g = GeoDns::start();
     assert_eq!(g.service("198.51.100.0/24").0, AMS);
     assert_eq!(
         g.ttl("198.51.100.0/24"),
@@ -261,6 +281,13 @@ fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
         g.service("198.51.100.0/24").0,
         ["127.0.31.2"],
         "only the healthy node of London"
+    );
+    // The overrides are saved (dns.admin_state) and outlive a restart.
+    g.restart();
+    assert_eq!(
+        g.service("198.51.100.0/24").0,
+        ["127.0.31.2"],
+        "Amsterdam still forced down and lon-1 still out after a restart"
     );
     let metrics = testkit::http::get(SocketAddr::from((g.dns.ip(), 9153)), "/metrics")
         .unwrap()

@@ -52,6 +52,11 @@ fn report(what: &str, samples: &mut [Duration]) {
 }
 
 fn main() {
+    // `cargo bench -p healthd --bench failover -- exabgp` runs the comparison alone.
+    if std::env::args().any(|a| a == "exabgp") {
+        exabgp_comparison();
+        return;
+    }
     if testkit::find_program("bird").is_none()
         || !binary("streamnode").exists()
         || !binary("bgp-speaker").exists()
@@ -197,7 +202,8 @@ fn exabgp_comparison() {
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, deployment(net, dir.path())).expect("deployment");
     let (bird_ip, exa_ip, node) = (net.host(2), net.host(3), net.host(11));
-    let vip = format!("{}", net.host(100));
+    // Not a loopback address: BIRD refuses routes into 127.0.0.0/8.
+    let vip = "198.51.100.1";
     let route = format!("{vip}/32");
     // BIRD connects to ExaBGP, which listens on its own address.
     let bird = Bird::start(&format!(
@@ -208,7 +214,7 @@ fn exabgp_comparison() {
         "process watch {{\n  run {} -m exabgp healthcheck --no-syslog --no-ip-setup --withdraw-on-down --ip {vip} --next-hop {exa_ip} --cmd \"{check}\";\n  encoder text;\n}}\nneighbor {bird_ip} {{\n  router-id {exa_ip};\n  local-address {exa_ip};\n  local-as 65002;\n  peer-as 65000;\n  passive;\n  family {{ ipv4 unicast; }}\n  api {{ processes [ watch ]; }}\n}}\n",
         python.display()
     );
-    let _exa = ExaBgp::start(&neighbors, exa_ip, 1179);
+    let exa = ExaBgp::start(&neighbors, exa_ip, 1179);
     let spawn_node = |log: &str| {
         let mut cmd = Command::new(binary("streamnode"));
         cmd.arg("--config")
@@ -226,7 +232,12 @@ fn exabgp_comparison() {
         })
         .is_some()
     };
-    assert!(announced(&mut ctl), "ExaBGP never announced {route}");
+    assert!(
+        announced(&mut ctl),
+        "ExaBGP never announced {route}:\n{}\n{}",
+        exa.daemon.log_text(),
+        bird.cli("show route all")
+    );
     let (mut killed, mut frozen_missed) = (Vec::new(), 0);
     for trial in 0..TRIALS {
         let started = Instant::now();
