@@ -24,6 +24,14 @@ fn binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Starts `name` (a workspace binary) on the deployment at `config`, its log in `dir`.
+fn spawn_in(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
+    let mut cmd = Command::new(binary(name));
+    cmd.arg("--config").arg(config).args(args);
+    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
+    Daemon::spawn(name, cmd, &log).unwrap()
+}
+
 #[test]
 fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
     let test = "killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn";
@@ -35,17 +43,7 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, deployment(net, dir.path())).unwrap();
     let bird = Bird::start(&bird_config(net));
-    let spawn = |name: &str, args: &[&str]| {
-        let mut cmd = Command::new(binary(name));
-        cmd.arg("--config").arg(&config).args(args);
-        Daemon::spawn(
-            name,
-            cmd,
-            &dir.path()
-                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
-        )
-        .unwrap()
-    };
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
     let mut node1 = spawn("streamnode", &["--node", "ams-1"]);
     let _node2 = spawn("streamnode", &["--node", "ams-2"]);
     let _speaker = spawn("bgp-speaker", &[]);
@@ -244,25 +242,15 @@ fn nodes_serving_https_are_probed_over_tls_and_a_wrong_ca_fails_them() {
     let text = deployment(net, dir.path());
     let text = with_tls(&text, "ams-1", &good_cert, &good_key);
     let text = with_tls(&text, "ams-2", &other_cert, &other_key).replace(
-        "fall = 2\n",
+        "fall = 3\n",
         &format!(
-            "fall = 2\nhls = {{ ca_file = \"{}\" }}\n",
+            "fall = 3\nhls = {{ ca_file = \"{}\" }}\n",
             dir.path().join("good-ca.crt").display()
         ),
     );
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, &text).unwrap();
-    let spawn = |name: &str, args: &[&str]| {
-        let mut cmd = Command::new(binary(name));
-        cmd.arg("--config").arg(&config).args(args);
-        Daemon::spawn(
-            name,
-            cmd,
-            &dir.path()
-                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
-        )
-        .unwrap()
-    };
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
     let _node1 = spawn("streamnode", &["--node", "ams-1"]);
     let _node2 = spawn("streamnode", &["--node", "ams-2"]);
     let healthd = spawn("healthd", &[]);
@@ -309,17 +297,7 @@ fn sighup_applies_node_changes_without_disturbing_unchanged_nodes() {
     let config = dir.path().join("deploy.toml");
     let full = deployment(net, dir.path());
     std::fs::write(&config, &full).unwrap();
-    let spawn = |name: &str, args: &[&str]| {
-        let mut cmd = Command::new(binary(name));
-        cmd.arg("--config").arg(&config).args(args);
-        Daemon::spawn(
-            name,
-            cmd,
-            &dir.path()
-                .join(format!("{name}-{}.log", args.last().unwrap_or(&""))),
-        )
-        .unwrap()
-    };
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
     let _node1 = spawn("streamnode", &["--node", "ams-1"]);
     let _node2 = spawn("streamnode", &["--node", "ams-2"]);
     let healthd = spawn("healthd", &[]);

@@ -6,14 +6,15 @@
 //! time. A stall is time with an empty buffer. On an error the player tries the next address of
 //! the answer, and asks the resolver again once every address failed, as players and their
 //! HTTP stacks do. A playlist that stops moving for 3.5 target durations counts as an error
-//! too, as ExoPlayer's "playlist stuck" does. Segments are fetched, not decoded: the probe and the ffmpeg tests check
-//! what is inside.
+//! too, as ExoPlayer's "playlist stuck" does. Segments are fetched, not decoded: the probe and
+//! the ffmpeg tests check what is inside. Playlists are read with healthd's parser.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use healthd::probe::hls::parse_playlist;
 use healthd::probe::http;
 
 use crate::dnsquery::ask_a;
@@ -43,39 +44,6 @@ pub struct Experience {
     pub segments: u32,
     /// Addresses segments came from: one entry per switch of server.
     pub servers: Vec<IpAddr>,
-}
-
-/// A media playlist's segments with their sequence numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segments {
-    pub target_duration: f64,
-    pub list: Vec<(u64, String, f64)>,
-}
-
-/// Parses a live media playlist (RFC 8216): the segments and their sequence numbers.
-pub fn parse_segments(text: &str) -> Option<Segments> {
-    let mut lines = text.lines().map(str::trim);
-    if lines.next()? != "#EXTM3U" {
-        return None;
-    }
-    let (mut target, mut sequence, mut duration) = (None, 0u64, None);
-    let mut list = Vec::new();
-    for line in lines {
-        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            target = v.trim().parse::<f64>().ok();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            sequence = v.trim().parse().ok()?;
-        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            duration = v.split(',').next()?.trim().parse::<f64>().ok();
-        } else if !line.is_empty() && !line.starts_with('#') {
-            list.push((sequence, line.to_string(), duration.take()?));
-            sequence += 1;
-        }
-    }
-    Some(Segments {
-        target_duration: target?,
-        list,
-    })
 }
 
 impl Viewer {
@@ -231,8 +199,8 @@ impl Viewer {
             return Err(format!("playlist: HTTP {}", fetched.status));
         }
         let text = std::str::from_utf8(&fetched.body).map_err(|_| "playlist: not UTF-8")?;
-        let segments = parse_segments(text).ok_or("playlist: not a media playlist")?;
-        let Some(newest) = segments.list.last().map(|s| s.0) else {
+        let segments = parse_playlist(text).ok_or("playlist: not a media playlist")?;
+        let Some(newest) = segments.segments.last().map(|s| s.0) else {
             return Ok(None);
         };
         match *progress {
@@ -247,7 +215,7 @@ impl Viewer {
             }
             _ => *progress = Some((newest, Instant::now())),
         }
-        let oldest = segments.list[0].0;
+        let oldest = segments.segments[0].0;
         // A new server numbers its segments its own way: join three behind its live edge.
         let from = match *next {
             Some(n) if n >= oldest && n <= newest + 1 => n,
@@ -259,7 +227,7 @@ impl Viewer {
             .map_or("", |(dir, _)| dir)
             .to_string();
         let mut added = 0.0;
-        for (sequence, uri, duration) in segments.list.iter().filter(|s| s.0 >= from) {
+        for (sequence, uri, duration) in segments.segments.iter().filter(|s| s.0 >= from) {
             let timeout = Duration::from_secs_f64((duration * 2.0).max(1.0));
             let segment = http::get(base, &format!("{dir}/{uri}"), timeout).await?;
             if segment.status != 200 {
@@ -295,22 +263,4 @@ fn join(addresses: &[IpAddr]) -> String {
         .map(IpAddr::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_numbered_from_the_media_sequence() {
-        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
-                    #EXTINF:2.000,\nseg7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\nseg8.ts\n";
-        let s = parse_segments(text).unwrap();
-        assert_eq!(s.target_duration, 2.0);
-        assert_eq!(
-            s.list,
-            [(7, "seg7.ts".into(), 2.0), (8, "seg8.ts".into(), 1.5)]
-        );
-        assert!(parse_segments("not a playlist").is_none());
-    }
 }

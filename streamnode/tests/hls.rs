@@ -17,23 +17,8 @@ struct Node {
 }
 
 fn start() -> Node {
-    let net = Loopback::fresh();
-    let addr = SocketAddr::from((net.host(1), 8080));
     let dir = TempDir::new("streamnode");
-    let text = MINIMAL.replace(
-        "listen = \"127.0.1.1:8080\"",
-        &format!(
-            "listen = \"{addr}\"\nadmin = \"{}\"",
-            SocketAddr::from((net.host(1), 8081))
-        ),
-    );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .arg("--node")
-        .arg("ams-1");
-    let daemon = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let (daemon, addr) = start_with("", &dir);
     let node = Node {
         daemon,
         addr,
@@ -240,13 +225,15 @@ fn many_concurrent_viewers_are_all_served() {
     );
 }
 
-/// A node listening on a fresh loopback address with `extra` added to its node table.
+/// A node listening on a fresh loopback address (admin API on port 8081 beside it) with
+/// `extra` added to its node table.
 fn start_with(extra: &str, dir: &TempDir) -> (Daemon, SocketAddr) {
     let net = Loopback::fresh();
     let addr = SocketAddr::from((net.host(1), 8080));
+    let admin = SocketAddr::from((net.host(1), 8081));
     let text = MINIMAL.replace(
         "listen = \"127.0.1.1:8080\"",
-        &format!("listen = \"{addr}\"\n{extra}"),
+        &format!("listen = \"{addr}\"\nadmin = \"{admin}\"\n{extra}"),
     );
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));

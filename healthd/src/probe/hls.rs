@@ -14,6 +14,8 @@ pub struct Playlist {
     pub media_sequence: u64,
     /// The newest segment: URI and duration.
     pub newest: Option<(String, f64)>,
+    /// Every segment: sequence number, URI and duration, oldest first.
+    pub segments: Vec<(u64, String, f64)>,
     pub ended: bool,
 }
 
@@ -27,6 +29,7 @@ pub fn parse_playlist(text: &str) -> Option<Playlist> {
     let mut sequence = 0;
     let mut pending: Option<f64> = None;
     let mut newest = None;
+    let mut segments = Vec::new();
     let mut ended = false;
     for line in lines {
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
@@ -38,13 +41,16 @@ pub fn parse_playlist(text: &str) -> Option<Playlist> {
         } else if line == "#EXT-X-ENDLIST" {
             ended = true;
         } else if !line.is_empty() && !line.starts_with('#') {
-            newest = Some((line.to_owned(), pending.take().unwrap_or(0.0)));
+            let duration = pending.take().unwrap_or(0.0);
+            segments.push((sequence + segments.len() as u64, line.to_owned(), duration));
+            newest = Some((line.to_owned(), duration));
         }
     }
     Some(Playlist {
         target_duration: target?,
         media_sequence: sequence,
         newest,
+        segments,
         ended,
     })
 }
@@ -119,6 +125,10 @@ mod tests {
             (2.0, 41, false)
         );
         assert_eq!(p.newest, Some(("seg42.ts".into(), 1.96)));
+        assert_eq!(
+            p.segments,
+            [(41, "seg41.ts".into(), 2.0), (42, "seg42.ts".into(), 1.96)]
+        );
         assert!(parse_playlist("<html>").is_none());
     }
 

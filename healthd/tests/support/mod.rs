@@ -1,6 +1,6 @@
 //! The site both the stream test and the failover benchmark run: two stream nodes with the
 //! built-in channel, the bgp-speaker peered with BIRD, healthd with an `hls` check at 500 ms
-//! (fast re-probe 100 ms, rise/fall 2).
+//! (fast re-probe 100 ms, rise 2, fall 3: the defaults).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ interval = "500ms"
 timeout = "400ms"
 fast_interval = "100ms"
 rise = 2
-fall = 2
+fall = 3
 
 [[channels]]
 name = "news"
