@@ -77,6 +77,14 @@ pub fn timeline_svg(o: &Outcome) -> String {
             lanes.push(&e.lane);
         }
     }
+    // Cause first, then the network's reaction, DNS, and what viewers saw.
+    let group = |lane: &str| {
+        ["fault", "route", "dns", "resolver", "viewer"]
+            .iter()
+            .position(|g| lane.starts_with(g))
+            .unwrap_or(5)
+    };
+    lanes.sort_by_key(|lane| (group(lane), lane.to_string()));
     let end = o.end.as_secs_f64().max(1.0);
     let x = |at: Duration| LEFT + (WIDTH - LEFT - 20.0) * at.as_secs_f64() / end;
     let y = |lane: &str| TOP + LANE * lanes.iter().position(|l| *l == lane).unwrap_or(0) as f64;
