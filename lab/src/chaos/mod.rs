@@ -230,6 +230,7 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
         .max(scenario::observe_at_least(scenario, &world, &options.site));
     let injected = fault.inject(&world, &timeline, observe);
     std::thread::sleep(observe.saturating_sub(timeline.now() - fault_at));
+    fault.before_repair(&world, &timeline);
     let restore_at = timeline.now();
     let restored = fault.restore(&world);
     timeline.record("fault", EventKind::Restore, "repaired");

@@ -30,6 +30,9 @@ pub enum Scenario {
     Netem,
     /// Kill and restart one stream node of the site every 1.5 s.
     NodeFlap,
+    /// Cut every site's feed off from geodns (nftables at each site controller), whatever
+    /// `--site` says: geodns must keep the last state for its grace, then fail open.
+    FeedsCut,
 }
 
 impl Scenario {
@@ -43,8 +46,48 @@ impl Scenario {
             Scenario::LinkCut => "link-cut",
             Scenario::Netem => "netem",
             Scenario::NodeFlap => "node-flap",
+            Scenario::FeedsCut => "feeds-cut",
         }
     }
+}
+
+/// The feed's traffic dropped both ways at a site controller (`PORT` is the feed's port).
+const FEED_CUT_TABLE: &str = "table inet lab_feed {\n  chain input {\n    type filter hook input priority 0;\n    tcp dport PORT drop\n  }\n  chain output {\n    type filter hook output priority 0;\n    tcp sport PORT drop\n  }\n}\n";
+
+/// Loads an nftables ruleset into a namespace.
+fn nft_load(ns: &str, ruleset: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run nft (Debian package nftables)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(ruleset.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The port a site controller's healthd serves its feed on.
+fn feed_port(world: &World<'_>, controller: &str) -> Result<u16> {
+    let site = world
+        .lab
+        .topology()
+        .node(controller)
+        .and_then(|n| n.label("lab.site"))
+        .and_then(|s| world.deployment.site(s))
+        .ok_or_else(|| anyhow!("{controller} has no lab.site label naming a deployment site"))?;
+    Ok(site.healthd.feed.port())
 }
 
 /// 1% of the packets arriving at a node dropped, where tc netem is not available.
@@ -89,6 +132,18 @@ impl Fault {
                 vec![first(world.site_nodes(site, "healthd"), "healthd")?],
                 None,
             ),
+            Scenario::FeedsCut => {
+                let controllers: Vec<String> = world
+                    .deployment
+                    .sites
+                    .iter()
+                    .flat_map(|s| world.site_nodes(&s.name, "speaker"))
+                    .collect();
+                if controllers.is_empty() {
+                    bail!("the topology has no site controllers (lab.role: speaker)");
+                }
+                (controllers, None)
+            }
             Scenario::SpeakerKill => (
                 vec![first(world.site_nodes(site, "speaker"), "speaker")?],
                 None,
@@ -139,6 +194,7 @@ impl Fault {
             Scenario::LinkCut => format!("cut {target}"),
             Scenario::Netem => format!("netem 40ms±10ms, 1% loss on {target}"),
             Scenario::NodeFlap => format!("flap {target}"),
+            Scenario::FeedsCut => format!("cut the feeds at {target}"),
         }
     }
 
@@ -155,6 +211,13 @@ impl Fault {
                 }
             }
             Scenario::NodeFreeze => admin_post(world, &self.nodes[0], "/freeze")?,
+            Scenario::FeedsCut => {
+                for node in &self.nodes {
+                    let port = feed_port(world, node)?;
+                    let ruleset = FEED_CUT_TABLE.replace("PORT", &port.to_string());
+                    nft_load(&lab.namespace(node)?, &ruleset)?;
+                }
+            }
             Scenario::LinkCut => {
                 let (router, interface) = self.interface.as_ref().expect("link cut has one");
                 let ns = lab.namespace(router)?;
@@ -220,6 +283,55 @@ impl Fault {
         Ok(())
     }
 
+    /// Notes what the fault has done by the end of the observation, before the repair.
+    pub fn before_repair(&self, world: &World<'_>, timeline: &Timeline) {
+        if self.scenario != Scenario::FeedsCut {
+            return;
+        }
+        for node in world.lab.topology().nodes_labelled("lab.role", "geodns") {
+            let Some(admin) = world.deployment.dns.as_ref().map(|d| d.admin) else {
+                return;
+            };
+            let Ok(ns) = world.lab.namespace(&node.name) else {
+                continue;
+            };
+            // The admin endpoint may listen on every address: ask it on the node's loopback.
+            let admin = if admin.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], admin.port()))
+            } else {
+                admin
+            };
+            let metrics = std::thread::spawn(move || -> Result<String> {
+                crate::netns::enter(&ns)?;
+                http_get(admin, "/metrics")
+            })
+            .join()
+            .map_err(|_| anyhow!("metrics request panicked"))
+            .and_then(|r| r);
+            let text = match metrics {
+                Ok(text) => text,
+                Err(e) => {
+                    timeline.record("fault", EventKind::Error, format!("{}: {e:#}", node.name));
+                    continue;
+                }
+            };
+            let ages: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("dns_site_feed_age_seconds{"))
+                .collect();
+            let stale = ages.iter().filter(|l| l.ends_with(" -1")).count();
+            timeline.record(
+                "fault",
+                EventKind::Info,
+                format!(
+                    "geodns sees {stale} of {} feeds past their grace at {}",
+                    ages.len(),
+                    node.name
+                ),
+            );
+        }
+    }
+
     /// Takes the fault out again.
     pub fn restore(&self, world: &World<'_>) -> Result<()> {
         let lab = world.lab;
@@ -234,6 +346,16 @@ impl Fault {
             }
             Scenario::NodeFlap => {}
             Scenario::NodeFreeze => admin_post(world, &self.nodes[0], "/unfreeze")?,
+            Scenario::FeedsCut => {
+                for node in &self.nodes {
+                    let ns = lab.namespace(node)?;
+                    let _ = Command::new("ip")
+                        .args([
+                            "netns", "exec", &ns, "nft", "delete", "table", "inet", "lab_feed",
+                        ])
+                        .output();
+                }
+            }
             Scenario::LinkCut => {
                 let (router, interface) = self.interface.as_ref().expect("link cut has one");
                 let ns = lab.namespace(router)?;
@@ -268,6 +390,25 @@ fn interfaces(topology: &crate::topology::Topology, node: &str) -> Vec<String> {
         .filter(|e| e.node == node)
         .map(|e| e.interface.clone())
         .collect()
+}
+
+/// One GET on a fresh connection from the calling thread's namespace; the body.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => bail!(
+            "GET {path} from {addr}: {}",
+            reply.lines().next().unwrap_or("no answer")
+        ),
+    }
 }
 
 /// POSTs to a stream node's admin endpoint from inside the site (the node's namespace).
@@ -306,6 +447,14 @@ pub fn observe_at_least(scenario: Scenario, world: &World<'_>, site: &str) -> Du
     };
     match scenario {
         Scenario::HealthdKill => s.healthd.lease.0 + Duration::from_secs(2),
+        Scenario::FeedsCut => {
+            world
+                .deployment
+                .dns
+                .as_ref()
+                .map_or(Duration::from_secs(30), |d| d.feed_grace.0)
+                + Duration::from_secs(3)
+        }
         Scenario::SpeakerKill => {
             let hold = s.peers.iter().map(|p| p.hold_time).max().unwrap_or(90);
             Duration::from_secs(u64::from(hold) + u64::from(s.speaker.restart_time) + 1)
@@ -574,6 +723,43 @@ pub fn checks(
         }
         Scenario::NodeFlap => {
             stays_announced(&mut checks);
+            never_empty(&mut checks);
+            viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::FeedsCut => {
+            // Every node stays up: losing the feeds must not move anyone, within the grace
+            // (last state kept) or after it (as if all were up).
+            for place in &world.viewers {
+                let at = answer_change(&place.city, &|_| true);
+                checks.push(Check {
+                    what: format!(
+                        "answers for {} unchanged while the feeds are cut",
+                        place.city
+                    ),
+                    bound: "unchanged".into(),
+                    measured: at.map_or("unchanged".into(), |a| format!("changed after {}", ms(a))),
+                    passed: at.is_none(),
+                });
+            }
+            let stale = events
+                .iter()
+                .filter(|e| e.lane == "fault" && e.text.starts_with("geodns sees"))
+                .map(|e| e.text.clone())
+                .collect::<Vec<_>>();
+            let sites = world.deployment.sites.len();
+            checks.push(Check {
+                what: "geodns counts the silent feeds as past their grace".into(),
+                bound: format!("{sites} sites stale"),
+                measured: if stale.is_empty() {
+                    "not seen".into()
+                } else {
+                    stale.join("; ")
+                },
+                passed: !stale.is_empty()
+                    && stale
+                        .iter()
+                        .all(|t| t.contains(&format!("{sites} of {sites}"))),
+            });
             never_empty(&mut checks);
             viewers_unharmed(&mut checks, Duration::ZERO);
         }
