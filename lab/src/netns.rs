@@ -32,8 +32,8 @@ const BRIDGE_DEVICE: &str = "br0";
 pub enum RunError {
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: io::Error },
     #[error("lab `{0}` is already up (namespaces clab-{0}-*): run `lab down` for it first")]
     AlreadyUp(String),
     #[error(
@@ -111,9 +111,9 @@ impl<'t> Lab<'t> {
     fn build(&self) -> Result<(), RunError> {
         for node in &self.topology.nodes {
             let dir = self.node_dir(&node.name);
-            std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+            std::fs::create_dir_all(&dir).map_err(|cause| RunError::Io {
                 what: format!("cannot create {}", dir.display()),
-                source,
+                cause,
             })?;
         }
         crate::prepare::write(self.topology, &self.dir)
@@ -246,13 +246,13 @@ impl<'t> Lab<'t> {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|source| RunError::Io {
+            .map_err(|cause| RunError::Io {
                 what: format!("cannot open {}", log_path.display()),
-                source,
+                cause,
             })?;
-        let err = log.try_clone().map_err(|source| RunError::Io {
+        let err = log.try_clone().map_err(|cause| RunError::Io {
             what: format!("cannot open {}", log_path.display()),
-            source,
+            cause,
         })?;
         let ns = self.namespace(node)?;
         let mut cmd = Command::new("ip");
@@ -263,17 +263,17 @@ impl<'t> Lab<'t> {
             .stderr(err)
             .process_group(0);
         self.environment(n, &mut cmd);
-        let child = cmd.spawn().map_err(|source| RunError::Io {
+        let child = cmd.spawn().map_err(|cause| RunError::Io {
             what: format!("cannot start {node}: `{command}`"),
-            source,
+            cause,
         })?;
         let pid = child.id();
         // The child is not waited for: it outlives this process, and init reaps it.
         std::mem::forget(child);
         let pid_path = dir.join("pid");
-        std::fs::write(&pid_path, pid.to_string()).map_err(|source| RunError::Io {
+        std::fs::write(&pid_path, pid.to_string()).map_err(|cause| RunError::Io {
             what: format!("cannot write {}", pid_path.display()),
-            source,
+            cause,
         })?;
         Ok(pid)
     }
@@ -312,9 +312,9 @@ impl<'t> Lab<'t> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns]).args(argv);
         self.environment(n, &mut cmd);
-        cmd.status().map_err(|source| RunError::Io {
+        cmd.status().map_err(|cause| RunError::Io {
             what: format!("cannot run `{}` in {node}", argv.join(" ")),
-            source,
+            cause,
         })
     }
 
@@ -376,9 +376,9 @@ pub fn down(lab: &str) -> Result<usize, RunError> {
     }
     let dir = Path::new(LAB_ROOT).join(lab);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|source| RunError::Io {
+        std::fs::remove_dir_all(&dir).map_err(|cause| RunError::Io {
             what: format!("cannot remove {}", dir.display()),
-            source,
+            cause,
         })?;
     }
     Ok(namespaces.len())
@@ -427,9 +427,9 @@ fn run(cmd: &mut Command) -> Result<String, RunError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| RunError::Io {
+        .map_err(|cause| RunError::Io {
             what: format!("cannot run `{}`", describe(cmd)),
-            source,
+            cause,
         })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

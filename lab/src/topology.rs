@@ -15,10 +15,10 @@ use ipnet::IpNet;
 /// A topology that failed to load: the file and what is wrong, with the key that is.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
@@ -182,9 +182,9 @@ pub struct Topology {
 impl Topology {
     /// Reads and checks a topology file.
     pub fn load(path: &Path) -> Result<Self, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| TopologyError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }
