@@ -1,7 +1,8 @@
 //! End to end in network namespaces: `lab up` builds the three-sites topology (BIRD, FRR,
-//! unbound and our daemons), `lab chaos` kills stream nodes while viewers in four cities play,
-//! and the failure table's bounds hold: withdrawn at both upstreams within a second, answers
-//! moved, no viewer stalled. Needs root; `lab down` removes everything afterwards.
+//! unbound and our daemons), `lab chaos` kills stream nodes and cuts every site's feed while
+//! viewers in four cities play, and the failure table's bounds hold: withdrawn at both upstreams
+//! within a second, answers moved (or kept through the feeds' grace), no viewer stalled. Needs
+//! root; `lab down` removes everything afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,6 +64,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "chaos",
             "site-down",
             "node-kill",
+            "feeds-cut",
             "-t",
             TOPOLOGY,
             "--observe",
@@ -113,6 +115,8 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass viewer in Amsterdam keeps playing",
         "pass 10.1.0.11 leaves the answers for Amsterdam",
         "pass the site stays announced at ams-r1",
+        "pass answers for Amsterdam unchanged while the feeds are cut",
+        "pass geodns counts the silent feeds as past their grace",
     ] {
         assert!(
             stdout.contains(expected),
