@@ -62,24 +62,30 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Checks that the sequence moved recently enough; returns the failure detail if not.
+    /// Checks that the newest segment changed recently enough; returns the failure detail if
+    /// not. The newest segment's sequence number, not EXT-X-MEDIA-SEQUENCE: the latter only
+    /// moves once the sliding window is full, so a freshly started stream would look frozen.
     pub fn check(&mut self, playlist: &Playlist, factor: f64, now: Instant) -> Result<(), String> {
         if playlist.ended {
             return Err("the playlist has ended (#EXT-X-ENDLIST): not a live stream".into());
         }
+        let newest = playlist
+            .segments
+            .last()
+            .map_or(playlist.media_sequence, |s| s.0);
         match self.last {
-            Some((seq, since)) if seq == playlist.media_sequence => {
+            Some((seq, since)) if seq == newest => {
                 let limit = Duration::from_secs_f64(playlist.target_duration * factor.max(1.0));
                 let stalled = now.saturating_duration_since(since);
                 if stalled > limit {
                     return Err(format!(
-                        "stream frozen: media sequence {seq} unchanged for {:.1}s (limit {:.1}s)",
+                        "stream frozen: newest segment {seq} unchanged for {:.1}s (limit {:.1}s)",
                         stalled.as_secs_f64(),
                         limit.as_secs_f64()
                     ));
                 }
             }
-            _ => self.last = Some((playlist.media_sequence, now)),
+            _ => self.last = Some((newest, now)),
         }
         Ok(())
     }
@@ -148,16 +154,30 @@ mod tests {
             .check(&p, 1.5, t0 + Duration::from_millis(3100))
             .unwrap_err();
         assert!(err.contains("frozen"), "{err}");
-        let moved = Playlist {
-            media_sequence: 42,
-            ..p
-        };
+        let moved = parse_playlist(&format!("{LIVE}#EXTINF:2.000,\nseg43.ts\n")).unwrap();
         assert!(
             progress
                 .check(&moved, 1.5, t0 + Duration::from_millis(3200))
                 .is_ok(),
             "advancing again"
         );
+    }
+
+    #[test]
+    fn a_stream_filling_its_window_is_not_frozen() {
+        // A fresh stream: EXT-X-MEDIA-SEQUENCE stays 0 until the window is full, while new
+        // segments keep arriving.
+        let head = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n";
+        let mut text = head.to_string();
+        let mut progress = Progress::default();
+        let t0 = Instant::now();
+        for i in 0..6u64 {
+            text.push_str(&format!("#EXTINF:2.000,\nseg{i}.ts\n"));
+            let p = parse_playlist(&text).unwrap();
+            assert_eq!(p.media_sequence, 0);
+            let at = t0 + Duration::from_secs(2 * i);
+            assert!(progress.check(&p, 1.5, at).is_ok(), "segment {i}");
+        }
     }
 
     #[test]
