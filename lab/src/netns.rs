@@ -268,8 +268,9 @@ impl<'t> Lab<'t> {
             cause,
         })?;
         let pid = child.id();
-        // The child is not waited for: it outlives this process, and init reaps it.
-        std::mem::forget(child);
+        // Dropping the handle neither waits for nor kills the child: it outlives this process
+        // (init reaps it), and `stop` reaches it through its process group.
+        drop(child);
         let pid_path = dir.join("pid");
         std::fs::write(&pid_path, pid.to_string()).map_err(|cause| RunError::Io {
             what: format!("cannot write {}", pid_path.display()),
