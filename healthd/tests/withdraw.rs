@@ -11,29 +11,13 @@ use testkit::net::Loopback;
 use testkit::nginx::Nginx;
 use testkit::process::{Daemon, TempDir, wait_for};
 
-const PREFIX: &str = "198.51.100.0/24";
+mod support;
+
+use support::PREFIX;
 
 fn deployment(net: Loopback, dir: &std::path::Path) -> String {
-    let us = net.host(1);
     format!(
-        r#"[[sites]]
-name = "ams"
-country = "NL"
-latitude = 52.37
-longitude = 4.90
-asn = 65001
-router_id = "10.0.0.1"
-speaker = {{ control = "unix:{sock}", admin = "{us}:9179", startup_hold = "0s" }}
-healthd = {{ feed = "{us}:9180", admin = "{us}:9181", lease = "2s" }}
-
-[[sites.peers]]
-name = "bird"
-address = "{bird}"
-remote_asn = 65000
-port = 1179
-local_address = "{us}"
-
-[[sites.nodes]]
+        r#"{site}[[sites.nodes]]
 name = "ams-1"
 ipv4 = "{n1}"
 listen = "{n1}:8080"
@@ -63,8 +47,7 @@ fast_interval = "50ms"
 rise = 2
 fall = 2
 "#,
-        sock = dir.join("speaker.sock").display(),
-        bird = net.host(2),
+        site = support::site(net, dir),
         n1 = net.host(11),
         n2 = net.host(12),
     )

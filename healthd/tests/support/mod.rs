@@ -1,6 +1,8 @@
 //! The site both the stream test and the failover benchmark run: two stream nodes with the
 //! built-in channel, the bgp-speaker peered with BIRD, healthd with an `hls` check at 500 ms
-//! (fast re-probe 100 ms, rise 2, fall 3: the defaults).
+//! (fast re-probe 100 ms, rise 2, fall 3: the defaults). The site block is shared with the
+//! withdraw test; each test crate uses a part of this module.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,15 +25,9 @@ pub fn bird_config(net: Loopback) -> String {
     )
 }
 
-/// The deployment file: site `ams`, nodes `ams-1` (.11) and `ams-2` (.12).
-pub fn deployment(net: Loopback, dir: &Path) -> String {
-    let us = net.host(1);
-    let node = |name: &str, host: u8| {
-        let ip = net.host(host);
-        format!(
-            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
-        )
-    };
+/// Site `ams` with its speaker peered with BIRD at `.2`: the `[[sites]]` and `[[sites.peers]]`
+/// tables every healthd test starts from, followed by the caller's nodes, services and checks.
+pub fn site(net: Loopback, dir: &Path) -> String {
     format!(
         r#"[[sites]]
 name = "ams"
@@ -50,7 +46,23 @@ remote_asn = 65000
 port = 1179
 local_address = "{us}"
 
-{n1}{n2}[[services]]
+"#,
+        sock = dir.join("speaker.sock").display(),
+        us = net.host(1),
+        bird = net.host(2),
+    )
+}
+
+/// The deployment file: site `ams`, stream nodes `ams-1` (.11) and `ams-2` (.12).
+pub fn deployment(net: Loopback, dir: &Path) -> String {
+    let node = |name: &str, host: u8| {
+        let ip = net.host(host);
+        format!(
+            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
+        )
+    };
+    format!(
+        r#"{site}{n1}{n2}[[services]]
 name = "live"
 hostnames = ["live.tv.example.net"]
 prefixes = ["{PREFIX}"]
@@ -70,8 +82,7 @@ fall = 3
 name = "news"
 source = "builtin"
 "#,
-        sock = dir.join("speaker.sock").display(),
-        bird = net.host(2),
+        site = site(net, dir),
         n1 = node("ams-1", 11),
         n2 = node("ams-2", 12),
     )
