@@ -402,19 +402,8 @@ fn a_node_with_unreadable_certificates_does_not_start() {
 #[test]
 fn connections_past_the_limit_wait_their_turn() {
     use std::io::{Read, Write};
-    let net = Loopback::fresh();
-    let addr = SocketAddr::from((net.host(1), 8080));
     let dir = TempDir::new("streamnode-limit");
-    let text = MINIMAL.replace(
-        "listen = \"127.0.1.1:8080\"",
-        &format!("listen = \"{addr}\"\nmax_connections = 2"),
-    );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .args(["--node", "ams-1"]);
-    let daemon = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let (daemon, addr) = start_with("max_connections = 2", &dir);
     let up = wait_for(Duration::from_secs(10), || {
         testkit::http::get(addr, "/healthz").map(|_| ())
     });

@@ -78,6 +78,14 @@ fn nft_load(ns: &str, ruleset: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes an nftables table from a namespace; one that is not there is no error (a repair
+/// runs whether or not the fault took).
+fn nft_delete(ns: &str, table: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "delete", "table", "inet", table])
+        .output();
+}
+
 /// The port a site controller's healthd serves its feed on.
 fn feed_port(world: &World<'_>, controller: &str) -> Result<u16> {
     let site = world
@@ -238,26 +246,12 @@ impl Fault {
                             continue;
                         }
                         // Kernels without sch_netem: the loss alone, dropped by nftables.
-                        let nft = Command::new("ip")
-                            .args(["netns", "exec", &ns, "nft", "-f", "-"])
-                            .stdin(std::process::Stdio::piped())
-                            .spawn()
-                            .and_then(|mut child| {
-                                use std::io::Write as _;
-                                child
-                                    .stdin
-                                    .take()
-                                    .expect("piped")
-                                    .write_all(LOSS_TABLE.as_bytes())?;
-                                child.wait()
-                            })
-                            .context("cannot run nft (Debian package nftables)")?;
-                        if !nft.success() {
-                            bail!(
+                        nft_load(&ns, LOSS_TABLE).with_context(|| {
+                            format!(
                                 "{node}: tc netem failed ({}) and nftables could not drop packets either",
                                 String::from_utf8_lossy(&out.stderr).trim()
-                            );
-                        }
+                            )
+                        })?;
                         timeline.record(
                             "fault",
                             EventKind::Info,
@@ -348,12 +342,7 @@ impl Fault {
             Scenario::NodeFreeze => admin_post(world, &self.nodes[0], "/unfreeze")?,
             Scenario::FeedsCut => {
                 for node in &self.nodes {
-                    let ns = lab.namespace(node)?;
-                    let _ = Command::new("ip")
-                        .args([
-                            "netns", "exec", &ns, "nft", "delete", "table", "inet", "lab_feed",
-                        ])
-                        .output();
+                    nft_delete(&lab.namespace(node)?, "lab_feed");
                 }
             }
             Scenario::LinkCut => {
@@ -369,11 +358,7 @@ impl Fault {
                             .args(["-n", &ns, "qdisc", "del", "dev", &interface, "root"])
                             .output();
                     }
-                    let _ = Command::new("ip")
-                        .args([
-                            "netns", "exec", &ns, "nft", "delete", "table", "inet", "lab_loss",
-                        ])
-                        .output();
+                    nft_delete(&ns, "lab_loss");
                 }
             }
         }
