@@ -111,6 +111,9 @@ pub struct Channel {
     pub name: String,
     /// Where the stream comes from.
     pub source: ChannelSource,
+    /// Bundled clip to loop, for `source = "builtin"`.
+    #[serde(default, skip_serializing_if = "Clip::is_default")]
+    pub clip: Clip,
     /// Primary feed, `udp://ADDR:PORT` (a multicast group is joined); for `source = "udp"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<SocketAddr>,
@@ -135,6 +138,48 @@ pub struct Channel {
     /// Segments listed in the live playlist.
     #[serde(default = "default_window")]
     pub window: u32,
+    /// Renditions of an adaptive-bitrate channel. When present, `/NAME/index.m3u8` is a master
+    /// playlist and each rendition has its own media playlist at `/NAME/RENDITION/index.m3u8`;
+    /// the channel's own `clip`, `primary` and `backup` are then unused. Ingest and packaging
+    /// settings (`interface`, `stall_timeout`, `segment_duration`, ...) apply to every rendition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<Rendition>,
+}
+
+/// One rendition (bit rate, resolution) of a channel: its own feeds, the channel's packaging.
+/// The master playlist describes it from the stream itself (bandwidth, resolution, codecs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// Unique within the channel, also the URL path (`/CHANNEL/NAME/index.m3u8`).
+    pub name: String,
+    /// Bundled clip to loop, for a channel with `source = "builtin"`.
+    #[serde(default, skip_serializing_if = "Clip::is_default")]
+    pub clip: Clip,
+    /// Primary feed, for a channel with `source = "udp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<SocketAddr>,
+    /// Backup feed, used while the primary is stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<SocketAddr>,
+}
+
+/// The bundled test clips (made by `streamnode/scripts/make-test-clip.sh`): the same picture,
+/// frame rate and key frames at two sizes, so they can be renditions of one channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Clip {
+    /// 640x360, about 300 kbit/s of H.264 plus 64 kbit/s of AAC.
+    #[default]
+    #[serde(rename = "360p")]
+    P360,
+    /// 320x180, about 120 kbit/s of H.264 plus 64 kbit/s of AAC.
+    #[serde(rename = "180p")]
+    P180,
+}
+
+impl Clip {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where a channel's MPEG-TS comes from.

@@ -3,7 +3,7 @@
 //! expected; `Locator` turns it into a position.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::diagnostic::{Finding, Findings, KeyPath};
 use crate::dns::{Record, RecordType, Zone};
@@ -629,24 +629,48 @@ fn checks(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
 
 fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     let c = &ctx.d.channels[i];
-    match c.source {
-        ChannelSource::Builtin => {
-            if c.primary.is_some() || c.backup.is_some() {
-                f.push(key.key("source"), "a builtin channel takes no `primary` or `backup` feed: expected source = \"udp\" to use them");
-            }
+    if c.renditions.is_empty() {
+        feeds(f, key, c.source, c.primary, c.backup);
+    } else {
+        if c.primary.is_some() || c.backup.is_some() {
+            f.push(
+                key.key("primary"),
+                "a channel with renditions takes its feeds per rendition: expected `primary` and `backup` inside each [[channels.renditions]]",
+            );
         }
-        ChannelSource::Udp => {
-            if c.primary.is_none() {
-                f.push(
-                    key.key("primary"),
-                    "a udp channel needs its primary feed: expected `primary = \"ADDR:PORT\"`",
-                );
-            }
-            if c.primary.is_some() && c.primary == c.backup {
-                f.push(
-                    key.key("backup"),
-                    "backup feed is the same as the primary: expected a different address or port",
-                );
+        let list = key.key("renditions");
+        unique_names(
+            f,
+            &list,
+            c.renditions.iter().map(|r| r.name.as_str()),
+            "rendition",
+        );
+        for (r, rendition) in c.renditions.iter().enumerate() {
+            feeds(
+                f,
+                &list.index(r),
+                c.source,
+                rendition.primary,
+                rendition.backup,
+            );
+        }
+        // Every feed of the channel is a socket of its own (a rendition's own primary and
+        // backup being equal is reported above).
+        let mut seen: HashMap<SocketAddr, (usize, KeyPath)> = HashMap::new();
+        for (r, rendition) in c.renditions.iter().enumerate() {
+            for (which, addr) in [("primary", rendition.primary), ("backup", rendition.backup)] {
+                let Some(addr) = addr else { continue };
+                let here = list.index(r).key(which);
+                match seen.get(&addr) {
+                    Some((first, at)) if *first != r => f.push(
+                        here,
+                        format!("feed {addr} is already {at}: expected each rendition's feeds on their own address or port"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        seen.insert(addr, (r, here));
+                    }
+                }
             }
         }
     }
@@ -664,6 +688,42 @@ fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 c.window
             ),
         );
+    }
+}
+
+/// The feeds of a channel or of one of its renditions, against the channel's source.
+fn feeds(
+    f: &mut Findings,
+    key: &KeyPath,
+    source: ChannelSource,
+    primary: Option<SocketAddr>,
+    backup: Option<SocketAddr>,
+) {
+    match source {
+        ChannelSource::Builtin => {
+            if primary.is_some() || backup.is_some() {
+                let at = if primary.is_some() {
+                    "primary"
+                } else {
+                    "backup"
+                };
+                f.push(key.key(at), "a builtin channel takes no `primary` or `backup` feed: expected source = \"udp\" to use them");
+            }
+        }
+        ChannelSource::Udp => {
+            if primary.is_none() {
+                f.push(
+                    key.key("primary"),
+                    "a udp channel needs its primary feed: expected `primary = \"ADDR:PORT\"`",
+                );
+            }
+            if primary.is_some() && primary == backup {
+                f.push(
+                    key.key("backup"),
+                    "backup feed is the same as the primary: expected a different address or port",
+                );
+            }
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use config::check::{CheckProfile, Damping, HlsCheck};
 use config::dns::{Dns, Override, Record, RecordType, Soa, Zone};
-use config::service::{AnswerMode, Channel, ChannelSource, DegradeAction, DegradePolicy, Failback};
+use config::service::{
+    AnswerMode, Channel, ChannelSource, Clip, DegradeAction, DegradePolicy, Failback, Rendition,
+};
 use config::site::{ExportPolicy, ImportPolicy, MaxPrefixAction, Node, Peer, Site};
 use config::types::{Community, ControlEndpoint, HumanDuration, LargeCommunity, Secret};
 use config::{CheckKind, Deployment, Service};
@@ -127,18 +129,49 @@ fn built_in_code() -> Deployment {
             dns: None,
             exec: None,
         }],
-        channels: vec![Channel {
-            name: "news".into(),
-            source: ChannelSource::Udp,
-            primary: Some("239.1.1.1:5000".parse().unwrap()),
-            backup: Some("239.1.1.2:5000".parse().unwrap()),
-            interface: Some("eth0".into()),
-            stall_timeout: HumanDuration::from_millis(800),
-            max_cc_errors_per_sec: 20,
-            failback: Failback::Manual,
-            segment_duration: HumanDuration::from_secs(2),
-            window: 5,
-        }],
+        channels: vec![
+            Channel {
+                name: "news".into(),
+                source: ChannelSource::Udp,
+                primary: Some("239.1.1.1:5000".parse().unwrap()),
+                backup: Some("239.1.1.2:5000".parse().unwrap()),
+                interface: Some("eth0".into()),
+                stall_timeout: HumanDuration::from_millis(800),
+                max_cc_errors_per_sec: 20,
+                failback: Failback::Manual,
+                segment_duration: HumanDuration::from_secs(2),
+                window: 5,
+                clip: Clip::P360,
+                renditions: Vec::new(),
+            },
+            Channel {
+                name: "sports".into(),
+                source: ChannelSource::Udp,
+                clip: Clip::P360,
+                primary: None,
+                backup: None,
+                interface: Some("eth0".into()),
+                stall_timeout: HumanDuration::from_millis(1000),
+                max_cc_errors_per_sec: 50,
+                failback: Failback::Auto,
+                segment_duration: HumanDuration::from_secs(2),
+                window: 6,
+                renditions: vec![
+                    Rendition {
+                        name: "720p".into(),
+                        clip: Clip::P360,
+                        primary: Some("239.1.2.1:5000".parse().unwrap()),
+                        backup: Some("239.1.2.2:5000".parse().unwrap()),
+                    },
+                    Rendition {
+                        name: "360p".into(),
+                        clip: Clip::P180,
+                        primary: Some("239.1.2.3:5000".parse().unwrap()),
+                        backup: None,
+                    },
+                ],
+            },
+        ],
         dns: Some(Dns {
             zones: vec![Zone {
                 origin: "tv.example.net".into(),

@@ -343,6 +343,76 @@ fn unknown_channel_is_rejected() {
     assert_problem(&text, "services[0].channels[0]", "tset", "unknown channel");
 }
 
+const RENDITIONS: &str = r#"[[channels]]
+name = "test"
+source = "udp"
+
+[[channels.renditions]]
+name = "hd"
+primary = "239.1.1.1:5000"
+backup = "239.1.1.2:5000"
+
+[[channels.renditions]]
+name = "sd"
+primary = "239.1.1.3:5000"
+"#;
+
+#[test]
+fn renditions_are_accepted_and_checked() {
+    let channel = "[[channels]]\nname = \"test\"\nsource = \"builtin\"\n";
+    let good = replace(channel, RENDITIONS);
+    let d = parse(&good).expect("renditions with their own feeds are valid");
+    assert_eq!(d.channels[0].renditions.len(), 2);
+
+    let text = replace(channel, &RENDITIONS.replace("\"sd\"", "\"hd\""));
+    assert_problem(
+        &text,
+        "channels[0].renditions[1].name",
+        "name = \"hd\"\nprimary = \"239.1.1.3",
+        "duplicate rendition name",
+    );
+    let text = replace(channel, &RENDITIONS.replace("239.1.1.3", "239.1.1.2"));
+    assert_problem(
+        &text,
+        "channels[0].renditions[1].primary",
+        "primary = \"239.1.1.2",
+        "already channels[0].renditions[0].backup",
+    );
+    let text = replace(
+        channel,
+        &RENDITIONS.replace("primary = \"239.1.1.3:5000\"", "clip = \"180p\""),
+    );
+    assert_problem(
+        &text,
+        "channels[0].renditions[1].primary",
+        "[[channels.renditions]]\nname = \"sd\"",
+        "needs its primary feed",
+    );
+    let text = replace(
+        channel,
+        &RENDITIONS.replace(
+            "source = \"udp\"",
+            "source = \"udp\"\nprimary = \"239.9.9.9:1\"",
+        ),
+    );
+    assert_problem(
+        &text,
+        "channels[0].primary",
+        "239.9.9.9",
+        "feeds per rendition",
+    );
+    let text = replace(
+        channel,
+        &RENDITIONS.replace("source = \"udp\"", "source = \"builtin\""),
+    );
+    assert_problem(
+        &text,
+        "channels[0].renditions[0].primary",
+        "239.1.1.1",
+        "builtin channel takes no",
+    );
+}
+
 #[test]
 fn unknown_site_in_dns_order_is_rejected() {
     let text = replace(

@@ -360,3 +360,75 @@ fn sighup_applies_node_changes_without_disturbing_unchanged_nodes() {
         healthd.log_text()
     );
 }
+
+/// A live encoder sending a test pattern of `size` to `to` for a minute.
+fn encoder(size: &str, to: SocketAddr, dir: &std::path::Path, log: &str) -> Daemon {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25"),
+        ])
+        .args(["-t", "60", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-pix_fmt", "yuv420p", "-g", "25", "-f", "mpegts"])
+        .arg(format!("udp://{to}?pkt_size=1316"));
+    Daemon::spawn("ffmpeg", cmd, &dir.join(log)).expect("ffmpeg")
+}
+
+#[test]
+fn every_rendition_behind_a_master_playlist_is_checked() {
+    let test = "every_rendition_behind_a_master_playlist_is_checked";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-renditions");
+    let config = dir.path().join("deploy.toml");
+    let (hd, sd) = (
+        SocketAddr::from((net.host(11), 5000)),
+        SocketAddr::from((net.host(11), 5002)),
+    );
+    let text = deployment(net, dir.path()).replace(
+        "[[channels]]\nname = \"news\"\nsource = \"builtin\"\n",
+        &format!(
+            "[[channels]]\nname = \"news\"\nsource = \"udp\"\nsegment_duration = \"1s\"\n\n[[channels.renditions]]\nname = \"hd\"\nprimary = \"{hd}\"\n\n[[channels.renditions]]\nname = \"sd\"\nprimary = \"{sd}\"\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
+    let _node = spawn("streamnode", &["--node", "ams-1"]);
+    let _hd = encoder("320x180", hd, dir.path(), "hd.log");
+    let sd_encoder = encoder("160x90", sd, dir.path(), "sd.log");
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let healthy = wait_for(Duration::from_secs(20), || {
+        (feed_health(feed, "ams-1") == Some(true)).then_some(())
+    });
+    assert!(healthy.is_some(), "{}", healthd.log_text());
+
+    // One rendition's feed dies: its playlist freezes while the other's and the master keep
+    // answering. A viewer on that rendition is stuck, so the node is down.
+    sd_encoder.signal("KILL");
+    let started = Instant::now();
+    let down = wait_for(Duration::from_secs(10), || {
+        (feed_health(feed, "ams-1") == Some(false)).then_some(())
+    });
+    assert!(
+        down.is_some(),
+        "a frozen rendition went unnoticed:\n{}",
+        healthd.log_text()
+    );
+    eprintln!(
+        "one rendition frozen -> node down in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        healthd
+            .log_text()
+            .contains("/news/sd/index.m3u8: stream frozen"),
+        "the log names the rendition:\n{}",
+        healthd.log_text()
+    );
+}

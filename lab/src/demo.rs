@@ -252,6 +252,9 @@ fn print_help(config: &Path) {
         "  ffplay http://127.0.11.1:8080/news/index.m3u8                        # watch a channel"
     );
     println!(
+        "  curl http://127.0.11.1:8080/sports/index.m3u8                        # a master playlist: two renditions"
+    );
+    println!(
         "  for n in 1 2; do curl -X POST http://127.0.11.$n:8081/freeze; done  # freeze Amsterdam's streams"
     );
     println!(

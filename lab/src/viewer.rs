@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use healthd::probe::hls::parse_playlist;
+use healthd::probe::hls::{parse_master, parse_playlist, resolve};
 use healthd::probe::http;
 
 use crate::dnsquery::ask_a;
@@ -194,12 +194,14 @@ impl Viewer {
         seen: &mut Experience,
         server: IpAddr,
     ) -> Result<Option<(f64, f64)>, String> {
-        let fetched = http::get(base, &self.playlist, Duration::from_secs(2)).await?;
-        if fetched.status != 200 {
-            return Err(format!("playlist: HTTP {}", fetched.status));
+        let mut path = self.playlist.clone();
+        let mut text = playlist_text(base, &path).await?;
+        // A master playlist: play its first rendition, as players start on the first listed.
+        if let Some(first) = parse_master(&text).and_then(|v| v.into_iter().next()) {
+            path = resolve(&path, &first);
+            text = playlist_text(base, &path).await?;
         }
-        let text = std::str::from_utf8(&fetched.body).map_err(|_| "playlist: not UTF-8")?;
-        let segments = parse_playlist(text).ok_or("playlist: not a media playlist")?;
+        let segments = parse_playlist(&text).ok_or("playlist: not a media playlist")?;
         let Some(newest) = segments.segments.last().map(|s| s.0) else {
             return Ok(None);
         };
@@ -221,15 +223,10 @@ impl Viewer {
             Some(n) if n >= oldest && n <= newest + 1 => n,
             _ => newest.saturating_sub(2).max(oldest),
         };
-        let dir = self
-            .playlist
-            .rsplit_once('/')
-            .map_or("", |(dir, _)| dir)
-            .to_string();
         let mut added = 0.0;
         for (sequence, uri, duration) in segments.segments.iter().filter(|s| s.0 >= from) {
             let timeout = Duration::from_secs_f64((duration * 2.0).max(1.0));
-            let segment = http::get(base, &format!("{dir}/{uri}"), timeout).await?;
+            let segment = http::get(base, &resolve(&path, uri), timeout).await?;
             if segment.status != 200 {
                 return Err(format!("{uri}: HTTP {}", segment.status));
             }
@@ -255,6 +252,15 @@ impl Viewer {
         }
         Ok(Some((added, segments.target_duration)))
     }
+}
+
+/// GETs a playlist's text.
+async fn playlist_text(base: &str, path: &str) -> Result<String, String> {
+    let fetched = http::get(base, path, Duration::from_secs(2)).await?;
+    if fetched.status != 200 {
+        return Err(format!("{path}: HTTP {}", fetched.status));
+    }
+    String::from_utf8(fetched.body.to_vec()).map_err(|_| format!("{path}: not UTF-8"))
 }
 
 fn join(addresses: &[IpAddr]) -> String {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
+use crate::ts::media::{Elementary, MediaInfo, probe, stream_type};
 use crate::ts::{PACKET, Packet};
 
 /// One finished segment.
@@ -23,6 +24,43 @@ pub struct Segment {
     pub started: SystemTime,
     /// A discontinuity precedes this segment (feed switch, timestamps jumped).
     pub discontinuity: bool,
+}
+
+/// A rendition's line in a master playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Peak segment bit rate, bits per second.
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    pub media: MediaInfo,
+}
+
+/// The master playlist of a channel with several renditions, each named by its path below the
+/// channel; renditions not live yet are left out. `None` when none is live.
+pub fn master_playlist<'a>(
+    renditions: impl IntoIterator<Item = (&'a str, Variant)>,
+) -> Option<String> {
+    // Every segment starts with a key frame and the program tables.
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut any = false;
+    for (name, v) in renditions {
+        any = true;
+        out.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
+            v.bandwidth, v.average_bandwidth
+        ));
+        if let Some(codecs) = &v.media.codecs {
+            out.push_str(&format!(",CODECS=\"{}\"", codecs.join(",")));
+        }
+        if let Some((w, h)) = v.media.resolution {
+            out.push_str(&format!(",RESOLUTION={w}x{h}"));
+        }
+        if let Some(fps) = v.media.frame_rate {
+            out.push_str(&format!(",FRAME-RATE={fps:.3}"));
+        }
+        out.push_str(&format!("\n{name}/index.m3u8\n"));
+    }
+    any.then_some(out)
 }
 
 /// Segments kept past the playlist window, for players still downloading them.
@@ -44,7 +82,8 @@ pub struct Channel {
     current_start_pts: Option<u64>,
     current_started: SystemTime,
     pending_discontinuity: bool,
-    video_pid: Option<u16>,
+    video: Option<Elementary>,
+    audio: Option<Elementary>,
     pmt_pid: Option<u16>,
     pat: Option<[u8; PACKET]>,
     pmt: Option<[u8; PACKET]>,
@@ -52,6 +91,8 @@ pub struct Channel {
     /// Wall clock and PTS of the first key frame, to date segments.
     epoch: Option<(SystemTime, u64)>,
     clock: Option<SystemTime>,
+    /// What the newest segment carries (codecs, picture size), for the master playlist.
+    media: MediaInfo,
 }
 
 impl Channel {
@@ -68,13 +109,15 @@ impl Channel {
             current_start_pts: None,
             current_started: SystemTime::now(),
             pending_discontinuity: false,
-            video_pid: None,
+            video: None,
+            audio: None,
             pmt_pid: None,
             pat: None,
             pmt: None,
             last_pts: None,
             epoch: None,
             clock: None,
+            media: MediaInfo::default(),
         }
     }
 
@@ -102,7 +145,8 @@ impl Channel {
         self.last_pts = None;
         self.pending_discontinuity = true;
         (self.epoch, self.clock) = (None, None);
-        (self.video_pid, self.pmt_pid, self.pat, self.pmt) = (None, None, None, None);
+        (self.video, self.audio, self.pmt_pid) = (None, None, None);
+        (self.pat, self.pmt) = (None, None);
         self.active_feed = feed;
     }
 
@@ -117,7 +161,7 @@ impl Channel {
         } else if Some(pid) == self.pmt_pid {
             self.learn_pmt(bytes);
         }
-        if Some(pid) == self.video_pid
+        if self.video.is_some_and(|v| v.pid == pid)
             && packet.unit_start()
             && let Some((pts, dts)) = packet.pes_timestamps()
         {
@@ -172,6 +216,12 @@ impl Channel {
             return;
         }
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        // Read afresh from every segment: a feed switch may change codecs or picture size.
+        let media = probe(&self.current, self.video, self.audio);
+        // A segment cut short at a feed switch may hold no parameter set: keep what is known.
+        if media.codecs.is_some() || self.media.codecs.is_none() {
+            self.media = media;
+        }
         self.segments.push_back(Segment {
             sequence: self.next_sequence,
             duration,
@@ -219,9 +269,12 @@ impl Channel {
             let stream_type = bytes[i];
             let pid = u16::from_be_bytes([bytes[i + 1] & 0x1F, bytes[i + 2]]);
             let es_len = usize::from(u16::from_be_bytes([bytes[i + 3] & 0x0F, bytes[i + 4]]));
-            // H.264, H.265, MPEG-2 video.
-            if matches!(stream_type, 0x1B | 0x24 | 0x02) && self.video_pid.is_none() {
-                self.video_pid = Some(pid);
+            // The first video and the first audio stream make the rendition.
+            let es = Some(Elementary { pid, stream_type });
+            if stream_type::is_video(stream_type) && self.video.is_none() {
+                self.video = es;
+            } else if stream_type::is_audio(stream_type) && self.audio.is_none() {
+                self.audio = es;
             }
             i += 5 + es_len;
         }
@@ -241,6 +294,26 @@ impl Channel {
 
     pub fn newest(&self) -> Option<&Segment> {
         self.segments.back()
+    }
+
+    /// How this channel is described as a rendition in a master playlist (RFC 8216 section
+    /// 4.3.4.2): BANDWIDTH is the peak segment bit rate of the window, AVERAGE-BANDWIDTH the
+    /// mean, the rest read from the stream. `None` until a segment exists.
+    pub fn variant(&self) -> Option<Variant> {
+        let rates = self
+            .window()
+            .filter(|s| s.duration > 0.0)
+            .map(|s| (s.bytes.len() as f64 * 8.0, s.duration));
+        let (mut peak, mut bits, mut seconds) = (0.0f64, 0.0, 0.0);
+        for (b, d) in rates {
+            peak = peak.max(b / d);
+            (bits, seconds) = (bits + b, seconds + d);
+        }
+        (seconds > 0.0).then(|| Variant {
+            bandwidth: peak.ceil() as u64,
+            average_bandwidth: (bits / seconds).ceil() as u64,
+            media: self.media.clone(),
+        })
     }
 
     /// The live media playlist.
@@ -338,6 +411,45 @@ mod tests {
             6,
             "sliding window of 6: {playlist}"
         );
+    }
+
+    #[test]
+    fn renditions_are_described_from_their_streams() {
+        let mut channels = Vec::new();
+        for clip in [config::service::Clip::P360, config::service::Clip::P180] {
+            let mut looper = Looper::builtin(clip).unwrap();
+            let mut channel = Channel::new("news", Duration::from_secs(2), 6);
+            for _ in 0..looper.packets_per_pass() * 3 {
+                channel.push(&looper.next_packet());
+            }
+            channels.push(channel);
+        }
+        let (hd, sd) = (
+            channels[0].variant().unwrap(),
+            channels[1].variant().unwrap(),
+        );
+        // 300 + 64 kbit/s and 120 + 64 kbit/s of media, plus the transport stream's overhead.
+        assert!((350_000..600_000).contains(&hd.bandwidth), "{hd:?}");
+        assert!((150_000..350_000).contains(&sd.bandwidth), "{sd:?}");
+        assert!(hd.average_bandwidth <= hd.bandwidth);
+        let master = master_playlist([("hd", hd), ("sd", sd)]).unwrap();
+        let lines: Vec<&str> = master.lines().collect();
+        assert_eq!(
+            lines[..3],
+            ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        );
+        assert!(
+            lines[3].starts_with("#EXT-X-STREAM-INF:BANDWIDTH=")
+                && lines[3].ends_with(
+                    ",CODECS=\"avc1.4D401E,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=25.000"
+                ),
+            "{master}"
+        );
+        assert_eq!(lines[4], "hd/index.m3u8");
+        assert!(lines[5].contains("RESOLUTION=320x180"), "{master}");
+        assert_eq!(lines[6], "sd/index.m3u8");
+        assert_eq!(master_playlist([]), None, "nothing live, no master");
+        assert_eq!(Channel::new("x", Duration::from_secs(2), 6).variant(), None);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Starting a node: its channels and feeders, the HTTP server, the admin endpoint.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
 use config::Deployment;
-use config::service::ChannelSource;
+use config::service::{ChannelSource, Clip};
 use tracing::info;
 
 use crate::channel::Channel;
@@ -27,56 +28,93 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .transpose()
         .with_context(|| format!("node {name:?}: TLS"))?;
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let epoch = crate::feeder::Epoch::now();
     let mut channels = HashMap::new();
+    let mut renditions = HashMap::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {
         for channel_name in &service.channels {
-            if channels.contains_key(channel_name) {
+            if channels.contains_key(channel_name) || renditions.contains_key(channel_name) {
                 continue;
             }
             let config = deployment
                 .channel(channel_name)
                 .with_context(|| format!("channel {channel_name:?} is not defined"))?;
-            let channel = Arc::new(RwLock::new(Channel::new(
-                &config.name,
-                config.segment_duration.get(),
-                config.window,
-            )));
-            match config.source {
-                ChannelSource::Builtin => {
-                    tokio::spawn(crate::feeder::builtin(channel.clone(), frozen.clone()));
-                }
-                ChannelSource::Udp => {
-                    let Some(primary) = config.primary else {
-                        bail!("channel {channel_name:?}: source = \"udp\" needs `primary`");
-                    };
-                    let ingest = UdpIngest {
-                        primary,
-                        backup: config.backup,
-                        interface: config.interface.clone(),
-                        stall_timeout: config.stall_timeout.get(),
-                        max_cc_errors_per_sec: config.max_cc_errors_per_sec,
-                        failback: config.failback,
-                    };
-                    let open = |addr| {
-                        ingest::open(addr, ingest.interface.as_deref()).with_context(|| {
-                            format!("channel {channel_name:?}: cannot receive the feed on {addr}")
+            // One packager per rendition, or one for the channel itself.
+            let packagers: Vec<(String, Clip, Option<SocketAddr>, Option<SocketAddr>)> =
+                if config.renditions.is_empty() {
+                    vec![(
+                        config.name.clone(),
+                        config.clip,
+                        config.primary,
+                        config.backup,
+                    )]
+                } else {
+                    renditions.insert(
+                        config.name.clone(),
+                        config.renditions.iter().map(|r| r.name.clone()).collect(),
+                    );
+                    config
+                        .renditions
+                        .iter()
+                        .map(|r| {
+                            (
+                                format!("{}/{}", config.name, r.name),
+                                r.clip,
+                                r.primary,
+                                r.backup,
+                            )
                         })
-                    };
-                    let primary = open(primary)?;
-                    let backup = ingest.backup.map(open).transpose()?;
-                    tokio::spawn(ingest::run(
-                        channel.clone(),
-                        primary,
-                        backup,
-                        ingest,
-                        frozen.clone(),
-                    ));
+                        .collect()
+                };
+            for (path, clip, primary, backup) in packagers {
+                let channel = Arc::new(RwLock::new(Channel::new(
+                    &path,
+                    config.segment_duration.get(),
+                    config.window,
+                )));
+                match config.source {
+                    ChannelSource::Builtin => {
+                        tokio::spawn(crate::feeder::builtin(
+                            channel.clone(),
+                            clip,
+                            epoch,
+                            frozen.clone(),
+                        ));
+                    }
+                    ChannelSource::Udp => {
+                        let Some(primary) = primary else {
+                            bail!("channel {path:?}: source = \"udp\" needs `primary`");
+                        };
+                        let ingest = UdpIngest {
+                            primary,
+                            backup,
+                            interface: config.interface.clone(),
+                            stall_timeout: config.stall_timeout.get(),
+                            max_cc_errors_per_sec: config.max_cc_errors_per_sec,
+                            failback: config.failback,
+                        };
+                        let open = |addr| {
+                            ingest::open(addr, ingest.interface.as_deref()).with_context(|| {
+                                format!("channel {path:?}: cannot receive the feed on {addr}")
+                            })
+                        };
+                        let primary = open(primary)?;
+                        let backup = ingest.backup.map(open).transpose()?;
+                        tokio::spawn(ingest::run(
+                            channel.clone(),
+                            primary,
+                            backup,
+                            ingest,
+                            frozen.clone(),
+                        ));
+                    }
                 }
+                channels.insert(path, channel);
             }
-            channels.insert(channel_name.clone(), channel);
         }
     }
     let mut state = NodeState::new(&node.name, node.capacity_mbps, channels);
+    state.renditions = renditions;
     state.frozen = frozen;
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(node.listen)

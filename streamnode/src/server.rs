@@ -17,7 +17,10 @@ use crate::channel::Channel;
 /// Everything the HTTP handlers share.
 pub struct NodeState {
     pub name: String,
+    /// Packagers by URL path: `CHANNEL`, or `CHANNEL/RENDITION` for a channel with renditions.
     pub channels: HashMap<String, Arc<RwLock<Channel>>>,
+    /// Channels with renditions: their rendition names, in the order the master lists them.
+    pub renditions: HashMap<String, Vec<String>>,
     pub capacity_mbps: u32,
     pub draining: AtomicBool,
     /// Fault injection: feeders stop while set (see `feeder::builtin`).
@@ -43,6 +46,7 @@ impl NodeState {
         Self {
             name: name.to_owned(),
             channels,
+            renditions: HashMap::new(),
             capacity_mbps,
             draining: AtomicBool::new(false),
             frozen: Arc::new(AtomicBool::new(false)),
@@ -69,6 +73,7 @@ pub struct Status {
 
 #[derive(Debug, Serialize)]
 pub struct ChannelStatus {
+    /// The URL path: `CHANNEL`, or `CHANNEL/RENDITION`.
     pub name: String,
     pub live: bool,
     pub media_sequence: Option<u64>,
@@ -83,6 +88,7 @@ pub fn router(node: Arc<NodeState>) -> Router {
         .route("/status", get(status))
         .route("/healthz", get(healthz))
         .route("/{channel}/{file}", get(file))
+        .route("/{channel}/{rendition}/{file}", get(rendition_file))
         .with_state(node)
 }
 
@@ -158,14 +164,66 @@ async fn status(State(node): State<Arc<NodeState>>) -> Response {
     cors(axum::Json(body).into_response())
 }
 
+type ClientAddr = axum::extract::ConnectInfo<crate::listener::Client>;
+
 async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
-    axum::extract::ConnectInfo(crate::listener::Client(client)): axum::extract::ConnectInfo<
-        crate::listener::Client,
-    >,
+    axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
 ) -> Response {
-    let Some(c) = node.channels.get(&channel) else {
+    if let Some(names) = node.renditions.get(&channel) {
+        if file != "index.m3u8" {
+            node.requests[2].fetch_add(1, Ordering::Relaxed);
+            return cors(
+                (
+                    StatusCode::NOT_FOUND,
+                    format!("channel {channel:?} has renditions: its files are under /{channel}/RENDITION/\n"),
+                )
+                    .into_response(),
+            );
+        }
+        return master(&node, &channel, names);
+    }
+    serve(&node, &channel, &file, client)
+}
+
+async fn rendition_file(
+    State(node): State<Arc<NodeState>>,
+    Path((channel, rendition, file)): Path<(String, String, String)>,
+    axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
+) -> Response {
+    serve(&node, &format!("{channel}/{rendition}"), &file, client)
+}
+
+/// The master playlist of a channel with renditions.
+fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
+    let variants = names.iter().filter_map(|name| {
+        let c = node.channels.get(&format!("{channel}/{name}"))?;
+        let variant = c.read().unwrap_or_else(|e| e.into_inner()).variant()?;
+        Some((name.as_str(), variant))
+    });
+    match crate::channel::master_playlist(variants) {
+        Some(text) => {
+            node.requests[0].fetch_add(1, Ordering::Relaxed);
+            cors(
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                        // Bandwidths follow the window; the list of renditions rarely changes.
+                        (header::CACHE_CONTROL, "max-age=5"),
+                    ],
+                    text,
+                )
+                    .into_response(),
+            )
+        }
+        None => cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response()),
+    }
+}
+
+/// A media playlist or segment of the packager at `channel` (a channel or a rendition's path).
+fn serve(node: &NodeState, channel: &str, file: &str, client: std::net::SocketAddr) -> Response {
+    let Some(c) = node.channels.get(channel) else {
         node.requests[2].fetch_add(1, Ordering::Relaxed);
         return cors(
             (

@@ -438,3 +438,80 @@ fn connections_past_the_limit_wait_their_turn() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+#[test]
+fn the_built_in_channel_can_have_aligned_renditions() {
+    let Some(_) = testkit::require(
+        "the_built_in_channel_can_have_aligned_renditions",
+        &[("ffprobe", "ffmpeg")],
+        false,
+    ) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let dir = TempDir::new("streamnode");
+    let text = MINIMAL
+        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
+        .replace(
+            "source = \"builtin\"",
+            "source = \"builtin\"\n\n[[channels.renditions]]\nname = \"360p\"\n\n[[channels.renditions]]\nname = \"180p\"\nclip = \"180p\"\n",
+        );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let master = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, body)| body)
+    });
+    let Some(master) = master else {
+        panic!("no master playlist:\n{}", node.log_text());
+    };
+    assert!(
+        master.contains("CODECS=\"avc1.4D401E,mp4a.40.2\",RESOLUTION=640x360")
+            && master.contains("\n360p/index.m3u8\n")
+            && master.contains("CODECS=\"avc1.4D400C,mp4a.40.2\",RESOLUTION=320x180")
+            && master.contains("\n180p/index.m3u8\n"),
+        "{master}"
+    );
+    // Renditions are cut at the same instants: same sequence numbers, same program dates, so
+    // a player can switch between them at any segment.
+    let timeline = |rendition: &str| -> Vec<String> {
+        let (_, body) = testkit::http::get(addr, &format!("/test/{rendition}/index.m3u8")).unwrap();
+        body.lines()
+            .filter(|l| l.starts_with("#EXT-X-PROGRAM-DATE-TIME") || l.ends_with(".ts"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let aligned = wait_for(Duration::from_secs(5), || {
+        let (a, b) = (timeline("360p"), timeline("180p"));
+        (!a.is_empty() && a == b).then_some(())
+    });
+    assert!(
+        aligned.is_some(),
+        "{:?}\n{:?}",
+        timeline("360p"),
+        timeline("180p")
+    );
+    let mut probe = Command::new("ffprobe");
+    probe
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("http://{addr}/test/index.m3u8"));
+    let out = run(probe, Duration::from_secs(20)).unwrap();
+    let sizes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        sizes.contains("640,360") && sizes.contains("320,180"),
+        "{sizes}"
+    );
+}

@@ -186,3 +186,168 @@ fn the_player_goes_on_when_the_primary_feed_dies() {
         switched.unwrap()
     );
 }
+
+/// A live encoder for one rendition: a test pattern of `size`, H.264 in `profile`, AAC.
+fn live_encoder(size: &str, profile: &str, to: SocketAddr, dir: &Path, log: &str) -> Daemon {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "60", "-map", "0:v", "-map", "1:a"])
+        // `veryfast`, not `ultrafast`: the latter turns off what High profile needs and x264
+        // then signals Constrained Baseline whatever the profile asked.
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            profile,
+        ])
+        .args(["-pix_fmt", "yuv420p", "-g", "50", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(format!("udp://{to}?pkt_size=1316"));
+    Daemon::spawn("ffmpeg", cmd, &dir.join(log)).expect("ffmpeg")
+}
+
+#[test]
+fn a_channel_with_renditions_gets_a_master_playlist_read_from_its_streams() {
+    let Some(_) = testkit::require(
+        "a_channel_with_renditions_gets_a_master_playlist_read_from_its_streams",
+        &[("ffmpeg", "ffmpeg"), ("ffprobe", "ffmpeg")],
+        false,
+    ) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let (hd, sd) = (
+        SocketAddr::from((net.host(2), 5000)),
+        SocketAddr::from((net.host(2), 5002)),
+    );
+    let dir = TempDir::new("renditions");
+    let text = MINIMAL
+        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
+        .replace(
+            "source = \"builtin\"",
+            &format!(
+                "source = \"udp\"\n\n[[channels.renditions]]\nname = \"hd\"\nprimary = \"{hd}\"\n\n[[channels.renditions]]\nname = \"sd\"\nprimary = \"{sd}\"\n"
+            ),
+        );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    let node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let _hd = live_encoder("640x360", "high", hd, dir.path(), "hd.log");
+    let _sd = live_encoder("320x180", "baseline", sd, dir.path(), "sd.log");
+
+    let master = wait_for(Duration::from_secs(30), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, body)| *s == 200 && body.matches("#EXT-X-STREAM-INF").count() == 2)
+            .map(|(_, body)| body)
+    });
+    let Some(master) = master else {
+        panic!(
+            "no master playlist with both renditions:\n{}",
+            node.log_text()
+        );
+    };
+    println!("{master}");
+    let variants: Vec<(&str, &str)> = master
+        .lines()
+        .zip(master.lines().skip(1))
+        .filter(|(tag, _)| tag.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    // The profile and level the encoder chose, the size it drew, the audio it sent: all read
+    // from the streams, none configured.
+    let (hd_tag, hd_uri) = variants[0];
+    assert!(
+        hd_tag.contains("CODECS=\"avc1.64"),
+        "High profile: {hd_tag}"
+    );
+    assert!(hd_tag.contains(",mp4a.40.2\""), "AAC-LC: {hd_tag}");
+    assert!(hd_tag.contains("RESOLUTION=640x360"), "{hd_tag}");
+    assert_eq!(hd_uri, "hd/index.m3u8");
+    let (sd_tag, sd_uri) = variants[1];
+    assert!(
+        sd_tag.contains("CODECS=\"avc1.42"),
+        "Baseline profile: {sd_tag}"
+    );
+    assert!(sd_tag.contains("RESOLUTION=320x180"), "{sd_tag}");
+    assert_eq!(sd_uri, "sd/index.m3u8");
+    let bandwidth = |tag: &str| -> u64 {
+        tag.split(['=', ','])
+            .skip_while(|k| !k.ends_with("BANDWIDTH"))
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        bandwidth(hd_tag) > bandwidth(sd_tag) && bandwidth(sd_tag) > 0,
+        "peak bit rates: {hd_tag} / {sd_tag}"
+    );
+
+    // A player given the master sees both renditions and plays one without an error.
+    let url = format!("http://{addr}/test/index.m3u8");
+    let mut probe = Command::new("ffprobe");
+    probe
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&url);
+    let out = run(probe, Duration::from_secs(30)).expect("ffprobe");
+    let sizes = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        sizes.contains("640,360") && sizes.contains("320,180"),
+        "ffprobe found: {sizes}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut player = Command::new("ffmpeg");
+    player
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", &url])
+        .args(["-t", "6", "-f", "null", "-"]);
+    let played = run(player, Duration::from_secs(60)).expect("player");
+    let errors = String::from_utf8_lossy(&played.stderr);
+    assert!(
+        played.status.success() && errors.trim().is_empty(),
+        "the player failed:\n{errors}"
+    );
+    // Each rendition's media playlist and segments live under its own path.
+    let (status, body) = testkit::http::get(addr, "/test/sd/index.m3u8").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let segment = body
+        .lines()
+        .rfind(|l| l.ends_with(".ts"))
+        .unwrap()
+        .to_owned();
+    let (status, _) = testkit::http::get(addr, &format!("/test/sd/{segment}")).unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = testkit::http::get(addr, "/test/seg0.ts").unwrap();
+    assert_eq!(status, 404, "segments are per rendition");
+    let (status, _) = testkit::http::get(addr, "/test/uhd/index.m3u8").unwrap();
+    assert_eq!(status, 404);
+    let status = status_doc(addr);
+    let names: Vec<&str> = status["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["test/hd", "test/sd"]);
+}
+
+fn status_doc(addr: SocketAddr) -> serde_json::Value {
+    status(addr).expect("status document")
+}

@@ -1,6 +1,7 @@
 //! The `hls` probe: play the stream like a viewer would.
 //!
-//! Fetch the channel's media playlist, check that its media sequence advanced within about
+//! Fetch the channel's playlist; when it is a master playlist, do what follows for every
+//! rendition it lists (a viewer may be on any of them). For each media playlist: check that its media sequence advanced within about
 //! `max_stall_factor` target durations of the last time it moved (a node answering 200 with a
 //! frozen playlist is down), fetch the newest segment and check that it is MPEG-TS (sync byte
 //! 0x47 every 188 bytes) and downloads at least `min_speed` times faster than real time.
@@ -53,6 +54,45 @@ pub fn parse_playlist(text: &str) -> Option<Playlist> {
         segments,
         ended,
     })
+}
+
+/// The rendition URIs of a master playlist (RFC 8216 section 4.3.4.2), in order. `None` when
+/// `text` is not a master playlist.
+pub fn parse_master(text: &str) -> Option<Vec<String>> {
+    let mut lines = text.lines().map(str::trim);
+    if lines.next()? != "#EXTM3U" {
+        return None;
+    }
+    let mut variants = Vec::new();
+    let mut pending = false;
+    for line in lines {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            pending = true;
+        } else if pending && !line.is_empty() && !line.starts_with('#') {
+            variants.push(line.to_owned());
+            pending = false;
+        }
+    }
+    (!variants.is_empty()).then_some(variants)
+}
+
+/// The path on the node of `uri` found in the playlist at `playlist` (itself a path): an
+/// absolute URL keeps only its path (the probe asks the node it checks, whatever host the
+/// playlist names), a relative one is taken from the playlist's directory (RFC 3986 5.2).
+pub fn resolve(playlist: &str, uri: &str) -> String {
+    let absolute = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"));
+    if let Some(rest) = absolute {
+        rest.find('/')
+            .map(|i| rest[i..].to_owned())
+            .unwrap_or_else(|| "/".into())
+    } else if uri.starts_with('/') {
+        uri.to_owned()
+    } else {
+        let dir = playlist.rfind('/').map_or("/", |i| &playlist[..=i]);
+        format!("{dir}{uri}")
+    }
 }
 
 /// What the probe remembers about a channel between rounds.
@@ -136,6 +176,34 @@ mod tests {
             [(41, "seg41.ts".into(), 2.0), (42, "seg42.ts".into(), 1.96)]
         );
         assert!(parse_playlist("<html>").is_none());
+    }
+
+    #[test]
+    fn master_playlists_list_their_renditions_and_uris_resolve_like_a_player() {
+        let master = "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nhd/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=300000\n\n/news/sd/index.m3u8\n";
+        assert_eq!(
+            parse_master(master),
+            Some(vec![
+                "hd/index.m3u8".to_owned(),
+                "/news/sd/index.m3u8".to_owned()
+            ])
+        );
+        assert_eq!(parse_master(LIVE), None, "a media playlist is not a master");
+        assert_eq!(parse_master("garbage"), None);
+        assert_eq!(
+            resolve("/news/index.m3u8", "hd/index.m3u8"),
+            "/news/hd/index.m3u8"
+        );
+        assert_eq!(
+            resolve("/news/hd/index.m3u8", "seg4.ts"),
+            "/news/hd/seg4.ts"
+        );
+        assert_eq!(resolve("/news/index.m3u8", "/x/seg4.ts"), "/x/seg4.ts");
+        assert_eq!(
+            resolve("/news/index.m3u8", "https://cdn.example/a/b.ts"),
+            "/a/b.ts"
+        );
+        assert_eq!(resolve("/news/index.m3u8", "http://cdn.example"), "/");
     }
 
     #[test]

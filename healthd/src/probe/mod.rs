@@ -157,43 +157,79 @@ impl Prober {
                 "hls check without channels: list them in the service or the profile".into(),
             );
         }
+        let mut playlists = 0;
         for channel in self.channels.clone() {
             let path = format!("/{channel}/index.m3u8");
-            let got = self.client.get(base, &path, timeout).await?;
-            if got.status != 200 {
-                return Err(format!("GET {path} answered {}", got.status));
+            let (text, playlist) = self.fetch_playlist(base, &path, timeout).await?;
+            match hls::parse_master(&text) {
+                Some(variants) => {
+                    for uri in variants {
+                        let variant = hls::resolve(&path, &uri);
+                        let (_, media) = self.fetch_playlist(base, &variant, timeout).await?;
+                        let media = media.ok_or_else(|| {
+                            format!("{variant} (in {path}) is not a media playlist")
+                        })?;
+                        self.check_media(base, &variant, &media, timeout, factor, min_speed)
+                            .await?;
+                        playlists += 1;
+                    }
+                }
+                None => {
+                    let media = playlist.ok_or_else(|| format!("{path} is not an HLS playlist"))?;
+                    self.check_media(base, &path, &media, timeout, factor, min_speed)
+                        .await?;
+                    playlists += 1;
+                }
             }
-            let text = String::from_utf8_lossy(&got.body);
-            let playlist = hls::parse_playlist(&text)
-                .ok_or_else(|| format!("{path} is not a media playlist"))?;
-            self.progress.entry(channel.clone()).or_default().check(
-                &playlist,
-                factor,
-                Instant::now(),
-            )?;
-            let (uri, duration) = playlist
-                .newest
-                .clone()
-                .ok_or_else(|| format!("{path} lists no segment"))?;
-            let absolute = uri
-                .strip_prefix("http://")
-                .or_else(|| uri.strip_prefix("https://"));
-            let segment = if let Some(rest) = absolute {
-                rest.find('/')
-                    .map(|i| rest[i..].to_owned())
-                    .unwrap_or_else(|| "/".into())
-            } else if uri.starts_with('/') {
-                uri
-            } else {
-                format!("/{channel}/{uri}")
-            };
-            let seg = self.client.get(base, &segment, timeout).await?;
-            if seg.status != 200 {
-                return Err(format!("GET {segment} answered {}", seg.status));
-            }
-            hls::check_segment(&seg.body, seg.elapsed, duration, min_speed)?;
         }
-        Ok(format!("{} channel(s) live", self.channels.len()))
+        Ok(format!(
+            "{} channel(s) live, {playlists} media playlist(s)",
+            self.channels.len()
+        ))
+    }
+
+    /// GETs a playlist: its text, and the media playlist it is if it is one.
+    async fn fetch_playlist(
+        &mut self,
+        base: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(String, Option<hls::Playlist>), String> {
+        let got = self.client.get(base, path, timeout).await?;
+        if got.status != 200 {
+            return Err(format!("GET {path} answered {}", got.status));
+        }
+        let text = String::from_utf8_lossy(&got.body).into_owned();
+        let playlist = hls::parse_playlist(&text);
+        Ok((text, playlist))
+    }
+
+    /// Checks one media playlist at `path`: it advances, and its newest segment is MPEG-TS
+    /// that arrives fast enough.
+    async fn check_media(
+        &mut self,
+        base: &str,
+        path: &str,
+        playlist: &hls::Playlist,
+        timeout: Duration,
+        factor: f64,
+        min_speed: f64,
+    ) -> Result<(), String> {
+        self.progress
+            .entry(path.to_owned())
+            .or_default()
+            .check(playlist, factor, Instant::now())
+            .map_err(|e| format!("{path}: {e}"))?;
+        let (uri, duration) = playlist
+            .newest
+            .clone()
+            .ok_or_else(|| format!("{path} lists no segment"))?;
+        let segment = hls::resolve(path, &uri);
+        let seg = self.client.get(base, &segment, timeout).await?;
+        if seg.status != 200 {
+            return Err(format!("GET {segment} answered {}", seg.status));
+        }
+        hls::check_segment(&seg.body, seg.elapsed, duration, min_speed)
     }
 }
 

@@ -6,10 +6,13 @@
 
 use std::collections::HashMap;
 
+use config::service::Clip;
+
 use super::{PACKET, Packet, WRAP, rewrite};
 
-/// The bundled clip (see `scripts/make-test-clip.sh`).
+/// The bundled clips (see `scripts/make-test-clip.sh`): 640x360 and 320x180.
 pub const TEST_CLIP: &[u8] = include_bytes!("../../assets/test-clip.ts");
+pub const TEST_CLIP_180P: &[u8] = include_bytes!("../../assets/test-clip-180p.ts");
 
 /// A clip ready to loop.
 #[derive(Debug, Clone)]
@@ -73,7 +76,15 @@ impl Looper {
 
     /// The built-in channel.
     pub fn test_channel() -> Result<Self, ClipError> {
-        Self::new(TEST_CLIP)
+        Self::builtin(Clip::default())
+    }
+
+    /// One of the bundled clips.
+    pub fn builtin(clip: Clip) -> Result<Self, ClipError> {
+        Self::new(match clip {
+            Clip::P360 => TEST_CLIP,
+            Clip::P180 => TEST_CLIP_180P,
+        })
     }
 
     /// The next packet of the endless stream.

@@ -5,6 +5,7 @@
 //! offsets; accessors never panic on a short or corrupt packet.
 
 pub mod looper;
+pub mod media;
 
 /// Packet length.
 pub const PACKET: usize = 188;
