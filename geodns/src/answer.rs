@@ -265,17 +265,33 @@ fn random() -> u64 {
 /// Up to `count` distinct nodes, drawn with probability proportional to spare capacity, so
 /// load spreads over the site and a busy node is answered less often.
 pub(crate) fn pick_weighted<'a>(nodes: &[&'a NodeView], count: usize) -> Vec<&'a NodeView> {
-    let mut pool: Vec<(&NodeView, f64)> = nodes
-        .iter()
-        .map(|n| {
-            (
-                *n,
-                (f64::from(n.capacity_mbps) * (1.0 - n.load.clamp(0.0, 1.0))).max(1.0),
-            )
-        })
-        .collect();
-    let mut out = Vec::with_capacity(count.min(pool.len()));
-    while out.len() < count && !pool.is_empty() {
+    let (mut pool, mut picked) = (Vec::new(), Vec::new());
+    pick_weighted_into(
+        nodes.iter().map(|n| spare(n)).enumerate(),
+        count,
+        &mut pool,
+        &mut picked,
+    );
+    picked.into_iter().map(|i| nodes[i]).collect()
+}
+
+/// The weight of a node in [`pick_weighted`]: its spare capacity, at least 1.
+pub(crate) fn spare(node: &NodeView) -> f64 {
+    (f64::from(node.capacity_mbps) * (1.0 - node.load.clamp(0.0, 1.0))).max(1.0)
+}
+
+/// [`pick_weighted`] over `(index, weight)` candidates, into buffers the caller keeps between
+/// queries (the UDP fast path answers without allocating); `picked` gets the chosen indices.
+pub(crate) fn pick_weighted_into(
+    candidates: impl Iterator<Item = (usize, f64)>,
+    count: usize,
+    pool: &mut Vec<(usize, f64)>,
+    picked: &mut Vec<usize>,
+) {
+    pool.clear();
+    pool.extend(candidates);
+    picked.clear();
+    while picked.len() < count && !pool.is_empty() {
         let total: f64 = pool.iter().map(|(_, w)| w).sum();
         let mut target = (random() >> 11) as f64 / (1u64 << 53) as f64 * total;
         let mut index = pool.len() - 1;
@@ -286,9 +302,8 @@ pub(crate) fn pick_weighted<'a>(nodes: &[&'a NodeView], count: usize) -> Vec<&'a
             }
             target -= w;
         }
-        out.push(pool.swap_remove(index).0);
+        picked.push(pool.swap_remove(index).0);
     }
-    out
 }
 
 #[cfg(test)]

@@ -75,11 +75,17 @@ impl GeoDb {
 
     /// Looks `ip` up; `None` when the database knows nothing about it (or cannot hold it).
     pub fn locate(&self, ip: IpAddr) -> Option<Location> {
-        let ip = ip.to_canonical();
-        let found = self.reader.lookup(ip).ok()?;
+        let (network, found) = self.lookup(ip)?;
+        self.locate_result(&found, network)
+    }
+
+    /// The database network holding `ip` and the undecoded record: a caller that remembers
+    /// locations per network decodes only on a miss.
+    pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, maxminddb::LookupResult<'_, Vec<u8>>)> {
+        let found = self.reader.lookup(ip.to_canonical()).ok()?;
         let net = found.network().ok()?;
         let network = IpNet::new(net.network(), net.prefix()).ok()?;
-        self.locate_result(&found, network)
+        Some((network, found))
     }
 
     /// The location of a lookup or walk result whose network is `network`.

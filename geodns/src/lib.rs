@@ -8,6 +8,7 @@ pub mod feeds;
 pub mod geo;
 pub mod handler;
 pub mod health;
+pub mod memo;
 pub mod metrics;
 pub mod scope;
 pub mod server;

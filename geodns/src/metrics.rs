@@ -8,6 +8,9 @@ pub struct Metrics {
     pub answers_by_site: IntCounterVec,
     pub fail_open: IntCounter,
     pub latency: Histogram,
+    /// `queries{qtype="A"|"AAAA", rcode="No Error"}`, resolved once: the UDP fast path counts
+    /// every answer, and a label lookup per query is a hash and a lock.
+    pub answered: [IntCounter; 2],
 }
 
 impl Metrics {
@@ -48,8 +51,10 @@ impl Metrics {
         ] {
             registry.register(m).expect("unique metric");
         }
+        let answered = ["A", "AAAA"].map(|t| queries.with_label_values(&[t, "No Error"]));
         Self {
             registry,
+            answered,
             queries,
             answers_by_site,
             fail_open,

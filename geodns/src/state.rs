@@ -1,6 +1,5 @@
 //! Everything a query needs, swapped whole on reload so a query never sees half of a change.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use config::Deployment;
@@ -22,7 +21,7 @@ pub struct Prepared {
     pub zones: Zones,
     pub steering: Steering,
     /// Service hostnames in lower-case wire format, for the UDP fast path.
-    pub service_wire: HashMap<Vec<u8>, usize>,
+    pub service_wire: foldhash::HashMap<Vec<u8>, usize>,
 }
 
 impl Prepared {

@@ -19,9 +19,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinEncodable, BinEncoder};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{debug, warn};
 
-use crate::answer::{pick_weighted, sampled};
+use crate::answer::{pick_weighted_into, sampled, spare};
 use crate::handler::{MAX_UDP_PAYLOAD, Question, respond};
-use crate::health::NodeView;
+use crate::memo::Memo;
 use crate::state::Shared;
 use crate::steering::{Family, choose_site};
 
@@ -59,6 +59,7 @@ pub fn spawn(
 
 fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
     let mut batch = Batch::new();
+    let mut memo = Memo::default();
     let fd = socket.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         let received = match batch.receive(fd) {
@@ -85,7 +86,7 @@ fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
             };
             let (query, out) = batch.query_and_out(i);
             out.clear();
-            if !handle(shared, query, from, out) {
+            if !handle(shared, &mut memo, query, from, out) {
                 out.clear();
             }
         }
@@ -236,14 +237,21 @@ impl Batch {
     }
 }
 
-/// Writes the answer to `query` into `out`; false when nothing must be sent.
-pub fn handle(shared: &Shared, query: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// Writes the answer to `query` into `out`; false when nothing must be sent. `memo` is the
+/// calling worker's (see `memo`).
+pub fn handle(
+    shared: &Shared,
+    memo: &mut Memo,
+    query: &[u8],
+    from: SocketAddr,
+    out: &mut Vec<u8>,
+) -> bool {
     // Never answer what cannot be a query, nor to addresses that cannot be a client.
     if query.len() < 12 || query[2] & 0x80 != 0 || from.port() == 0 || from.ip().is_unspecified() {
         return false;
     }
     if let Some(hot) = HotQuery::parse(query) {
-        if fast(shared, &hot, query, from.ip(), out) {
+        if fast(shared, memo, &hot, query, from.ip(), out) {
             return true;
         }
         out.clear();
@@ -369,7 +377,14 @@ impl HotQuery {
 
 /// Answers a hot query for a service hostname whose chosen site has addresses; false hands
 /// it to the general path (static names, empty answers).
-fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec<u8>) -> bool {
+fn fast(
+    shared: &Shared,
+    memo: &mut Memo,
+    hot: &HotQuery,
+    q: &[u8],
+    source: IpAddr,
+    out: &mut Vec<u8>,
+) -> bool {
     let prepared = shared.prepared();
     let mut name = [0u8; 256];
     let raw = &q[hot.name.clone()];
@@ -385,34 +400,44 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         return false;
     }
     let client = hot.client(q, source);
-    let location = shared.geo().and_then(|g| g.locate(client));
-    let ranking = prepared.steering.rank(client, location.as_ref());
+    let geo = shared.geo();
+    let steered = memo.steer(&prepared, geo.as_ref(), client);
     let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
     let v4 = hot.qtype == 1;
     let family = if v4 { Family::V4 } else { Family::V6 };
-    let Some((site, fail_open)) = choose_site(&ranking, &health, svc, family) else {
+    let Some((site, fail_open)) = choose_site(&steered.ranking, &health, svc, family) else {
         return false;
     };
-    let nodes: Vec<&NodeView> = health.sites[site]
-        .nodes
+    let changing_ttl = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map_or(5, |d| d.changing_ttl);
+    let ttl = health.answer_ttl(&steered.ranking.order, site, svc.ttl, changing_ttl);
+    let scope = match &hot.ecs {
+        Some((_, source_prefix, _)) if *source_prefix != 0 => steered.scope(shared, &prepared),
+        _ => 0,
+    };
+    let nodes = &health.sites[site].nodes;
+    let candidates = nodes
         .iter()
-        .filter(|n| n.services.contains(&svc.name) && (fail_open || n.up()))
-        .filter(|n| {
+        .enumerate()
+        .filter(|(_, n)| n.services.contains(&svc.name) && (fail_open || n.up()))
+        .filter(|(_, n)| {
             if v4 {
                 n.ipv4.is_some()
             } else {
                 n.ipv6.is_some()
             }
         })
-        .collect();
-    let picked = pick_weighted(&nodes, usize::from(svc.answer_count));
-    let changing_ttl = prepared
-        .deployment
-        .dns
-        .as_ref()
-        .map_or(5, |d| d.changing_ttl);
-    let ttl = health.answer_ttl(&ranking.order, site, svc.ttl, changing_ttl);
-    if picked.is_empty() {
+        .map(|(i, n)| (i, spare(n)));
+    pick_weighted_into(
+        candidates,
+        usize::from(svc.answer_count),
+        &mut memo.pool,
+        &mut memo.picked,
+    );
+    if memo.picked.is_empty() {
         return false;
     }
     // Header: same id, QR + AA, opcode 0, RD copied; RA 0; CD copied; NOERROR.
@@ -420,11 +445,12 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
     out.push(0x84 | (q[2] & 0x01));
     out.push(q[3] & 0x10);
     out.extend_from_slice(&[0, 1]);
-    out.extend_from_slice(&(picked.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(memo.picked.len() as u16).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, u8::from(hot.edns)]);
     // The question as asked (case preserved).
     out.extend_from_slice(&q[12..hot.question_end]);
-    for node in &picked {
+    for &i in &memo.picked {
+        let node = &nodes[i];
         out.extend_from_slice(&[0xC0, 0x0C]); // pointer to the question name
         out.extend_from_slice(&hot.qtype.to_be_bytes());
         out.extend_from_slice(&[0, 1]);
@@ -448,11 +474,6 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         match &hot.ecs {
             None => out.extend_from_slice(&[0, 0]),
             Some((family, source_prefix, addr)) => {
-                let scope = if *source_prefix == 0 {
-                    0
-                } else {
-                    shared.scope(&prepared, location.as_ref(), &ranking)
-                };
                 let len = 4 + addr.len() as u16;
                 out.extend_from_slice(&(len + 4).to_be_bytes());
                 out.extend_from_slice(&[0, 8]);
@@ -469,19 +490,16 @@ fn fast(shared: &Shared, hot: &HotQuery, q: &[u8], source: IpAddr, out: &mut Vec
         let qname = String::from_utf8_lossy(raw);
         tracing::info!(target: "query", %client, name = %qname, qtype = if v4 { "A" } else { "AAAA" }, site = site_name, ttl, fail_open, "answered");
     }
-    shared
-        .metrics
-        .answers_by_site
-        .with_label_values(&[svc.name.as_str(), site_name])
-        .inc();
+    memo.answers(
+        &shared.metrics,
+        (service, svc.name.as_str()),
+        (site, site_name),
+    )
+    .inc();
     if fail_open {
         shared.metrics.fail_open.inc();
     }
-    shared
-        .metrics
-        .queries
-        .with_label_values(&[if v4 { "A" } else { "AAAA" }, "No Error"])
-        .inc();
+    shared.metrics.answered[usize::from(!v4)].inc();
     true
 }
 

@@ -135,6 +135,14 @@ impl Drop for TempDir {
 
 /// CPU seconds (user + system) a process has used so far; 0 when it cannot be read.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// User and system CPU seconds a process has used, apart: the user part is the program's own
+/// code, the system part the kernel working for it (for a network server, mostly the socket
+/// path, which any server pays alike).
+pub fn cpu_times(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -145,7 +153,8 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (field(11) + field(12)) / 100.0
+    // In clock ticks of 1/100 s (USER_HZ on Linux).
+    (field(11) / 100.0, field(12) / 100.0)
 }
 
 /// [`cpu_seconds`] of a process and its live children (nginx's workers).
