@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
+use testkit::ffmpeg::live_encoder;
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
@@ -361,22 +362,6 @@ fn sighup_applies_node_changes_without_disturbing_unchanged_nodes() {
     );
 }
 
-/// A live encoder sending a test pattern of `size` to `to` for a minute.
-fn encoder(size: &str, to: SocketAddr, dir: &std::path::Path, log: &str) -> Daemon {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=25"),
-        ])
-        .args(["-t", "60", "-c:v", "libx264", "-preset", "ultrafast"])
-        .args(["-pix_fmt", "yuv420p", "-g", "25", "-f", "mpegts"])
-        .arg(format!("udp://{to}?pkt_size=1316"));
-    Daemon::spawn("ffmpeg", cmd, &dir.join(log)).expect("ffmpeg")
-}
-
 #[test]
 fn every_rendition_behind_a_master_playlist_is_checked() {
     let test = "every_rendition_behind_a_master_playlist_is_checked";
@@ -399,8 +384,9 @@ fn every_rendition_behind_a_master_playlist_is_checked() {
     std::fs::write(&config, text).unwrap();
     let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
     let _node = spawn("streamnode", &["--node", "ams-1"]);
-    let _hd = encoder("320x180", hd, dir.path(), "hd.log");
-    let sd_encoder = encoder("160x90", sd, dir.path(), "sd.log");
+    // One-second segments: a key frame every 25 frames.
+    let _hd = live_encoder("320x180", "main", 25, hd, &dir.path().join("hd.log"));
+    let sd_encoder = live_encoder("160x90", "main", 25, sd, &dir.path().join("sd.log"));
     let healthd = spawn("healthd", &[]);
     let feed = SocketAddr::from((net.host(1), 9180));
     let healthy = wait_for(Duration::from_secs(20), || {

@@ -228,13 +228,20 @@ fn many_concurrent_viewers_are_all_served() {
 /// A node listening on a fresh loopback address (admin API on port 8081 beside it) with
 /// `extra` added to its node table.
 fn start_with(extra: &str, dir: &TempDir) -> (Daemon, SocketAddr) {
+    start_channel(extra, "source = \"builtin\"", dir)
+}
+
+/// [`start_with`], the channel's `source = "builtin"` line replaced by `source`.
+fn start_channel(extra: &str, source: &str, dir: &TempDir) -> (Daemon, SocketAddr) {
     let net = Loopback::fresh();
     let addr = SocketAddr::from((net.host(1), 8080));
     let admin = SocketAddr::from((net.host(1), 8081));
-    let text = MINIMAL.replace(
-        "listen = \"127.0.1.1:8080\"",
-        &format!("listen = \"{addr}\"\nadmin = \"{admin}\"\n{extra}"),
-    );
+    let text = MINIMAL
+        .replace(
+            "listen = \"127.0.1.1:8080\"",
+            &format!("listen = \"{addr}\"\nadmin = \"{admin}\"\n{extra}"),
+        )
+        .replace("source = \"builtin\"", source);
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
     cmd.arg("--config")
@@ -448,21 +455,9 @@ fn the_built_in_channel_can_have_aligned_renditions() {
     ) else {
         return;
     };
-    let net = Loopback::fresh();
-    let addr = SocketAddr::from((net.host(1), 8080));
     let dir = TempDir::new("streamnode");
-    let text = MINIMAL
-        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
-        .replace(
-            "source = \"builtin\"",
-            "source = \"builtin\"\n\n[[channels.renditions]]\nname = \"360p\"\n\n[[channels.renditions]]\nname = \"180p\"\nclip = \"180p\"\n",
-        );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .args(["--node", "ams-1"]);
-    let node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let renditions = "source = \"builtin\"\n\n[[channels.renditions]]\nname = \"360p\"\n\n[[channels.renditions]]\nname = \"180p\"\nclip = \"180p\"\n";
+    let (node, addr) = start_channel("", renditions, &dir);
     let master = wait_for(Duration::from_secs(10), || {
         testkit::http::get(addr, "/test/index.m3u8")
             .filter(|(s, _)| *s == 200)

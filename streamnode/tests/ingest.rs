@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use testkit::ffmpeg::live_encoder;
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, run, wait_for};
 
@@ -40,6 +41,23 @@ fn source(dir: &Path) -> std::path::PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     clip
+}
+
+/// Starts node `ams-1` of the minimal example on `addr`, its channel's source replaced by
+/// `source` (the `source = ...` line and whatever follows it in the channel).
+fn start_node(dir: &Path, addr: SocketAddr, source: &str) -> Daemon {
+    let text = MINIMAL
+        .replace(
+            "listen = \"127.0.1.1:8080\"",
+            &format!("listen = \"{addr}\""),
+        )
+        .replace("source = \"builtin\"", source);
+    std::fs::write(dir.join("deploy.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.join("deploy.toml"))
+        .args(["--node", "ams-1"]);
+    Daemon::spawn("streamnode", cmd, &dir.join("streamnode.log")).unwrap()
 }
 
 fn encoder(clip: &Path, to: SocketAddr, dir: &Path, log: &str) -> Daemon {
@@ -109,18 +127,13 @@ fn the_player_goes_on_when_the_primary_feed_dies() {
         SocketAddr::from((net.host(2), 5001)),
     );
     let dir = TempDir::new("ingest");
-    let text = MINIMAL
-        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
-        .replace(
-            "source = \"builtin\"",
-            &format!("source = \"udp\"\nprimary = \"{primary}\"\nbackup = \"{backup}\"\nstall_timeout = \"500ms\""),
-        );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .args(["--node", "ams-1"]);
-    let mut node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let mut node = start_node(
+        dir.path(),
+        addr,
+        &format!(
+            "source = \"udp\"\nprimary = \"{primary}\"\nbackup = \"{backup}\"\nstall_timeout = \"500ms\""
+        ),
+    );
     let clip = source(dir.path());
     let first = encoder(&clip, primary, dir.path(), "primary.log");
     let _second = encoder(&clip, backup, dir.path(), "backup.log");
@@ -187,34 +200,6 @@ fn the_player_goes_on_when_the_primary_feed_dies() {
     );
 }
 
-/// A live encoder for one rendition: a test pattern of `size`, H.264 in `profile`, AAC.
-fn live_encoder(size: &str, profile: &str, to: SocketAddr, dir: &Path, log: &str) -> Daemon {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=25"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "60", "-map", "0:v", "-map", "1:a"])
-        // `veryfast`, not `ultrafast`: the latter turns off what High profile needs and x264
-        // then signals Constrained Baseline whatever the profile asked.
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-profile:v",
-            profile,
-        ])
-        .args(["-pix_fmt", "yuv420p", "-g", "50", "-sc_threshold", "0"])
-        .args(["-c:a", "aac", "-f", "mpegts"])
-        .arg(format!("udp://{to}?pkt_size=1316"));
-    Daemon::spawn("ffmpeg", cmd, &dir.join(log)).expect("ffmpeg")
-}
-
 #[test]
 fn a_channel_with_renditions_gets_a_master_playlist_read_from_its_streams() {
     let Some(_) = testkit::require(
@@ -231,22 +216,15 @@ fn a_channel_with_renditions_gets_a_master_playlist_read_from_its_streams() {
         SocketAddr::from((net.host(2), 5002)),
     );
     let dir = TempDir::new("renditions");
-    let text = MINIMAL
-        .replace("listen = \"127.0.1.1:8080\"", &format!("listen = \"{addr}\""))
-        .replace(
-            "source = \"builtin\"",
-            &format!(
-                "source = \"udp\"\n\n[[channels.renditions]]\nname = \"hd\"\nprimary = \"{hd}\"\n\n[[channels.renditions]]\nname = \"sd\"\nprimary = \"{sd}\"\n"
-            ),
-        );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .args(["--node", "ams-1"]);
-    let node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
-    let _hd = live_encoder("640x360", "high", hd, dir.path(), "hd.log");
-    let _sd = live_encoder("320x180", "baseline", sd, dir.path(), "sd.log");
+    let node = start_node(
+        dir.path(),
+        addr,
+        &format!(
+            "source = \"udp\"\n\n[[channels.renditions]]\nname = \"hd\"\nprimary = \"{hd}\"\n\n[[channels.renditions]]\nname = \"sd\"\nprimary = \"{sd}\"\n"
+        ),
+    );
+    let _hd = live_encoder("640x360", "high", 50, hd, &dir.path().join("hd.log"));
+    let _sd = live_encoder("320x180", "baseline", 50, sd, &dir.path().join("sd.log"));
 
     let master = wait_for(Duration::from_secs(30), || {
         testkit::http::get(addr, "/test/index.m3u8")

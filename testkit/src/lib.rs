@@ -7,6 +7,7 @@
 
 pub mod bird;
 pub mod exabgp;
+pub mod ffmpeg;
 pub mod frr;
 pub mod gobgp;
 pub mod http;
