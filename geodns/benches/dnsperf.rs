@@ -4,6 +4,12 @@
 //!
 //! Run: `cargo bench -p geodns --bench dnsperf` (needs gdnsd and dnsperf installed).
 //! Machines are shared and noisy: compare the ratios, not the absolute figures.
+//!
+//! `cargo bench -p geodns --bench dnsperf -- instructions` (needs valgrind) counts instead the
+//! user-space instructions each server executes per answered query, under callgrind, with the
+//! counters zeroed once the server is ready and dumped after a fixed number of queries: a
+//! figure that does not move with the machine's load. It leaves out the kernel's UDP path,
+//! which is the same for both servers and, on loopback, most of their CPU time.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -91,6 +97,17 @@ fn dnsperf(server: SocketAddr, queries: &Path, pid: u32) -> Figures {
 }
 
 fn start_geodns(dir: &Path, addr: SocketAddr, admin: SocketAddr, threads: usize) -> Daemon {
+    start_geodns_under(dir, addr, admin, threads, &[])
+}
+
+/// [`start_geodns`], run by `wrapper` (a program and its arguments) when not empty.
+fn start_geodns_under(
+    dir: &Path,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    threads: usize,
+    wrapper: &[String],
+) -> Daemon {
     let text = EXAMPLE
         .replace(
             "listen = [\"127.0.0.1:5353\"]",
@@ -102,7 +119,14 @@ fn start_geodns(dir: &Path, addr: SocketAddr, admin: SocketAddr, threads: usize)
         );
     let config = dir.join(format!("geodns-{threads}.toml"));
     std::fs::write(&config, text).expect("write deployment");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(env!("CARGO_BIN_EXE_geodns"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_geodns")),
+    };
     cmd.arg("--config")
         .arg(&config)
         .arg("--threads")
@@ -149,6 +173,10 @@ fn main() {
     .expect("write database");
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, "live.tv.example.net A\n").expect("query file");
+    if std::env::args().any(|a| a == "instructions") {
+        instructions(dir.path(), &queries);
+        return;
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "geodns vs gdnsd, dnsperf {SECONDS}s each, A with ECS 198.51.100.0/24, 4 clients, 200 outstanding\n"
@@ -202,4 +230,140 @@ fn main() {
             b.user_us / a.user_us.max(1e-9)
         );
     }
+}
+
+/// Queries sent in the instruction count, and their rate: slow enough for a server running
+/// under callgrind (tens of times slower than native) to answer every one.
+const COUNTED: u32 = 20_000;
+const COUNTED_RATE: u32 = 2_000;
+
+/// Instructions per answered query of each server, one UDP thread each, under callgrind.
+fn instructions(dir: &Path, queries: &Path) {
+    let Some(valgrind) = testkit::find_program("valgrind") else {
+        println!("instruction count skipped: install valgrind");
+        return;
+    };
+    println!(
+        "user-space instructions per answered query under callgrind ({COUNTED} queries at {COUNTED_RATE}/s, A with ECS 198.51.100.0/24, one UDP thread each)\n"
+    );
+    let net = Loopback::fresh();
+    let wrapper = |name: &str| -> Vec<String> {
+        vec![
+            valgrind.display().to_string(),
+            "--tool=callgrind".into(),
+            format!(
+                "--callgrind-out-file={}",
+                dir.join(format!("callgrind.{name}.%p")).display()
+            ),
+        ]
+    };
+    let ours_addr = SocketAddr::from((net.host(1), 5353));
+    let ours = start_geodns_under(
+        dir,
+        ours_addr,
+        SocketAddr::from((net.host(1), 9153)),
+        1,
+        &wrapper("geodns"),
+    );
+    let a = counted(&ours, ours_addr, queries, dir, "geodns");
+    drop(ours);
+    let theirs_addr = SocketAddr::from((net.host(2), 5353));
+    let theirs = gdnsd::start_under(
+        dir,
+        &dir.join("geo.mmdb"),
+        theirs_addr,
+        1,
+        &wrapper("gdnsd"),
+    );
+    let b = counted(&theirs, theirs_addr, queries, dir, "gdnsd");
+    drop(theirs);
+    println!(
+        "geodns {:.0} instructions/query | gdnsd {:.0} instructions/query -> gdnsd/geodns = {:.2}x",
+        a,
+        b,
+        b / a
+    );
+}
+
+/// Zeroes the server's callgrind counters, sends the counted queries, dumps the counters and
+/// returns instructions per answered query.
+fn counted(server: &Daemon, addr: SocketAddr, queries: &Path, dir: &Path, name: &str) -> f64 {
+    assert!(
+        wait_for(Duration::from_secs(60), || ready(addr).then_some(())).is_some(),
+        "{name} did not start under callgrind: {}",
+        server.log_text()
+    );
+    let control = |flag: &str| {
+        let mut cmd = Command::new("callgrind_control");
+        cmd.arg(flag).arg(server.pid().to_string());
+        let out = run(cmd, Duration::from_secs(30)).expect("callgrind_control");
+        assert!(
+            out.status.success(),
+            "callgrind_control {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    control("--zero");
+    let mut cmd = Command::new(testkit::find_program("dnsperf").expect("dnsperf"));
+    cmd.arg("-s")
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .arg("-d")
+        .arg(queries)
+        .args(["-n", "1000000", "-t", "5", "-E", ECS])
+        .args(["-Q", &COUNTED_RATE.to_string()])
+        .args(["-l", &(COUNTED / COUNTED_RATE).to_string()]);
+    let out = run(
+        cmd,
+        Duration::from_secs(u64::from(COUNTED / COUNTED_RATE) + 60),
+    )
+    .expect("dnsperf");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let completed: f64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Queries completed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    // The dump's "Events: Ir" totals go to the output file named after the process.
+    let before: Vec<std::path::PathBuf> = dump_files(dir, name, server.pid());
+    control("--dump");
+    let dumped = wait_for(Duration::from_secs(30), || {
+        dump_files(dir, name, server.pid())
+            .into_iter()
+            .find(|f| !before.contains(f))
+    })
+    .expect("callgrind wrote no dump");
+    let total = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&dumped)
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+    })
+    .expect("a total in the dump");
+    assert!(completed > 0.0, "no query answered: {text}");
+    total / completed
+}
+
+/// The callgrind output files in `dir` of the server `name` running as `pid` (one per dump).
+fn dump_files(dir: &Path, name: &str, pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("callgrind.{name}.{pid}");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -68,29 +68,30 @@ async fn follow_site(shared: Arc<Shared>, site: String, url: String, token: Opti
 
 /// Applies one event of `site`'s feed.
 pub fn apply(shared: &Shared, site: &str, event: FeedEvent) {
-    let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
-    let Some(view) = health.sites.iter_mut().find(|s| s.name == site) else {
-        return;
-    };
-    let first = view.last_feed.is_none();
-    view.last_feed = Some(Instant::now());
-    let FeedEvent::Document(doc) = event else {
-        return;
-    };
-    if doc.site != site {
-        warn!(%site, other = %doc.site, "feed document is for another site, ignored");
-        return;
-    }
-    if doc.generation <= view.generation && !first {
-        return;
-    }
-    let changed = apply_document(view, &doc);
-    view.generation = doc.generation;
-    if changed || first {
-        view.changed_at = Some(Instant::now());
-        let up = view.nodes.iter().filter(|n| n.healthy).count();
-        info!(%site, generation = doc.generation, healthy_nodes = up, nodes = view.nodes.len(), "site feed applied");
-    }
+    shared.update_health(|health| {
+        let Some(view) = health.sites.iter_mut().find(|s| s.name == site) else {
+            return;
+        };
+        let first = view.last_feed.is_none();
+        view.last_feed = Some(Instant::now());
+        let FeedEvent::Document(doc) = event else {
+            return;
+        };
+        if doc.site != site {
+            warn!(%site, other = %doc.site, "feed document is for another site, ignored");
+            return;
+        }
+        if doc.generation <= view.generation && !first {
+            return;
+        }
+        let changed = apply_document(view, &doc);
+        view.generation = doc.generation;
+        if changed || first {
+            view.changed_at = Some(Instant::now());
+            let up = view.nodes.iter().filter(|n| n.healthy).count();
+            info!(%site, generation = doc.generation, healthy_nodes = up, nodes = view.nodes.len(), "site feed applied");
+        }
+    });
 }
 
 /// Copies node health and load from the document; true when something changed.
@@ -113,9 +114,13 @@ fn apply_document(view: &mut crate::health::SiteView, doc: &SiteFeed) -> bool {
 async fn watch_staleness(shared: Arc<Shared>, grace: Duration) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
-        for view in &mut health.sites {
-            if view.last_feed.is_some_and(|t| t.elapsed() > grace) {
+        let silent =
+            |view: &crate::health::SiteView| view.last_feed.is_some_and(|t| t.elapsed() > grace);
+        if !shared.health().sites.iter().any(silent) {
+            continue;
+        }
+        shared.update_health(|health| {
+            for view in health.sites.iter_mut().filter(|v| silent(v)) {
                 warn!(site = %view.name, grace_secs = grace.as_secs(), "site feed silent past its grace period: answering as if all its nodes were up");
                 view.last_feed = None;
                 view.changed_at = Some(Instant::now());
@@ -124,6 +129,6 @@ async fn watch_staleness(shared: Arc<Shared>, grace: Duration) {
                     node.load = 0.0;
                 }
             }
-        }
+        });
     }
 }

@@ -68,8 +68,8 @@ pub async fn run(
         // A file that cannot be read stops the start: silently dropping an operator's
         // "keep this site out" would put it back into service.
         let saved = crate::admin_state::load(path)?;
-        let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
-        for stale in crate::admin_state::apply(&mut health, &saved) {
+        let stale = shared.update_health(|health| crate::admin_state::apply(health, &saved));
+        for stale in stale {
             warn!(site = %stale.site, node = stale.node.as_deref().unwrap_or("-"), path = %path.display(), "saved admin state names a site or node the deployment no longer has; ignored");
         }
         if !saved.is_empty() {
@@ -120,7 +120,7 @@ fn reload(shared: &Shared, path: &Path) {
         .and_then(|d| Prepared::new(d).map_err(|e| e.to_string()))
     {
         Ok(prepared) => {
-            *shared.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
+            shared.set_prepared(prepared);
             info!("SIGHUP: deployment file reloaded");
         }
         Err(e) => warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}"),
@@ -140,7 +140,7 @@ async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
         last = now;
         match GeoDb::open(&path) {
             Ok(db) => {
-                *shared.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+                shared.set_geo(db);
                 info!(path = %path.display(), "location database reloaded");
             }
             Err(e) => {
@@ -256,11 +256,13 @@ async fn admin_state_handler(
                 .into_response();
         }
     };
-    let mut health = shared.health.write().unwrap_or_else(|e| e.into_inner());
-    if health.set_admin(&q.site, q.node.as_deref(), state) {
+    let set = shared.update_health(|health| {
+        health
+            .set_admin(&q.site, q.node.as_deref(), state)
+            .then(|| crate::admin_state::current(health))
+    });
+    if let Some(overrides) = set {
         info!(site = %q.site, node = q.node.as_deref().unwrap_or("-"), state = %q.state, "admin state set by an operator");
-        let overrides = crate::admin_state::current(&health);
-        drop(health);
         let path = shared
             .prepared()
             .deployment
@@ -288,12 +290,7 @@ async fn admin_state_handler(
 }
 
 async fn health_handler(State(shared): State<Arc<Shared>>) -> Response {
-    let health = shared
-        .health
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    Json(health).into_response()
+    Json(&*shared.health()).into_response()
 }
 
 /// Answers for `explain` and tests without a running server.

@@ -1,5 +1,6 @@
 //! Everything a query needs, swapped whole on reload so a query never sees half of a change.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use config::Deployment;
@@ -43,12 +44,18 @@ impl Prepared {
 }
 
 /// Shared by every query and the background tasks.
+///
+/// Configuration, database and health are each an `Arc` swapped whole (health copy-on-write)
+/// through the setters below, which bump `generation`: a UDP worker keeps its own snapshot and
+/// re-reads it only when the generation has moved, so a query costs one load of a counter that
+/// changes rarely instead of locks and reference counts every core writes to (see `memo`).
 pub struct Shared {
     pub prepared: RwLock<Arc<Prepared>>,
-    pub health: RwLock<HealthState>,
+    pub health: RwLock<Arc<HealthState>>,
     pub geo: RwLock<Option<Arc<GeoDb>>>,
     pub metrics: Metrics,
     pub scopes: ScopeCache,
+    generation: AtomicU64,
 }
 
 impl Shared {
@@ -56,11 +63,50 @@ impl Shared {
         let health = HealthState::from_deployment(&prepared.deployment);
         Self {
             prepared: RwLock::new(Arc::new(prepared)),
-            health: RwLock::new(health),
+            health: RwLock::new(Arc::new(health)),
             geo: RwLock::new(geo.map(Arc::new)),
             metrics: Metrics::new(),
             scopes: ScopeCache::default(),
+            generation: AtomicU64::new(1),
         }
+    }
+
+    /// Moves whenever configuration, database or health has changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        // After the write, so a reader that sees the new generation sees the new value.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn set_prepared(&self, prepared: Prepared) {
+        *self.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
+        self.changed();
+    }
+
+    pub fn set_geo(&self, geo: GeoDb) {
+        *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(geo));
+        self.changed();
+    }
+
+    /// Changes health: `f` works on a copy when snapshots of the current state are held, and
+    /// the result replaces it for every query from the next one on.
+    pub fn update_health<R>(&self, f: impl FnOnce(&mut HealthState) -> R) -> R {
+        let result = {
+            let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
+            f(Arc::make_mut(&mut health))
+        };
+        self.changed();
+        result
+    }
+
+    pub fn health(&self) -> Arc<HealthState> {
+        self.health
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn prepared(&self) -> Arc<Prepared> {

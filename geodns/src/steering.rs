@@ -169,7 +169,7 @@ pub enum Family {
 }
 
 /// Whether `node` counts for `service` in questions of `family`.
-fn serves(node: &NodeView, service: &Service, family: Family) -> bool {
+pub(crate) fn serves(node: &NodeView, service: &Service, family: Family) -> bool {
     node.has(family) && node.services.contains(&service.name)
 }
 
@@ -302,48 +302,78 @@ pub fn choose(
     })
 }
 
-/// [`choose`] without the explanations, for the query fast path: the chosen site index and
-/// whether it is a fail-open choice. Same rules, no allocation.
+/// What a site can do for a service and an address family, from health alone (the same
+/// for every client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SiteState {
+    /// It has nodes for the service with an address of the family.
+    pub carrying: bool,
+    /// At least one of them is up.
+    pub any_up: bool,
+    /// It may be chosen: admin state, enough healthy nodes, load under the spill threshold.
+    pub usable: bool,
+}
+
+/// The [`SiteState`] of `site`.
+pub fn site_state(site: &SiteView, service: &Service, family: Family) -> SiteState {
+    let mut carrying = 0u32;
+    let mut up = 0u32;
+    let mut capacity = 0.0;
+    let mut used = 0.0;
+    for n in site.nodes.iter().filter(|n| serves(n, service, family)) {
+        carrying += 1;
+        if n.up() {
+            up += 1;
+            capacity += f64::from(n.capacity_mbps);
+            used += n.load * f64::from(n.capacity_mbps);
+        }
+    }
+    let load = if capacity > 0.0 { used / capacity } else { 1.0 };
+    let usable = carrying > 0
+        && match site.admin {
+            Some(AdminState::Down) => false,
+            Some(AdminState::Up) => up > 0,
+            None => up >= service.min_healthy_nodes && load < service.spill_load,
+        };
+    SiteState {
+        carrying: carrying > 0,
+        any_up: up > 0,
+        usable,
+    }
+}
+
+/// Walks `order` with each site's state: the first usable site, else (fail open) the first
+/// with a node up, else the first carrying the service at all.
+pub fn pick_site(order: &[usize], state: impl Fn(usize) -> SiteState) -> Option<(usize, bool)> {
+    let mut first_with_nodes = None;
+    let mut first_carrying = None;
+    for &i in order {
+        let s = state(i);
+        if !s.carrying {
+            continue;
+        }
+        if s.usable {
+            return Some((i, false));
+        }
+        first_carrying.get_or_insert(i);
+        if s.any_up {
+            first_with_nodes.get_or_insert(i);
+        }
+    }
+    first_with_nodes.or(first_carrying).map(|i| (i, true))
+}
+
+/// [`choose`] without the explanations: the chosen site index and whether it is a fail-open
+/// choice. Same rules, no allocation.
 pub fn choose_site(
     ranking: &Ranking,
     health: &HealthState,
     service: &Service,
     family: Family,
 ) -> Option<(usize, bool)> {
-    let mut first_with_nodes = None;
-    let mut first_carrying = None;
-    for &i in &ranking.order {
-        let site = &health.sites[i];
-        let mut carrying = 0u32;
-        let mut up = 0u32;
-        let mut capacity = 0.0;
-        let mut used = 0.0;
-        for n in site.nodes.iter().filter(|n| serves(n, service, family)) {
-            carrying += 1;
-            if n.up() {
-                up += 1;
-                capacity += f64::from(n.capacity_mbps);
-                used += n.load * f64::from(n.capacity_mbps);
-            }
-        }
-        if carrying == 0 {
-            continue;
-        }
-        first_carrying.get_or_insert(i);
-        if up > 0 {
-            first_with_nodes.get_or_insert(i);
-        }
-        let load = if capacity > 0.0 { used / capacity } else { 1.0 };
-        let usable = match site.admin {
-            Some(AdminState::Down) => false,
-            Some(AdminState::Up) => up > 0,
-            None => up >= service.min_healthy_nodes && load < service.spill_load,
-        };
-        if usable {
-            return Some((i, false));
-        }
-    }
-    first_with_nodes.or(first_carrying).map(|i| (i, true))
+    pick_site(&ranking.order, |i| {
+        site_state(&health.sites[i], service, family)
+    })
 }
 
 #[cfg(test)]

@@ -19,11 +19,11 @@ use hickory_proto::serialize::binary::{BinDecodable, BinEncodable, BinEncoder};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{debug, warn};
 
-use crate::answer::{pick_weighted_into, sampled, spare};
+use crate::answer::{pick_weighted_into, sampled};
 use crate::handler::{MAX_UDP_PAYLOAD, Question, respond};
 use crate::memo::Memo;
 use crate::state::Shared;
-use crate::steering::{Family, choose_site};
+use crate::steering::{Family, SiteState, pick_site};
 
 /// Binds one `SO_REUSEPORT` socket for a worker.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -59,7 +59,7 @@ pub fn spawn(
 
 fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
     let mut batch = Batch::new();
-    let mut memo = Memo::default();
+    let mut memo = Memo::new(shared);
     let fd = socket.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         let received = match batch.receive(fd) {
@@ -72,6 +72,8 @@ fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
                         | std::io::ErrorKind::Interrupted
                 ) =>
             {
+                // Idle: a good moment to publish this worker's counts.
+                memo.tally.flush();
                 continue;
             }
             Err(e) => {
@@ -93,10 +95,12 @@ fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
         if let Err(e) = batch.send(fd, received) {
             debug!("UDP send failed: {e}");
         }
-        let per_query = started.elapsed().as_secs_f64() / received.max(1) as f64;
+        let finished = Instant::now();
+        let per_query = (finished - started).as_secs_f64() / received.max(1) as f64;
         for _ in 0..received {
-            shared.metrics.latency.observe(per_query);
+            memo.tally.latency.observe(per_query);
         }
+        memo.tally.flush_if_due(finished);
     }
 }
 
@@ -109,6 +113,10 @@ struct Batch {
     sources: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    /// Headers changed since they were last set up for receiving (by the kernel's last
+    /// receive or by our send): only those are set up again, since under light load a call
+    /// carries one datagram and resetting all of them was most of a query's instructions.
+    touched: usize,
 }
 
 const BATCH: usize = 32;
@@ -131,12 +139,13 @@ impl Batch {
             headers: (0..BATCH)
                 .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
                 .collect(),
+            touched: BATCH,
         }
     }
 
     /// Blocks (up to the socket's read timeout) for at least one datagram; returns how many.
     fn receive(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
-        for i in 0..BATCH {
+        for i in 0..self.touched {
             self.iovecs[i] = libc::iovec {
                 iov_base: self.queries[i].as_mut_ptr().cast(),
                 iov_len: self.queries[i].len(),
@@ -163,8 +172,11 @@ impl Batch {
             )
         };
         if n < 0 {
+            // Nothing was written: the headers stay as they were set up.
+            self.touched = 0;
             return Err(std::io::Error::last_os_error());
         }
+        self.touched = n as usize;
         Ok(n as usize)
     }
 
@@ -216,6 +228,7 @@ impl Batch {
             h.msg_hdr.msg_iovlen = 1;
             ready += 1;
         }
+        self.touched = self.touched.max(ready);
         let mut sent = 0;
         while sent < ready {
             // SAFETY: headers `sent..ready` point at answer buffers and addresses owned by
@@ -385,14 +398,16 @@ fn fast(
     source: IpAddr,
     out: &mut Vec<u8>,
 ) -> bool {
-    let prepared = shared.prepared();
+    memo.refresh(shared);
+    let Memo { view, cache, tally } = memo;
+    let prepared = &view.prepared;
     let mut name = [0u8; 256];
     let raw = &q[hot.name.clone()];
-    for (d, s) in name.iter_mut().zip(raw) {
-        *d = s.to_ascii_lowercase();
-    }
+    let name = &mut name[..raw.len()];
+    name.copy_from_slice(raw);
     // Lower-casing the length bytes too is harmless: lengths are at most 63 (< 'A').
-    let Some(&service) = prepared.service_wire.get(&name[..raw.len()]) else {
+    name.make_ascii_lowercase();
+    let Some(&service) = prepared.service_wire.get(&*name) else {
         return false;
     };
     let svc = &prepared.deployment.services[service];
@@ -400,12 +415,13 @@ fn fast(
         return false;
     }
     let client = hot.client(q, source);
-    let geo = shared.geo();
-    let steered = memo.steer(&prepared, geo.as_ref(), client);
-    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+    let steered = cache.steer(prepared, view.geo.as_ref(), client);
+    let health = &view.health;
     let v4 = hot.qtype == 1;
     let family = if v4 { Family::V4 } else { Family::V6 };
-    let Some((site, fail_open)) = choose_site(&steered.ranking, &health, svc, family) else {
+    let sites = view.choices.sites(service, family);
+    let state = |i: usize| sites.get(i).map_or(SiteState::default(), |s| s.state);
+    let Some((site, fail_open)) = pick_site(&steered.ranking.order, state) else {
         return false;
     };
     let changing_ttl = prepared
@@ -415,92 +431,100 @@ fn fast(
         .map_or(5, |d| d.changing_ttl);
     let ttl = health.answer_ttl(&steered.ranking.order, site, svc.ttl, changing_ttl);
     let scope = match &hot.ecs {
-        Some((_, source_prefix, _)) if *source_prefix != 0 => steered.scope(shared, &prepared),
+        Some((_, source_prefix, _)) if *source_prefix != 0 => steered.scope(shared, prepared),
         _ => 0,
     };
     let nodes = &health.sites[site].nodes;
-    let candidates = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.services.contains(&svc.name) && (fail_open || n.up()))
-        .filter(|(_, n)| {
-            if v4 {
-                n.ipv4.is_some()
-            } else {
-                n.ipv6.is_some()
-            }
-        })
-        .map(|(i, n)| (i, spare(n)));
     pick_weighted_into(
-        candidates,
+        sites[site].candidates(fail_open).iter().copied(),
         usize::from(svc.answer_count),
-        &mut memo.pool,
-        &mut memo.picked,
+        &mut cache.pool,
+        &mut cache.picked,
     );
-    if memo.picked.is_empty() {
+    if cache.picked.is_empty() {
         return false;
     }
+    // The answer's length is known before its first byte: one resize, then plain stores.
+    let rdlen = if v4 { 4 } else { 16 };
+    let opt = match (&hot.edns, &hot.ecs) {
+        (false, _) => 0,
+        (true, None) => 11,
+        (true, Some((_, _, addr))) => 11 + 8 + addr.len(),
+    };
+    out.resize(
+        hot.question_end + cache.picked.len() * (12 + rdlen) + opt,
+        0,
+    );
+    let mut w = Cursor { buf: out, at: 0 };
     // Header: same id, QR + AA, opcode 0, RD copied; RA 0; CD copied; NOERROR.
-    out.extend_from_slice(&q[..2]);
-    out.push(0x84 | (q[2] & 0x01));
-    out.push(q[3] & 0x10);
-    out.extend_from_slice(&[0, 1]);
-    out.extend_from_slice(&(memo.picked.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, u8::from(hot.edns)]);
+    w.put(&q[..2]);
+    w.put(&[0x84 | (q[2] & 0x01), q[3] & 0x10, 0, 1]);
+    w.put(&(cache.picked.len() as u16).to_be_bytes());
+    w.put(&[0, 0, 0, u8::from(hot.edns)]);
     // The question as asked (case preserved).
-    out.extend_from_slice(&q[12..hot.question_end]);
-    for &i in &memo.picked {
+    w.put(&q[12..hot.question_end]);
+    for &i in &cache.picked {
         let node = &nodes[i];
-        out.extend_from_slice(&[0xC0, 0x0C]); // pointer to the question name
-        out.extend_from_slice(&hot.qtype.to_be_bytes());
-        out.extend_from_slice(&[0, 1]);
-        out.extend_from_slice(&ttl.to_be_bytes());
+        // Pointer to the question name, type, class IN.
+        w.put(&[0xC0, 0x0C]);
+        w.put(&hot.qtype.to_be_bytes());
+        w.put(&[0, 1]);
+        w.put(&ttl.to_be_bytes());
         match (node.ipv4, node.ipv6) {
             (Some(a), _) if v4 => {
-                out.extend_from_slice(&[0, 4]);
-                out.extend_from_slice(&a.octets());
+                w.put(&[0, 4]);
+                w.put(&a.octets());
             }
             (_, Some(a)) => {
-                out.extend_from_slice(&[0, 16]);
-                out.extend_from_slice(&a.octets());
+                w.put(&[0, 16]);
+                w.put(&a.octets());
             }
             _ => return false,
         }
     }
     if hot.edns {
-        out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
+        w.put(&[0, 0, 41]);
+        w.put(&MAX_UDP_PAYLOAD.to_be_bytes());
+        w.put(&[0, 0, 0, 0]);
         match &hot.ecs {
-            None => out.extend_from_slice(&[0, 0]),
+            None => w.put(&[0, 0]),
             Some((family, source_prefix, addr)) => {
                 let len = 4 + addr.len() as u16;
-                out.extend_from_slice(&(len + 4).to_be_bytes());
-                out.extend_from_slice(&[0, 8]);
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&family.to_be_bytes());
-                out.push(*source_prefix);
-                out.push(scope);
-                out.extend_from_slice(&q[addr.clone()]);
+                w.put(&(len + 4).to_be_bytes());
+                w.put(&[0, 8]);
+                w.put(&len.to_be_bytes());
+                w.put(&family.to_be_bytes());
+                w.put(&[*source_prefix, scope]);
+                w.put(&q[addr.clone()]);
             }
         }
     }
+    debug_assert_eq!(w.at, out.len(), "answer length worked out beforehand");
     let site_name = health.sites[site].name.as_str();
-    if sampled(&prepared) {
+    if sampled(prepared) {
         let qname = String::from_utf8_lossy(raw);
         tracing::info!(target: "query", %client, name = %qname, qtype = if v4 { "A" } else { "AAAA" }, site = site_name, ttl, fail_open, "answered");
     }
-    memo.answers(
-        &shared.metrics,
-        (service, svc.name.as_str()),
-        (site, site_name),
-    )
-    .inc();
+    tally.answer((service, svc.name.as_str()), (site, site_name));
     if fail_open {
         shared.metrics.fail_open.inc();
     }
-    shared.metrics.answered[usize::from(!v4)].inc();
+    tally.answered[usize::from(!v4)].inc();
     true
+}
+
+/// Writes fields one after another into a buffer already sized for them.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
 }
 
 /// Everything else: hickory-proto parses, [`respond`] answers, the encoder truncates to the

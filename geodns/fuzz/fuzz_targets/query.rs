@@ -20,6 +20,6 @@ static SHARED: LazyLock<Shared> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let from: SocketAddr = "192.0.2.1:5300".parse().unwrap();
-    let mut memo = geodns::memo::Memo::default();
+    let mut memo = geodns::memo::Memo::new(&SHARED);
     let _ = geodns::udp::handle(&SHARED, &mut memo, data, from, &mut out);
 });

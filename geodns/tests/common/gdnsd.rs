@@ -10,6 +10,17 @@ use testkit::process::Daemon;
 /// Starts gdnsd (geoip plugin, `auto_dc_coords`) serving tv.example.net with `live` steered
 /// between ams, fra and lon, in its own directory under `dir`.
 pub fn start(dir: &Path, db: &Path, addr: SocketAddr, threads: usize) -> Daemon {
+    start_under(dir, db, addr, threads, &[])
+}
+
+/// [`start`], run by `wrapper` (a program and its arguments, such as valgrind) when not empty.
+pub fn start_under(
+    dir: &Path,
+    db: &Path,
+    addr: SocketAddr,
+    threads: usize,
+    wrapper: &[String],
+) -> Daemon {
     let base = dir.join(format!("gdnsd-{threads}"));
     for sub in ["zones", "run", "state"] {
         std::fs::create_dir_all(base.join(sub)).expect("gdnsd dirs");
@@ -47,7 +58,15 @@ plugins => {{ geoip => {{
         "@ 3600 SOA ns1 hostmaster 1 3600 600 604800 30\n@ 3600 NS ns1\n@ 3600 NS ns2\nns1 A 127.0.0.1\nns2 A 127.0.0.1\nlive 20 DYNA geoip!live\n",
     )
     .expect("gdnsd zone");
-    let mut cmd = Command::new(testkit::find_program("gdnsd").expect("gdnsd"));
+    let gdnsd = testkit::find_program("gdnsd").expect("gdnsd");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(gdnsd);
+            cmd
+        }
+        None => Command::new(gdnsd),
+    };
     cmd.arg("-c").arg(&base).arg("start");
     Daemon::spawn("gdnsd", cmd, &base.join("gdnsd.log")).expect("start gdnsd")
 }
