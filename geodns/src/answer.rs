@@ -172,9 +172,13 @@ pub fn steer(
         .as_ref()
         .map_or(5, |d| d.changing_ttl);
     let ttl = match &choice {
-        Some(c) if svc.answer == AnswerMode::Nodes => {
-            health.answer_ttl(&ranking.order, c.site, svc.ttl, changing_ttl)
-        }
+        Some(c) if svc.answer == AnswerMode::Nodes => health.answer_ttl(
+            &ranking.order,
+            c.site,
+            svc.ttl,
+            changing_ttl,
+            std::time::Instant::now(),
+        ),
         _ => svc.ttl,
     };
     let addresses: Vec<IpAddr> = match svc.answer {
@@ -291,8 +295,13 @@ pub(crate) fn pick_weighted_into(
     pool.clear();
     pool.extend(candidates);
     picked.clear();
+    let mut total: f64 = pool.iter().map(|(_, w)| w).sum();
     while picked.len() < count && !pool.is_empty() {
-        let total: f64 = pool.iter().map(|(_, w)| w).sum();
+        if pool.len() == 1 {
+            // The last candidate needs no draw.
+            picked.push(pool[0].0);
+            break;
+        }
         let mut target = (random() >> 11) as f64 / (1u64 << 53) as f64 * total;
         let mut index = pool.len() - 1;
         for (i, (_, w)) in pool.iter().enumerate() {
@@ -302,7 +311,9 @@ pub(crate) fn pick_weighted_into(
             }
             target -= w;
         }
-        picked.push(pool.swap_remove(index).0);
+        let (chosen, weight) = pool.swap_remove(index);
+        total -= weight;
+        picked.push(chosen);
     }
 }
 

@@ -141,8 +141,15 @@ impl HealthState {
     /// The TTL for a service answer: the service's own, or `changing_ttl` while a site ranked at
     /// or before the chosen one changed state within three TTLs (a failover in progress, which
     /// caches should not keep for long).
-    pub fn answer_ttl(&self, order: &[usize], chosen: usize, ttl: u32, changing_ttl: u32) -> u32 {
-        let window = std::time::Duration::from_secs(u64::from(ttl) * 3);
+    pub fn answer_ttl(
+        &self,
+        order: &[usize],
+        chosen: usize,
+        ttl: u32,
+        changing_ttl: u32,
+        now: Instant,
+    ) -> u32 {
+        let window = changing_window(ttl);
         let changing = order
             .iter()
             .take_while(|i| **i != chosen)
@@ -151,8 +158,19 @@ impl HealthState {
                 self.sites
                     .get(*i)
                     .and_then(|s| s.changed_at)
-                    .is_some_and(|t| t.elapsed() < window)
+                    .is_some_and(|t| now.saturating_duration_since(t) < window)
             });
         if changing { ttl.min(changing_ttl) } else { ttl }
     }
+
+    /// When a site last changed state, if ever.
+    pub fn last_change(&self) -> Option<Instant> {
+        self.sites.iter().filter_map(|s| s.changed_at).max()
+    }
+}
+
+/// How long after a site changed state answers that depend on it count as changing: three of
+/// the service's TTLs, time for caches holding the old answer to have let it go.
+pub fn changing_window(ttl: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(ttl) * 3)
 }

@@ -89,6 +89,8 @@ impl View {
 /// steering that does not depend on the client.
 pub struct Choices {
     by_service: Vec<[Vec<SiteChoice>; 2]>,
+    /// When any site last changed state: answers are shortened only for a while after.
+    pub last_change: Option<Instant>,
 }
 
 /// One site for one service and family.
@@ -142,7 +144,10 @@ impl Choices {
                 })
             })
             .collect();
-        Self { by_service }
+        Self {
+            by_service,
+            last_change: health.last_change(),
+        }
     }
 
     /// The sites of `service` (an index into the deployment's services) for `family`.
@@ -278,7 +283,8 @@ pub struct Tally {
     pub answered: [LocalIntCounter; 2],
     /// `dns_answers_by_site_total` by service index, then site index.
     answers: Vec<Vec<Option<LocalIntCounter>>>,
-    flushed: Instant,
+    /// When the counts are next added to the shared metrics.
+    due: Instant,
 }
 
 impl Tally {
@@ -288,7 +294,7 @@ impl Tally {
             latency: metrics.latency.local(),
             answered: [metrics.answered[0].local(), metrics.answered[1].local()],
             answers: Vec::new(),
-            flushed: Instant::now(),
+            due: Instant::now() + FLUSH,
         }
     }
 
@@ -310,7 +316,7 @@ impl Tally {
     /// Adds the counts to the shared metrics if the last time was [`FLUSH`] before `now` (a
     /// time the caller has read anyway).
     pub fn flush_if_due(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.flushed) >= FLUSH {
+        if now >= self.due {
             self.flush();
         }
     }
@@ -322,7 +328,7 @@ impl Tally {
         for counter in self.answered.iter().chain(by_site) {
             counter.flush();
         }
-        self.flushed = Instant::now();
+        self.due = Instant::now() + FLUSH;
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Steering {
     coordinates: Vec<(f64, f64)>,
     overrides: Vec<(Override, Vec<usize>)>,
     default_order: Vec<usize>,
+    /// Every network named by an override, flattened once.
+    override_networks: Vec<IpNet>,
 }
 
 impl Steering {
@@ -64,10 +66,16 @@ impl Steering {
                 default_order.push(i);
             }
         }
+        let override_networks = dns
+            .overrides
+            .iter()
+            .flat_map(|o| o.networks.iter().copied())
+            .collect();
         Self {
             coordinates: d.sites.iter().map(|s| (s.latitude, s.longitude)).collect(),
             overrides,
             default_order,
+            override_networks,
         }
     }
 
@@ -130,9 +138,7 @@ impl Steering {
 
     /// Every network named by an override.
     pub fn override_networks(&self) -> impl Iterator<Item = &IpNet> {
-        self.overrides
-            .iter()
-            .flat_map(|(rule, _)| rule.networks.iter())
+        self.override_networks.iter()
     }
 
     /// The database network's prefix, made longer when a network override inside it would

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::answer::{pick_weighted_into, sampled};
 use crate::handler::{MAX_UDP_PAYLOAD, Question, respond};
+use crate::health::changing_window;
 use crate::memo::Memo;
 use crate::state::Shared;
 use crate::steering::{Family, SiteState, pick_site};
@@ -88,7 +89,7 @@ fn worker(shared: &Shared, socket: &UdpSocket, stop: &AtomicBool) {
             };
             let (query, out) = batch.query_and_out(i);
             out.clear();
-            if !handle(shared, &mut memo, query, from, out) {
+            if !handle(shared, &mut memo, query, from, started, out) {
                 out.clear();
             }
         }
@@ -251,12 +252,13 @@ impl Batch {
 }
 
 /// Writes the answer to `query` into `out`; false when nothing must be sent. `memo` is the
-/// calling worker's (see `memo`).
+/// calling worker's (see `memo`), `now` when its batch of datagrams arrived.
 pub fn handle(
     shared: &Shared,
     memo: &mut Memo,
     query: &[u8],
     from: SocketAddr,
+    now: Instant,
     out: &mut Vec<u8>,
 ) -> bool {
     // Never answer what cannot be a query, nor to addresses that cannot be a client.
@@ -264,7 +266,7 @@ pub fn handle(
         return false;
     }
     if let Some(hot) = HotQuery::parse(query) {
-        if fast(shared, memo, &hot, query, from.ip(), out) {
+        if fast(shared, memo, &hot, query, from.ip(), now, out) {
             return true;
         }
         out.clear();
@@ -396,6 +398,7 @@ fn fast(
     hot: &HotQuery,
     q: &[u8],
     source: IpAddr,
+    now: Instant,
     out: &mut Vec<u8>,
 ) -> bool {
     memo.refresh(shared);
@@ -429,7 +432,14 @@ fn fast(
         .dns
         .as_ref()
         .map_or(5, |d| d.changing_ttl);
-    let ttl = health.answer_ttl(&steered.ranking.order, site, svc.ttl, changing_ttl);
+    // Most of the time no site changed lately and the walk down the ranking can be skipped.
+    let ttl = match view.choices.last_change {
+        Some(t) if now.saturating_duration_since(t) < changing_window(svc.ttl) => {
+            let order = &steered.ranking.order;
+            health.answer_ttl(order, site, svc.ttl, changing_ttl, now)
+        }
+        _ => svc.ttl,
+    };
     let scope = match &hot.ecs {
         Some((_, source_prefix, _)) if *source_prefix != 0 => steered.scope(shared, prepared),
         _ => 0,

@@ -21,5 +21,6 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let from: SocketAddr = "192.0.2.1:5300".parse().unwrap();
     let mut memo = geodns::memo::Memo::new(&SHARED);
-    let _ = geodns::udp::handle(&SHARED, &mut memo, data, from, &mut out);
+    let now = std::time::Instant::now();
+    let _ = geodns::udp::handle(&SHARED, &mut memo, data, from, now, &mut out);
 });
