@@ -404,14 +404,22 @@ fn fast(
     memo.refresh(shared);
     let Memo { view, cache, tally } = memo;
     let prepared = &view.prepared;
-    let mut name = [0u8; 256];
     let raw = &q[hot.name.clone()];
-    let name = &mut name[..raw.len()];
-    name.copy_from_slice(raw);
-    // Lower-casing the length bytes too is harmless: lengths are at most 63 (< 'A').
-    name.make_ascii_lowercase();
-    let Some(&service) = prepared.service_wire.get(&*name) else {
-        return false;
+    // Names nearly always arrive in lower case, as the keys are: look the name up as it came
+    // and lower-case it (a byte loop that cost more than the lookup) only when that misses.
+    let service = match prepared.service_wire.get(raw) {
+        Some(&service) => service,
+        None => {
+            let mut name = [0u8; 256];
+            let name = &mut name[..raw.len()];
+            name.copy_from_slice(raw);
+            // Lower-casing the length bytes too is harmless: lengths are at most 63 (< 'A').
+            name.make_ascii_lowercase();
+            match prepared.service_wire.get(&*name) {
+                Some(&service) => service,
+                None => return false,
+            }
+        }
     };
     let svc = &prepared.deployment.services[service];
     if svc.answer != config::service::AnswerMode::Nodes {

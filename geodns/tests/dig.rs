@@ -384,6 +384,13 @@ fn static_data_follows_the_standards() {
         cname.contains(";WWW.tv.EXAMPLE.net."),
         "question case preserved: {cname}"
     );
+    // A service name in mixed case (0x20 randomisation) is steered like the lower-case one.
+    let mixed = g.dig(&["LiVe.Tv.example.NET", "A", "+subnet=198.51.100.0/24"]);
+    assert!(
+        mixed.contains(";LiVe.Tv.example.NET.") && mixed.contains("LiVe.Tv.example.NET.\t"),
+        "question and answer owner in the case asked: {mixed}"
+    );
+    assert!(mixed.contains("127.0.11."), "steered to Amsterdam: {mixed}");
     let log = g.daemon.log_text();
     assert!(
         log.contains("query") && log.contains("answered"),
