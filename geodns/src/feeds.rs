@@ -13,8 +13,20 @@ use tracing::{info, warn};
 
 use crate::state::Shared;
 
+/// The running followers and staleness watch; dropping it stops them (a reload starts a new
+/// set for the new deployment's sites, URLs, token and grace).
+pub struct Followers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Starts one follower per site and the staleness watch.
-pub fn spawn(shared: Arc<Shared>, deployment: &Deployment) {
+pub fn spawn(shared: Arc<Shared>, deployment: &Deployment) -> Followers {
     let dns = deployment.dns.clone().unwrap_or_default();
     let token = dns.feed_token.as_ref().and_then(|t| match t.resolve() {
         Ok(token) => Some(token),
@@ -23,16 +35,20 @@ pub fn spawn(shared: Arc<Shared>, deployment: &Deployment) {
             None
         }
     });
-    for site in &deployment.sites {
-        let url = site.healthd.feed_url();
-        tokio::spawn(follow_site(
-            shared.clone(),
-            site.name.clone(),
-            url,
-            token.clone(),
-        ));
-    }
-    tokio::spawn(watch_staleness(shared, dns.feed_grace.get()));
+    let mut tasks: Vec<_> = deployment
+        .sites
+        .iter()
+        .map(|site| {
+            tokio::spawn(follow_site(
+                shared.clone(),
+                site.name.clone(),
+                site.healthd.feed_url(),
+                token.clone(),
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(watch_staleness(shared, dns.feed_grace.get())));
+    Followers(tasks)
 }
 
 async fn follow_site(shared: Arc<Shared>, site: String, url: String, token: Option<String>) {

@@ -106,6 +106,30 @@ impl HealthState {
         Self { sites }
     }
 
+    /// The health of a reloaded deployment: its sites and nodes, in its order, each keeping the
+    /// state it had here if it had one (by name), so a reload neither forgets a failure nor an
+    /// operator's override, and indices line up with the new configuration's.
+    pub fn carried_over(&self, d: &Deployment) -> Self {
+        let mut next = Self::from_deployment(d);
+        for site in &mut next.sites {
+            let Some(old) = self.sites.iter().find(|s| s.name == site.name) else {
+                continue;
+            };
+            site.admin = old.admin;
+            site.last_feed = old.last_feed;
+            site.generation = old.generation;
+            site.changed_at = old.changed_at;
+            for node in &mut site.nodes {
+                if let Some(was) = old.nodes.iter().find(|n| n.name == node.name) {
+                    node.healthy = was.healthy;
+                    node.load = was.load;
+                    node.admin = was.admin;
+                }
+            }
+        }
+        next
+    }
+
     pub fn site_index(&self) -> HashMap<&str, usize> {
         self.sites
             .iter()
@@ -173,4 +197,32 @@ impl HealthState {
 /// the service's TTLs, time for caches holding the old answer to have let it go.
 pub fn changing_window(ttl: u32) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(ttl) * 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_state_by_name_in_the_new_order() {
+        let text = include_str!("../../config/examples/three-sites.toml");
+        let d = Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap();
+        let mut health = HealthState::from_deployment(&d);
+        health.set_admin("lon", None, Some(AdminState::Down));
+        health.sites[1].nodes[0].healthy = false;
+        let fra_node = health.sites[1].nodes[0].name.clone();
+        // Amsterdam leaves the deployment: Frankfurt and London move up one place.
+        let mut smaller = d.clone();
+        smaller.sites.remove(0);
+        let next = health.carried_over(&smaller);
+        let names: Vec<&str> = next.sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fra", "lon"]);
+        assert_eq!(next.sites[0].nodes[0].name, fra_node);
+        assert!(!next.sites[0].nodes[0].healthy, "Frankfurt's failure kept");
+        assert_eq!(next.sites[1].admin, Some(AdminState::Down), "override kept");
+        // Back again: Amsterdam starts as a new site, all up.
+        let again = next.carried_over(&d);
+        assert!(again.sites[0].nodes.iter().all(|n| n.healthy));
+        assert_eq!(again.sites[2].admin, Some(AdminState::Down));
+    }
 }

@@ -71,15 +71,25 @@ pub struct View {
 
 impl View {
     fn read(shared: &Shared) -> Self {
-        // The generation first: a change after it is seen at the next query.
-        let generation = shared.generation();
-        let (prepared, health) = (shared.prepared(), shared.health());
-        Self {
-            generation,
-            choices: Choices::new(&prepared, &health),
-            prepared,
-            geo: shared.geo(),
-            health,
+        // Configuration and health must come from the same change (their site indices agree):
+        // read while no change is being written, until the generation is the same after.
+        loop {
+            let generation = shared.generation();
+            if generation % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let (prepared, health, geo) = (shared.prepared(), shared.health(), shared.geo());
+            if shared.generation() != generation {
+                continue;
+            }
+            return Self {
+                generation,
+                choices: Choices::new(&prepared, &health),
+                prepared,
+                geo,
+                health,
+            };
         }
     }
 }

@@ -93,7 +93,7 @@ pub async fn run(
         );
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
-    crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
+    let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let _admin = daemon::admin::serve(dns.admin, admin_router(shared.clone())).await?;
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));
@@ -103,8 +103,12 @@ pub async fn run(
         cause,
     })?;
     while signals.next().await == daemon::signals::Request::Reload {
-        reload(&shared, &config_path);
+        if reload(&shared, &config_path) {
+            // Sites, feed URLs, token or grace may have changed: follow the new set.
+            followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
+        }
     }
+    drop(followers);
     info!("shutting down");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = server.shutdown_gracefully().await;
@@ -114,7 +118,8 @@ pub async fn run(
     Ok(())
 }
 
-fn reload(shared: &Shared, path: &Path) {
+/// Applies a changed deployment file; false when it is invalid and the running one is kept.
+fn reload(shared: &Shared, path: &Path) -> bool {
     match Deployment::load(path)
         .map_err(|e| e.to_string())
         .and_then(|d| Prepared::new(d).map_err(|e| e.to_string()))
@@ -122,8 +127,12 @@ fn reload(shared: &Shared, path: &Path) {
         Ok(prepared) => {
             shared.set_prepared(prepared);
             info!("SIGHUP: deployment file reloaded");
+            true
         }
-        Err(e) => warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}"),
+        Err(e) => {
+            warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}");
+            false
+        }
     }
 }
 

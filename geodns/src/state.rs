@@ -67,39 +67,55 @@ impl Shared {
             geo: RwLock::new(geo.map(Arc::new)),
             metrics: Metrics::new(),
             scopes: ScopeCache::default(),
-            generation: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// Moves whenever configuration, database or health has changed.
+    /// Moves whenever configuration, database or health changes: odd while a change is being
+    /// written, even otherwise (a sequence lock; see `memo::View`).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn changed(&self) {
-        // After the write, so a reader that sees the new generation sees the new value.
-        self.generation.fetch_add(1, Ordering::Release);
+    /// Runs `write` between two steps of the generation, so readers can tell a half-made
+    /// change from a whole one.
+    fn change<R>(&self, write: impl FnOnce() -> R) -> R {
+        /// Ends the change even if `write` panics: an odd generation left behind would keep
+        /// every reader waiting.
+        struct End<'a>(&'a AtomicU64);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let _end = End(&self.generation);
+        write()
     }
 
+    /// Swaps in a reloaded configuration, and health rebuilt for its sites and nodes (state
+    /// carried over by name), as one change: site indices always mean the same in both.
     pub fn set_prepared(&self, prepared: Prepared) {
-        *self.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
-        self.changed();
+        self.change(|| {
+            let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
+            *health = Arc::new(health.carried_over(&prepared.deployment));
+            *self.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
+        });
     }
 
     pub fn set_geo(&self, geo: GeoDb) {
-        *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(geo));
-        self.changed();
+        self.change(|| {
+            *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(geo));
+        });
     }
 
     /// Changes health: `f` works on a copy when snapshots of the current state are held, and
     /// the result replaces it for every query from the next one on.
     pub fn update_health<R>(&self, f: impl FnOnce(&mut HealthState) -> R) -> R {
-        let result = {
+        self.change(|| {
             let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
             f(Arc::make_mut(&mut health))
-        };
-        self.changed();
-        result
+        })
     }
 
     pub fn health(&self) -> Arc<HealthState> {

@@ -552,3 +552,41 @@ fn location_database_is_reloaded_when_the_file_changes() {
     });
     assert!(reloaded.is_some(), "{}", g.daemon.log_text());
 }
+
+#[test]
+fn a_reload_that_removes_a_site_keeps_every_answer_right() {
+    if !needs_dig("a_reload_that_removes_a_site_keeps_every_answer_right") {
+        return;
+    }
+    let g = GeoDns::start();
+    assert_eq!(g.service("203.0.113.0/24").0, FRA);
+    assert_eq!(g.service("192.0.2.0/24").0, LON);
+    // An operator's override on London must survive the reload.
+    assert!(
+        g.cli(&["admin", "lon", "--node", "lon-1", "down"])
+            .contains("ok")
+    );
+    // Frankfurt leaves the deployment: London becomes the second site in the file.
+    let text = std::fs::read_to_string(&g.config).unwrap();
+    let start = text.find("[[sites]]\nname = \"fra\"").unwrap();
+    let end = start + 1 + text[start + 1..].find("[[sites]]").unwrap();
+    let without = format!("{}{}", &text[..start], &text[end..])
+        .replace("[\"ams\", \"fra\", \"lon\"]", "[\"ams\", \"lon\"]")
+        .replace("[\"lon\", \"ams\", \"fra\"]", "[\"lon\", \"ams\"]");
+    std::fs::write(&g.config, without).unwrap();
+    g.daemon.signal("HUP");
+    let moved = wait_for(Duration::from_secs(5), || {
+        (g.service("203.0.113.0/24").0 == AMS).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "Frankfurt's clients go to the nearest remaining site:\n{}",
+        g.daemon.log_text()
+    );
+    assert_eq!(
+        g.service("192.0.2.0/24").0,
+        ["127.0.31.2"],
+        "London answered with London's nodes, its override kept"
+    );
+    assert_eq!(g.service("198.51.100.0/24").0, AMS);
+}
