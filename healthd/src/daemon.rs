@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bgp_speaker::control::Client;
+use bgp_speaker::route::RouteAttrs;
 use bgp_speaker::speaker::{Op, Reply};
 use config::check::CheckProfile;
 use config::site::Site;
@@ -23,9 +24,10 @@ use feed::server::Publisher;
 use feed::{NodeState, ServiceState, SiteFeed};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::node::{Health, NodeTracker};
+use crate::peers::Peers;
 use crate::probe::Prober;
 use crate::report::NodeReport;
 use crate::verdict::{Announcement, NodeInput, Verdict, VerdictState};
@@ -69,6 +71,7 @@ pub struct Metrics {
     changes: IntCounterVec,
     service_healthy: IntGaugeVec,
     announcements: IntCounterVec,
+    fail_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -109,8 +112,17 @@ impl Metrics {
             &["service", "kind"],
         )
         .expect("valid metric");
+        let fail_open = IntGaugeVec::new(
+            Opts::new(
+                "healthd_service_fail_open",
+                "1 while the service is announced although down, because every other site carrying it is down too",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         for m in [
-            Box::new(node_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fail_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(node_up.clone()),
             Box::new(latency.clone()),
             Box::new(changes.clone()),
             Box::new(service_healthy.clone()),
@@ -125,6 +137,7 @@ impl Metrics {
             changes,
             service_healthy,
             announcements,
+            fail_open,
         }
     }
 }
@@ -177,6 +190,9 @@ pub struct Running {
     metrics: Arc<Metrics>,
     /// Per node: its configuration and check profile as started, and its probe task.
     nodes: HashMap<String, (Node, CheckProfile, tokio::task::JoinHandle<()>)>,
+    /// The other sites' verdicts, and the tasks following their feeds.
+    peers: Arc<Peers>,
+    followers: crate::peers::Followers,
 }
 
 /// A new configuration for the site task.
@@ -247,6 +263,8 @@ impl Running {
         }
         self.nodes = next;
         self.site = site.clone();
+        // Other sites' feeds may have moved, come or gone.
+        self.followers = crate::peers::follow_all(self.peers.clone(), &deployment, &self.site_name);
         let _ = self.control.try_send(Reconfigure {
             deployment,
             site,
@@ -316,12 +334,15 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
     }
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
     let (control, control_rx) = mpsc::channel(4);
+    let peers = Arc::new(Peers::default());
+    let followers = crate::peers::follow_all(peers.clone(), &deployment, &site.name);
     let task = SiteTask::new(
         deployment,
         site.clone(),
         publisher,
         metrics.clone(),
         drained,
+        peers.clone(),
     );
     Ok(Running {
         site_task: tokio::spawn(task.run(rx, control_rx, interval)),
@@ -331,6 +352,8 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         updates: tx,
         metrics,
         nodes,
+        peers,
+        followers,
     })
 }
 
@@ -476,6 +499,7 @@ struct SiteTask {
     speaker: Option<Client>,
     synced: bool,
     speaker_error: bool,
+    peers: Arc<Peers>,
 }
 
 impl SiteTask {
@@ -485,6 +509,7 @@ impl SiteTask {
         publisher: Publisher,
         metrics: Arc<Metrics>,
         drained: Arc<AtomicBool>,
+        peers: Arc<Peers>,
     ) -> Self {
         let n = site.nodes.len();
         let index = site
@@ -508,6 +533,7 @@ impl SiteTask {
             speaker: None,
             synced: false,
             speaker_error: false,
+            peers,
         }
     }
 
@@ -589,6 +615,11 @@ impl SiteTask {
                 .as_ref()
                 .is_some_and(|f| f.exists());
         let lease_ms = self.site.healthd.lease.get().as_millis() as u64;
+        let grace = self
+            .deployment
+            .dns
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.feed_grace.get());
         let mut ops = Vec::new();
         let mut services = Vec::new();
         for svc in &self.deployment.services {
@@ -608,17 +639,42 @@ impl SiteTask {
             if nodes.is_empty() {
                 continue;
             }
-            let verdict = self
+            let mut verdict = self
                 .verdicts
                 .entry(svc.name.clone())
                 .or_default()
                 .decide(svc, &nodes, drained, now);
+            // An operator's drain is obeyed; otherwise a withdraw that would leave the prefix
+            // announced nowhere becomes a fail-open announcement.
+            if verdict.announcement == Announcement::Withdraw
+                && !drained
+                && self.peers.every_other_site_down(
+                    &self.deployment,
+                    &self.site.name,
+                    &svc.name,
+                    grace,
+                    now,
+                )
+            {
+                verdict.announcement = Announcement::FailOpen;
+                verdict.reason = format!(
+                    "{}; every other site carrying it is down too, so it stays announced (fail open)",
+                    verdict.reason
+                );
+            }
+            let fail_open = verdict.announcement == Announcement::FailOpen;
+            self.metrics
+                .fail_open
+                .with_label_values(&[svc.name.as_str()])
+                .set(i64::from(fail_open));
             if self.last.get(&svc.name).is_none_or(|v| {
                 v.healthy != verdict.healthy || v.announcement != verdict.announcement
             }) {
                 let kind = announcement_kind(&verdict.announcement);
                 if verdict.healthy {
                     info!(service = %svc.name, "service healthy at this site ({}): {kind}", verdict.reason);
+                } else if fail_open {
+                    error!(service = %svc.name, "EVERY SITE IS DOWN for this service: announcing it anyway ({})", verdict.reason);
                 } else {
                     warn!(service = %svc.name, "service unhealthy at this site ({}): {kind}", verdict.reason);
                 }
@@ -638,6 +694,12 @@ impl SiteTask {
                     | Announcement::GracefulShutdown { attrs, .. } => Op::Announce {
                         prefixes: svc.prefixes.clone(),
                         attrs: attrs.clone(),
+                        service: Some(svc.name.clone()),
+                        lease_ms: Some(lease_ms),
+                    },
+                    Announcement::FailOpen => Op::Announce {
+                        prefixes: svc.prefixes.clone(),
+                        attrs: RouteAttrs::default(),
                         service: Some(svc.name.clone()),
                         lease_ms: Some(lease_ms),
                     },
@@ -745,5 +807,6 @@ fn announcement_kind(a: &Announcement) -> &'static str {
         Announcement::Announce { degraded: true, .. } => "degraded",
         Announcement::GracefulShutdown { .. } => "graceful-shutdown",
         Announcement::Withdraw => "withdrawn",
+        Announcement::FailOpen => "fail-open",
     }
 }

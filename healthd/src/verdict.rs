@@ -38,6 +38,9 @@ pub enum Announcement {
         until_ms: u64,
     },
     Withdraw,
+    /// Down, but every other site carrying the service is down too: announce anyway rather
+    /// than leave the prefix nowhere (DESIGN.md: never a black hole).
+    FailOpen,
 }
 
 /// The verdict for one service at this site.

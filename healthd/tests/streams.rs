@@ -418,3 +418,105 @@ fn every_rendition_behind_a_master_playlist_is_checked() {
         healthd.log_text()
     );
 }
+
+/// A second site, Frankfurt: its healthd at `.21`, one stream node `fra-1` at `.22`, no peers.
+fn frankfurt(net: Loopback, dir: &std::path::Path) -> String {
+    format!(
+        r#"[[sites]]
+name = "fra"
+country = "DE"
+latitude = 50.11
+longitude = 8.68
+asn = 65001
+router_id = "10.0.0.2"
+speaker = {{ control = "unix:{sock}", admin = "{fra}:9179", startup_hold = "0s" }}
+healthd = {{ feed = "{fra}:9180", admin = "{fra}:9181", lease = "2s" }}
+
+[[sites.nodes]]
+name = "fra-1"
+ipv4 = "{node}"
+listen = "{node}:8080"
+admin = "{node}:8081"
+capacity_mbps = 1000
+services = ["live"]
+
+"#,
+        sock = dir.join("speaker-fra.sock").display(),
+        fra = net.host(21),
+        node = net.host(22),
+    )
+}
+
+#[test]
+fn when_every_site_is_down_the_service_stays_announced() {
+    let test = "when_every_site_is_down_the_service_stays_announced";
+    let Some(_) = testkit::require(test, Bird::PROGRAMS, false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-fail-open");
+    let config = dir.path().join("deploy.toml");
+    let text = deployment(net, dir.path()).replacen(
+        "[[services]]",
+        &format!("{}[[services]]", frankfurt(net, dir.path())),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let bird = Bird::start(&bird_config(net));
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
+    // Amsterdam has one node running (ams-2 never starts); Frankfurt none yet.
+    let mut node = spawn("streamnode", &["--node", "ams-1"]);
+    let _speaker = spawn("bgp-speaker", &["--site", "ams"]);
+    let ams = spawn("healthd", &["--site", "ams"]);
+    let fra = spawn("healthd", &["--site", "fra"]);
+    let mut ctl = BirdCtl::connect(&bird).unwrap();
+    let announced = wait_for(Duration::from_secs(30), || {
+        ctl.has_route(PREFIX).then_some(())
+    });
+    assert!(announced.is_some(), "never announced:\n{}", ams.log_text());
+
+    // Amsterdam's last node dies while Frankfurt is down too: every site is down, and the
+    // prefix must stay announced somewhere.
+    node.signal("KILL");
+    node.wait_exit(Duration::from_secs(5));
+    let loud = wait_for(Duration::from_secs(10), || {
+        ams.log_text().contains("EVERY SITE IS DOWN").then_some(())
+    });
+    assert!(loud.is_some(), "no fail-open decision:\n{}", ams.log_text());
+    let metrics = testkit::http::get(SocketAddr::from((net.host(1), 9181)), "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("healthd_service_fail_open{service=\"live\"} 1"),
+        "{metrics}"
+    );
+    for _ in 0..10 {
+        assert!(
+            ctl.has_route(PREFIX),
+            "withdrawn although every site is down:\n{}",
+            ams.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let feed = testkit::http::get(SocketAddr::from((net.host(1), 9180)), "/feed")
+        .unwrap()
+        .1;
+    assert!(feed.contains("\"announcement\":\"fail-open\""), "{feed}");
+
+    // Frankfurt recovers: Amsterdam, still down, withdraws, so viewers go to Frankfurt.
+    let _fra_node = spawn("streamnode", &["--node", "fra-1"]);
+    let started = Instant::now();
+    let gone = wait_for(Duration::from_secs(15), || {
+        (!ctl.has_route(PREFIX)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "still announced with a healthy site elsewhere:\n{}\n{}",
+        ams.log_text(),
+        fra.log_text()
+    );
+    eprintln!(
+        "Frankfurt's node started -> Amsterdam withdrawn in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
