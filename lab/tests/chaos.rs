@@ -65,6 +65,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "site-down",
             "node-kill",
             "feeds-cut",
+            "all-sites-down",
             "-t",
             TOPOLOGY,
             "--observe",
@@ -117,6 +118,9 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass the site stays announced at ams-r1",
         "pass answers for Amsterdam unchanged while the feeds are cut",
         "pass geodns counts the silent feeds as past their grace",
+        "pass the transit network keeps a route to 198.51.100.0/24",
+        "pass ams announced at ams-r1 while every site is down (fail open)",
+        "pass lon announced at lon-r2 while every site is down (fail open)",
     ] {
         assert!(
             stdout.contains(expected),

@@ -20,6 +20,9 @@ pub enum Scenario {
     NodeFreeze,
     /// Kill every stream node of the site.
     SiteDown,
+    /// Kill every stream node of every site, whatever `--site` says: nothing can be played,
+    /// but the prefix must stay announced somewhere and DNS must keep answering (fail open).
+    AllSitesDown,
     /// Kill the site's healthd.
     HealthdKill,
     /// Kill the site's bgp-speaker.
@@ -41,6 +44,7 @@ impl Scenario {
             Scenario::NodeKill => "node-kill",
             Scenario::NodeFreeze => "node-freeze",
             Scenario::SiteDown => "site-down",
+            Scenario::AllSitesDown => "all-sites-down",
             Scenario::HealthdKill => "healthd-kill",
             Scenario::SpeakerKill => "speaker-kill",
             Scenario::LinkCut => "link-cut",
@@ -136,6 +140,23 @@ impl Fault {
                 }
                 (stream_nodes, None)
             }
+            Scenario::AllSitesDown => {
+                let every: Vec<String> = world
+                    .deployment
+                    .sites
+                    .iter()
+                    .flat_map(|s| world.site_nodes(&s.name, "streamnode"))
+                    .filter(|n| {
+                        world
+                            .node(n)
+                            .is_ok_and(|node| node.services.contains(&world.service.name))
+                    })
+                    .collect();
+                if every.is_empty() {
+                    bail!("the topology has no stream node");
+                }
+                (every, None)
+            }
             Scenario::HealthdKill => (
                 vec![first(world.site_nodes(site, "healthd"), "healthd")?],
                 None,
@@ -196,7 +217,9 @@ impl Fault {
     pub fn describe(&self) -> String {
         let target = self.target();
         match self.scenario {
-            Scenario::NodeKill | Scenario::SiteDown => format!("kill {target}"),
+            Scenario::NodeKill | Scenario::SiteDown | Scenario::AllSitesDown => {
+                format!("kill {target}")
+            }
             Scenario::NodeFreeze => format!("freeze the stream of {target}"),
             Scenario::HealthdKill | Scenario::SpeakerKill => format!("kill {target}"),
             Scenario::LinkCut => format!("cut {target}"),
@@ -212,6 +235,7 @@ impl Fault {
         match self.scenario {
             Scenario::NodeKill
             | Scenario::SiteDown
+            | Scenario::AllSitesDown
             | Scenario::HealthdKill
             | Scenario::SpeakerKill => {
                 for node in &self.nodes {
@@ -332,6 +356,7 @@ impl Fault {
         match self.scenario {
             Scenario::NodeKill
             | Scenario::SiteDown
+            | Scenario::AllSitesDown
             | Scenario::HealthdKill
             | Scenario::SpeakerKill => {
                 for node in &self.nodes {
@@ -628,6 +653,51 @@ pub fn checks(
             }
             never_empty(&mut checks);
             viewers_unharmed(&mut checks, Duration::ZERO);
+        }
+        Scenario::AllSitesDown => {
+            // Never a black hole: the transit network always has a route to the prefix. The
+            // first site to lose its last node may withdraw while another still looks
+            // healthy, but once every site is known down each announces again (fail open).
+            let lanes: Vec<String> = world
+                .lab
+                .topology()
+                .nodes_labelled("lab.role", "transit")
+                .map(|n| format!("route {}", n.name))
+                .collect();
+            let lost = events.iter().find(|e| {
+                lanes.contains(&e.lane)
+                    && e.at >= fault_at
+                    && e.at <= restore_at
+                    && e.text == "no route"
+            });
+            checks.push(Check {
+                what: format!("the transit network keeps a route to {}", world.prefix),
+                bound: "never without".into(),
+                measured: lost.map_or("kept".into(), |e| {
+                    format!("lost after {}", ms(e.at - fault_at))
+                }),
+                passed: lost.is_none(),
+            });
+            for other in &world.deployment.sites {
+                for router in world.site_nodes(&other.name, "router") {
+                    let lane = format!("route {router}");
+                    let last = events
+                        .iter()
+                        .rfind(|e| e.lane == lane && e.at <= restore_at)
+                        .map(|e| e.text.clone());
+                    let announced = last.as_deref().is_some_and(|t| !t.starts_with("withdrawn"));
+                    checks.push(Check {
+                        what: format!(
+                            "{} announced at {router} while every site is down (fail open)",
+                            other.name
+                        ),
+                        bound: "announced".into(),
+                        measured: last.unwrap_or_else(|| "no route seen".into()),
+                        passed: announced,
+                    });
+                }
+            }
+            never_empty(&mut checks);
         }
         Scenario::HealthdKill => {
             let lease = world
