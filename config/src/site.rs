@@ -189,10 +189,23 @@ pub struct Node {
     /// Viewer connections served at once; further ones wait in the listen queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A viewer must finish its TLS handshake and request headers within this.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// A connection on which nothing moves either way for this long is closed (idle
+    /// keep-alives, viewers that stopped reading).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
 }
 
 fn default_max_connections() -> u32 {
     10_000
+}
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 impl Node {

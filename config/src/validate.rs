@@ -344,6 +344,17 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 "max_connections 0 would serve nobody: expected at least 1",
             );
         }
+        for (name, value) in [
+            ("header_timeout", node.header_timeout),
+            ("idle_timeout", node.idle_timeout),
+        ] {
+            if value.get() < std::time::Duration::from_millis(100) {
+                f.push(
+                    key.key(name),
+                    format!("{name} below 100ms would cut off every viewer: expected a duration such as \"10s\""),
+                );
+            }
+        }
         if node.capacity_mbps == 0 {
             f.push(
                 key.key("capacity_mbps"),

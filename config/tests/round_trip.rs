@@ -71,6 +71,8 @@ fn built_in_code() -> Deployment {
             tls: None,
             admin: Some(SocketAddr::from(([127, 0, 1, 1], 8081))),
             max_connections: 5_000,
+            header_timeout: HumanDuration::from_secs(5),
+            idle_timeout: HumanDuration::from_secs(20),
         }],
         speaker: Default::default(),
         healthd: Default::default(),

@@ -486,6 +486,20 @@ fn node_without_address_is_rejected() {
 }
 
 #[test]
+fn viewer_timeouts_must_leave_time_to_be_served() {
+    let text = replace(
+        "listen = \"127.0.1.1:8080\"",
+        "listen = \"127.0.1.1:8080\"\nidle_timeout = \"0s\"",
+    );
+    assert_problem(
+        &text,
+        "sites[0].nodes[0].idle_timeout",
+        "idle_timeout",
+        "would cut off every viewer",
+    );
+}
+
+#[test]
 fn anycast_answers_need_addresses_inside_the_prefixes() {
     let text = replace(
         "check = \"stream\"",

@@ -124,7 +124,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         listener,
         router(state.clone()),
         tls,
-        crate::listener::Limits::new(node.max_connections),
+        crate::listener::Limits::of(node),
     ));
     if let Some(admin) = node.admin {
         let drain = state.clone();

@@ -46,11 +46,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(max_connections: u32) -> Self {
+    /// A node's limits as its deployment entry sets them.
+    pub fn of(node: &config::Node) -> Self {
         Self {
-            max_connections,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            max_connections: node.max_connections,
+            header_timeout: node.header_timeout.get(),
+            idle_timeout: node.idle_timeout.get(),
         }
     }
 }
