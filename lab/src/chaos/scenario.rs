@@ -617,6 +617,33 @@ pub fn checks(
         }
     };
 
+    // Never a black hole: the transit network has a route to the prefix throughout the fault.
+    let transit_keeps_route = |checks: &mut Vec<Check>, condition: &str| {
+        let lanes: Vec<String> = world
+            .lab
+            .topology()
+            .nodes_labelled("lab.role", "transit")
+            .map(|n| format!("route {}", n.name))
+            .collect();
+        let lost = events.iter().find(|e| {
+            lanes.contains(&e.lane)
+                && e.at >= fault_at
+                && e.at <= restore_at
+                && e.text == "no route"
+        });
+        checks.push(Check {
+            what: format!(
+                "the transit network keeps a route to {}{condition}",
+                world.prefix
+            ),
+            bound: "never without".into(),
+            measured: lost.map_or("kept".into(), |e| {
+                format!("lost after {}", ms(e.at - fault_at))
+            }),
+            passed: lost.is_none(),
+        });
+    };
+
     match scenario {
         Scenario::NodeKill => {
             stays_announced(&mut checks);
@@ -658,26 +685,7 @@ pub fn checks(
             // Never a black hole: the transit network always has a route to the prefix. The
             // first site to lose its last node may withdraw while another still looks
             // healthy, but once every site is known down each announces again (fail open).
-            let lanes: Vec<String> = world
-                .lab
-                .topology()
-                .nodes_labelled("lab.role", "transit")
-                .map(|n| format!("route {}", n.name))
-                .collect();
-            let lost = events.iter().find(|e| {
-                lanes.contains(&e.lane)
-                    && e.at >= fault_at
-                    && e.at <= restore_at
-                    && e.text == "no route"
-            });
-            checks.push(Check {
-                what: format!("the transit network keeps a route to {}", world.prefix),
-                bound: "never without".into(),
-                measured: lost.map_or("kept".into(), |e| {
-                    format!("lost after {}", ms(e.at - fault_at))
-                }),
-                passed: lost.is_none(),
-            });
+            transit_keeps_route(&mut checks, "");
             for other in &world.deployment.sites {
                 for router in world.site_nodes(&other.name, "router") {
                     let lane = format!("route {router}");
@@ -737,29 +745,7 @@ pub fn checks(
                 .as_ref()
                 .map(|(r, _)| r.clone())
                 .unwrap_or_default();
-            let lanes: Vec<String> = world
-                .lab
-                .topology()
-                .nodes_labelled("lab.role", "transit")
-                .map(|n| format!("route {}", n.name))
-                .collect();
-            let lost = events.iter().find(|e| {
-                lanes.contains(&e.lane)
-                    && e.at >= fault_at
-                    && e.at <= restore_at
-                    && e.text == "no route"
-            });
-            checks.push(Check {
-                what: format!(
-                    "the transit network keeps a route to {} without {cut}",
-                    world.prefix
-                ),
-                bound: "never without".into(),
-                measured: lost.map_or("kept".into(), |e| {
-                    format!("lost after {}", ms(e.at - fault_at))
-                }),
-                passed: lost.is_none(),
-            });
+            transit_keeps_route(&mut checks, &format!(" without {cut}"));
             never_empty(&mut checks);
             viewers_unharmed(&mut checks, Duration::ZERO);
         }
