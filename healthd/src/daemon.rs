@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::node::{Health, NodeTracker};
-use crate::peers::Peers;
+use crate::peers::{Peers, SETTLE};
 use crate::probe::Prober;
 use crate::report::NodeReport;
 use crate::verdict::{Announcement, NodeInput, Verdict, VerdictState};
@@ -500,6 +500,8 @@ struct SiteTask {
     synced: bool,
     speaker_error: bool,
     peers: Arc<Peers>,
+    /// Services whose verdict turned to withdraw, and when: they settle before withdrawing.
+    settling: HashMap<String, Instant>,
 }
 
 impl SiteTask {
@@ -534,6 +536,7 @@ impl SiteTask {
             synced: false,
             speaker_error: false,
             peers,
+            settling: HashMap::new(),
         }
     }
 
@@ -545,7 +548,17 @@ impl SiteTask {
     ) {
         let mut round = tokio::time::interval(interval);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let peers = self.peers.clone();
         loop {
+            // The next settling withdraw still to come (past ones have been decided).
+            let now = Instant::now();
+            let settled_at = self
+                .settling
+                .values()
+                .map(|t| *t + SETTLE)
+                .filter(|due| *due > now)
+                .min();
+            let settled = settled_at.unwrap_or_else(Instant::now);
             tokio::select! {
                 Some(new) = control.recv() => {
                     self.reconfigure(new.deployment, new.site);
@@ -569,6 +582,12 @@ impl SiteTask {
                     }
                 }
                 _ = round.tick() => self.round().await,
+                // Another site's verdict changed: fail open, or stop failing open, at once.
+                _ = peers.changed.notified() => self.round().await,
+                // A settling withdraw is due.
+                _ = tokio::time::sleep_until(settled.into()), if settled_at.is_some() => {
+                    self.round().await
+                }
             }
         }
     }
@@ -646,21 +665,29 @@ impl SiteTask {
                 .decide(svc, &nodes, drained, now);
             // An operator's drain is obeyed; otherwise a withdraw that would leave the prefix
             // announced nowhere becomes a fail-open announcement.
-            if verdict.announcement == Announcement::Withdraw
-                && !drained
-                && self.peers.every_other_site_down(
-                    &self.deployment,
-                    &self.site.name,
-                    &svc.name,
-                    grace,
-                    now,
-                )
-            {
+            if verdict.announcement != Announcement::Withdraw || drained {
+                self.settling.remove(&svc.name);
+            } else if self.peers.every_other_site_down(
+                &self.deployment,
+                &self.site.name,
+                &svc.name,
+                grace,
+                now,
+            ) {
+                self.settling.remove(&svc.name);
                 verdict.announcement = Announcement::FailOpen;
                 verdict.reason = format!(
                     "{}; every other site carrying it is down too, so it stays announced (fail open)",
                     verdict.reason
                 );
+            } else if self.deployment.sites.iter().any(|s| {
+                s.name != self.site.name && s.nodes.iter().any(|n| n.services.contains(&svc.name))
+            }) {
+                // Others carry it: give their feeds a moment to say whether they went down too.
+                let since = *self.settling.entry(svc.name.clone()).or_insert(now);
+                if now < since + SETTLE {
+                    verdict.announcement = Announcement::Settling;
+                }
             }
             let fail_open = verdict.announcement == Announcement::FailOpen;
             self.metrics
@@ -697,7 +724,7 @@ impl SiteTask {
                         service: Some(svc.name.clone()),
                         lease_ms: Some(lease_ms),
                     },
-                    Announcement::FailOpen => Op::Announce {
+                    Announcement::FailOpen | Announcement::Settling => Op::Announce {
                         prefixes: svc.prefixes.clone(),
                         attrs: RouteAttrs::default(),
                         service: Some(svc.name.clone()),
@@ -808,5 +835,6 @@ fn announcement_kind(a: &Announcement) -> &'static str {
         Announcement::GracefulShutdown { .. } => "graceful-shutdown",
         Announcement::Withdraw => "withdrawn",
         Announcement::FailOpen => "fail-open",
+        Announcement::Settling => "withdrawing",
     }
 }

@@ -9,6 +9,11 @@
 //! and announcing, so it never counts as down: a partition between healthds does not send
 //! viewers to a broken site while a healthy one exists. A service that no other site carries
 //! is withdrawn as usual when its one site is down.
+//!
+//! Sites that go down together must not all withdraw because each still saw another one
+//! healthy: a site whose service has just gone down publishes that at once but holds its
+//! withdraw for [`SETTLE`], long enough for the others' feeds to say whether they went down
+//! too. The last site standing then sees every other one down and never withdraws.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,11 @@ use std::time::{Duration, Instant};
 use config::Deployment;
 use feed::client::{FeedEvent, follow};
 use tracing::{debug, warn};
+
+/// How long a site whose service just went down keeps announcing before it withdraws, while
+/// the other sites' verdicts arrive (feed latency between sites plus a decision round). It
+/// lengthens every withdraw by this much, within the failure table's one-second bound.
+pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// What was last heard from one site.
 #[derive(Debug, Clone)]
@@ -30,6 +40,9 @@ struct Heard {
 #[derive(Debug, Default)]
 pub struct Peers {
     heard: Mutex<HashMap<String, Heard>>,
+    /// Signalled when a site's verdict for some service changes, so the site task decides
+    /// again at once rather than at its next round.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Peers {
@@ -42,12 +55,16 @@ impl Peers {
                     warn!(%site, other = %doc.site, "a peer's feed names another site, ignored");
                     return;
                 }
-                let services = doc
+                let services: HashMap<String, bool> = doc
                     .services
                     .iter()
                     .map(|s| (s.name.clone(), s.healthy))
                     .collect();
+                let changed = heard.get(site).is_none_or(|h| h.services != services);
                 heard.insert(site.to_owned(), Heard { at, services });
+                if changed {
+                    self.changed.notify_one();
+                }
             }
             FeedEvent::Alive => {
                 if let Some(h) = heard.get_mut(site) {

@@ -41,6 +41,9 @@ pub enum Announcement {
     /// Down, but every other site carrying the service is down too: announce anyway rather
     /// than leave the prefix nowhere (DESIGN.md: never a black hole).
     FailOpen,
+    /// Down just now: still announced for a moment, until the other sites' feeds say whether
+    /// they went down too (see `peers::SETTLE`).
+    Settling,
 }
 
 /// The verdict for one service at this site.
