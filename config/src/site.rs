@@ -304,6 +304,11 @@ pub struct HealthdSettings {
     /// While this file exists the whole site is drained (like ExaBGP's healthcheck).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_file: Option<PathBuf>,
+    /// How long a service that just went down stays announced, while the other sites' feeds
+    /// say whether they went down too (so sites failing together do not all withdraw). Longer
+    /// than the one-way feed latency between sites; it delays every such withdraw.
+    #[serde(default = "default_withdraw_settle")]
+    pub withdraw_settle: HumanDuration,
 }
 
 impl HealthdSettings {
@@ -323,8 +328,13 @@ impl Default for HealthdSettings {
             admin: default_healthd_admin(),
             lease: default_lease(),
             drain_file: None,
+            withdraw_settle: default_withdraw_settle(),
         }
     }
+}
+
+fn default_withdraw_settle() -> HumanDuration {
+    HumanDuration::from_millis(150)
 }
 
 fn default_true() -> bool {

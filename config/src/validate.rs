@@ -404,6 +404,17 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         secret(f, key.key("healthd").key("feed_token"), t);
     }
 
+    let settle = site.healthd.withdraw_settle.get();
+    if settle > std::time::Duration::from_secs(1) {
+        f.push(
+            key.key("healthd").key("withdraw_settle"),
+            format!(
+                "withdraw_settle {} would hold every withdraw past DESIGN.md's one-second bound: expected at most 1s (the feed latency between sites, e.g. \"150ms\")",
+                site.healthd.withdraw_settle
+            ),
+        );
+    }
+
     // The lease must outlive a probe round, or every healthy route would expire between renewals.
     let lease = site.healthd.lease.get();
     let mut profiles: Vec<&str> = site

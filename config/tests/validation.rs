@@ -486,6 +486,20 @@ fn node_without_address_is_rejected() {
 }
 
 #[test]
+fn withdraw_settle_must_stay_within_the_withdraw_bound() {
+    let text = replace(
+        "speaker.control = \"unix:/tmp/anycast-ams-speaker.sock\"\n",
+        "speaker.control = \"unix:/tmp/anycast-ams-speaker.sock\"\nhealthd.withdraw_settle = \"3s\"\n",
+    );
+    assert_problem(
+        &text,
+        "sites[0].healthd.withdraw_settle",
+        "withdraw_settle",
+        "one-second bound",
+    );
+}
+
+#[test]
 fn viewer_timeouts_must_leave_time_to_be_served() {
     let text = replace(
         "listen = \"127.0.1.1:8080\"",

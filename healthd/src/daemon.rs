@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::node::{Health, NodeTracker};
-use crate::peers::{Peers, SETTLE};
+use crate::peers::Peers;
 use crate::probe::Prober;
 use crate::report::NodeReport;
 use crate::verdict::{Announcement, NodeInput, Verdict, VerdictState};
@@ -552,10 +552,11 @@ impl SiteTask {
         loop {
             // The next settling withdraw still to come (past ones have been decided).
             let now = Instant::now();
+            let settle = self.site.healthd.withdraw_settle.get();
             let settled_at = self
                 .settling
                 .values()
-                .map(|t| *t + SETTLE)
+                .map(|t| *t + settle)
                 .filter(|due| *due > now)
                 .min();
             let settled = settled_at.unwrap_or_else(Instant::now);
@@ -685,7 +686,7 @@ impl SiteTask {
             }) {
                 // Others carry it: give their feeds a moment to say whether they went down too.
                 let since = *self.settling.entry(svc.name.clone()).or_insert(now);
-                if now < since + SETTLE {
+                if now < since + self.site.healthd.withdraw_settle.get() {
                     verdict.announcement = Announcement::Settling;
                 }
             }

@@ -12,8 +12,9 @@
 //!
 //! Sites that go down together must not all withdraw because each still saw another one
 //! healthy: a site whose service has just gone down publishes that at once but holds its
-//! withdraw for [`SETTLE`], long enough for the others' feeds to say whether they went down
-//! too. The last site standing then sees every other one down and never withdraws.
+//! withdraw for `healthd.withdraw_settle`, long enough for the others' feeds to say whether
+//! they went down too. The last site standing then sees every other one down and never
+//! withdraws.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,6 @@ use std::time::{Duration, Instant};
 use config::Deployment;
 use feed::client::{FeedEvent, follow};
 use tracing::{debug, warn};
-
-/// How long a site whose service just went down keeps announcing before it withdraws, while
-/// the other sites' verdicts arrive (feed latency between sites plus a decision round). It
-/// lengthens every withdraw by this much, within the failure table's one-second bound.
-pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// What was last heard from one site.
 #[derive(Debug, Clone)]

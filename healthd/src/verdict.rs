@@ -42,7 +42,7 @@ pub enum Announcement {
     /// than leave the prefix nowhere (DESIGN.md: never a black hole).
     FailOpen,
     /// Down just now: still announced for a moment, until the other sites' feeds say whether
-    /// they went down too (see `peers::SETTLE`).
+    /// they went down too (`healthd.withdraw_settle`).
     Settling,
 }
 
