@@ -68,9 +68,7 @@ impl Viewer {
         let mut seen = Experience::default();
         let mut addresses: Vec<IpAddr> = Vec::new();
         let mut current = 0usize;
-        let mut next: Option<u64> = None;
-        // The newest segment the playlist listed, and since when.
-        let mut progress: Option<(u64, Instant)> = None;
+        let mut session = Session::default();
         // When the buffered media runs out, once playing.
         let mut buffer_end: Option<Instant> = None;
         let mut stalled_since: Option<Instant> = None;
@@ -110,8 +108,7 @@ impl Viewer {
                         );
                         addresses = a.addresses;
                         current = 0;
-                        next = None;
-                        progress = None;
+                        session = Session::default();
                     }
                     Ok(_) => {
                         seen.errors += 1;
@@ -130,7 +127,7 @@ impl Viewer {
             let server = addresses[current];
             let base = format!("http://{}", SocketAddr::new(server, self.port));
             let result = self
-                .round(&base, &mut next, &mut progress, timeline, &mut seen, server)
+                .round(&base, &mut session, timeline, &mut seen, server)
                 .await;
             match result {
                 Ok(Some((duration_sum, target))) => {
@@ -169,8 +166,7 @@ impl Viewer {
                     timeline.record(&self.lane, EventKind::Error, format!("{server}: {e}"));
                     // The next address; the resolver again when all failed.
                     current += 1;
-                    next = None;
-                    progress = None;
+                    session = Session::default();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -188,19 +184,34 @@ impl Viewer {
     async fn round(
         &self,
         base: &str,
-        next: &mut Option<u64>,
-        progress: &mut Option<(u64, Instant)>,
+        session: &mut Session,
         timeline: &Timeline,
         seen: &mut Experience,
         server: IpAddr,
     ) -> Result<Option<(f64, f64)>, String> {
-        let mut path = self.playlist.clone();
-        let mut text = playlist_text(base, &path).await?;
-        // A master playlist: play its first rendition, as players start on the first listed.
-        if let Some(first) = parse_master(&text).and_then(|v| v.into_iter().next()) {
-            path = resolve(&path, &first);
-            text = playlist_text(base, &path).await?;
-        }
+        let Session {
+            media,
+            next,
+            progress,
+        } = session;
+        let (path, text) = match media {
+            Some(path) => (path.clone(), playlist_text(base, path).await?),
+            None => {
+                let text = playlist_text(base, &self.playlist).await?;
+                // A master playlist, read once per server: play its first rendition, as
+                // players start on the first one listed.
+                let (path, text) = match parse_master(&text).and_then(|v| v.into_iter().next()) {
+                    Some(first) => {
+                        let path = resolve(&self.playlist, &first);
+                        let text = playlist_text(base, &path).await?;
+                        (path, text)
+                    }
+                    None => (self.playlist.clone(), text),
+                };
+                *media = Some(path.clone());
+                (path, text)
+            }
+        };
         let segments = parse_playlist(&text).ok_or("playlist: not a media playlist")?;
         let Some(newest) = segments.segments.last().map(|s| s.0) else {
             return Ok(None);
@@ -252,6 +263,18 @@ impl Viewer {
         }
         Ok(Some((added, segments.target_duration)))
     }
+}
+
+/// Where a viewer is in the stream of the server it plays from; starts over with another
+/// server.
+#[derive(Debug, Default)]
+struct Session {
+    /// The media playlist played (the channel's, or the first rendition of its master).
+    media: Option<String>,
+    /// The next segment to fetch.
+    next: Option<u64>,
+    /// The newest segment the playlist listed, and since when.
+    progress: Option<(u64, Instant)>,
 }
 
 /// GETs a playlist's text.

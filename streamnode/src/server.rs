@@ -171,17 +171,11 @@ async fn file(
     Path((channel, file)): Path<(String, String)>,
     axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
 ) -> Response {
-    if let Some(names) = node.renditions.get(&channel) {
-        if file != "index.m3u8" {
-            node.requests[2].fetch_add(1, Ordering::Relaxed);
-            return cors(
-                (
-                    StatusCode::NOT_FOUND,
-                    format!("channel {channel:?} has renditions: its files are under /{channel}/RENDITION/\n"),
-                )
-                    .into_response(),
-            );
-        }
+    // Segments never look at renditions: a channel with renditions has no packager of its
+    // own, so anything but its master playlist misses in `serve`, which explains why.
+    if file == "index.m3u8"
+        && let Some(names) = node.renditions.get(&channel)
+    {
         return master(&node, &channel, names);
     }
     serve(&node, &channel, &file, client)
@@ -225,13 +219,14 @@ fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
 fn serve(node: &NodeState, channel: &str, file: &str, client: std::net::SocketAddr) -> Response {
     let Some(c) = node.channels.get(channel) else {
         node.requests[2].fetch_add(1, Ordering::Relaxed);
-        return cors(
-            (
-                StatusCode::NOT_FOUND,
-                format!("no channel {channel:?} on this node\n"),
+        let why = if node.renditions.contains_key(channel) {
+            format!(
+                "channel {channel:?} has renditions: its files are under /{channel}/RENDITION/\n"
             )
-                .into_response(),
-        );
+        } else {
+            format!("no channel {channel:?} on this node\n")
+        };
+        return cors((StatusCode::NOT_FOUND, why).into_response());
     };
     let c = c.read().unwrap_or_else(|e| e.into_inner());
     if file == "index.m3u8" {

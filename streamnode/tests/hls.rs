@@ -492,19 +492,7 @@ fn the_built_in_channel_can_have_aligned_renditions() {
         timeline("360p"),
         timeline("180p")
     );
-    let mut probe = Command::new("ffprobe");
-    probe
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(format!("http://{addr}/test/index.m3u8"));
-    let out = run(probe, Duration::from_secs(20)).unwrap();
-    let sizes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sizes, _) = testkit::ffmpeg::probe_sizes(&format!("http://{addr}/test/index.m3u8"));
     assert!(
         sizes.contains("640,360") && sizes.contains("320,180"),
         "{sizes}"

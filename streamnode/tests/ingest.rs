@@ -274,23 +274,10 @@ fn a_channel_with_renditions_gets_a_master_playlist_read_from_its_streams() {
 
     // A player given the master sees both renditions and plays one without an error.
     let url = format!("http://{addr}/test/index.m3u8");
-    let mut probe = Command::new("ffprobe");
-    probe
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&url);
-    let out = run(probe, Duration::from_secs(30)).expect("ffprobe");
-    let sizes = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sizes, errors) = testkit::ffmpeg::probe_sizes(&url);
     assert!(
         sizes.contains("640,360") && sizes.contains("320,180"),
-        "ffprobe found: {sizes}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "ffprobe found: {sizes}\n{errors}"
     );
     let mut player = Command::new("ffmpeg");
     player

@@ -42,3 +42,18 @@ pub fn live_encoder(size: &str, profile: &str, gop: u32, to: SocketAddr, log: &P
         .arg(format!("udp://{to}?pkt_size=1316"));
     Daemon::spawn("ffmpeg", cmd, log).expect("ffmpeg")
 }
+
+/// The picture sizes ffprobe finds behind `url` (every rendition of a master playlist), as
+/// `W,H` lines, with ffprobe's error output after them for failure messages.
+pub fn probe_sizes(url: &str) -> (String, String) {
+    let mut probe = Command::new("ffprobe");
+    probe
+        .args(["-v", "error", "-show_entries", "stream=width,height"])
+        .args(["-of", "csv=p=0"])
+        .arg(url);
+    let out = crate::process::run(probe, std::time::Duration::from_secs(30)).expect("ffprobe");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
