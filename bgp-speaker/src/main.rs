@@ -124,24 +124,7 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return check_config(&cli.config);
     }
-    daemon::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::process::run(None, || dispatch(cli))
 }
 
 fn load(cli: &Cli) -> Result<(Deployment, String)> {
@@ -239,9 +222,11 @@ async fn run(
     let (speaker, _table) = speaker::start(&deployment, &site_name).await?;
     let control = control::serve(&endpoint, token, speaker.clone()).await?;
     let scrape = speaker.clone();
-    let admin = daemon::admin::router(std::sync::Arc::new(move || {
-        bgp_speaker::metrics::render(&scrape)
-    }));
+    let admin = daemon::admin::router(
+        "bgp_speaker",
+        std::sync::Arc::new(move || bgp_speaker::metrics::render(&scrape)),
+        speaker.liveness(),
+    );
     let _admin = daemon::admin::serve(site.speaker.admin, admin).await?;
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 

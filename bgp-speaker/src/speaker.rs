@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use config::Deployment;
 use config::site::{Peer, Site};
+use daemon::{Beat, Liveness};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -143,6 +144,8 @@ struct Spawner {
 #[derive(Clone)]
 pub struct SpeakerHandle {
     pub requests: mpsc::Sender<Request>,
+    /// The parts that must be serving (the table, listeners), for `/healthz`.
+    liveness: Liveness,
     peers: Peers,
     /// The current originated-route table.
     pub rib: watch::Receiver<Arc<Snapshot>>,
@@ -163,6 +166,11 @@ fn read(peers: &Peers) -> Vec<PeerHandle> {
 }
 
 impl SpeakerHandle {
+    /// What `/healthz` checks.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
+    }
+
     /// Sends a request and waits for the answer.
     pub async fn ask(&self, op: Op) -> Reply {
         let (reply, rx) = oneshot::channel();
@@ -371,7 +379,9 @@ pub async fn start(
         info!(%addr, "listening for BGP connections");
     }
     let (req_tx, req_rx) = mpsc::channel(256);
+    let liveness = Liveness::default();
     let table = Table {
+        beat: liveness.heartbeat("route table task", TABLE_BOUND),
         rib: Rib::default(),
         rib_tx,
         peers: peers.clone(),
@@ -383,6 +393,7 @@ pub async fn start(
     Ok((
         SpeakerHandle {
             requests: req_tx,
+            liveness,
             peers,
             rib: rib_rx,
             spawner: Arc::new(tokio::sync::Mutex::new(spawner)),
@@ -412,8 +423,13 @@ async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
     }
 }
 
+/// How often the idle table task proves it is alive, and the most it may go without.
+const TABLE_BEAT: Duration = Duration::from_millis(500);
+const TABLE_BOUND: Duration = Duration::from_secs(3);
+
 /// The table task.
 struct Table {
+    beat: Beat,
     rib: Rib,
     rib_tx: watch::Sender<Arc<Snapshot>>,
     peers: Peers,
@@ -425,9 +441,12 @@ struct Table {
 
 impl Table {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let mut alive = tokio::time::interval(TABLE_BEAT);
         loop {
+            self.beat.beat();
             let deadline = self.rib.next_deadline().map(Instant::from_std);
             tokio::select! {
+                _ = alive.tick() => {}
                 request = requests.recv() => {
                     let Some(Request { op, reply }) = request else {
                         for peer in read(&self.peers) {

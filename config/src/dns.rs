@@ -17,6 +17,10 @@ pub struct Dns {
     /// Metrics and admin API address.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// Token the admin API's state-changing requests (`/admin-state`) must present as
+    /// `Authorization: Bearer TOKEN`; required when `admin` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
     /// MaxMind DB (GeoIP2/GeoLite2 City or Country); reloaded when the file changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geoip_db: Option<PathBuf>,
@@ -53,6 +57,7 @@ impl Default for Dns {
         Self {
             listen: default_listen(),
             admin: default_admin(),
+            admin_token: None,
             geoip_db: None,
             admin_state: None,
             default_order: Vec::new(),

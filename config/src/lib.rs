@@ -178,10 +178,12 @@ impl Deployment {
             }
             fix_secret(&mut site.speaker.control_token);
             fix_secret(&mut site.healthd.feed_token);
+            fix_secret(&mut site.healthd.admin_token);
             if let Some(f) = site.healthd.drain_file.as_mut() {
                 fix(f);
             }
             for node in &mut site.nodes {
+                fix_secret(&mut node.admin_token);
                 if let Some(tls) = node.tls.as_mut() {
                     fix(&mut tls.cert);
                     fix(&mut tls.key);
@@ -204,6 +206,7 @@ impl Deployment {
                 fix(file);
             }
             fix_secret(&mut dns.feed_token);
+            fix_secret(&mut dns.admin_token);
             for zone in &mut dns.zones {
                 if let Some(file) = zone.file.as_mut() {
                     fix(file);

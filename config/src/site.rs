@@ -186,6 +186,14 @@ pub struct Node {
     /// Admin API (drain) and metrics address of streamnode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
+    /// Token the admin API's state-changing requests (drain, undrain) must present as
+    /// `Authorization: Bearer TOKEN`; required when `admin` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
+    /// Offer fault injection on the admin API (`/freeze`, `/unfreeze`: the streams stop
+    /// advancing while HTTP keeps answering). For labs and demos, never production.
+    #[serde(default)]
+    pub fault_injection: bool,
     /// Viewer connections served at once; further ones wait in the listen queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -298,6 +306,10 @@ pub struct HealthdSettings {
     /// Admin API (drain) and metrics address.
     #[serde(default = "default_healthd_admin")]
     pub admin: SocketAddr,
+    /// Token the admin API's state-changing requests (`/drain`, `/undrain`) must present as
+    /// `Authorization: Bearer TOKEN`; required when `admin` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
     /// Lease on every announcement; renewed each round, so routes go this long after healthd dies.
     #[serde(default = "default_lease")]
     pub lease: HumanDuration,
@@ -326,6 +338,7 @@ impl Default for HealthdSettings {
             feed_url: None,
             feed_token: None,
             admin: default_healthd_admin(),
+            admin_token: None,
             lease: default_lease(),
             drain_file: None,
             withdraw_settle: default_withdraw_settle(),

@@ -209,6 +209,25 @@ fn secret(f: &mut Findings, key: KeyPath, secret: &Secret) {
     }
 }
 
+/// An admin API that changes state (`what`) is open only on loopback; elsewhere it needs a
+/// token (`admin_token` beside `admin` under `key`).
+fn admin_api(
+    f: &mut Findings,
+    key: &KeyPath,
+    addr: std::net::SocketAddr,
+    token: Option<&Secret>,
+    what: &str,
+) {
+    match token {
+        Some(t) => secret(f, key.key("admin_token"), t),
+        None if !addr.ip().is_loopback() => f.push(
+            key.key("admin"),
+            format!("admin API on {addr} takes state-changing requests ({what}) and would be reachable from the network without credentials: expected `admin_token = {{ env = \"...\" }}` or a loopback address"),
+        ),
+        None => {}
+    }
+}
+
 fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     let d = ctx.d;
     let site = &d.sites[i];
@@ -279,6 +298,15 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         }
         if peer.port == 0 {
             f.push(key.key("port"), "port 0 is not allowed: expected 1-65535");
+        }
+        if peer.connect_retry.get() < std::time::Duration::from_secs(1) {
+            f.push(
+                key.key("connect_retry"),
+                format!(
+                    "connect_retry {} would hammer a peer that refuses: expected at least 1s",
+                    peer.connect_retry
+                ),
+            );
         }
         if let Some(local) = peer.local_address
             && local.is_ipv4() != peer.address.is_ipv4()
@@ -370,6 +398,14 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         for (s, name) in node.services.iter().enumerate() {
             ctx.require(f, key.key("services").index(s), "service", name);
         }
+        if let Some(admin) = node.admin {
+            admin_api(f, &key, admin, node.admin_token.as_ref(), "drain");
+        } else if node.fault_injection {
+            f.push(
+                key.key("fault_injection"),
+                "fault injection is offered on the admin API, and the node has none: expected `admin`",
+            );
+        }
         if let Some(check) = &node.check {
             ctx.require(f, key.key("check"), "check profile", check);
         }
@@ -403,6 +439,13 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     if let Some(t) = &site.healthd.feed_token {
         secret(f, key.key("healthd").key("feed_token"), t);
     }
+    admin_api(
+        f,
+        &key.key("healthd"),
+        site.healthd.admin,
+        site.healthd.admin_token.as_ref(),
+        "drain",
+    );
 
     let settle = site.healthd.withdraw_settle.get();
     if settle > std::time::Duration::from_secs(1) {
@@ -772,6 +815,13 @@ fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
     if let Some(t) = &dns.feed_token {
         secret(f, key.key("feed_token"), t);
     }
+    admin_api(
+        f,
+        key,
+        dns.admin,
+        dns.admin_token.as_ref(),
+        "operator overrides",
+    );
     let mut origins: HashMap<String, usize> = HashMap::new();
     for (z, zone) in dns.zones.iter().enumerate() {
         let zkey = key.key("zones").index(z);

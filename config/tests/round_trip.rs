@@ -70,6 +70,11 @@ fn built_in_code() -> Deployment {
             check: None,
             tls: None,
             admin: Some(SocketAddr::from(([127, 0, 1, 1], 8081))),
+            admin_token: Some(Secret {
+                file: None,
+                env: Some("NODE_ADMIN_TOKEN".into()),
+            }),
+            fault_injection: true,
             max_connections: 5_000,
             header_timeout: HumanDuration::from_secs(5),
             idle_timeout: HumanDuration::from_secs(20),

@@ -739,3 +739,73 @@ fn semantic_problems_are_all_reported_in_file_order() {
     );
     assert!(problems.windows(2).all(|w| w[0].line <= w[1].line));
 }
+
+#[test]
+fn connect_retry_below_a_second_is_rejected() {
+    let text = replace("port = 1179", "port = 1179\nconnect_retry = \"0s\"");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].connect_retry",
+        "connect_retry = \"0s\"",
+        "at least 1s",
+    );
+}
+
+#[test]
+fn admin_apis_off_loopback_need_a_token() {
+    let node = replace(
+        "listen = \"127.0.1.1:8080\"",
+        "listen = \"127.0.1.1:8080\"\nadmin = \"192.0.2.1:8081\"",
+    );
+    assert_problem(
+        &node,
+        "sites[0].nodes[0].admin",
+        "admin = \"192.0.2.1:8081\"",
+        "without credentials",
+    );
+    let with_token = node.replace(
+        "admin = \"192.0.2.1:8081\"",
+        "admin = \"192.0.2.1:8081\"\nadmin_token = { env = \"NODE_TOKEN\" }",
+    );
+    assert!(parse(&with_token).is_ok());
+    let healthd = replace(
+        "speaker.control = ",
+        "healthd.admin = \"0.0.0.0:9181\"\nspeaker.control = ",
+    );
+    assert_problem(
+        &healthd,
+        "sites[0].healthd.admin",
+        "healthd.admin",
+        "expected `admin_token",
+    );
+    let dns = replace(
+        "listen = [\"127.0.0.1:5353\"]",
+        "listen = [\"127.0.0.1:5353\"]\nadmin = \"[::]:9153\"",
+    );
+    assert_problem(
+        &dns,
+        "dns.admin",
+        "admin = \"[::]:9153\"",
+        "operator overrides",
+    );
+    // On loopback no token is needed.
+    let local = replace(
+        "listen = \"127.0.1.1:8080\"",
+        "listen = \"127.0.1.1:8080\"\nadmin = \"127.0.1.1:8081\"",
+    );
+    assert!(parse(&local).is_ok());
+}
+
+#[test]
+fn fault_injection_needs_an_admin_api() {
+    let text = replace(
+        "listen = \"127.0.1.1:8080\"",
+        "listen = \"127.0.1.1:8080\"\nfault_injection = true",
+    );
+    assert_problem(
+        &text,
+        "sites[0].nodes[0].fault_injection",
+        "fault_injection = true",
+        "expected `admin`",
+    );
+}

@@ -1,7 +1,15 @@
-//! What every daemon of the control plane shares for operations: `tracing` logs, the admin
-//! HTTP endpoint (`/metrics` in Prometheus text format, `/healthz`), and signal handling
-//! (SIGHUP reloads, SIGTERM and Ctrl-C stop).
+//! What every daemon of the control plane shares for operations: start-up and exit
+//! ([`process`]), `tracing` logs, the admin HTTP endpoint (`/metrics` in Prometheus text
+//! format, `/healthz` meaning "serving", credentials for state-changing routes), liveness of
+//! the parts that serve, contained panics, and signal handling (SIGHUP reloads, SIGTERM and
+//! Ctrl-C stop).
 
 pub mod admin;
+pub mod http;
+pub mod liveness;
 pub mod logging;
+pub mod panics;
+pub mod process;
 pub mod signals;
+
+pub use liveness::{Beat, Liveness};

@@ -1,14 +1,24 @@
 //! The site feed: what healthd knows about its site, published to every geodns.
 //!
-//! The document is versioned by a generation number that grows with every change. It is
-//! readable whole (`GET /feed`) and as a stream (`GET /feed/stream`, server-sent events): one
-//! event with the whole document at once and after every change, and a comment line every
-//! second so a reader notices a silent feed within a second or two. Documents are small (a
-//! site has a handful of nodes), so each event carries the whole document rather than a diff:
-//! a reader that missed events is never out of step.
+//! The document is versioned by the publisher's instance (an id chosen when healthd starts)
+//! and a generation number that grows with every change, so a reader tells a newer document
+//! from an old one and a restarted publisher from a stale one. It is readable whole
+//! (`GET /feed`) and as a stream (`GET /feed/stream`, server-sent events): one event with the
+//! whole document at once and after every change, and a comment line every [`HEARTBEAT`] so a
+//! reader notices a silent feed ([`follower::SILENCE`]). Documents are small (a site has a
+//! handful of nodes), so each event carries the whole document rather than a diff: a reader
+//! that missed events is never out of step.
+//!
+//! [`site_health`] is the rule that says whether a site can serve a service, which the
+//! publisher and every reader share.
 
-pub mod client;
+pub mod follower;
 pub mod server;
+pub mod site_health;
+mod sse;
+
+/// How often the stream carries a heartbeat while nothing changes.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -18,6 +28,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SiteFeed {
     pub site: String,
+    /// The publisher's instance, chosen when it starts: a new one starts its generations over.
+    #[serde(default)]
+    pub instance: String,
     /// Grows by one with every change.
     pub generation: u64,
     pub services: Vec<ServiceState>,
@@ -50,4 +63,42 @@ pub struct NodeState {
     pub capacity_mbps: u32,
     #[serde(default)]
     pub draining: bool,
+}
+
+impl SiteFeed {
+    pub fn version(&self) -> Version {
+        Version {
+            instance: self.instance.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+/// Which document of which publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub instance: String,
+    pub generation: u64,
+}
+
+impl Version {
+    /// Whether a document of this version replaces one of `other`: from another publisher
+    /// instance (a restart), or a later generation of the same one.
+    pub fn newer_than(&self, other: &Version) -> bool {
+        self.instance != other.instance || self.generation > other.generation
+    }
+}
+
+/// An id for a publisher instance: unique across restarts and hosts for all practical purposes.
+pub fn new_instance() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the operating system's randomness per process.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }

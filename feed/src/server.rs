@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,15 +20,19 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(initial: SiteFeed) -> Self {
+    /// A publisher of a new instance (see [`crate::new_instance`]).
+    pub fn new(mut initial: SiteFeed) -> Self {
+        initial.instance = crate::new_instance();
         Self {
             tx: Arc::new(watch::channel(initial).0),
         }
     }
 
-    /// Replaces the document; the generation is set here so it always grows.
+    /// Replaces the document; instance and generation are set here so that the generation
+    /// always grows within the instance.
     pub fn publish(&self, mut feed: SiteFeed) {
         self.tx.send_modify(|current| {
+            feed.instance = current.instance.clone();
             feed.generation = current.generation + 1;
             *current = feed;
         });
@@ -102,13 +105,9 @@ async fn stream(State(feed): State<Feed>, headers: HeaderMap) -> Response {
             }
         }
     });
-    // A comment every second: readers tell a silent feed from a quiet one.
+    // A comment every heartbeat: readers tell a silent feed from a quiet one.
     Sse::new(events)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(1))
-                .text("ping"),
-        )
+        .keep_alive(KeepAlive::new().interval(crate::HEARTBEAT).text("ping"))
         .into_response()
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use config::Deployment;
 use feed::SiteFeed;
-use feed::client::{FeedEvent, follow};
+use feed::follower::{FeedEvent, follow};
 use tracing::{info, warn};
 
 use crate::state::Shared;
@@ -52,34 +52,10 @@ pub fn spawn(shared: Arc<Shared>, deployment: &Deployment) -> Followers {
 }
 
 async fn follow_site(shared: Arc<Shared>, site: String, url: String, token: Option<String>) {
-    let mut backoff = Duration::from_millis(200);
-    let mut reported = false;
-    loop {
-        let result = follow(&url, token.as_deref(), |event| {
-            apply(&shared, &site, event);
-        })
-        .await;
-        if let Err(e) = result {
-            // Say it once per outage, not on every retry.
-            if !reported {
-                warn!(%site, %url, "site feed unavailable, retrying: {e}");
-                reported = true;
-            }
-        }
-        if shared
-            .health
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .sites
-            .iter()
-            .any(|s| s.name == site && s.last_feed.is_some())
-        {
-            reported = false;
-            backoff = Duration::from_millis(200);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    follow(&site, &url, token.as_deref(), |event| {
+        apply(&shared, &site, event)
+    })
+    .await;
 }
 
 /// Applies one event of `site`'s feed.
@@ -97,9 +73,8 @@ pub fn apply(shared: &Shared, site: &str, event: FeedEvent) {
             warn!(%site, other = %doc.site, "feed document is for another site, ignored");
             return;
         }
-        if doc.generation <= view.generation && !first {
-            return;
-        }
+        // The follower passes only documents newer than the last one, or from a publisher
+        // that restarted (whose generations start over).
         let changed = apply_document(view, &doc);
         view.generation = doc.generation;
         if changed || first {

@@ -1,23 +1,16 @@
 //! DNS protocol rules around [`answer`](crate::answer::answer): EDNS, Client Subnet
-//! (RFC 7871), REFUSED outside our zones, no recursion. [`respond`] is shared by the UDP loop
-//! (`udp`) and by hickory-server, which handles TCP.
+//! (RFC 7871), REFUSED outside our zones, no recursion. [`respond`] is the general path's
+//! (`query::slow`), for UDP and TCP alike.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
-use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 
 use crate::answer::{Outcome, answer};
+use crate::query::hot::MAX_UDP_PAYLOAD;
 use crate::state::Shared;
-
-/// Largest UDP payload we offer (the DNS flag day 2020 value, avoids IP fragmentation).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// What the query's Client Subnet option asks.
 pub enum Subnet {
@@ -156,55 +149,5 @@ pub fn respond(
         answers: outcome.answers,
         soa: outcome.soa,
         edns,
-    }
-}
-
-/// hickory-server's handler (TCP).
-#[derive(Clone)]
-pub struct GeoHandler {
-    pub shared: Arc<Shared>,
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for GeoHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut handle: R,
-    ) -> ResponseInfo {
-        let started = Instant::now();
-        let question = request.request_info().ok().map(|info| Question {
-            name: info.query.original().name().clone(),
-            qtype: info.query.query_type(),
-            class: info.query.query_class(),
-        });
-        let reply = respond(
-            &self.shared,
-            &request.metadata,
-            question,
-            request.edns.as_ref(),
-            request.src().ip(),
-        );
-        let soa: Vec<&Record> = reply.soa.iter().collect();
-        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
-            reply.metadata,
-            reply.answers.iter(),
-            [],
-            soa,
-            [],
-        );
-        let result = handle.send_response(response).await;
-        self.shared
-            .metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
-        result.unwrap_or_else(|_| {
-            let mut failed = reply.metadata;
-            failed.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header {
-                metadata: failed,
-                counts: HeaderCounts::default(),
-            })
-        })
     }
 }

@@ -1,18 +1,29 @@
 //! Authoritative geo-DNS: answers service hostnames with the nearest healthy site's nodes
 //! (EDNS Client Subnet, else the source address, located in a MaxMind DB) and serves static
 //! zone data for everything else.
+//!
+//! ```text
+//!   udp (workers, batched I/O) ─┐
+//!                               ├─▶ query: hot (fast path, memo) │ slow (hickory-proto) ─▶ answer
+//!   tcp (a task per connection) ┘                                                  │
+//!   feeds ──▶ state (configuration, database, health; swapped whole) ◀── steering ─┘
+//! ```
 
-pub mod admin_state;
-pub mod answer;
-pub mod feeds;
+mod admin_state;
+mod answer;
+mod feeds;
 pub mod geo;
-pub mod handler;
-pub mod health;
-pub mod memo;
-pub mod metrics;
-pub mod scope;
+mod handler;
+mod health;
+mod memo;
+mod metrics;
+pub mod query;
+mod scope;
 pub mod server;
-pub mod state;
-pub mod steering;
-pub mod udp;
-pub mod zone;
+mod state;
+mod steering;
+mod tcp;
+mod udp;
+mod zone;
+
+pub use state::Shared;

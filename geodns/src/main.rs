@@ -2,11 +2,13 @@
 
 use std::net::IpAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
+use daemon::http::Method;
 
 /// Authoritative geo-DNS steering viewers to the nearest healthy site.
 ///
@@ -53,35 +55,22 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return check_config(&cli.config);
     }
-    daemon::logging::init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.threads {
-        builder.worker_threads(threads.max(1));
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let threads = cli.threads;
+    daemon::process::run(threads, || async {
+        dispatch(cli).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
     let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
     let deployment = Deployment::load(&path)?;
-    let admin = deployment
+    let dns = deployment
         .dns
         .as_ref()
-        .map(|d| d.admin)
         .context("the deployment file has no [dns] section")?;
+    let admin = dns.admin.to_string();
+    let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
     match cli.command {
         None => {
             let threads = cli
@@ -100,9 +89,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 None
             } else {
                 http(
-                    admin,
-                    "GET",
+                    &admin,
+                    Method::GET,
                     &format!("/explain?name={name}&client={client}&qtype={qtype}"),
+                    None,
                 )
                 .await
                 .ok()
@@ -132,9 +122,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Admin { site, node, state }) => {
             let node = node.map(|n| format!("&node={n}")).unwrap_or_default();
             let body = http(
-                admin,
-                "POST",
+                &admin,
+                Method::POST,
                 &format!("/admin-state?site={site}{node}&state={state}"),
+                token.as_deref(),
             )
             .await?;
             print!("{body}");
@@ -143,20 +134,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// A one-shot HTTP/1.1 request to the admin endpoint.
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
+/// A request to the admin endpoint; the body of a 2xx answer.
+async fn http(admin: &str, method: Method, path: &str, token: Option<&str>) -> Result<String> {
+    let response = daemon::http::request(method, admin, path, token, Duration::from_secs(10))
         .await
-        .with_context(|| format!("cannot reach geodns admin endpoint {addr}"))?;
-    stream.write_all(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("geodns answered: {}", body.trim());
+        .with_context(|| format!("cannot reach the geodns admin endpoint {admin}"))?;
+    if !response.ok() {
+        anyhow::bail!(
+            "geodns answered {}: {}",
+            response.status,
+            response.body.trim()
+        );
     }
-    Ok(body.to_owned())
+    Ok(response.body)
 }

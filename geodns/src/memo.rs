@@ -232,6 +232,8 @@ pub struct Cache {
     /// Scratch space for choosing nodes: (node index, weight) and the chosen indices.
     pub pool: Vec<(usize, f64)>,
     pub picked: Vec<usize>,
+    /// The chosen nodes' addresses, in answer order.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl Default for Cache {
@@ -241,6 +243,7 @@ impl Default for Cache {
             unshared: None,
             pool: Vec::with_capacity(16),
             picked: Vec::with_capacity(16),
+            addresses: Vec::with_capacity(16),
         }
     }
 }
@@ -419,7 +422,7 @@ mod tests {
     #[test]
     fn the_per_view_table_chooses_as_choose_site_does() {
         use crate::health::AdminState;
-        use crate::steering::{choose_site, pick_site};
+        use crate::steering::{choose, pick_site};
         let shared = shared("");
         let prepared = shared.prepared();
         let client = IpAddr::from([198, 51, 100, 1]);
@@ -449,7 +452,8 @@ mod tests {
                 for family in [Family::V4, Family::V6] {
                     let sites = view.choices.sites(s, family);
                     let table = pick_site(&ranking.order, |i| sites[i].state);
-                    let direct = choose_site(&ranking, &view.health, service, family);
+                    let direct = choose(&ranking, &view.health, service, family)
+                        .map(|c| (c.site, c.fail_open));
                     assert_eq!(table, direct, "{} {family:?}", service.name);
                     if let Some((site, fail_open)) = table {
                         let nodes = &view.health.sites[site].nodes;

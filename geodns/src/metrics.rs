@@ -8,6 +8,8 @@ pub struct Metrics {
     pub answers_by_site: IntCounterVec,
     pub fail_open: IntCounter,
     pub latency: Histogram,
+    /// Panics contained while answering one query (UDP datagram or TCP connection).
+    pub worker_panics: IntCounter,
     /// `queries{qtype="A"|"AAAA", rcode="No Error"}`, resolved once: the UDP fast path counts
     /// every answer, and a label lookup per query is a hash and a lock.
     pub answered: [IntCounter; 2],
@@ -43,8 +45,14 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let worker_panics = IntCounter::new(
+            "geodns_worker_panics_total",
+            "Panics contained while answering a query: that query was dropped, the worker went on",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(queries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(worker_panics.clone()),
             Box::new(answers_by_site.clone()),
             Box::new(fail_open.clone()),
             Box::new(latency.clone()),
@@ -59,6 +67,7 @@ impl Metrics {
             answers_by_site,
             fail_open,
             latency,
+            worker_panics,
         }
     }
 }

@@ -11,14 +11,13 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use config::Deployment;
-use hickory_server::Server;
-use hickory_server::proto::rr::{Name, RecordType};
+use daemon::Liveness;
+use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::answer::{LocationView, Steered, answer};
 use crate::geo::GeoDb;
-use crate::handler::GeoHandler;
 use crate::health::AdminState;
 use crate::state::{Prepared, Shared};
 
@@ -40,6 +39,8 @@ pub enum RunError {
     NoDns,
     #[error(transparent)]
     AdminState(#[from] crate::admin_state::AdminStateError),
+    #[error("dns.admin_token: {0}")]
+    Secret(#[from] config::types::SecretError),
 }
 
 /// Opens the location database named in the deployment, if any.
@@ -52,7 +53,7 @@ pub fn open_geo(d: &Deployment) -> Result<Option<GeoDb>, crate::geo::GeoError> {
 }
 
 /// Serves DNS until SIGTERM/Ctrl-C. SIGHUP re-reads `config_path`.
-/// `udp_threads` workers answer UDP on each listen address; hickory-server answers TCP.
+/// `udp_threads` workers answer UDP on each listen address, a task per listener TCP.
 pub async fn run(
     deployment: Deployment,
     config_path: PathBuf,
@@ -76,25 +77,31 @@ pub async fn run(
             info!(overrides = saved.len(), path = %path.display(), "operator overrides restored");
         }
     }
-    let mut server = Server::new(GeoHandler {
-        shared: shared.clone(),
-    });
+    let liveness = Liveness::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
+    let mut tcp = Vec::new();
     for addr in &dns.listen {
         let listen_error = |cause| RunError::Listen { addr: *addr, cause };
-        let tcp = tokio::net::TcpListener::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(listen_error)?;
-        server.register_listener(tcp, Duration::from_secs(10), 64);
+        let beat = liveness.flag(format!("dns tcp listener on {addr}"));
+        tcp.push(tokio::spawn(crate::tcp::serve(
+            shared.clone(),
+            listener,
+            beat,
+        )));
         workers.extend(
-            crate::udp::spawn(shared.clone(), *addr, udp_threads, stop.clone())
+            crate::udp::spawn(shared.clone(), *addr, udp_threads, stop.clone(), &liveness)
                 .map_err(listen_error)?,
         );
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
     let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
-    let _admin = daemon::admin::serve(dns.admin, admin_router(shared.clone())).await?;
+    let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
+    let _admin =
+        daemon::admin::serve(dns.admin, admin_router(shared.clone(), liveness, token)).await?;
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));
     }
@@ -111,7 +118,9 @@ pub async fn run(
     drop(followers);
     info!("shutting down");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = server.shutdown_gracefully().await;
+    for task in tcp {
+        task.abort();
+    }
     for worker in workers {
         let _ = worker.join();
     }
@@ -159,20 +168,30 @@ async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
     }
 }
 
-/// The admin endpoint: `/metrics`, `/healthz`, `/explain`, `/admin-state`.
-pub fn admin_router(shared: Arc<Shared>) -> axum::Router {
+/// The admin endpoint: `/metrics`, `/healthz`, `/explain` and reading `/admin-state` are open;
+/// changing the admin state needs `token` when one is set.
+pub fn admin_router(
+    shared: Arc<Shared>,
+    liveness: Liveness,
+    token: Option<String>,
+) -> axum::Router {
     let scrape = shared.clone();
-    let own = axum::Router::new()
+    let open = axum::Router::new()
         .route("/explain", get(explain_handler))
-        .route(
-            "/admin-state",
-            post(admin_state_handler).get(health_handler),
-        )
+        .route("/admin-state", get(health_handler))
+        .with_state(shared.clone());
+    let protected = axum::Router::new()
+        .route("/admin-state", post(admin_state_handler))
         .with_state(shared);
-    daemon::admin::router(Arc::new(move || {
-        daemon::admin::encode(&scrape.metrics.registry) + &crate::metrics::health_text(&scrape)
-    }))
-    .merge(own)
+    daemon::admin::router(
+        "geodns",
+        Arc::new(move || {
+            daemon::admin::encode(&scrape.metrics.registry) + &crate::metrics::health_text(&scrape)
+        }),
+        liveness,
+    )
+    .merge(open)
+    .merge(daemon::admin::protected(protected, token))
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::geo::{Location, distance_km};
+use feed::site_health::{NodeHealth, Operator, Reason, SiteHealth, Thresholds, site_health};
+
 use crate::health::{AdminState, HealthState, NodeView, SiteView};
 
 /// Why sites were ranked the way they were.
@@ -189,65 +191,55 @@ pub struct SiteVerdict {
     pub why: String,
 }
 
-/// A site's verdict for `service` in questions of `family`.
-pub fn verdict(site: &SiteView, service: &Service, family: Family) -> SiteVerdict {
-    let nodes: Vec<_> = site
+/// The site-health rule for `site`, `service` and the question's `family`.
+///
+/// geodns applies the rule itself rather than take the verdict healthd publishes: it decides
+/// per address family (a site healthy for A may have no node with an IPv6 address), applies
+/// operators' overrides made here, and must answer while a feed is silent (its nodes then count
+/// as up). The rule is the same one healthd uses (`feed::site_health`).
+pub fn health_of(site: &SiteView, service: &Service, family: Family) -> SiteHealth {
+    let operator = match site.admin {
+        Some(AdminState::Down) => Operator::ForcedDown,
+        Some(AdminState::Up) => Operator::ForcedUp,
+        None => Operator::None,
+    };
+    let nodes = site
         .nodes
         .iter()
         .filter(|n| serves(n, service, family))
-        .collect();
-    let up: Vec<_> = nodes.iter().filter(|n| n.up()).collect();
-    let capacity: f64 = up.iter().map(|n| f64::from(n.capacity_mbps)).sum();
-    let load = if capacity > 0.0 {
-        up.iter()
-            .map(|n| n.load * f64::from(n.capacity_mbps))
-            .sum::<f64>()
-            / capacity
-    } else {
-        1.0
-    };
-    let (usable, why) = match site.admin {
-        Some(AdminState::Down) => (false, "forced down by an operator".to_owned()),
-        Some(AdminState::Up) if !up.is_empty() => (true, "forced up by an operator".to_owned()),
-        _ if nodes.is_empty() => (
-            false,
-            match family {
-                Family::V4 => "no node with an IPv4 address carries the service".to_owned(),
-                Family::V6 => "no node with an IPv6 address carries the service".to_owned(),
-            },
-        ),
-        _ if (up.len() as u32) < service.min_healthy_nodes => (
-            false,
-            format!(
-                "{} of {} nodes healthy, {} needed",
-                up.len(),
-                nodes.len(),
-                service.min_healthy_nodes
-            ),
-        ),
-        _ if load >= service.spill_load => (
-            false,
-            format!(
-                "load {:.0}% at or above the spill threshold {:.0}%",
-                load * 100.0,
-                service.spill_load * 100.0
-            ),
-        ),
-        _ => (
-            true,
-            format!(
-                "{} of {} nodes healthy, load {:.0}%",
-                up.len(),
-                nodes.len(),
-                load * 100.0
-            ),
-        ),
+        .map(|n| NodeHealth {
+            up: n.up(),
+            load: n.load,
+            capacity_mbps: n.capacity_mbps,
+        });
+    site_health(nodes, thresholds(service), operator)
+}
+
+/// A service's thresholds for the site-health rule.
+pub fn thresholds(service: &Service) -> Thresholds {
+    Thresholds {
+        min_healthy_nodes: service.min_healthy_nodes,
+        spill_load: service.spill_load,
+    }
+}
+
+/// A site's verdict for `service` in questions of `family`, as `explain` shows it.
+pub fn verdict(site: &SiteView, service: &Service, family: Family) -> SiteVerdict {
+    let health = health_of(site, service, family);
+    let why = match (health.reason, family) {
+        (Reason::NoNodes, Family::V4) => {
+            "no node with an IPv4 address carries the service".to_owned()
+        }
+        (Reason::NoNodes, Family::V6) => {
+            "no node with an IPv6 address carries the service".to_owned()
+        }
+        (reason, _) => reason.to_string(),
     };
     SiteVerdict {
         site: site.name.clone(),
-        healthy_nodes: up.len(),
-        load,
-        usable,
+        healthy_nodes: health.up as usize,
+        load: health.load,
+        usable: health.usable,
         why,
     }
 }
@@ -273,34 +265,9 @@ pub fn choose(
         .iter()
         .map(|&i| verdict(&health.sites[i], service, family))
         .collect();
-    let carries = |i: usize| {
-        health.sites[i]
-            .nodes
-            .iter()
-            .any(|n| serves(n, service, family))
-    };
-    let pick = ranking
-        .order
-        .iter()
-        .zip(&verdicts)
-        .find(|(_, v)| v.usable)
-        .map(|(i, _)| (*i, false))
-        .or_else(|| {
-            ranking
-                .order
-                .iter()
-                .zip(&verdicts)
-                .find(|(_, v)| v.healthy_nodes > 0)
-                .map(|(i, _)| (*i, true))
-        })
-        .or_else(|| {
-            ranking
-                .order
-                .iter()
-                .copied()
-                .find(|i| carries(*i))
-                .map(|i| (i, true))
-        });
+    let pick = pick_site(&ranking.order, |i| {
+        site_state(&health.sites[i], service, family)
+    });
     pick.map(|(site, fail_open)| Choice {
         site,
         fail_open,
@@ -322,29 +289,11 @@ pub struct SiteState {
 
 /// The [`SiteState`] of `site`.
 pub fn site_state(site: &SiteView, service: &Service, family: Family) -> SiteState {
-    let mut carrying = 0u32;
-    let mut up = 0u32;
-    let mut capacity = 0.0;
-    let mut used = 0.0;
-    for n in site.nodes.iter().filter(|n| serves(n, service, family)) {
-        carrying += 1;
-        if n.up() {
-            up += 1;
-            capacity += f64::from(n.capacity_mbps);
-            used += n.load * f64::from(n.capacity_mbps);
-        }
-    }
-    let load = if capacity > 0.0 { used / capacity } else { 1.0 };
-    let usable = carrying > 0
-        && match site.admin {
-            Some(AdminState::Down) => false,
-            Some(AdminState::Up) => up > 0,
-            None => up >= service.min_healthy_nodes && load < service.spill_load,
-        };
+    let health = health_of(site, service, family);
     SiteState {
-        carrying: carrying > 0,
-        any_up: up > 0,
-        usable,
+        carrying: health.total > 0,
+        any_up: health.up > 0,
+        usable: health.usable,
     }
 }
 
@@ -369,23 +318,25 @@ pub fn pick_site(order: &[usize], state: impl Fn(usize) -> SiteState) -> Option<
     first_with_nodes.or(first_carrying).map(|i| (i, true))
 }
 
-/// [`choose`] without the explanations: the chosen site index and whether it is a fail-open
-/// choice. Same rules, no allocation.
-pub fn choose_site(
-    ranking: &Ranking,
-    health: &HealthState,
-    service: &Service,
-    family: Family,
-) -> Option<(usize, bool)> {
-    pick_site(&ranking.order, |i| {
-        site_state(&health.sites[i], service, family)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::health::HealthState;
+
+    /// The chosen site and whether it fails open, as the fast path's table decides.
+    fn choose_site(
+        ranking: &Ranking,
+        health: &HealthState,
+        service: &Service,
+        family: Family,
+    ) -> Option<(usize, bool)> {
+        let table = pick_site(&ranking.order, |i| {
+            site_state(&health.sites[i], service, family)
+        });
+        let verbose = choose(ranking, health, service, family).map(|c| (c.site, c.fail_open));
+        assert_eq!(table, verbose, "the table and the explained choice agree");
+        table
+    }
 
     fn example() -> Deployment {
         let text = include_str!("../../config/examples/three-sites.toml");

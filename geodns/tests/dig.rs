@@ -35,6 +35,7 @@ fn places() -> Vec<Place<'static>> {
 struct GeoDns {
     daemon: Daemon,
     dns: SocketAddr,
+    admin: SocketAddr,
     config: std::path::PathBuf,
     _dir: TempDir,
 }
@@ -79,6 +80,7 @@ impl GeoDns {
         let server = Self {
             daemon,
             dns,
+            admin,
             config,
             _dir: dir,
         };
@@ -488,14 +490,54 @@ fn malformed_client_subnet_gets_formerr_and_garbage_never_crashes() {
         }
         let _ = socket.send_to(&packet, g.dns);
     }
+    // The datagram that once killed a worker thread, sent from many source ports so that
+    // SO_REUSEPORT spreads it over every worker: each gets FORMERR.
+    let mut long = vec![0x13, 0x37, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for len in [63u8, 63, 63, 62, 63] {
+        long.push(len);
+        long.extend(std::iter::repeat_n(b'a', usize::from(len)));
+    }
+    long.extend_from_slice(&[0, 0, 1, 0, 1]);
+    for _ in 0..32 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(&long, g.dns).unwrap();
+        let (n, _) = s
+            .recv_from(&mut buf)
+            .expect("an answer to an over-long name");
+        assert!(n >= 12 && buf[3] & 0x0f == 1, "FORMERR: {:02x?}", &buf[..n]);
+    }
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         g.daemon.running(),
         "geodns survived garbage:\n{}",
         g.daemon.log_text()
     );
+    // Every worker still answers right, not only the process: queries from 64 source ports.
+    let mut q = query_with_bad_ecs();
+    let scope = q.len() - 4;
+    q[scope] = 0;
+    for _ in 0..64 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(&q, g.dns).unwrap();
+        let (n, _) = s.recv_from(&mut buf).expect("every worker answers");
+        let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        let addrs: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert!(
+            !addrs.is_empty() && addrs.iter().all(|a| AMS.contains(&a.as_str())),
+            "Amsterdam's nodes: {addrs:?}"
+        );
+    }
+    let (status, body) = testkit::http::get(g.admin, "/healthz").expect("admin answers");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (_, metrics) = testkit::http::get(g.admin, "/metrics").unwrap();
+    for counter in ["geodns_worker_panics_total 0", "geodns_panics_total 0"] {
+        assert!(metrics.contains(counter), "{counter}:\n{metrics}");
+    }
     let soa = g.dig(&["tv.example.net", "SOA", "+short"]);
     assert!(soa.contains("hostmaster"), "still answering: {soa}");
+    g.restart();
 }
 
 #[test]

@@ -50,6 +50,7 @@ fn ams_feed(healthy: bool) -> SiteFeed {
     };
     SiteFeed {
         site: "ams".into(),
+        instance: String::new(),
         generation: 0,
         services: vec![],
         nodes: vec![node("ams-1", "127.0.11.1"), node("ams-2", "127.0.11.2")],
@@ -158,4 +159,134 @@ fn feed_changes_steer_the_next_query_and_a_silent_feed_fails_open() {
         "{}",
         geodns.log_text()
     );
+}
+
+/// Serves `publisher` on `addr` on a runtime of its own, as a healthd process would: dropping
+/// the runtime ends every connection, as the process's death does.
+fn serve_feed(addr: SocketAddr, publisher: &feed::server::Publisher) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = feed::server::router(publisher.clone(), None);
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        axum::serve(listener, router).await.unwrap();
+    });
+    runtime
+}
+
+#[test]
+fn a_restarted_publisher_is_followed_at_once_and_a_silent_stream_is_dialled_again() {
+    if testkit::require(
+        "a_restarted_publisher_is_followed_at_once_and_a_silent_stream_is_dialled_again",
+        &[("dig", "bind9-dnsutils")],
+        false,
+    )
+    .is_none()
+    {
+        return;
+    }
+    let net = Loopback::fresh();
+    let feed_addr = SocketAddr::from((net.host(70), 9180));
+    // A publisher that has been running a while: Amsterdam down at generation 50.
+    let first = feed::server::Publisher::new(ams_feed(true));
+    for i in 0..50 {
+        first.publish(ams_feed(i % 2 == 0));
+    }
+    let server = serve_feed(feed_addr, &first);
+
+    let dir = TempDir::new("geodns-feed-restart");
+    let dns = SocketAddr::from((net.host(53), 5353));
+    let text = EXAMPLE
+        .replace(
+            "feed = \"127.0.10.1:9180\"",
+            &format!("feed = \"{feed_addr}\""),
+        )
+        .replace(
+            "listen = [\"127.0.0.1:5353\"]",
+            &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\""),
+        )
+        .replace(
+            "admin = \"127.0.0.1:9153\"",
+            &format!("admin = \"{}:9153\"", net.host(53)),
+        );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let places = [geodns::geo::Place {
+        network: "198.51.100.0/24".parse().unwrap(),
+        country: "NL",
+        continent: "EU",
+        latitude: 52.37,
+        longitude: 4.90,
+    }];
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        geodns::geo::synthetic_db(&places).unwrap(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config").arg(dir.path().join("deploy.toml"));
+    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let steered = |site: &str, within: Duration| {
+        wait_for(within, || (dig_site(dns) == site).then_some(())).is_some()
+    };
+    assert!(
+        steered("lon", Duration::from_secs(10)),
+        "{}",
+        geodns.log_text()
+    );
+
+    // healthd restarts: a new instance whose generations start over, Amsterdam healthy.
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = feed::server::Publisher::new(ams_feed(true));
+    let started = std::time::Instant::now();
+    let server = serve_feed(feed_addr, &second);
+    assert!(
+        steered("ams", Duration::from_secs(3)),
+        "the restarted publisher was ignored:\n{}",
+        geodns.log_text()
+    );
+    let followed = started.elapsed();
+    println!("geodns followed the restarted publisher after {followed:?}");
+    assert!(followed < Duration::from_millis(1500), "{followed:?}");
+
+    // The publisher's host goes silent: the connection stays open, nothing more comes. A new
+    // publisher (Amsterdam down) is found once the follower gives up on the silent stream.
+    drop(server);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(feed_addr).await.unwrap();
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("geodns dials again")
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        stream
+    });
+    let silent_since = std::time::Instant::now();
+    let third = feed::server::Publisher::new(ams_feed(false));
+    let _server = serve_feed(feed_addr, &third);
+    assert!(
+        steered("lon", Duration::from_secs(8)),
+        "a silent stream was never dropped:\n{}",
+        geodns.log_text()
+    );
+    let moved = silent_since.elapsed();
+    println!("geodns left the silent stream after {moved:?}");
+    assert!(
+        moved >= feed::follower::SILENCE - Duration::from_millis(200),
+        "{moved:?}"
+    );
+    drop(held);
 }

@@ -30,7 +30,7 @@ use crate::node::{Health, NodeTracker};
 use crate::peers::Peers;
 use crate::probe::Prober;
 use crate::report::NodeReport;
-use crate::verdict::{Announcement, NodeInput, Verdict, VerdictState};
+use crate::verdict::{Announcement, NodeHealth, Verdict, VerdictState};
 
 /// Why healthd could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +44,17 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         cause: std::io::Error,
     },
-    #[error("feed token: {0}")]
+    #[error("cannot read a secret of the deployment file: {0}")]
     Secret(#[from] config::types::SecretError),
     #[error("node {node}: cannot probe over TLS: {reason}")]
     Tls { node: String, reason: String },
     #[error("the deployment file is not valid: {0}")]
     Invalid(String),
 }
+
+/// Longest the site task may go without a round before `/healthz` reports it (rounds come
+/// every check interval, at most a second).
+const SITE_TASK_BOUND: Duration = Duration::from_secs(5);
 
 /// One probe result, folded by the node's tracker.
 struct NodeUpdate {
@@ -303,12 +307,28 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
             cause,
         })?;
     let feed_router = feed::server::router(publisher.clone(), token);
+    let liveness = daemon::Liveness::default();
+    let feed_listener = liveness.flag(format!("feed listener on {}", site.healthd.feed));
     tokio::spawn(async move {
+        let _serving = feed_listener.serving_while();
         let _ = axum::serve(feed, feed_router).await;
     });
+    let admin_token = site
+        .healthd
+        .admin_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()?;
     let scrape = metrics.clone();
-    let admin = daemon::admin::router(Arc::new(move || daemon::admin::encode(&scrape.registry)))
-        .merge(drain_router(drained.clone()));
+    let admin = daemon::admin::router(
+        "healthd",
+        Arc::new(move || daemon::admin::encode(&scrape.registry)),
+        liveness.clone(),
+    )
+    .merge(daemon::admin::protected(
+        drain_router(drained.clone()),
+        admin_token,
+    ));
     let _admin = daemon::admin::serve(site.healthd.admin, admin)
         .await
         .map_err(|e| StartError::Listen {
@@ -336,6 +356,7 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
     let (control, control_rx) = mpsc::channel(4);
     let peers = Arc::new(Peers::default());
     let followers = crate::peers::follow_all(peers.clone(), &deployment, &site.name);
+    let beat = liveness.heartbeat("site task (decisions, speaker, feed)", SITE_TASK_BOUND);
     let task = SiteTask::new(
         deployment,
         site.clone(),
@@ -343,6 +364,7 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         metrics.clone(),
         drained,
         peers.clone(),
+        beat,
     );
     Ok(Running {
         site_task: tokio::spawn(task.run(rx, control_rx, interval)),
@@ -502,6 +524,8 @@ struct SiteTask {
     peers: Arc<Peers>,
     /// Services whose verdict turned to withdraw, and when: they settle before withdrawing.
     settling: HashMap<String, Instant>,
+    /// Beaten every round: a site task that stops deciding is reported by `/healthz`.
+    beat: daemon::Beat,
 }
 
 impl SiteTask {
@@ -512,6 +536,7 @@ impl SiteTask {
         metrics: Arc<Metrics>,
         drained: Arc<AtomicBool>,
         peers: Arc<Peers>,
+        beat: daemon::Beat,
     ) -> Self {
         let n = site.nodes.len();
         let index = site
@@ -537,6 +562,7 @@ impl SiteTask {
             speaker_error: false,
             peers,
             settling: HashMap::new(),
+            beat,
         }
     }
 
@@ -626,6 +652,7 @@ impl SiteTask {
 
     /// Decides every service, drives the speaker, publishes the feed.
     async fn round(&mut self) {
+        self.beat.beat();
         let now = Instant::now();
         let drained = self.drained.load(Ordering::Relaxed)
             || self
@@ -643,13 +670,13 @@ impl SiteTask {
         let mut ops = Vec::new();
         let mut services = Vec::new();
         for svc in &self.deployment.services {
-            let nodes: Vec<NodeInput> = self
+            let nodes: Vec<NodeHealth> = self
                 .site
                 .nodes
                 .iter()
                 .zip(self.health.iter().zip(&self.reports))
                 .filter(|(n, _)| n.services.contains(&svc.name))
-                .map(|(n, (h, r))| NodeInput {
+                .map(|(n, (h, r))| NodeHealth {
                     // A draining node keeps its viewers but counts as gone for the site.
                     up: *h == Health::Up && !r.draining,
                     load: r.load,
@@ -744,8 +771,9 @@ impl SiteTask {
             });
             self.last.insert(svc.name.clone(), verdict);
         }
-        self.drive(ops).await;
+        // The feed first: geodns moves viewers even while the speaker is slow to answer.
         self.publish(services);
+        self.drive(ops).await;
     }
 
     /// Sends this round's requests; reconnects (and so re-announces everything) after a
@@ -816,6 +844,8 @@ impl SiteTask {
             .collect();
         let doc = SiteFeed {
             site: self.site.name.clone(),
+            // Instance and generation are the publisher's to set.
+            instance: String::new(),
             generation: 0,
             services,
             nodes,

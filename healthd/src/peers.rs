@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use config::Deployment;
-use feed::client::{FeedEvent, follow};
-use tracing::{debug, warn};
+use feed::follower::{FeedEvent, follow};
+use tracing::warn;
 
 /// What was last heard from one site.
 #[derive(Debug, Clone)]
@@ -130,20 +130,10 @@ pub fn follow_all(peers: Arc<Peers>, deployment: &Deployment, own: &str) -> Foll
             });
             let (name, url, peers) = (site.name.clone(), site.healthd.feed_url(), peers.clone());
             tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(200);
-                loop {
-                    let result = follow(&url, token.as_deref(), |event| {
-                        peers.record(&name, event, Instant::now());
-                    })
-                    .await;
-                    if let Err(e) = result {
-                        debug!(site = %name, "peer feed unavailable: {e}");
-                    } else {
-                        backoff = Duration::from_millis(200);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                follow(&name, &url, token.as_deref(), |event| {
+                    peers.record(&name, event, Instant::now());
+                })
+                .await;
             })
         })
         .collect();
@@ -158,6 +148,7 @@ mod tests {
     fn doc(site: &str, healthy: bool) -> FeedEvent {
         FeedEvent::Document(SiteFeed {
             site: site.into(),
+            instance: "test".into(),
             generation: 1,
             services: vec![ServiceState {
                 name: "live".into(),

@@ -1,7 +1,7 @@
 //! The site verdict for one service, and what the degrade policy says to announce.
 //!
-//! Healthy: at least `min_healthy_nodes` nodes up and load under `spill_load`; the prefixes are
-//! announced plainly. Otherwise the service's degrade policy applies: withdraw at once, keep
+//! Healthy is the site-health rule (`feed::site_health`, the one geodns steers by): at least
+//! `min_healthy_nodes` nodes up and load under `spill_load`; the prefixes are announced plainly. Otherwise the service's degrade policy applies: withdraw at once, keep
 //! announcing made less preferred (prepend, MED, communities), or tag GRACEFUL_SHUTDOWN
 //! (RFC 8326) and withdraw after a delay. A drained site (operator or drain file) always goes
 //! the graceful-shutdown way.
@@ -12,16 +12,9 @@ use bgp_speaker::route::RouteAttrs;
 use config::Service;
 use config::service::DegradeAction;
 use config::types::Community;
+pub use feed::site_health::NodeHealth;
+use feed::site_health::{Operator, Thresholds, site_health};
 use serde::Serialize;
-
-/// What one node contributes to the verdict.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NodeInput {
-    pub up: bool,
-    /// Egress over capacity, 0..1.
-    pub load: f64,
-    pub capacity_mbps: u32,
-}
 
 /// What to tell the speaker about a service's prefixes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,46 +58,23 @@ impl VerdictState {
     pub fn decide(
         &mut self,
         service: &Service,
-        nodes: &[NodeInput],
+        nodes: &[NodeHealth],
         drained: bool,
         now: Instant,
     ) -> Verdict {
-        let up: Vec<&NodeInput> = nodes.iter().filter(|n| n.up).collect();
-        let capacity: f64 = up.iter().map(|n| f64::from(n.capacity_mbps)).sum();
-        let load = if capacity > 0.0 {
-            up.iter()
-                .map(|n| n.load * f64::from(n.capacity_mbps))
-                .sum::<f64>()
-                / capacity
+        let operator = if drained {
+            Operator::Drained
         } else {
-            1.0
+            Operator::None
         };
-        let problem = if drained {
-            Some("site drained by an operator".to_owned())
-        } else if (up.len() as u32) < service.min_healthy_nodes {
-            Some(format!(
-                "{} of {} nodes healthy, {} needed",
-                up.len(),
-                nodes.len(),
-                service.min_healthy_nodes
-            ))
-        } else if load >= service.spill_load {
-            Some(format!(
-                "load {:.0}% at or above the spill threshold {:.0}%",
-                load * 100.0,
-                service.spill_load * 100.0
-            ))
-        } else {
-            None
+        let thresholds = Thresholds {
+            min_healthy_nodes: service.min_healthy_nodes,
+            spill_load: service.spill_load,
         };
-        let Some(reason) = problem else {
+        let health = site_health(nodes.iter().copied(), thresholds, operator);
+        let reason = health.reason.to_string();
+        if health.usable {
             self.unhealthy_since = None;
-            let reason = format!(
-                "{} of {} nodes healthy, load {:.0}%",
-                up.len(),
-                nodes.len(),
-                load * 100.0
-            );
             return Verdict {
                 healthy: true,
                 reason,
@@ -113,7 +83,7 @@ impl VerdictState {
                     degraded: false,
                 },
             };
-        };
+        }
         let since = *self.unhealthy_since.get_or_insert(now);
         let policy = &service.degrade;
         let graceful = |delay: Duration| {
@@ -167,9 +137,9 @@ mod tests {
         toml::from_str(&text).unwrap()
     }
 
-    fn nodes(up: usize, total: usize, load: f64) -> Vec<NodeInput> {
+    fn nodes(up: usize, total: usize, load: f64) -> Vec<NodeHealth> {
         (0..total)
-            .map(|i| NodeInput {
+            .map(|i| NodeHealth {
                 up: i < up,
                 load,
                 capacity_mbps: 1000,

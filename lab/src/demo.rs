@@ -67,9 +67,11 @@ pub fn demo_deployment(dir: &Path) -> Result<Deployment> {
             dir.join(format!("{}-speaker.sock", site.name)),
         ));
         site.speaker.startup_hold = HumanDuration::from_secs(0);
-        // Each node gets an admin endpoint beside its HTTP port (drain, freeze).
+        // Each node gets an admin endpoint beside its HTTP port (drain, and freeze to try a
+        // frozen encoder: fault injection is for demos and labs only).
         for node in &mut site.nodes {
             node.admin = Some(SocketAddr::new(node.listen.ip(), node.listen.port() + 1));
+            node.fault_injection = true;
         }
     }
     if let Some(dns) = d.dns.as_mut() {

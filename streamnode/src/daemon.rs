@@ -120,50 +120,79 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("cannot listen on {}", node.listen))?;
+    let liveness = daemon::Liveness::default();
+    let viewers = liveness.flag(format!("viewer listener on {}", node.listen));
     tokio::spawn(crate::listener::serve(
         listener,
         router(state.clone()),
         tls,
         crate::listener::Limits::of(node),
+        viewers,
     ));
     if let Some(admin) = node.admin {
-        let drain = state.clone();
-        let undrain = state.clone();
-        let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
+        let token = node
+            .admin_token
+            .as_ref()
+            .map(|t| t.resolve())
+            .transpose()
+            .with_context(|| format!("node {name:?}: admin_token"))?;
         let scraped = state.clone();
-        let routes = daemon::admin::router(Arc::new(move || crate::metrics::render(&scraped)))
-            .route(
-                "/drain",
-                axum::routing::post(move || async move {
-                    drain.draining.store(true, Ordering::Relaxed);
-                    "draining\n"
-                }),
-            )
-            .route(
-                "/undrain",
-                axum::routing::post(move || async move {
-                    undrain.draining.store(false, Ordering::Relaxed);
-                    "ok\n"
-                }),
-            )
-            // Fault injection for the lab: stop feeding while HTTP keeps answering.
-            .route(
-                "/freeze",
-                axum::routing::post(move || async move {
-                    freeze.store(true, Ordering::Relaxed);
-                    tracing::warn!("streams frozen by request (fault injection)");
-                    "frozen\n"
-                }),
-            )
-            .route(
-                "/unfreeze",
-                axum::routing::post(move || async move {
-                    unfreeze.store(false, Ordering::Relaxed);
-                    "ok\n"
-                }),
-            );
+        let open = daemon::admin::router(
+            "streamnode",
+            Arc::new(move || crate::metrics::render(&scraped)),
+            liveness,
+        );
+        let routes = open.merge(daemon::admin::protected(
+            admin_routes(&state, node.fault_injection),
+            token,
+        ));
         daemon::admin::serve(admin, routes).await?;
     }
     info!(node = %node.name, listen = %node.listen, channels = state.channels.len(), "streamnode running");
     Ok(state)
+}
+
+/// The state-changing admin routes: drain and undrain, and fault injection when the node's
+/// configuration offers it (labs and demos).
+fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
+    let (drain, undrain) = (state.clone(), state.clone());
+    let routes = axum::Router::new()
+        .route(
+            "/drain",
+            axum::routing::post(move || async move {
+                drain.draining.store(true, Ordering::Relaxed);
+                info!("drained by an operator: healthd takes the node out, viewers keep playing");
+                "draining\n"
+            }),
+        )
+        .route(
+            "/undrain",
+            axum::routing::post(move || async move {
+                undrain.draining.store(false, Ordering::Relaxed);
+                info!("drain cleared by an operator");
+                "ok\n"
+            }),
+        );
+    if !fault_injection {
+        return routes;
+    }
+    let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
+    // Stop feeding while HTTP keeps answering: the frozen-encoder failure healthd must catch.
+    routes
+        .route(
+            "/freeze",
+            axum::routing::post(move || async move {
+                freeze.store(true, Ordering::Relaxed);
+                tracing::warn!("streams frozen by request (fault injection)");
+                "frozen\n"
+            }),
+        )
+        .route(
+            "/unfreeze",
+            axum::routing::post(move || async move {
+                unfreeze.store(false, Ordering::Relaxed);
+                tracing::warn!("streams unfrozen by request (fault injection)");
+                "ok\n"
+            }),
+        )
 }

@@ -105,7 +105,14 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// Serves `app` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, limits: Limits) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    beat: daemon::Beat,
+) {
+    let _serving = beat.serving_while();
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -182,6 +182,39 @@ fn signals_drain_and_metrics_describe_the_node() {
 }
 
 #[test]
+fn the_admin_api_wants_its_token_and_offers_fault_injection_only_when_configured() {
+    let dir = TempDir::new("streamnode-admin");
+    std::fs::write(dir.path().join("admin.token"), "t0ken\n").unwrap();
+    let (daemon, addr) = start_with("admin_token = { file = \"admin.token\" }", &dir);
+    let admin = SocketAddr::from((addr.ip(), 8081));
+    let up = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(admin, "/healthz").filter(|(s, _)| *s == 200)
+    });
+    assert!(up.is_some(), "admin endpoint:\n{}", daemon.log_text());
+    let draining = || {
+        let (_, body) = testkit::http::get(addr, "/status").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["draining"] == true
+    };
+    assert_eq!(testkit::http::post(admin, "/drain").map(|r| r.0), Some(401));
+    assert_eq!(
+        testkit::http::post_with_token(admin, "/drain", "wrong").map(|r| r.0),
+        Some(401)
+    );
+    assert!(!draining(), "a refused drain changes nothing");
+    assert!(daemon.log_text().contains("admin request refused"));
+    assert_eq!(
+        testkit::http::post_with_token(admin, "/drain", "t0ken").map(|r| r.0),
+        Some(200)
+    );
+    assert!(draining());
+    // Fault injection is not configured on this node: the route does not exist.
+    assert_eq!(
+        testkit::http::post_with_token(admin, "/freeze", "t0ken").map(|r| r.0),
+        Some(404)
+    );
+}
+
+#[test]
 fn many_concurrent_viewers_are_all_served() {
     let node = start();
     let (_, playlist) = testkit::http::get(node.addr, "/test/index.m3u8").unwrap();

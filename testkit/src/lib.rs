@@ -9,6 +9,7 @@ pub mod bird;
 pub mod exabgp;
 pub mod ffmpeg;
 pub mod frr;
+pub mod fuzz;
 pub mod gobgp;
 pub mod http;
 pub mod net;

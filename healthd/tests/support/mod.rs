@@ -58,7 +58,7 @@ pub fn deployment(net: Loopback, dir: &Path) -> String {
     let node = |name: &str, host: u8| {
         let ip = net.host(host);
         format!(
-            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
+            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{ip}\"\nlisten = \"{ip}:8080\"\nadmin = \"{ip}:8081\"\nfault_injection = true\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n"
         )
     };
     format!(

@@ -1,7 +1,6 @@
 //! The faults and what DESIGN.md's failure table says must follow each.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -402,46 +401,50 @@ fn interfaces(topology: &crate::topology::Topology, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// One GET on a fresh connection from the calling thread's namespace; the body.
+/// One GET from the calling thread's namespace; the body of a 2xx answer.
 fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    let response = daemon::http::blocking(
+        daemon::http::Method::GET,
+        &addr.to_string(),
+        path,
+        None,
+        Duration::from_secs(2),
     )?;
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    match reply.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => bail!(
-            "GET {path} from {addr}: {}",
-            reply.lines().next().unwrap_or("no answer")
-        ),
+    if !response.ok() {
+        bail!("GET {path} from {addr}: {}", response.status);
     }
+    Ok(response.body)
 }
 
-/// POSTs to a stream node's admin endpoint from inside the site (the node's namespace).
+/// POSTs to a stream node's admin endpoint from inside the site (the node's namespace), with
+/// the node's admin token.
 fn admin_post(world: &World<'_>, node: &str, path: &str) -> Result<()> {
-    let admin: SocketAddr = world
-        .node(node)?
+    let config = world.node(node)?;
+    let admin: SocketAddr = config
         .admin
         .ok_or_else(|| anyhow!("node {node} has no admin address in the deployment"))?;
+    let token = config
+        .admin_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()?;
     let ns = world.lab.namespace(node)?;
     let path = path.to_string();
     std::thread::spawn(move || -> Result<()> {
         crate::netns::enter(&ns)?;
-        // One request on a fresh connection: a fault injector, not a client library.
-        let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        let response = daemon::http::blocking(
+            daemon::http::Method::POST,
+            &admin.to_string(),
+            &path,
+            token.as_deref(),
+            Duration::from_secs(2),
         )?;
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        if !reply.starts_with("HTTP/1.1 2") {
-            bail!("POST {path} to {admin}: {}", reply.lines().next().unwrap_or("no answer"));
+        if !response.ok() {
+            bail!(
+                "POST {path} to {admin}: {} {}",
+                response.status,
+                response.body.trim()
+            );
         }
         Ok(())
     })

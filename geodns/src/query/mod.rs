@@ -1,0 +1,187 @@
+//! One query in, one answer out, whatever the transport: the hot shape through [`fast`] (a
+//! worker's memo, no general parser), everything else and every error through [`slow`].
+//!
+//! The two paths must agree; `tests/paths_agree.rs` checks the fast answer against the slow
+//! one over generated queries.
+
+pub mod edns;
+pub mod hot;
+pub mod slow;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::answer::{pick_weighted_into, sampled};
+use crate::health::changing_window;
+use crate::memo::Memo;
+use crate::state::Shared;
+use crate::steering::{Family, SiteState, pick_site};
+use hot::HotQuery;
+pub use slow::Transport;
+
+/// Writes the answer to a UDP datagram into `out`; false when nothing must be sent. `memo` is
+/// the calling worker's (see `memo`), `now` when its batch of datagrams arrived.
+pub fn handle_udp(
+    shared: &Shared,
+    memo: &mut Memo,
+    query: &[u8],
+    from: SocketAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    if !plausible(query, from) {
+        return false;
+    }
+    if let Some(hot) = HotQuery::parse(query)
+        && fast(shared, memo, &hot, query, from.ip(), now, out)
+    {
+        return true;
+    }
+    slow::answer(shared, query, from.ip(), Transport::Udp, out)
+}
+
+/// Writes the answer to a query that came over TCP into `out` (the general path: TCP carries
+/// few queries, the retries of truncated answers and zone tooling).
+pub fn handle_tcp(shared: &Shared, query: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+    plausible(query, from) && slow::answer(shared, query, from.ip(), Transport::Tcp, out)
+}
+
+/// Never answer what cannot be a query (too short, QR set), nor to addresses that cannot be
+/// a client.
+fn plausible(query: &[u8], from: SocketAddr) -> bool {
+    query.len() >= 12 && query[2] & 0x80 == 0 && from.port() != 0 && !from.ip().is_unspecified()
+}
+
+/// Answers a hot query for a service hostname whose chosen site has addresses; false hands
+/// it to the general path (static names, empty answers).
+fn fast(
+    shared: &Shared,
+    memo: &mut Memo,
+    hot: &HotQuery,
+    q: &[u8],
+    source: IpAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    memo.refresh(shared);
+    let Memo { view, cache, tally } = memo;
+    let prepared = &view.prepared;
+    let raw = &q[hot.name.clone()];
+    // Names nearly always arrive in lower case, as the keys are: look the name up as it came
+    // and lower-case it (a byte loop that cost more than the lookup) only when that misses.
+    let service = match prepared.service_wire.get(raw) {
+        Some(&service) => service,
+        None => {
+            let mut name = [0u8; hot::MAX_NAME];
+            let Some(name) = name.get_mut(..raw.len()) else {
+                return false;
+            };
+            name.copy_from_slice(raw);
+            // Lower-casing the length bytes too is harmless: lengths are at most 63 (< 'A').
+            name.make_ascii_lowercase();
+            match prepared.service_wire.get(&*name) {
+                Some(&service) => service,
+                None => return false,
+            }
+        }
+    };
+    let svc = &prepared.deployment.services[service];
+    if svc.answer != config::service::AnswerMode::Nodes {
+        return false;
+    }
+    let client = hot.client(q, source);
+    let steered = cache.steer(prepared, view.geo.as_ref(), client);
+    let health = &view.health;
+    let v4 = hot.is_v4();
+    let family = if v4 { Family::V4 } else { Family::V6 };
+    let sites = view.choices.sites(service, family);
+    let state = |i: usize| sites.get(i).map_or(SiteState::default(), |s| s.state);
+    let Some((site, fail_open)) = pick_site(&steered.ranking.order, state) else {
+        return false;
+    };
+    let changing_ttl = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map_or(5, |d| d.changing_ttl);
+    // Most of the time no site changed lately and the walk down the ranking can be skipped.
+    let ttl = match view.choices.last_change {
+        Some(t) if now.saturating_duration_since(t) < changing_window(svc.ttl) => {
+            let order = &steered.ranking.order;
+            health.answer_ttl(order, site, svc.ttl, changing_ttl, now)
+        }
+        _ => svc.ttl,
+    };
+    let scope = if hot.wants_scope() {
+        steered.scope(shared, prepared)
+    } else {
+        0
+    };
+    let nodes = &health.sites[site].nodes;
+    pick_weighted_into(
+        sites[site].candidates(fail_open).iter().copied(),
+        usize::from(svc.answer_count),
+        &mut cache.pool,
+        &mut cache.picked,
+    );
+    cache.addresses.clear();
+    for &i in &cache.picked {
+        let node = &nodes[i];
+        match (node.ipv4, node.ipv6) {
+            (Some(a), _) if v4 => cache.addresses.push(IpAddr::V4(a)),
+            (_, Some(a)) if !v4 => cache.addresses.push(IpAddr::V6(a)),
+            _ => return false,
+        }
+    }
+    if cache.addresses.is_empty() {
+        return false;
+    }
+    hot::write_answer(q, hot, ttl, scope, &cache.addresses, out);
+    let site_name = health.sites[site].name.as_str();
+    if sampled(prepared) {
+        let qname = String::from_utf8_lossy(raw);
+        tracing::info!(target: "query", %client, name = %qname, qtype = if v4 { "A" } else { "AAAA" }, site = site_name, ttl, fail_open, "answered");
+    }
+    tally.answer((service, svc.name.as_str()), (site, site_name));
+    if fail_open {
+        shared.metrics.fail_open.inc();
+    }
+    tally.answered[usize::from(!v4)].inc();
+    true
+}
+
+/// Answers queries as a UDP worker does (with a memo of its own) and as the TCP path does,
+/// without sockets: for property tests, fuzzing and benchmarks of the answer itself.
+pub struct Worker {
+    shared: std::sync::Arc<Shared>,
+    memo: Memo,
+}
+
+impl Worker {
+    pub fn new(shared: std::sync::Arc<Shared>) -> Self {
+        let memo = Memo::new(&shared);
+        Self { shared, memo }
+    }
+
+    /// The answer a UDP worker sends, into `out`; false when it sends nothing.
+    pub fn udp(&mut self, query: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        handle_udp(
+            &self.shared,
+            &mut self.memo,
+            query,
+            from,
+            Instant::now(),
+            out,
+        )
+    }
+
+    /// The answer of the general path alone, as UDP would send it.
+    pub fn general(&self, query: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        plausible(query, from) && slow::answer(&self.shared, query, from.ip(), Transport::Udp, out)
+    }
+
+    /// The answer sent over TCP (without the length prefix).
+    pub fn tcp(&self, query: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+        handle_tcp(&self.shared, query, from, out)
+    }
+}
