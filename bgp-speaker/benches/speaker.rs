@@ -13,11 +13,9 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bgp_speaker::control::Client;
-use bgp_speaker::route::RouteAttrs;
-use bgp_speaker::speaker::{Op, Reply};
 use config::types::ControlEndpoint;
 use ipnet::{IpNet, Ipv4Net};
+use speaker_control::{Client, Op, Reply, RouteAttrs};
 use testkit::bird::{Bird, BirdCtl};
 use testkit::gobgp::GoBgp;
 use testkit::net::Loopback;
@@ -121,7 +119,8 @@ kind = "hls"
 
 async fn connect(endpoint: &ControlEndpoint) -> Client {
     for _ in 0..200 {
-        if let Ok(c) = Client::connect(endpoint, None).await {
+        // Announcing a full table takes the speaker a while: a generous deadline.
+        if let Ok(c) = Client::connect(endpoint, None, Duration::from_secs(60)).await {
             return c;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -61,6 +61,7 @@ impl AdjRibIn {
     }
 
     /// Distinct attribute sets held.
+    #[cfg(test)]
     pub fn attribute_sets(&self) -> usize {
         self.by_raw.len()
     }
@@ -153,6 +154,7 @@ impl AdjRibIn {
     }
 
     /// Routes still marked stale.
+    #[cfg(test)]
     pub fn stale(&self) -> usize {
         self.v4
             .values()
@@ -162,29 +164,52 @@ impl AdjRibIn {
     }
 
     /// Every route, IPv4 first, in prefix order.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, &ParsedAttrs)> {
-        let v4 = self.v4.iter().map(|(&(addr, len), &id)| {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&addr.to_be_bytes());
-            (
-                Prefix {
-                    afi: Afi::Ipv4,
-                    len,
-                    addr: bytes,
-                },
-                id,
-            )
-        });
-        let v6 = self.v6.iter().map(|(&(addr, len), &id)| {
-            (
-                Prefix {
-                    afi: Afi::Ipv6,
-                    len,
-                    addr: addr.to_be_bytes(),
-                },
-                id,
-            )
-        });
+        self.iter_after(None)
+    }
+
+    /// The routes after `after` (from the first when `None`), in the order of [`Self::iter`]:
+    /// pages for a display that must not hold the whole table.
+    pub fn iter_after(
+        &self,
+        after: Option<&Prefix>,
+    ) -> impl Iterator<Item = (Prefix, &ParsedAttrs)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let (v4_from, v6_from) = match after {
+            None => (Unbounded, Unbounded),
+            Some(p) if p.afi == Afi::Ipv4 => (Excluded(v4_key(p)), Unbounded),
+            // Past every IPv4 route: an empty IPv4 range.
+            Some(p) => (Excluded((u32::MAX, u8::MAX)), Excluded(v6_key(p))),
+        };
+        let v4 = self
+            .v4
+            .range((v4_from, Unbounded))
+            .map(|(&(addr, len), &id)| {
+                let mut bytes = [0u8; 16];
+                bytes[..4].copy_from_slice(&addr.to_be_bytes());
+                (
+                    Prefix {
+                        afi: Afi::Ipv4,
+                        len,
+                        addr: bytes,
+                    },
+                    id,
+                )
+            });
+        let v6 = self
+            .v6
+            .range((v6_from, Unbounded))
+            .map(|(&(addr, len), &id)| {
+                (
+                    Prefix {
+                        afi: Afi::Ipv6,
+                        len,
+                        addr: addr.to_be_bytes(),
+                    },
+                    id,
+                )
+            });
         v4.chain(v6).filter_map(|(p, id)| {
             self.slots
                 .get((id & !STALE) as usize)?

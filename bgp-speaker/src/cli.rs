@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::route::ShownRoute;
-use crate::speaker::{Reply, RouteEntry};
+use speaker_control::ShownRoute;
+use speaker_control::{Reply, RouteEntry};
 
 /// `show neighbors` as a table.
 pub fn neighbors_table(peers: &[Value]) -> String {
@@ -41,63 +41,80 @@ pub fn neighbors_table(peers: &[Value]) -> String {
     out
 }
 
-/// `show routes advertised` as a table.
-pub fn routes_table(routes: &[RouteEntry]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:>7} {:>6} {:>9}  {:<8} COMMUNITIES",
-        "PREFIX", "SERVICE", "PREPEND", "MED", "LEASE", "STATE"
-    );
-    for r in routes {
-        let mut communities: Vec<String> = r
-            .attrs
-            .communities
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        communities.extend(r.attrs.large_communities.iter().map(ToString::to_string));
-        let _ = writeln!(
-            out,
-            "{:<24} {:<8} {:>7} {:>6} {:>9}  {:<8} {}",
-            r.prefix.to_string(),
-            r.service.as_deref().unwrap_or("-"),
-            r.attrs.prepend,
-            r.attrs.med.map_or("-".into(), |m| m.to_string()),
-            r.lease_left_ms
-                .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-            if r.draining { "draining" } else { "active" },
-            communities.join(" "),
-        );
-    }
-    out
+/// The header of `show routes`, aligned with [`route_row`].
+pub fn routes_header() -> String {
+    format!(
+        "{:<24} {:<8} {:>7} {:>6} {:>9}  {:<10} {:<24} DRAINED",
+        "PREFIX", "SERVICE", "PREPEND", "MED", "LEASE", "STATE", "COMMUNITIES"
+    )
 }
 
-/// Routes sent to or received from one peer.
-pub fn peer_routes_table(routes: &[ShownRoute]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
+/// One originated route: its lease, its state, and who drained it and when.
+pub fn route_row(r: &RouteEntry) -> String {
+    let mut communities: Vec<String> = r
+        .attrs
+        .communities
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    communities.extend(r.attrs.large_communities.iter().map(ToString::to_string));
+    let state = if r.withdrawn_by_drain {
+        "drained"
+    } else if r.draining {
+        "draining"
+    } else {
+        "active"
+    };
+    let drained = match (&r.drained_by, r.drained_at) {
+        (Some(by), Some(at)) => format!(
+            "by {by} at {}",
+            humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at)
+            )
+        ),
+        _ => "-".into(),
+    };
+    let communities = if communities.is_empty() {
+        "-".to_owned()
+    } else {
+        communities.join(" ")
+    };
+    format!(
+        "{:<24} {:<8} {:>7} {:>6} {:>9}  {:<10} {:<24} {}",
+        r.prefix.to_string(),
+        r.service.as_deref().unwrap_or("-"),
+        r.attrs.prepend,
+        r.attrs.med.map_or("-".into(), |m| m.to_string()),
+        r.lease_left_ms
+            .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+        state,
+        communities,
+        drained,
+    )
+}
+
+/// The header of `show routes advertised|received`, aligned with [`peer_route_row`].
+pub fn peer_routes_header() -> String {
+    format!(
         "{:<24} {:<26} {:<6} {:>6} {:>6}  {:<24} COMMUNITIES",
         "PREFIX", "NEXT HOP", "ORIGIN", "MED", "LPREF", "AS PATH"
-    );
-    for r in routes {
-        let mut communities = r.communities.clone();
-        communities.extend(r.large_communities.iter().cloned());
-        let _ = writeln!(
-            out,
-            "{:<24} {:<26} {:<6} {:>6} {:>6}  {:<24} {}",
-            r.prefix,
-            r.next_hop,
-            r.origin,
-            r.med.map_or("-".into(), |m| m.to_string()),
-            r.local_pref.map_or("-".into(), |m| m.to_string()),
-            r.as_path,
-            communities.join(" ")
-        );
-    }
-    let _ = writeln!(out, "{} routes", routes.len());
-    out
+    )
+}
+
+/// One route a peer was sent or sent us.
+pub fn peer_route_row(r: &ShownRoute) -> String {
+    let mut communities = r.communities.clone();
+    communities.extend(r.large_communities.iter().cloned());
+    format!(
+        "{:<24} {:<26} {:<6} {:>6} {:>6}  {:<24} {}",
+        r.prefix,
+        r.next_hop,
+        r.origin,
+        r.med.map_or("-".into(), |m| m.to_string()),
+        r.local_pref.map_or("-".into(), |m| m.to_string()),
+        r.as_path,
+        communities.join(" ")
+    )
 }
 
 /// A reply to announce/withdraw/drain in one line.
@@ -106,7 +123,10 @@ pub fn change_line(reply: &Reply) -> String {
         Reply::Changed { change, routes } => {
             format!("{change:?} ({routes} routes in the table)").to_lowercase()
         }
-        Reply::Drained { routes } => format!("draining {routes} routes"),
+        Reply::Drained { routes } => {
+            format!("drain ordered: {routes} routes now, and any announced until undrain")
+        }
+        Reply::Undrained { routes } => format!("drain ended for {routes} routes"),
         Reply::Error(e) => format!("error: {e}"),
         other => format!("{other:?}"),
     }

@@ -1,55 +1,26 @@
-//! The local control API: one JSON object per line in each direction, over a unix socket
-//! (protected by its file mode) or a loopback TCP port (protected by a token).
-//!
-//! ```text
-//! → {"op":"announce","prefixes":["198.51.100.0/24"],"service":"live","lease_ms":3000,
-//!    "attrs":{"communities":["65000:100"],"prepend":1}}
-//! ← {"changed":{"change":"added","routes":1}}
-//! ```
+//! Serving the control API (the protocol and its client are the `speaker-control` crate): a
+//! task per connection, over a unix socket (protected by its file mode) or a loopback TCP port
+//! (protected by a token).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use config::types::ControlEndpoint;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use speaker_control::{Envelope, Op, Reply, read_request, write_reply};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
-use crate::speaker::{Op, Reply, SpeakerHandle};
-
-/// A request line: the operation and, on TCP, the token.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    #[serde(flatten)]
-    pub op: Op,
-}
-
-/// Longest request line accepted; anything longer is refused, not buffered.
-const MAX_LINE: usize = 8 * 1024 * 1024;
+use crate::session::task::RoutesOf;
+use crate::speaker::SpeakerHandle;
 
 /// Why the control API could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("cannot listen on control endpoint {endpoint}: {cause}")]
-    Listen {
-        endpoint: String,
-        cause: std::io::Error,
-    },
-    #[error(
-        "cannot connect to the speaker's control endpoint {endpoint}: {cause} (is bgp-speaker running for this site?)"
-    )]
-    Connect {
-        endpoint: String,
-        cause: std::io::Error,
-    },
-    #[error("control connection failed: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("bad answer from the speaker: {0}")]
-    Protocol(String),
+#[error("cannot listen on control endpoint {endpoint}: {cause}")]
+pub struct ControlError {
+    endpoint: String,
+    cause: std::io::Error,
 }
 
 /// Serves the control API until the returned server is dropped.
@@ -58,7 +29,7 @@ pub async fn serve(
     token: Option<String>,
     speaker: SpeakerHandle,
 ) -> Result<ControlServer, ControlError> {
-    let listen_err = |cause| ControlError::Listen {
+    let listen_err = |cause| ControlError {
         endpoint: endpoint.to_string(),
         cause,
     };
@@ -158,107 +129,94 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     token: Option<String>,
     speaker: SpeakerHandle,
 ) {
-    let (read, mut write) = tokio::io::split(stream);
-    let mut lines = BufReader::new(read);
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = BufReader::new(read);
+    let mut write = BufWriter::new(write);
     let mut line = String::new();
     loop {
-        line.clear();
-        let mut limited = (&mut lines).take(MAX_LINE as u64);
-        match limited.read_line(&mut line).await {
-            Ok(0) => return,
-            Ok(_) if !line.ends_with('\n') && line.len() >= MAX_LINE => {
-                let _ = reply(
-                    &mut write,
-                    &Reply::Error(format!("request longer than {MAX_LINE} bytes")),
-                )
-                .await;
-                return;
-            }
-            Ok(_) => {}
+        let request = match read_request(&mut reader, &mut line).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
             Err(e) => {
                 debug!("control read failed: {e}");
                 return;
             }
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let answer = match serde_json::from_str::<Envelope>(&line) {
-            Err(e) => Reply::Error(format!("bad request: {e}")),
-            Ok(envelope) if token.is_some() && envelope.token != token => {
-                Reply::Error("bad or missing token".into())
-            }
-            Ok(envelope) => speaker.ask(envelope.op).await,
         };
-        if reply(&mut write, &answer).await.is_err() {
+        let result = match request {
+            Err((refused, close)) => {
+                let _ = write_reply(&mut write, &refused).await;
+                let _ = write.flush().await;
+                if close {
+                    return;
+                }
+                continue;
+            }
+            Ok(envelope) if token.is_some() && envelope.token != token => {
+                warn!("control request refused: bad or missing token");
+                write_reply(&mut write, &Reply::Error("bad or missing token".into())).await
+            }
+            Ok(Envelope { op: Op::Routes, .. }) => stream_table(&speaker, &mut write).await,
+            Ok(Envelope {
+                op: Op::Advertised { peer },
+                ..
+            }) => stream_routes(&speaker, &peer, RoutesOf::Advertised, &mut write).await,
+            Ok(Envelope {
+                op: Op::Received { peer },
+                ..
+            }) => stream_routes(&speaker, &peer, RoutesOf::Received, &mut write).await,
+            Ok(envelope) => write_reply(&mut write, &speaker.ask(envelope.op).await).await,
+        };
+        if result.is_err() || write.flush().await.is_err() {
             return;
         }
     }
 }
 
-async fn reply<W: AsyncWrite + Unpin>(write: &mut W, answer: &Reply) -> std::io::Result<()> {
-    let mut text =
-        serde_json::to_string(answer).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    text.push('\n');
-    write.write_all(text.as_bytes()).await
-}
+/// Routes fetched from a peer task per page.
+const PAGE: usize = 1000;
 
-/// A client of the control API (the CLI, healthd).
-pub struct Client {
-    reader: BufReader<Box<dyn AsyncRead + Unpin + Send>>,
-    writer: Box<dyn AsyncWrite + Unpin + Send>,
-    token: Option<String>,
-}
-
-impl Client {
-    pub async fn connect(
-        endpoint: &ControlEndpoint,
-        token: Option<String>,
-    ) -> Result<Self, ControlError> {
-        let connect_err = |cause| ControlError::Connect {
-            endpoint: endpoint.to_string(),
-            cause,
+/// Streams a peer's routes a page at a time: neither the speaker nor this session ever holds
+/// more than a page, however large the table, and a client that stops reading stops the stream
+/// (the writes wait on it), not the peer.
+async fn stream_routes<W: AsyncWrite + Unpin>(
+    speaker: &SpeakerHandle,
+    peer: &str,
+    which: RoutesOf,
+    write: &mut W,
+) -> std::io::Result<()> {
+    let mut after = None;
+    let mut routes = 0;
+    loop {
+        let page = match speaker.routes_page(peer, which, after, PAGE).await {
+            Ok(page) => page,
+            Err(e) => return write_reply(write, &Reply::Error(e)).await,
         };
-        let (reader, writer): (
-            Box<dyn AsyncRead + Unpin + Send>,
-            Box<dyn AsyncWrite + Unpin + Send>,
-        ) = match endpoint {
-            ControlEndpoint::Unix(path) => {
-                let (r, w) = UnixStream::connect(path)
-                    .await
-                    .map_err(connect_err)?
-                    .into_split();
-                (Box::new(r), Box::new(w))
-            }
-            ControlEndpoint::Tcp(addr) => {
-                let (r, w) = TcpStream::connect(addr)
-                    .await
-                    .map_err(connect_err)?
-                    .into_split();
-                (Box::new(r), Box::new(w))
-            }
+        let Some((last, _)) = page.last() else {
+            return write_reply(write, &Reply::RoutesEnd { routes }).await;
         };
-        Ok(Self {
-            reader: BufReader::new(reader),
-            writer,
-            token,
-        })
-    }
-
-    pub async fn call(&mut self, op: Op) -> Result<Reply, ControlError> {
-        let mut text = serde_json::to_string(&Envelope {
-            token: self.token.clone(),
-            op,
-        })
-        .map_err(|e| ControlError::Protocol(e.to_string()))?;
-        text.push('\n');
-        self.writer.write_all(text.as_bytes()).await?;
-        let mut line = String::new();
-        if self.reader.read_line(&mut line).await? == 0 {
-            return Err(ControlError::Protocol(
-                "speaker closed the connection".into(),
-            ));
+        after = Some(*last);
+        routes += page.len();
+        for (_, route) in page {
+            write_reply(write, &Reply::PeerRoute(route)).await?;
         }
-        serde_json::from_str(&line).map_err(|e| ControlError::Protocol(format!("{e}: {line}")))
+    }
+}
+
+/// Streams our table a page at a time, all from the version it had when asked.
+async fn stream_table<W: AsyncWrite + Unpin>(
+    speaker: &SpeakerHandle,
+    write: &mut W,
+) -> std::io::Result<()> {
+    let mut table = speaker.table();
+    let mut routes = 0;
+    loop {
+        let page = table.next_page(PAGE);
+        if page.is_empty() {
+            return write_reply(write, &Reply::RoutesEnd { routes }).await;
+        }
+        routes += page.len();
+        for entry in page {
+            write_reply(write, &Reply::Route(entry)).await?;
+        }
     }
 }

@@ -49,7 +49,10 @@ impl ExportContext<'_> {
                 .or(Some(self.local_addr).filter(IpAddr::is_ipv6))?,
             _ => return None,
         };
-        let draining = route.draining_until.is_some();
+        if route.withdrawn_by_drain() {
+            return None;
+        }
+        let draining = route.draining();
         let as_path = if self.ibgp() {
             Vec::new()
         } else {
@@ -98,7 +101,7 @@ impl ExportContext<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteAttrs;
+    use speaker_control::RouteAttrs;
 
     fn peer(toml: &str) -> Peer {
         let base = "name = \"r1\"\naddress = \"127.0.0.2\"\nremote_asn = 65000\n";
@@ -110,7 +113,7 @@ mod tests {
             attrs,
             service: service.map(str::to_owned),
             expires: None,
-            draining_until: None,
+            drain: None,
         }
     }
 
@@ -182,12 +185,23 @@ mod tests {
         let mut ibgp = ctx(&p);
         ibgp.local_asn = 65000;
         let mut r = route(RouteAttrs::default(), None);
-        r.draining_until = Some(std::time::Instant::now());
+        r.drain = Some(crate::rib::DrainMark {
+            by: "test".into(),
+            at: std::time::SystemTime::now(),
+            withdraw_at: std::time::Instant::now() + std::time::Duration::from_secs(30),
+            withdrawn: false,
+        });
         let w = ibgp
             .export(&"198.51.100.0/24".parse().unwrap(), &r)
             .unwrap();
         assert!(w.communities.contains(&Community::GRACEFUL_SHUTDOWN.0));
         assert_eq!(w.local_pref, Some(0));
         assert!(w.as_path.is_empty());
+        r.drain.as_mut().unwrap().withdrawn = true;
+        assert_eq!(
+            ibgp.export(&"198.51.100.0/24".parse().unwrap(), &r),
+            None,
+            "withdrawn once the drain delay is over"
+        );
     }
 }

@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use bgp_speaker::cli;
-use bgp_speaker::control::{self, Client};
-use bgp_speaker::route::RouteAttrs;
-use bgp_speaker::speaker::{self, Op, Reply};
+use bgp_speaker::control;
+use bgp_speaker::speaker;
 use clap::{Args, Parser, Subcommand};
 use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
 use config::types::{Community, HumanDuration, LargeCommunity};
 use ipnet::IpNet;
+use speaker_control::{Client, DEFAULT_TIMEOUT, Op, Reply, RouteAttrs};
 use tracing::{info, warn};
 
 /// BGP-4 speaker announcing a site's anycast prefixes to its upstream routers.
@@ -47,13 +47,22 @@ enum Command {
         #[arg(required = true)]
         prefixes: Vec<IpNet>,
     },
-    /// Tag routes with GRACEFUL_SHUTDOWN (RFC 8326), then withdraw them after a delay.
+    /// Tag routes with GRACEFUL_SHUTDOWN (RFC 8326), then withdraw them after a delay; they
+    /// stay drained until `undrain`, whatever healthd asks meanwhile.
     Drain {
         /// Prefixes to drain; all when none is given.
         prefixes: Vec<IpNet>,
         /// Delay before the withdrawal; the site's `speaker.drain_delay` by default.
         #[arg(long)]
         delay: Option<HumanDuration>,
+        /// Who is draining, shown by `show routes` (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// End a drain: the routes go out again as healthd announces them.
+    Undrain {
+        /// Prefixes to undrain; all when none is given.
+        prefixes: Vec<IpNet>,
     },
     /// Administratively stop or start a peer.
     #[command(subcommand)]
@@ -156,51 +165,63 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         .as_ref()
         .map(|t| t.resolve())
         .transpose()?;
-    let op = match cli.command {
-        None => {
-            let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
-            return run(deployment, path, site_name, token).await;
-        }
-        Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
-        Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
-        Some(Command::Show(Show::Routes { which: None })) => Op::Routes,
-        Some(Command::Show(Show::Routes {
-            which: Some(RoutesOf::Advertised { peer }),
-        })) => Op::Advertised { peer },
-        Some(Command::Show(Show::Routes {
-            which: Some(RoutesOf::Received { peer }),
-        })) => Op::Received { peer },
-        Some(Command::Announce(a)) => Op::Announce {
-            prefixes: a.prefixes,
-            attrs: RouteAttrs {
-                prepend: a.prepend,
-                med: a.med,
-                next_hop: a.next_hop,
-                communities: a.communities,
-                large_communities: a.large_communities,
-                ..Default::default()
+    let op =
+        match cli.command {
+            None => {
+                let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
+                return run(deployment, path, site_name, token).await;
+            }
+            Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
+            Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
+            Some(Command::Show(Show::Routes { which: None })) => Op::Routes,
+            Some(Command::Show(Show::Routes {
+                which: Some(RoutesOf::Advertised { peer }),
+            })) => Op::Advertised { peer },
+            Some(Command::Show(Show::Routes {
+                which: Some(RoutesOf::Received { peer }),
+            })) => Op::Received { peer },
+            Some(Command::Announce(a)) => Op::Announce {
+                prefixes: a.prefixes,
+                attrs: RouteAttrs {
+                    prepend: a.prepend,
+                    med: a.med,
+                    next_hop: a.next_hop,
+                    communities: a.communities,
+                    large_communities: a.large_communities,
+                    ..Default::default()
+                },
+                service: a.service,
+                lease_ms: a.lease.map(|l| l.get().as_millis() as u64),
             },
-            service: a.service,
-            lease_ms: a.lease.map(|l| l.get().as_millis() as u64),
-        },
-        Some(Command::Withdraw { prefixes }) => Op::Withdraw { prefixes },
-        Some(Command::Drain { prefixes, delay }) => Op::Drain {
-            prefixes: (!prefixes.is_empty()).then_some(prefixes),
-            delay_ms: delay.map(|d| d.get().as_millis() as u64),
-        },
-        Some(Command::Peer(PeerCmd::Down { peer, reason })) => Op::PeerDown { peer, reason },
-        Some(Command::Peer(PeerCmd::Up { peer })) => Op::PeerUp { peer },
-        Some(Command::Synced) => Op::Synced,
-    };
-    let mut client = Client::connect(&endpoint, token).await?;
+            Some(Command::Withdraw { prefixes }) => Op::Withdraw { prefixes },
+            Some(Command::Drain {
+                prefixes,
+                delay,
+                by,
+            }) => Op::Drain {
+                prefixes: (!prefixes.is_empty()).then_some(prefixes),
+                delay_ms: delay.map(|d| d.get().as_millis() as u64),
+                by: Some(by.unwrap_or_else(|| {
+                    std::env::var("USER").unwrap_or_else(|_| "an operator".into())
+                })),
+            },
+            Some(Command::Undrain { prefixes }) => Op::Undrain {
+                prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            },
+            Some(Command::Peer(PeerCmd::Down { peer, reason })) => Op::PeerDown { peer, reason },
+            Some(Command::Peer(PeerCmd::Up { peer })) => Op::PeerUp { peer },
+            Some(Command::Synced) => Op::Synced,
+        };
+    let mut client = Client::connect(&endpoint, token, DEFAULT_TIMEOUT).await?;
+    if op.streams_routes() {
+        return show_routes(&mut client, op, cli.json).await;
+    }
     let reply = client.call(op).await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
         match &reply {
             Reply::Neighbors(peers) => print!("{}", cli::neighbors_table(peers)),
-            Reply::Routes(routes) => print!("{}", cli::routes_table(routes)),
-            Reply::PeerRoutes(routes) => print!("{}", cli::peer_routes_table(routes)),
             other => println!("{}", cli::change_line(other)),
         }
     }
@@ -250,16 +271,54 @@ async fn run(
         }
     }
     info!("shutting down: closing sessions with Cease");
-    for peer in speaker.peers() {
-        let _ = peer
-            .commands
-            .send(bgp_speaker::session::task::PeerCommand::Stop(
-                "bgp-speaker shutting down".into(),
-            ))
-            .await;
-    }
-    // Give the Cease messages a moment to leave.
+    speaker.stop_all("bgp-speaker shutting down");
+    // Give the Cease messages a moment to leave (a peer that does not read gets no more).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(control);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `show routes [advertised|received PEER]`: printed as the routes arrive, one per line, so a
+/// full table never sits in memory (the columns have fixed widths for that reason).
+async fn show_routes(client: &mut Client, op: Op, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !json {
+        let header = match op {
+            Op::Routes => cli::routes_header(),
+            _ => cli::peer_routes_header(),
+        };
+        writeln!(out, "{header}")?;
+    }
+    let mut failed = None;
+    let counted = client
+        .routes(op, |route| {
+            let line = match (&route, json) {
+                (Reply::Route(r), true) => serde_json::to_string(r).unwrap_or_default(),
+                (Reply::PeerRoute(r), true) => serde_json::to_string(r).unwrap_or_default(),
+                (Reply::Route(r), false) => cli::route_row(r),
+                (Reply::PeerRoute(r), false) => cli::peer_route_row(r),
+                _ => return,
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                failed.get_or_insert(e);
+            }
+        })
+        .await?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    match counted {
+        Ok(routes) => {
+            if !json {
+                writeln!(out, "{routes} routes")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            out.flush()?;
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -124,7 +124,7 @@ pub fn render(speaker: &SpeakerHandle) -> String {
         routes
             .with_label_values(&[route.service.as_deref().unwrap_or("")])
             .inc();
-        drained += i64::from(route.draining_until.is_some());
+        drained += i64::from(route.drain.is_some());
     }
     draining.with_label_values::<&str>(&[]).set(drained);
     daemon::admin::encode(&r)

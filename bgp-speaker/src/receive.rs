@@ -6,6 +6,7 @@
 //! and many prefixes, so a full table costs a few tens of bytes per route.
 
 use config::site::{ImportPolicy, MaxPrefixAction, Peer};
+use ipnet::IpNet;
 use tracing::{info, warn};
 
 use crate::adj_rib_in::AdjRibIn;
@@ -58,21 +59,22 @@ impl Receiver {
         }
     }
 
-    pub fn counters(&self) -> (u64, u64, u64, u64) {
-        (
-            self.announced_total,
-            self.withdrawn_total,
-            self.treat_as_withdraw_total,
-            self.attr_discard_total,
-        )
-    }
-
-    /// The Adj-RIB-In for display, sorted by prefix.
-    pub fn shown_routes(&self) -> Result<Vec<ShownRoute>, String> {
+    /// Up to `limit` routes of the Adj-RIB-In after `after`, for display, in prefix order.
+    pub fn shown_page(
+        &self,
+        after: Option<IpNet>,
+        limit: usize,
+    ) -> Result<Vec<(IpNet, ShownRoute)>, String> {
         if !self.import.enabled {
             return Err("import is disabled for this peer: received routes are counted, not kept (set import.enabled = true)".into());
         }
-        Ok(self.rib_in.iter().map(|(p, a)| shown(&p, a)).collect())
+        let after = after.map(|net| Prefix::from(&net));
+        Ok(self
+            .rib_in
+            .iter_after(after.as_ref())
+            .take(limit)
+            .filter_map(|(p, a)| Some((p.to_net()?, shown(&p, a))))
+            .collect())
     }
 
     /// The session went down. With graceful restart negotiated and the connection lost (not

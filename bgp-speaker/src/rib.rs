@@ -1,42 +1,61 @@
 //! The routes this speaker originates: what healthd and operators asked for, each with an
-//! optional lease, and the drain state.
+//! optional lease, and operators' drains.
 //!
 //! The table is owned by the speaker task; every change produces a new immutable [`Snapshot`]
 //! that peer sessions diff against what they advertised, so a session never blocks the table.
+//!
+//! An operator's drain is an order of its own, not a property of a route: it holds until
+//! `undrain` whatever healthd renews or re-announces, covers routes announced after it, and
+//! after its delay keeps its routes withdrawn from every peer while they stay in the table (so
+//! `undrain` brings them back at once).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use config::types::Community;
 use imbl::OrdMap;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-use crate::route::RouteAttrs;
+use speaker_control::{Change, RouteAttrs};
 
 /// One originated route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
     pub attrs: RouteAttrs,
     /// The service the prefix belongs to, for per-peer export policy.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// When the lease runs out; `None` means until withdrawn.
-    #[serde(skip)]
     pub expires: Option<Instant>,
-    /// When a drain will withdraw the route; the route carries GRACEFUL_SHUTDOWN until then.
-    #[serde(skip)]
-    pub draining_until: Option<Instant>,
+    /// The operator's drain covering the route, if any.
+    pub drain: Option<DrainMark>,
+}
+
+/// How an operator's drain applies to one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainMark {
+    /// Who asked, and when.
+    pub by: String,
+    pub at: SystemTime,
+    /// GRACEFUL_SHUTDOWN until then, withdrawn from peers after.
+    pub withdraw_at: Instant,
+    pub withdrawn: bool,
 }
 
 impl Announcement {
+    /// Under a drain, still announced with GRACEFUL_SHUTDOWN.
+    pub fn draining(&self) -> bool {
+        self.drain.as_ref().is_some_and(|d| !d.withdrawn)
+    }
+
+    /// Withdrawn from every peer by a drain (kept in the table until `undrain`).
+    pub fn withdrawn_by_drain(&self) -> bool {
+        self.drain.as_ref().is_some_and(|d| d.withdrawn)
+    }
+
     /// The attributes as exported: drained routes carry GRACEFUL_SHUTDOWN (RFC 8326 section 4).
     pub fn effective_attrs(&self) -> RouteAttrs {
         let mut attrs = self.attrs.clone();
-        if self.draining_until.is_some()
-            && !attrs.communities.contains(&Community::GRACEFUL_SHUTDOWN)
-        {
+        if self.draining() && !attrs.communities.contains(&Community::GRACEFUL_SHUTDOWN) {
             attrs.communities.push(Community::GRACEFUL_SHUTDOWN);
         }
         attrs
@@ -52,32 +71,42 @@ pub struct Snapshot {
     pub routes: OrdMap<IpNet, Arc<Announcement>>,
 }
 
+/// An operator's drain order.
+#[derive(Debug, Clone)]
+struct DrainOrder {
+    /// The prefixes it covers; every prefix when `None`.
+    prefixes: Option<BTreeSet<IpNet>>,
+    /// Prefixes undrained since (for an order covering every prefix).
+    except: BTreeSet<IpNet>,
+    by: String,
+    at: SystemTime,
+    withdraw_at: Instant,
+}
+
+impl DrainOrder {
+    fn covers(&self, prefix: &IpNet) -> bool {
+        !self.except.contains(prefix) && self.prefixes.as_ref().is_none_or(|p| p.contains(prefix))
+    }
+}
+
 /// The table with its lease and drain deadlines.
 #[derive(Debug, Default)]
 pub struct Rib {
     routes: OrdMap<IpNet, Arc<Announcement>>,
     /// Every route's next deadline (lease or drain), to expire without scanning the table.
     deadlines: BTreeSet<(Instant, IpNet)>,
+    /// Operators' drains, oldest first.
+    drains: Vec<DrainOrder>,
     version: u64,
 }
 
-/// What a change did, for logs and the control API's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Change {
-    Added,
-    Updated,
-    /// Same attributes; only the lease moved.
-    Renewed,
-    Removed,
-    Unknown,
-}
-
 fn deadline(route: &Announcement) -> Option<Instant> {
-    [route.expires, route.draining_until]
-        .into_iter()
-        .flatten()
-        .min()
+    let drain = route
+        .drain
+        .as_ref()
+        .filter(|d| !d.withdrawn)
+        .map(|d| d.withdraw_at);
+    [route.expires, drain].into_iter().flatten().min()
 }
 
 impl Rib {
@@ -92,10 +121,6 @@ impl Rib {
         self.routes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
     fn put(&mut self, prefix: IpNet, route: Announcement) {
         if let Some(old) = self.routes.get(&prefix).and_then(|r| deadline(r)) {
             self.deadlines.remove(&(old, prefix));
@@ -106,8 +131,45 @@ impl Rib {
         self.routes.insert(prefix, Arc::new(route));
     }
 
+    /// The drain `prefix` is under at `now`: the oldest order covering it.
+    fn mark_for(&self, prefix: &IpNet, now: Instant) -> Option<DrainMark> {
+        self.drains
+            .iter()
+            .find(|o| o.covers(prefix))
+            .map(|o| DrainMark {
+                by: o.by.clone(),
+                at: o.at,
+                withdraw_at: o.withdraw_at,
+                withdrawn: now >= o.withdraw_at,
+            })
+    }
+
+    /// Gives every route the drain mark the orders say; returns how many changed.
+    fn remark(&mut self, now: Instant) -> usize {
+        let changed: Vec<(IpNet, Announcement)> = self
+            .routes
+            .iter()
+            .filter_map(|(prefix, route)| {
+                let mark = self.mark_for(prefix, now);
+                (mark != route.drain).then(|| {
+                    let mut next = Announcement::clone(route);
+                    next.drain = mark;
+                    (*prefix, next)
+                })
+            })
+            .collect();
+        let n = changed.len();
+        for (prefix, route) in changed {
+            self.put(prefix, route);
+        }
+        if n > 0 {
+            self.version += 1;
+        }
+        n
+    }
+
     /// Announces or renews `prefix`. Renewing with the same attributes does not disturb peers;
-    /// announcing a draining route again cancels the drain.
+    /// an operator's drain covering the prefix stays in force.
     pub fn announce(
         &mut self,
         prefix: IpNet,
@@ -121,14 +183,14 @@ impl Rib {
             attrs,
             service,
             expires,
-            draining_until: None,
+            drain: self.mark_for(&prefix, now),
         };
         let change = match self.routes.get(&prefix) {
             None => Change::Added,
             Some(old)
                 if old.attrs == new.attrs
                     && old.service == new.service
-                    && old.draining_until.is_none() =>
+                    && old.drain == new.drain =>
             {
                 Change::Renewed
             }
@@ -154,53 +216,86 @@ impl Rib {
         }
     }
 
-    /// Starts draining the given prefixes (all when `None`): GRACEFUL_SHUTDOWN now, withdraw
-    /// after `delay`. Returns how many routes started draining.
-    pub fn drain(&mut self, prefixes: Option<&[IpNet]>, delay: Duration, now: Instant) -> usize {
-        let chosen: Vec<(IpNet, Arc<Announcement>)> = self
-            .routes
-            .iter()
-            .filter(|(prefix, route)| {
-                route.draining_until.is_none() && prefixes.is_none_or(|list| list.contains(prefix))
-            })
-            .map(|(p, r)| (*p, r.clone()))
-            .collect();
-        for (prefix, route) in &chosen {
-            let mut drained = Announcement::clone(route);
-            drained.draining_until = Some(now + delay);
-            self.put(*prefix, drained);
-        }
-        if !chosen.is_empty() {
-            self.version += 1;
-        }
-        chosen.len()
+    /// An operator drains the given prefixes (all when `None`): GRACEFUL_SHUTDOWN now,
+    /// withdrawn from peers after `delay`, until [`Rib::undrain`]. Returns how many routes of
+    /// the table it covers now.
+    pub fn drain(
+        &mut self,
+        prefixes: Option<&[IpNet]>,
+        delay: Duration,
+        by: &str,
+        now: Instant,
+    ) -> usize {
+        self.drains.push(DrainOrder {
+            prefixes: prefixes.map(|p| p.iter().copied().collect()),
+            except: BTreeSet::new(),
+            by: by.to_owned(),
+            at: SystemTime::now(),
+            withdraw_at: now + delay,
+        });
+        self.remark(now);
+        self.routes.values().filter(|r| r.drain.is_some()).count()
     }
 
-    /// Removes routes whose lease or drain ran out; returns them with the reason.
+    /// Ends the drain of the given prefixes (all when `None`); returns how many routes of the
+    /// table came out of a drain.
+    pub fn undrain(&mut self, prefixes: Option<&[IpNet]>, now: Instant) -> usize {
+        let before = self.routes.values().filter(|r| r.drain.is_some()).count();
+        match prefixes {
+            None => self.drains.clear(),
+            Some(list) => {
+                for order in &mut self.drains {
+                    match &mut order.prefixes {
+                        Some(covered) => {
+                            for p in list {
+                                covered.remove(p);
+                            }
+                        }
+                        None => order.except.extend(list.iter().copied()),
+                    }
+                }
+                self.drains
+                    .retain(|o| o.prefixes.as_ref().is_none_or(|p| !p.is_empty()));
+            }
+        }
+        self.remark(now);
+        let after = self.routes.values().filter(|r| r.drain.is_some()).count();
+        before - after
+    }
+
+    /// Applies the deadlines that passed: routes whose lease ran out leave the table, drained
+    /// routes whose delay ran out are withdrawn from peers. Returns each with the reason.
     pub fn expire(&mut self, now: Instant) -> Vec<(IpNet, &'static str)> {
-        let mut gone = Vec::new();
+        let mut done = Vec::new();
         while let Some(&(t, prefix)) = self.deadlines.first() {
             if t > now {
                 break;
             }
             self.deadlines.pop_first();
-            let Some(route) = self.routes.get(&prefix) else {
+            let Some(route) = self.routes.get(&prefix).cloned() else {
                 continue;
             };
-            let reason = if route.expires.is_some_and(|e| e <= now) {
-                "lease expired"
-            } else if route.draining_until.is_some_and(|d| d <= now) {
-                "drain completed"
-            } else {
-                continue;
-            };
-            self.routes.remove(&prefix);
-            gone.push((prefix, reason));
+            if route.expires.is_some_and(|e| e <= now) {
+                self.routes.remove(&prefix);
+                if let Some(t) = deadline(&route) {
+                    self.deadlines.remove(&(t, prefix));
+                }
+                done.push((prefix, "lease expired"));
+            } else if let Some(mark) = route.drain.as_ref().filter(|d| !d.withdrawn)
+                && mark.withdraw_at <= now
+            {
+                let mut next = Announcement::clone(&route);
+                if let Some(d) = next.drain.as_mut() {
+                    d.withdrawn = true;
+                }
+                self.put(prefix, next);
+                done.push((prefix, "drain delay over: withdrawn until undrain"));
+            }
         }
-        if !gone.is_empty() {
+        if !done.is_empty() {
             self.version += 1;
         }
-        gone
+        done
     }
 
     /// The earliest lease or drain deadline, to arm the expiry timer.
@@ -286,13 +381,16 @@ mod tests {
     }
 
     #[test]
-    fn drain_tags_graceful_shutdown_then_withdraws() {
+    fn drain_tags_graceful_shutdown_then_withdraws_until_undrain() {
         let mut rib = Rib::default();
         let t0 = Instant::now();
-        rib.announce(p("198.51.100.0/24"), RouteAttrs::default(), None, None, t0);
-        assert_eq!(rib.drain(None, Duration::from_secs(5), t0), 1);
+        let prefix = p("198.51.100.0/24");
+        rib.announce(prefix, RouteAttrs::default(), None, None, t0);
+        assert_eq!(rib.drain(None, Duration::from_secs(5), "alice", t0), 1);
         let snap = rib.snapshot();
-        let route = &snap.routes[&p("198.51.100.0/24")];
+        let route = &snap.routes[&prefix];
+        assert!(route.draining());
+        assert_eq!(route.drain.as_ref().unwrap().by, "alice");
         assert!(
             route
                 .effective_attrs()
@@ -302,20 +400,39 @@ mod tests {
         assert!(rib.expire(t0 + Duration::from_secs(4)).is_empty());
         assert_eq!(
             rib.expire(t0 + Duration::from_secs(5)),
-            vec![(p("198.51.100.0/24"), "drain completed")]
+            vec![(prefix, "drain delay over: withdrawn until undrain")]
         );
+        assert!(rib.snapshot().routes[&prefix].withdrawn_by_drain());
+        assert_eq!(rib.len(), 1, "kept in the table");
+        assert_eq!(rib.undrain(None, t0 + Duration::from_secs(6)), 1);
+        assert_eq!(rib.snapshot().routes[&prefix].drain, None);
     }
 
     #[test]
-    fn announcing_again_cancels_a_drain() {
+    fn an_operators_drain_outlasts_healthds_renewals_and_new_announcements() {
         let mut rib = Rib::default();
         let t0 = Instant::now();
-        rib.announce(p("198.51.100.0/24"), RouteAttrs::default(), None, None, t0);
-        rib.drain(None, Duration::from_secs(5), t0);
-        assert_eq!(
-            rib.announce(p("198.51.100.0/24"), RouteAttrs::default(), None, None, t0),
-            Change::Updated
-        );
-        assert!(rib.expire(t0 + Duration::from_secs(10)).is_empty());
+        let lease = Some(Duration::from_secs(3));
+        let (a, b) = (p("198.51.100.0/24"), p("203.0.113.0/24"));
+        rib.announce(a, RouteAttrs::default(), Some("live".into()), lease, t0);
+        rib.drain(None, Duration::from_secs(30), "bob", t0);
+        // healthd renews every round: the drain stays, peers see no change.
+        for i in 1..10u64 {
+            let now = t0 + Duration::from_millis(130 * i);
+            let change = rib.announce(a, RouteAttrs::default(), Some("live".into()), lease, now);
+            assert_eq!(change, Change::Renewed);
+        }
+        assert!(rib.snapshot().routes[&a].draining());
+        // A route announced after the drain is drained too.
+        rib.announce(b, RouteAttrs::default(), None, None, t0);
+        assert!(rib.snapshot().routes[&b].draining());
+        // Withdrawn by healthd and announced again: still drained.
+        rib.withdraw(&a);
+        rib.announce(a, RouteAttrs::default(), None, lease, t0);
+        assert!(rib.snapshot().routes[&a].draining());
+        // Undrain one prefix of an all-prefix drain.
+        assert_eq!(rib.undrain(Some(&[b]), t0), 1);
+        assert!(!rib.snapshot().routes[&b].draining());
+        assert!(rib.snapshot().routes[&a].draining());
     }
 }

@@ -2,41 +2,9 @@
 
 use std::net::IpAddr;
 
-use config::types::{Community, LargeCommunity};
+use config::types::Community;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-
-/// ORIGIN attribute values (RFC 4271 section 5.1.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    #[default]
-    Igp,
-    Egp,
-    Incomplete,
-}
-
-/// Attributes of an announcement, before per-peer export policy is applied.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RouteAttrs {
-    #[serde(default)]
-    pub origin: Origin,
-    /// Extra copies of our ASN (on top of per-peer prepends).
-    #[serde(default)]
-    pub prepend: u8,
-    /// Next hop; the session's local address (or the peer's configured next hop) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_hop: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub med: Option<u32>,
-    /// Sent to iBGP peers only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_pref: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub communities: Vec<Community>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub large_communities: Vec<LargeCommunity>,
-}
+pub use speaker_control::{Origin, ShownRoute, origin_name};
 
 /// The attributes as they go to one peer: policy applied, AS path built, next hop resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,33 +18,11 @@ pub struct WireAttrs {
     pub large_communities: Vec<[u32; 3]>,
 }
 
-/// A prefix with the attributes it goes out with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub prefix: IpNet,
-    pub attrs: RouteAttrs,
-}
-
-/// A route as the CLI and the control API show it, sent or received.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShownRoute {
-    pub prefix: String,
-    pub origin: String,
-    pub as_path: String,
-    pub next_hop: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub med: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_pref: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub communities: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub large_communities: Vec<String>,
-}
-
-impl ShownRoute {
-    pub fn advertised(prefix: &IpNet, a: &WireAttrs) -> Self {
-        Self {
+impl WireAttrs {
+    /// How `show routes advertised` shows this route.
+    pub fn shown(&self, prefix: &IpNet) -> ShownRoute {
+        let a = self;
+        ShownRoute {
             prefix: prefix.to_string(),
             origin: origin_name(match a.origin {
                 Origin::Igp => 0,
@@ -104,14 +50,4 @@ impl ShownRoute {
                 .collect(),
         }
     }
-}
-
-/// ORIGIN code as BIRD and FRR print it.
-pub fn origin_name(code: u8) -> String {
-    match code {
-        0 => "IGP",
-        1 => "EGP",
-        _ => "incomplete",
-    }
-    .to_owned()
 }

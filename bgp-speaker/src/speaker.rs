@@ -15,18 +15,17 @@ use config::Deployment;
 use config::site::{Peer, Site};
 use daemon::{Beat, Liveness};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::packet::open::{Capabilities, GracefulRestart, Open};
-use crate::rib::{Announcement, Change, Rib, Snapshot};
-use crate::route::{RouteAttrs, ShownRoute};
+use crate::rib::{Announcement, Rib, Snapshot};
 use crate::session::status::PeerStatus;
-use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup};
+use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup, RoutePage, RoutesOf};
 use crate::session::transport::{self, TransportOptions};
+use speaker_control::{Change, Op, Reply, RouteEntry};
 
 /// Why the speaker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,90 +46,44 @@ pub enum StartError {
     ListenMd5 { peer: String, cause: std::io::Error },
 }
 
-/// A control request, with where to send the answer.
+/// A request for the table task, with where to send the answer.
 #[derive(Debug)]
 pub struct Request {
     pub op: Op,
     pub reply: oneshot::Sender<Reply>,
 }
 
-/// What can be asked of the speaker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Op {
-    /// Announce (or renew) prefixes sharing the same attributes.
-    Announce {
-        prefixes: Vec<IpNet>,
-        #[serde(default)]
-        attrs: RouteAttrs,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        service: Option<String>,
-        /// Lease in milliseconds; the route is withdrawn when it runs out unless renewed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        lease_ms: Option<u64>,
-    },
-    Withdraw {
-        prefixes: Vec<IpNet>,
-    },
-    /// Tag with GRACEFUL_SHUTDOWN, withdraw after the delay (the site's `drain_delay` by default).
-    Drain {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        prefixes: Option<Vec<IpNet>>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        delay_ms: Option<u64>,
-    },
-    /// Every route the client wants is announced: End-of-RIB may go out after a restart.
-    Synced,
-    Neighbors,
-    /// The originated-route table.
-    Routes,
-    /// What one peer has been sent (its Adj-RIB-Out).
-    Advertised {
-        peer: String,
-    },
-    /// What one peer sent us (its Adj-RIB-In; import must be enabled).
-    Received {
-        peer: String,
-    },
-    /// Administratively stop or start a peer.
-    PeerDown {
-        peer: String,
-        #[serde(default)]
-        reason: String,
-    },
-    PeerUp {
-        peer: String,
-    },
-}
-
-/// The answer to a request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reply {
-    Changed { change: Change, routes: usize },
-    Drained { routes: usize },
-    Neighbors(Vec<serde_json::Value>),
-    Routes(Vec<RouteEntry>),
-    PeerRoutes(Vec<ShownRoute>),
-    Error(String),
-}
-
-/// One originated route as listed by the control API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RouteEntry {
-    pub prefix: IpNet,
-    pub attrs: RouteAttrs,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    /// Milliseconds until the lease runs out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_left_ms: Option<u64>,
-    #[serde(default)]
-    pub draining: bool,
-}
+/// How long a caller waits for the table task or a peer task before answering that it is not
+/// responding: neither ever waits on a peer, so this is only reached by a bug.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The running peers, changed in place by a reload.
 pub type Peers = Arc<std::sync::RwLock<Vec<PeerHandle>>>;
+
+/// One version of our table, read a page at a time ([`SpeakerHandle::table`]).
+pub struct TablePages {
+    snapshot: Arc<Snapshot>,
+    after: Option<IpNet>,
+}
+
+impl TablePages {
+    /// The next `limit` routes; empty at the end.
+    pub fn next_page(&mut self, limit: usize) -> Vec<RouteEntry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let now = std::time::Instant::now();
+        let page: Vec<RouteEntry> = self
+            .snapshot
+            .routes
+            .range((self.after.map_or(Unbounded, Excluded), Unbounded))
+            .take(limit)
+            .map(|(prefix, a)| entry(*prefix, a, now))
+            .collect();
+        if let Some(last) = page.last() {
+            self.after = Some(last.prefix);
+        }
+        page
+    }
+}
 
 /// What spawning a peer needs, kept for reloads.
 struct Spawner {
@@ -171,19 +124,128 @@ impl SpeakerHandle {
         self.liveness.clone()
     }
 
-    /// Sends a request and waits for the answer.
+    /// Answers a control request. Table operations go to the table task; questions about
+    /// peers and peer commands are answered here, from the peers' shared status and their
+    /// tasks, so a peer never holds the table (and the table never waits on a peer). Route
+    /// streams are paged with [`SpeakerHandle::routes_page`].
     pub async fn ask(&self, op: Op) -> Reply {
-        let (reply, rx) = oneshot::channel();
-        if self.requests.send(Request { op, reply }).await.is_err() {
-            return Reply::Error("speaker is shutting down".into());
+        match op {
+            Op::Neighbors => Reply::Neighbors(
+                self.statuses()
+                    .iter()
+                    .filter_map(|s| serde_json::to_value(s).ok())
+                    .collect(),
+            ),
+            Op::PeerDown { peer, reason } => self.command(&peer, PeerCommand::Stop(reason)),
+            Op::PeerUp { peer } => self.command(&peer, PeerCommand::Start),
+            Op::Routes | Op::Advertised { .. } | Op::Received { .. } => {
+                Reply::Error("routes come as a stream: page them".into())
+            }
+            op => self.ask_table(op).await,
         }
-        rx.await
-            .unwrap_or_else(|_| Reply::Error("speaker is shutting down".into()))
+    }
+
+    async fn ask_table(&self, op: Op) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        let asked = async {
+            self.requests.send(Request { op, reply }).await.ok()?;
+            rx.await.ok()
+        };
+        match tokio::time::timeout(ANSWER_DEADLINE, asked).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => Reply::Error("speaker is shutting down".into()),
+            Err(_) => Reply::Error(format!(
+                "the route table did not answer within {ANSWER_DEADLINE:?}"
+            )),
+        }
+    }
+
+    /// Queues a command for a peer without waiting (its queue full means it is not
+    /// responding).
+    fn command(&self, name: &str, command: PeerCommand) -> Reply {
+        let Some(peer) = self.peers().into_iter().find(|p| p.name == name) else {
+            return Reply::Error(format!("no peer named {name:?}"));
+        };
+        match peer.commands.try_send(command) {
+            Ok(()) => Reply::Changed {
+                change: Change::Updated,
+                routes: self.rib.borrow().routes.len(),
+            },
+            Err(_) => Reply::Error(format!("peer {name:?} is not responding")),
+        }
+    }
+
+    /// Up to `limit` of the routes sent to or received from `peer` after `after`, within
+    /// [`ANSWER_DEADLINE`].
+    pub async fn routes_page(
+        &self,
+        peer: &str,
+        which: RoutesOf,
+        after: Option<IpNet>,
+        limit: usize,
+    ) -> RoutePage {
+        let handle = self
+            .peers()
+            .into_iter()
+            .find(|p| p.name == peer)
+            .ok_or_else(|| format!("no peer named {peer:?}"))?;
+        let (reply, rx) = oneshot::channel();
+        handle
+            .commands
+            .try_send(PeerCommand::Routes {
+                which,
+                after,
+                limit,
+                reply,
+            })
+            .map_err(|_| format!("peer {peer:?} is not responding"))?;
+        match tokio::time::timeout(ANSWER_DEADLINE, rx).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(_)) => Err(format!("peer {peer:?} is gone")),
+            Err(_) => Err(format!(
+                "peer {peer:?} is not responding (no answer within {ANSWER_DEADLINE:?})"
+            )),
+        }
+    }
+
+    /// Our table as it is now, to be read a page at a time (taking it costs nothing and
+    /// never involves the table task).
+    pub fn table(&self) -> TablePages {
+        TablePages {
+            snapshot: self.rib.borrow().clone(),
+            after: None,
+        }
+    }
+
+    /// Every prefix `peer` sent us (import enabled), paged.
+    pub async fn received_prefixes(&self, peer: &str) -> Result<Vec<IpNet>, String> {
+        let mut prefixes = Vec::new();
+        loop {
+            let page = self
+                .routes_page(peer, RoutesOf::Received, prefixes.last().copied(), 1000)
+                .await?;
+            if page.is_empty() {
+                return Ok(prefixes);
+            }
+            prefixes.extend(page.into_iter().map(|(p, _)| p));
+        }
+    }
+
+    /// Closes every session with a Cease carrying `reason`, without waiting on any peer.
+    pub fn stop_all(&self, reason: &str) {
+        for peer in self.peers() {
+            let _ = peer.commands.try_send(PeerCommand::Stop(reason.to_owned()));
+        }
     }
 
     /// The peers right now.
-    pub fn peers(&self) -> Vec<PeerHandle> {
+    pub(crate) fn peers(&self) -> Vec<PeerHandle> {
         read(&self.peers)
+    }
+
+    /// The names of the peers, in configuration order.
+    pub fn peer_names(&self) -> Vec<String> {
+        self.peers().into_iter().map(|p| p.name).collect()
     }
 
     pub fn statuses(&self) -> Vec<PeerStatus> {
@@ -450,11 +512,11 @@ impl Table {
                 request = requests.recv() => {
                     let Some(Request { op, reply }) = request else {
                         for peer in read(&self.peers) {
-                            let _ = peer.commands.send(PeerCommand::Stop("speaker shutting down".into())).await;
+                            let _ = peer.commands.try_send(PeerCommand::Stop("speaker shutting down".into()));
                         }
                         return;
                     };
-                    let answer = self.handle(op).await;
+                    let answer = self.handle(op);
                     let _ = reply.send(answer);
                 }
                 () = async { tokio::time::sleep_until(self.gate_deadline.expect("guarded")).await }, if self.gate_deadline.is_some() => {
@@ -481,7 +543,8 @@ impl Table {
         self.rib_tx.send_replace(Arc::new(self.rib.snapshot()));
     }
 
-    async fn handle(&mut self, op: Op) -> Reply {
+    /// A table operation; never waits on anything.
+    fn handle(&mut self, op: Op) -> Reply {
         let now = std::time::Instant::now();
         match op {
             Op::Announce {
@@ -531,16 +594,28 @@ impl Table {
                     routes: self.rib.len(),
                 }
             }
-            Op::Drain { prefixes, delay_ms } => {
+            Op::Drain {
+                prefixes,
+                delay_ms,
+                by,
+            } => {
                 let delay = delay_ms.map_or(self.drain_delay, Duration::from_millis);
-                let routes = self.rib.drain(prefixes.as_deref(), delay, now);
+                let by = by.unwrap_or_else(|| "an operator".into());
+                let routes = self.rib.drain(prefixes.as_deref(), delay, &by, now);
                 info!(
                     routes,
+                    %by,
                     delay_ms = delay.as_millis() as u64,
-                    "drain started: GRACEFUL_SHUTDOWN, then withdraw"
+                    "drain ordered: GRACEFUL_SHUTDOWN, then withdrawn, until undrain"
                 );
                 self.publish();
                 Reply::Drained { routes }
+            }
+            Op::Undrain { prefixes } => {
+                let routes = self.rib.undrain(prefixes.as_deref(), now);
+                info!(routes, "drain ended by an operator");
+                self.publish();
+                Reply::Undrained { routes }
             }
             Op::Synced => {
                 self.open_gate("the control client re-announced everything");
@@ -549,65 +624,8 @@ impl Table {
                     routes: self.rib.len(),
                 }
             }
-            Op::Neighbors => Reply::Neighbors(
-                read(&self.peers)
-                    .iter()
-                    .filter_map(|p| {
-                        p.status
-                            .read()
-                            .ok()
-                            .and_then(|s| serde_json::to_value(&*s).ok())
-                    })
-                    .collect(),
-            ),
-            Op::Routes => {
-                let snapshot = self.rib.snapshot();
-                Reply::Routes(
-                    snapshot
-                        .routes
-                        .iter()
-                        .map(|(prefix, a)| entry(*prefix, a, now))
-                        .collect(),
-                )
-            }
-            Op::Advertised { peer } => {
-                let Some(handle) = read(&self.peers).into_iter().find(|p| p.name == peer) else {
-                    return Reply::Error(format!("no peer named {peer:?}"));
-                };
-                let (tx, rx) = oneshot::channel();
-                let _ = handle.commands.send(PeerCommand::ShowAdvertised(tx)).await;
-                rx.await
-                    .map_or_else(|_| Reply::Error("peer task gone".into()), Reply::PeerRoutes)
-            }
-            Op::Received { peer } => {
-                let Some(handle) = read(&self.peers).into_iter().find(|p| p.name == peer) else {
-                    return Reply::Error(format!("no peer named {peer:?}"));
-                };
-                let (tx, rx) = oneshot::channel();
-                let _ = handle.commands.send(PeerCommand::ShowReceived(tx)).await;
-                match rx.await {
-                    Ok(Ok(routes)) => Reply::PeerRoutes(routes),
-                    Ok(Err(e)) => Reply::Error(e),
-                    Err(_) => Reply::Error("peer task gone".into()),
-                }
-            }
-            Op::PeerDown { peer, reason } => {
-                self.peer_command(&peer, PeerCommand::Stop(reason)).await
-            }
-            Op::PeerUp { peer } => self.peer_command(&peer, PeerCommand::Start).await,
-        }
-    }
-
-    async fn peer_command(&self, name: &str, command: PeerCommand) -> Reply {
-        match read(&self.peers).into_iter().find(|p| p.name == name) {
-            Some(peer) => {
-                let _ = peer.commands.send(command).await;
-                Reply::Changed {
-                    change: Change::Updated,
-                    routes: self.rib.len(),
-                }
-            }
-            None => Reply::Error(format!("no peer named {name:?}")),
+            // Answered by the speaker handle, never sent here.
+            other => Reply::Error(format!("not a table operation: {other:?}")),
         }
     }
 }
@@ -620,6 +638,12 @@ fn entry(prefix: IpNet, a: &Announcement, now: std::time::Instant) -> RouteEntry
         lease_left_ms: a
             .expires
             .map(|t| t.saturating_duration_since(now).as_millis() as u64),
-        draining: a.draining_until.is_some(),
+        draining: a.draining(),
+        withdrawn_by_drain: a.withdrawn_by_drain(),
+        drained_by: a.drain.as_ref().map(|d| d.by.clone()),
+        drained_at: a.drain.as_ref().map(|d| {
+            d.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs())
+        }),
     }
 }

@@ -14,15 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bgp_speaker::control::Client;
-use bgp_speaker::route::RouteAttrs;
-use bgp_speaker::speaker::{Op, Reply};
 use config::check::CheckProfile;
 use config::site::Site;
 use config::{Deployment, Node};
 use feed::server::Publisher;
 use feed::{NodeState, ServiceState, SiteFeed};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use speaker_control::{Client, Op, Reply, RouteAttrs};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -52,6 +50,9 @@ pub enum StartError {
     Invalid(String),
 }
 
+/// How long a call to the speaker may take before healthd gives up on it this round.
+const SPEAKER_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Longest the site task may go without a round before `/healthz` reports it (rounds come
 /// every check interval, at most a second).
 const SITE_TASK_BOUND: Duration = Duration::from_secs(5);
@@ -76,6 +77,7 @@ pub struct Metrics {
     service_healthy: IntGaugeVec,
     announcements: IntCounterVec,
     fail_open: IntGaugeVec,
+    speaker_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -124,8 +126,17 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let speaker_errors = IntCounterVec::new(
+            Opts::new(
+                "healthd_speaker_errors_total",
+                "Exchanges with the speaker that failed or timed out, by kind (connect, call)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(fail_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(speaker_errors.clone()),
             Box::new(node_up.clone()),
             Box::new(latency.clone()),
             Box::new(changes.clone()),
@@ -142,6 +153,7 @@ impl Metrics {
             service_healthy,
             announcements,
             fail_open,
+            speaker_errors,
         }
     }
 }
@@ -777,7 +789,9 @@ impl SiteTask {
     }
 
     /// Sends this round's requests; reconnects (and so re-announces everything) after a
-    /// speaker restart.
+    /// speaker restart. Every call has a deadline: a speaker that does not answer is logged
+    /// (once per outage), counted, and dialled again next round, while the leases it holds
+    /// run out by themselves.
     async fn drive(&mut self, ops: Vec<Op>) {
         if self.speaker.is_none() {
             let endpoint = self.site.speaker.control_endpoint(&self.site.name);
@@ -787,7 +801,7 @@ impl SiteTask {
                 .control_token
                 .as_ref()
                 .and_then(|t| t.resolve().ok());
-            match Client::connect(&endpoint, token).await {
+            match Client::connect(&endpoint, token, SPEAKER_DEADLINE).await {
                 Ok(client) => {
                     info!(%endpoint, "connected to the speaker");
                     self.speaker = Some(client);
@@ -795,10 +809,12 @@ impl SiteTask {
                     self.speaker_error = false;
                 }
                 Err(e) => {
-                    if !self.speaker_error {
-                        warn!("cannot reach the speaker, routes will follow once it answers: {e}");
-                        self.speaker_error = true;
-                    }
+                    self.speaker_failed(
+                        "connect",
+                        &format!(
+                            "cannot reach the speaker, routes will follow once it answers: {e}"
+                        ),
+                    );
                     return;
                 }
             }
@@ -811,16 +827,33 @@ impl SiteTask {
                 Ok(Reply::Error(e)) => warn!("the speaker refused a request: {e}"),
                 Ok(_) => {}
                 Err(e) => {
-                    warn!("lost the speaker: {e}");
                     self.speaker = None;
+                    self.speaker_failed(
+                        "call",
+                        &format!("lost the speaker, dialling it again next round: {e}"),
+                    );
                     return;
                 }
             }
         }
         if !self.synced {
             // Everything we want is announced: the speaker may send End-of-RIB now.
-            let _ = client.call(Op::Synced).await;
-            self.synced = true;
+            match client.call(Op::Synced).await {
+                Ok(_) => self.synced = true,
+                Err(e) => {
+                    self.speaker = None;
+                    self.speaker_failed("call", &format!("lost the speaker: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Counts a failed exchange with the speaker and logs it once per outage.
+    fn speaker_failed(&mut self, kind: &str, message: &str) {
+        self.metrics.speaker_errors.with_label_values(&[kind]).inc();
+        if !self.speaker_error {
+            warn!("{message}");
+            self.speaker_error = true;
         }
     }
 

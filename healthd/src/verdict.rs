@@ -8,13 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use bgp_speaker::route::RouteAttrs;
 use config::Service;
 use config::service::DegradeAction;
 use config::types::Community;
 pub use feed::site_health::NodeHealth;
 use feed::site_health::{Operator, Thresholds, site_health};
 use serde::Serialize;
+use speaker_control::RouteAttrs;
 
 /// What to tell the speaker about a service's prefixes.
 #[derive(Debug, Clone, PartialEq, Serialize)]

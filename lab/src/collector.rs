@@ -148,17 +148,9 @@ impl Collector {
         let mut seen = BTreeMap::new();
         match self {
             Collector::Ours(handle) => {
-                for peer in handle.peers() {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let _ = peer
-                        .commands
-                        .send(bgp_speaker::session::task::PeerCommand::ShowReceived(tx))
-                        .await;
-                    if let Ok(Ok(routes)) = rx.await {
-                        seen.insert(
-                            peer.name.clone(),
-                            routes.into_iter().map(|r| r.prefix).collect(),
-                        );
+                for peer in handle.peer_names() {
+                    if let Ok(prefixes) = handle.received_prefixes(&peer).await {
+                        seen.insert(peer, prefixes.iter().map(ToString::to_string).collect());
                     }
                 }
             }

@@ -221,14 +221,7 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     }
     println!("stopping: sessions close with a Cease");
     for (_, handle) in &sites {
-        for peer in handle.peers() {
-            let _ = peer
-                .commands
-                .send(bgp_speaker::session::task::PeerCommand::Stop(
-                    "demo stopped".into(),
-                ))
-                .await;
-        }
+        handle.stop_all("demo stopped");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(controls);

@@ -54,6 +54,42 @@ impl std::fmt::Display for Prefix {
     }
 }
 
+impl From<&ipnet::IpNet> for Prefix {
+    fn from(net: &ipnet::IpNet) -> Self {
+        match net {
+            ipnet::IpNet::V4(n) => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&n.network().octets());
+                Self {
+                    afi: Afi::Ipv4,
+                    len: n.prefix_len(),
+                    addr,
+                }
+            }
+            ipnet::IpNet::V6(n) => Self {
+                afi: Afi::Ipv6,
+                len: n.prefix_len(),
+                addr: n.network().octets(),
+            },
+        }
+    }
+}
+
+impl Prefix {
+    /// As an `IpNet`; `None` for a length past the family's (never stored).
+    pub fn to_net(&self) -> Option<ipnet::IpNet> {
+        match self.afi {
+            Afi::Ipv4 => {
+                let a = Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]);
+                ipnet::Ipv4Net::new(a, self.len).ok().map(ipnet::IpNet::V4)
+            }
+            Afi::Ipv6 => ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(self.addr), self.len)
+                .ok()
+                .map(ipnet::IpNet::V6),
+        }
+    }
+}
+
 /// One AS_PATH segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsSegment {

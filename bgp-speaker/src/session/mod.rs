@@ -4,3 +4,4 @@ pub mod fsm;
 pub mod status;
 pub mod task;
 pub mod transport;
+pub mod writer;

@@ -1,15 +1,18 @@
-//! One task per peer: owns the FSM, the TCP connection and the Adj-RIB-Out.
+//! One task per peer: owns the FSM, the reading half of the TCP connection and the
+//! Adj-RIB-Out; a writer task per connection owns the writing half.
 //!
 //! ```text
-//!   control API ──PeerCommand──▶ ┌──────────── peer task ─────────────┐
-//!   listener ─────TcpStream────▶ │ Fsm ◀─events─ socket reader, timers │ ──bytes──▶ TCP
-//!   speaker ──watch<Snapshot>──▶ │ Adj-RIB-Out diff → UPDATEs          │
-//!                                └──── writes PeerStatus (shared) ─────┘
+//!   speaker handle ──PeerCommand──▶ ┌──────────── peer task ─────────────┐
+//!   listener ─────TcpStream───────▶ │ Fsm ◀─events─ socket reader, timers │ ──bytes──▶ writer task ──▶ TCP
+//!   table ──watch<Snapshot>───────▶ │ Adj-RIB-Out diff → UPDATEs          │ ◀─drained / failed─┘
+//!                                   └──── writes PeerStatus (shared) ─────┘
 //! ```
 //!
-//! The FSM decides; this task only performs its actions and turns I/O into events.
+//! The FSM decides; this task only performs its actions and turns I/O into events. It never
+//! waits on the peer: writes are queued to the writer, a peer that takes no bytes for its hold
+//! time is dropped, and commands (show, stop) are answered at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -18,7 +21,7 @@ use config::site::Peer;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
@@ -27,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::fsm::{Action, DownReason, Event, Fsm, State};
 use super::status::PeerStatus;
 use super::transport::{self, TransportOptions};
+use super::writer::Writer;
 use crate::export::ExportContext;
 use crate::packet::notification::cease;
 use crate::packet::open::Open;
@@ -38,16 +42,32 @@ use crate::route::{ShownRoute, WireAttrs};
 use imbl::OrdMap;
 use imbl::ordmap::DiffItem;
 
-/// Commands from the control API.
+/// Which of a peer's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutesOf {
+    /// The Adj-RIB-Out, as sent to the peer.
+    Advertised,
+    /// The Adj-RIB-In (import enabled), as received.
+    Received,
+}
+
+/// A page of a peer's routes: each with its prefix, the cursor of the next page.
+pub type RoutePage = Result<Vec<(IpNet, ShownRoute)>, String>;
+
+/// Commands to a peer task (from the speaker handle, on behalf of the control API).
 #[derive(Debug)]
 pub enum PeerCommand {
     /// Administrative stop with a reason (sent as RFC 8203 shutdown communication).
     Stop(String),
     Start,
-    /// The routes in the Adj-RIB-Out, as sent to the peer.
-    ShowAdvertised(tokio::sync::oneshot::Sender<Vec<ShownRoute>>),
-    /// The routes in the Adj-RIB-In (import enabled), as received.
-    ShowReceived(tokio::sync::oneshot::Sender<Result<Vec<ShownRoute>, String>>),
+    /// Up to `limit` routes after `after`, in prefix order: pages, so that a full table is
+    /// never built whole.
+    Routes {
+        which: RoutesOf,
+        after: Option<IpNet>,
+        limit: usize,
+        reply: tokio::sync::oneshot::Sender<RoutePage>,
+    },
 }
 
 /// What the speaker keeps to talk to a peer task.
@@ -74,7 +94,7 @@ pub struct PeerSetup {
 
 struct Conn {
     reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    writer: Writer,
     local: SocketAddr,
     /// Whether we opened it (for collision resolution, RFC 4271 section 6.8).
     outgoing: bool,
@@ -87,7 +107,7 @@ impl Conn {
         let (reader, writer) = stream.into_split();
         Ok(Self {
             reader,
-            writer,
+            writer: Writer::spawn(writer),
             local,
             outgoing,
             buf: Vec::with_capacity(65536),
@@ -99,6 +119,9 @@ impl Conn {
 async fn fill(conn: &mut Conn) -> bool {
     matches!(conn.reader.read_buf(&mut conn.buf).await, Ok(n) if n > 0)
 }
+
+/// Prefixes a route sync handles between two yields to the runtime.
+const YIELD_EVERY: usize = 2048;
 
 /// Starts the task; returns its handle.
 pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
@@ -129,7 +152,10 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         hold: None,
         keepalive: None,
         retry: None,
-        adj_out: HashMap::new(),
+        adj_out: BTreeMap::new(),
+        sync_pending: false,
+        md5_warned: false,
+        down_cause: None,
         status,
         receiver,
         eor_pending: false,
@@ -150,7 +176,14 @@ struct PeerTask {
     hold: Option<Instant>,
     keepalive: Option<Instant>,
     retry: Option<Instant>,
-    adj_out: HashMap<IpNet, WireAttrs>,
+    /// Ordered, so that `show routes advertised` pages through it.
+    adj_out: BTreeMap<IpNet, WireAttrs>,
+    /// Route changes held back while the writer is backlogged; sent once it drains.
+    sync_pending: bool,
+    /// The TCP-MD5 hint was logged for this outage (reset when the session comes up).
+    md5_warned: bool,
+    /// Why the session is being dropped, when this task decided it (shown as the last error).
+    down_cause: Option<String>,
     status: Arc<RwLock<PeerStatus>>,
     receiver: Receiver,
     /// End-of-RIB not sent yet because the startup gate is closed.
@@ -171,22 +204,28 @@ impl PeerTask {
         let _enter = span.enter();
         self.feed(Event::Start).await;
         loop {
-            let deadline = [self.hold, self.keepalive, self.retry, self.stale_until]
-                .into_iter()
-                .flatten()
-                .min();
+            let stall = self
+                .conn
+                .as_ref()
+                .and_then(|c| c.writer.stall_deadline(self.stall_bound()));
+            let deadline = [
+                self.hold,
+                self.keepalive,
+                self.retry,
+                self.stale_until,
+                stall,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let established = self.fsm.state() == State::Established;
+            let writer = self.conn.as_ref().map(|c| c.writer.waker());
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(PeerCommand::Stop(reason)) => self.feed(Event::Stop { reason }).await,
                     Some(PeerCommand::Start) => self.feed(Event::Start).await,
-                    Some(PeerCommand::ShowAdvertised(reply)) => {
-                        let mut routes: Vec<ShownRoute> = self.adj_out.iter().map(|(p, a)| ShownRoute::advertised(p, a)).collect();
-                        routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-                        let _ = reply.send(routes);
-                    }
-                    Some(PeerCommand::ShowReceived(reply)) => {
-                        let _ = reply.send(self.receiver.shown_routes());
+                    Some(PeerCommand::Routes { which, after, limit, reply }) => {
+                        let _ = reply.send(self.routes_page(which, after, limit));
                     }
                     None => {
                         self.feed(Event::Stop { reason: "speaker shutting down".into() }).await;
@@ -205,8 +244,7 @@ impl PeerTask {
                         },
                         Ok(Err(e)) => {
                             let error = self.explain_connect_error(&e);
-                            debug!("connect failed: {error}");
-                            self.status_mut().last_error = Some(error);
+                            self.connect_failed(error);
                             self.feed(Event::TcpFailed).await;
                         }
                         Err(_) => self.feed(Event::TcpFailed).await,
@@ -219,6 +257,9 @@ impl PeerTask {
                     } else {
                         self.feed(Event::TcpFailed).await;
                     }
+                }
+                () = async { writer.as_ref().expect("guarded").notified().await }, if writer.is_some() => {
+                    self.writer_woke().await;
                 }
                 ok = async { fill(self.pending.as_mut().expect("guarded")).await }, if self.pending.is_some() => {
                     self.pending_progress(ok).await;
@@ -245,6 +286,18 @@ impl PeerTask {
     fn status_mut(&self) -> std::sync::RwLockWriteGuard<'_, PeerStatus> {
         // A poisoned lock only means another thread panicked mid-update; the data is plain.
         self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a failed connection attempt. With TCP-MD5 configured a key mismatch looks like
+    /// any time-out, so the likely cause is logged at WARN, once per outage (not on every retry).
+    fn connect_failed(&mut self, error: String) {
+        if self.setup.transport.md5_key.is_some() && !self.md5_warned {
+            warn!("{error}");
+            self.md5_warned = true;
+        } else {
+            debug!("connect failed: {error}");
+        }
+        self.status_mut().last_error = Some(error);
     }
 
     /// A connect error with what the operator should check.
@@ -288,6 +341,61 @@ impl PeerTask {
         if self.retry.is_some_and(|t| t <= now) {
             self.retry = None;
             self.feed(Event::ConnectRetryExpired).await;
+        }
+        let bound = self.stall_bound();
+        let stalled = self
+            .conn
+            .as_ref()
+            .filter(|c| c.writer.stalled_for() >= bound)
+            .map(|c| c.writer.queued());
+        if let Some(queued) = stalled {
+            let error = format!(
+                "the peer accepted no bytes for {}s with {queued} bytes waiting (it stopped reading): connection dropped",
+                bound.as_secs()
+            );
+            warn!("{error}");
+            self.down_cause = Some(error);
+            self.feed(Event::TcpFailed).await;
+        }
+    }
+
+    /// How long the peer may take no bytes before the session is dropped: its hold time (the
+    /// negotiated one, else ours), as a peer that sends nothing for that long is dropped too.
+    fn stall_bound(&self) -> Duration {
+        let hold = self
+            .fsm
+            .negotiated()
+            .map_or(self.setup.peer.hold_time, |n| n.hold_time);
+        // Hold time 0 disables the hold timer, not this: a stuck writer still ends.
+        Duration::from_secs(u64::from(if hold == 0 { 90 } else { hold }))
+    }
+
+    /// The writer drained its queue or failed.
+    async fn writer_woke(&mut self) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        if conn.writer.failed() {
+            self.feed(Event::TcpFailed).await;
+        } else if self.sync_pending && !conn.writer.backlogged() {
+            self.sync_routes().await;
+        }
+    }
+
+    /// A page of the routes sent to or received from the peer.
+    fn routes_page(&self, which: RoutesOf, after: Option<IpNet>, limit: usize) -> RoutePage {
+        match which {
+            RoutesOf::Advertised => {
+                use std::ops::Bound::{Excluded, Unbounded};
+                let from = after.map_or(Unbounded, Excluded);
+                Ok(self
+                    .adj_out
+                    .range((from, Unbounded))
+                    .take(limit)
+                    .map(|(p, a)| (*p, a.shown(p)))
+                    .collect())
+            }
+            RoutesOf::Received => self.receiver.shown_page(after, limit),
         }
     }
 
@@ -348,16 +456,36 @@ impl PeerTask {
                         }
                         self.status_mut().prefixes_received = self.receiver.prefix_count();
                     }
-                    // RFC 2918: answer a refresh by sending everything again.
-                    MessageType::RouteRefresh => {
-                        self.adj_out.clear();
-                        self.exported_from = None;
-                        self.sync_routes().await;
-                    }
+                    // RFC 2918: answer a refresh by sending that family's routes again; a
+                    // refresh for a family the session did not negotiate is ignored (section 4).
+                    MessageType::RouteRefresh => self.route_refresh(body).await,
                     _ => {}
                 }
             }
         }
+    }
+
+    /// The peer asked for our routes again (RFC 2918).
+    async fn route_refresh(&mut self, body: &[u8]) {
+        let Some(negotiated) = self.fsm.negotiated() else {
+            return;
+        };
+        let (afi, safi) = match body {
+            [a, b, _, safi, ..] => (u16::from_be_bytes([*a, *b]), *safi),
+            _ => (0, 0),
+        };
+        let v4 = (afi, safi) == (1, 1) && negotiated.ipv4_unicast;
+        let v6 = (afi, safi) == (2, 1) && negotiated.ipv6_unicast;
+        if !v4 && !v6 {
+            debug!(
+                afi,
+                safi, "ROUTE-REFRESH for a family not negotiated: ignored (RFC 2918 section 4)"
+            );
+            return;
+        }
+        self.adj_out.retain(|p, _| p.addr().is_ipv4() != v4);
+        self.exported_from = None;
+        self.sync_routes().await;
     }
 
     /// An incoming connection from the peer (the listener matched its address).
@@ -369,7 +497,7 @@ impl PeerTask {
         match self.fsm.state() {
             State::Idle => {
                 // Administratively down: refuse politely.
-                let _ = reject(stream, cease::CONNECTION_REJECTED).await;
+                reject(stream, cease::CONNECTION_REJECTED);
             }
             State::Connect | State::Active => {
                 if let Some(c) = self.connecting.take() {
@@ -382,16 +510,13 @@ impl PeerTask {
             }
             State::OpenSent | State::OpenConfirm if self.pending.is_none() => {
                 // Collision (section 6.8): keep both until the new one's OPEN tells who wins.
-                if let Ok(mut conn) = Conn::new(stream, false) {
-                    let open = self.fsm.local_open().encode();
-                    if conn.writer.write_all(&open).await.is_ok() {
-                        self.pending = Some(conn);
-                    }
+                if let Ok(conn) = Conn::new(stream, false)
+                    && conn.writer.send(self.fsm.local_open().encode())
+                {
+                    self.pending = Some(conn);
                 }
             }
-            _ => {
-                let _ = reject(stream, cease::COLLISION_RESOLUTION).await;
-            }
+            _ => reject(stream, cease::COLLISION_RESOLUTION),
         }
     }
 
@@ -425,19 +550,14 @@ impl PeerTask {
             !current_outgoing
         };
         let mut pending = self.pending.take().expect("checked above");
+        let cease = || Notification::cease(cease::COLLISION_RESOLUTION, "").encode();
         if !keep_pending || self.fsm.state() == State::Established {
-            let _ = pending
-                .writer
-                .write_all(&Notification::cease(cease::COLLISION_RESOLUTION, "").encode())
-                .await;
+            pending.writer.send(cease());
             return;
         }
         info!("connection collision: keeping the connection from the peer");
-        if let Some(mut old) = self.conn.take() {
-            let _ = old
-                .writer
-                .write_all(&Notification::cease(cease::COLLISION_RESOLUTION, "").encode())
-                .await;
+        if let Some(old) = self.conn.take() {
+            old.writer.send(cease());
         }
         // Restart the handshake on the surviving connection: we already sent our OPEN on it.
         let len = next_message(&pending.buf)
@@ -504,7 +624,7 @@ impl PeerTask {
                             "no answer before the connect retry timer fired",
                         );
                         let error = self.explain_connect_error(&timeout);
-                        self.status_mut().last_error = Some(error);
+                        self.connect_failed(error);
                     }
                     self.connecting = Some(tokio::spawn(async move {
                         transport::connect(addr, &opts, timeout).await
@@ -519,9 +639,10 @@ impl PeerTask {
                     }
                 }
                 Action::Disconnect => {
-                    if let Some(mut conn) = self.conn.take() {
-                        let _ = conn.writer.shutdown().await;
-                    }
+                    // Dropping the connection lets its writer send what is queued (a
+                    // NOTIFICATION) for a moment, then closes it.
+                    self.conn = None;
+                    self.sync_pending = false;
                     if let Some(c) = self.connecting.take() {
                         c.abort();
                     }
@@ -532,6 +653,7 @@ impl PeerTask {
                 Action::ArmKeepalive(d) => self.keepalive = Some(Instant::now() + d),
                 Action::DisarmKeepalive => self.keepalive = None,
                 Action::Up(negotiated) => {
+                    self.md5_warned = false;
                     info!(
                         hold = negotiated.hold_time,
                         ipv4 = negotiated.ipv4_unicast,
@@ -581,11 +703,20 @@ impl PeerTask {
             .and_then(|n| n.peer_graceful_restart)
             .map(|gr| gr.restart_time)
             .filter(|_| reason == DownReason::ConnectionLost);
+        let cause = self.down_cause.take().unwrap_or_else(|| reason.to_string());
+        let md5_hint = if self.setup.transport.md5_key.is_some() && !self.md5_warned {
+            self.md5_warned = true;
+            "; TCP-MD5 is configured: a key changed on either side drops the session like this"
+        } else {
+            ""
+        };
         match &reason {
-            DownReason::Stopped => info!("session stopped: {reason}"),
-            _ => warn!("session down: {reason}"),
+            DownReason::Stopped => info!("session stopped: {cause}"),
+            DownReason::ConnectionLost => warn!("session down: {cause}{md5_hint}"),
+            _ => warn!("session down: {cause}"),
         }
         self.adj_out.clear();
+        self.sync_pending = false;
         self.exported_from = None;
         self.stale_until = self
             .receiver
@@ -599,25 +730,21 @@ impl PeerTask {
         status.negotiated = None;
         status.prefixes_advertised = 0;
         status.prefixes_received = kept;
-        status.last_error = Some(reason.to_string());
+        status.last_error = Some(cause);
     }
 
+    /// Queues one message for the writer; false when the connection has failed.
     async fn send(&mut self, bytes: &[u8]) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_ref() else {
             return false;
         };
-        match conn.writer.write_all(bytes).await {
-            Ok(()) => {
-                if let Some(kind) = bytes.get(18).copied() {
-                    self.status_mut().count_out(kind);
-                }
-                true
-            }
-            Err(e) => {
-                debug!("write failed: {e}");
-                false
-            }
+        if !conn.writer.send(bytes.to_vec()) {
+            return false;
         }
+        if let Some(kind) = bytes.get(18).copied() {
+            self.status_mut().count_out(kind);
+        }
+        true
     }
 
     /// Brings the peer's view in line with the table: withdraws, then announcements grouped by
@@ -626,9 +753,16 @@ impl PeerTask {
         let Some(negotiated) = self.fsm.negotiated().cloned() else {
             return;
         };
-        let Some(local) = self.conn.as_ref().map(|c| c.local.ip()) else {
+        let Some(conn) = self.conn.as_ref() else {
             return;
         };
+        if conn.writer.backlogged() {
+            // The peer is slow to read: the changes wait, and go as one diff once it drains.
+            self.sync_pending = true;
+            return;
+        }
+        self.sync_pending = false;
+        let local = conn.local.ip();
         let snapshot = self.setup.rib.borrow_and_update().clone();
         let ctx = ExportContext {
             peer: &self.setup.peer,
@@ -657,7 +791,12 @@ impl PeerTask {
         let mut withdrawn = Vec::new();
         let mut groups: HashMap<WireAttrs, Vec<IpNet>> = HashMap::new();
         let mut updates: Vec<(IpNet, Option<WireAttrs>)> = Vec::with_capacity(changed.len());
-        for prefix in changed {
+        for (i, prefix) in changed.into_iter().enumerate() {
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                // A big diff must not hold a runtime thread: the control API, the other peers
+                // and the table share them.
+                tokio::task::yield_now().await;
+            }
             let desired = snapshot
                 .routes
                 .get(&prefix)
@@ -683,8 +822,11 @@ impl PeerTask {
         for (attrs, mut prefixes) in groups {
             prefixes.sort_unstable();
             prefixes.dedup();
-            for message in update_tx::announce(tx, &attrs, &prefixes) {
-                out.extend_from_slice(&message);
+            for chunk in prefixes.chunks(YIELD_EVERY) {
+                for message in update_tx::announce(tx, &attrs, chunk) {
+                    out.extend_from_slice(&message);
+                }
+                tokio::task::yield_now().await;
             }
         }
         self.exported_from = Some(snapshot.routes.clone());
@@ -697,7 +839,7 @@ impl PeerTask {
             "sending updates"
         );
         let messages = count_messages(&out);
-        if self.send_batch(&out, messages).await {
+        if self.send_batch(out, messages) {
             for (prefix, desired) in updates {
                 match desired {
                     Some(attrs) => self.adj_out.insert(prefix, attrs),
@@ -710,12 +852,12 @@ impl PeerTask {
         }
     }
 
-    /// Writes many messages in one go (one syscall for a burst of UPDATEs).
-    async fn send_batch(&mut self, bytes: &[u8], messages: u64) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
+    /// Queues many messages in one buffer (one write for a burst of UPDATEs).
+    fn send_batch(&mut self, bytes: Vec<u8>, messages: u64) -> bool {
+        let Some(conn) = self.conn.as_ref() else {
             return false;
         };
-        if conn.writer.write_all(bytes).await.is_err() {
+        if !conn.writer.send(bytes) {
             return false;
         }
         self.status_mut().messages_out.update += messages;
@@ -740,10 +882,16 @@ fn count_messages(mut bytes: &[u8]) -> u64 {
     n
 }
 
-/// Refuses a connection with a Cease.
-async fn reject(mut stream: TcpStream, subcode: u8) -> std::io::Result<()> {
-    stream
-        .write_all(&Notification::cease(subcode, "").encode())
-        .await?;
-    stream.shutdown().await
+/// Refuses a connection with a Cease, in a task of its own bounded in time: a peer that does
+/// not read must not hold the session task.
+fn reject(mut stream: TcpStream, subcode: u8) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            stream
+                .write_all(&Notification::cease(subcode, "").encode())
+                .await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
 }
