@@ -15,6 +15,7 @@ mod adj_rib_in;
 pub mod cli;
 pub mod control;
 mod export;
+pub mod fuzzing;
 pub mod metrics;
 pub mod packet;
 mod receive;

@@ -259,3 +259,50 @@ fn prefix_limit_closes_with_a_cease_and_reconnects_later() {
     );
     let _ = speaker;
 }
+
+#[test]
+fn mutated_updates_never_take_the_speaker_down_and_it_still_works_after() {
+    let (listener, speaker, net) = start();
+    listener.set_nonblocking(false).unwrap();
+    let seeds = vec![
+        update(&good_attrs(), &NLRI),
+        update(&[], &[]),
+        update(&good_attrs(), &[16, 10, 1, 32, 192, 0, 2, 1]),
+    ];
+    let mut rng = testkit::fuzz::Rng::new(7606);
+    let mut sent = 0;
+    let mut sessions = 0;
+    // A few sessions' worth of mutated UPDATEs (bodies mutated, framing kept valid so they reach
+    // the UPDATE parser); each session lasts until the speaker resets it.
+    while sessions < 3 {
+        let mut peer = RawPeer::accept(&listener, net.host(9));
+        sessions += 1;
+        for _ in 0..400 {
+            let mut body = seeds[rng.below(seeds.len())][19..].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                testkit::fuzz::mutate(&mut rng, &mut body, &seeds);
+            }
+            body.truncate(4096 - 19);
+            let message = frame(MessageType::Update, &body);
+            if peer.stream.write_all(&message).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        // Let the speaker finish with what was sent (it may have reset the session).
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("{sent} mutated UPDATEs over {sessions} sessions");
+    // The speaker is whole: it reconnects, takes a good UPDATE, answers its control API, and
+    // nothing panicked.
+    let mut peer = RawPeer::accept(&listener, net.host(9));
+    peer.send(&update(&good_attrs(), &NLRI));
+    assert!(wait_received(&speaker, 2), "{:?}", speaker.neighbors());
+    let (ok, routes) = speaker.cli(&["show", "routes", "received", "raw"]);
+    assert!(ok && routes.contains("10.1.1.0/24"), "{routes}");
+    let admin = std::net::SocketAddr::from((net.host(1), 9179));
+    let (_, metrics) = testkit::http::get(admin, "/metrics").expect("metrics");
+    assert!(metrics.contains("bgp_speaker_panics_total 0"), "{metrics}");
+    let (status, _) = testkit::http::get(admin, "/healthz").unwrap();
+    assert_eq!(status, 200);
+}

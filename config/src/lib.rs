@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod diagnostic;
 pub mod dns;
+pub mod fuzzing;
 pub mod service;
 pub mod site;
 pub mod types;

@@ -13,9 +13,10 @@
 //! publisher and every reader share.
 
 pub mod follower;
+pub mod fuzzing;
 pub mod server;
 pub mod site_health;
-mod sse;
+pub mod sse;
 
 /// How often the stream carries a heartbeat while nothing changes.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);

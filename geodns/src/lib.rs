@@ -12,6 +12,7 @@
 mod admin_state;
 mod answer;
 mod feeds;
+pub mod fuzzing;
 pub mod geo;
 mod handler;
 mod health;

@@ -6,6 +6,7 @@
 //! [`peers`] follows the other sites' feeds so a site can fail open when every site is down.
 
 pub mod daemon;
+pub mod fuzzing;
 pub mod node;
 pub mod peers;
 pub mod probe;

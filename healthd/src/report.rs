@@ -51,7 +51,8 @@ pub async fn read(
     parse(&fetched.body, capacity_mbps)
 }
 
-fn parse(body: &[u8], capacity_mbps: u32) -> Option<NodeReport> {
+/// Reads a status document; `None` when it is not one.
+pub fn parse(body: &[u8], capacity_mbps: u32) -> Option<NodeReport> {
     let doc: StatusDocument = serde_json::from_slice(body).ok()?;
     let capacity = f64::from(capacity_mbps) * 1e6;
     let load = if capacity > 0.0 {

@@ -3,6 +3,7 @@
 pub mod channel;
 pub mod daemon;
 pub mod feeder;
+pub mod fuzzing;
 pub mod ingest;
 pub mod listener;
 pub mod metrics;

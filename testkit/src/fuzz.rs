@@ -118,11 +118,13 @@ pub fn regressions(dir: &Path) -> Vec<(String, Vec<u8>)> {
     found
 }
 
-fn iterations() -> usize {
+/// `FUZZ_ITERATIONS` scaled to a target whose inputs are big: `default` instead of
+/// [`DEFAULT_ITERATIONS`] when the variable is not set.
+fn iterations(default: usize) -> usize {
     std::env::var("FUZZ_ITERATIONS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ITERATIONS)
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(default, |n| n * default / DEFAULT_ITERATIONS)
 }
 
 fn seed() -> u64 {
@@ -136,7 +138,19 @@ fn seed() -> u64 {
 /// `FUZZ_ITERATIONS` inputs made by stacking 1-8 mutations on a seed. A panic fails the test
 /// with the input in hex and saves it beside the regressions (as `crash-N.bin`) so it can be
 /// kept. Prints how many inputs ran, for the CI log.
-pub fn run(name: &str, regressions_dir: &Path, seeds: &[Vec<u8>], mut target: impl FnMut(&[u8])) {
+pub fn run(name: &str, regressions_dir: &Path, seeds: &[Vec<u8>], target: impl FnMut(&[u8])) {
+    run_n(name, regressions_dir, seeds, DEFAULT_ITERATIONS, target);
+}
+
+/// [`run`] with `iterations` generated inputs by default, for targets whose inputs are large
+/// (a segment of MPEG-TS, a deployment file).
+pub fn run_n(
+    name: &str,
+    regressions_dir: &Path,
+    seeds: &[Vec<u8>],
+    iterations: usize,
+    mut target: impl FnMut(&[u8]),
+) {
     let mut check = |label: &str, input: &[u8]| {
         if catch_unwind(AssertUnwindSafe(|| target(input))).is_err() {
             let _ = std::fs::create_dir_all(regressions_dir);
@@ -156,7 +170,7 @@ pub fn run(name: &str, regressions_dir: &Path, seeds: &[Vec<u8>], mut target: im
     for (i, input) in seeds.iter().enumerate() {
         check(&format!("seed {i}"), input);
     }
-    let total = iterations();
+    let total = self::iterations(iterations);
     let mut rng = Rng::new(seed() ^ hash(name.as_bytes()));
     let mut input = Vec::new();
     for n in 0..total {

@@ -27,33 +27,43 @@ pub fn parse_playlist(text: &str) -> Option<Playlist> {
         return None;
     }
     let mut target = None;
-    let mut sequence = 0;
+    let mut sequence: u64 = 0;
     let mut pending: Option<f64> = None;
     let mut newest = None;
     let mut segments = Vec::new();
     let mut ended = false;
     for line in lines {
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            target = v.trim().parse::<f64>().ok();
+            target = seconds(v);
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             sequence = v.trim().parse().ok()?;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            pending = v.split(',').next()?.trim().parse().ok();
+            pending = seconds(v.split(',').next()?);
         } else if line == "#EXT-X-ENDLIST" {
             ended = true;
         } else if !line.is_empty() && !line.starts_with('#') {
             let duration = pending.take().unwrap_or(0.0);
-            segments.push((sequence + segments.len() as u64, line.to_owned(), duration));
+            let number = sequence.checked_add(segments.len() as u64)?;
+            segments.push((number, line.to_owned(), duration));
             newest = Some((line.to_owned(), duration));
         }
     }
     Some(Playlist {
-        target_duration: target?,
+        target_duration: target.filter(|t| *t > 0.0)?,
         media_sequence: sequence,
         newest,
         segments,
         ended,
     })
+}
+
+/// A duration in a playlist: a number of seconds from 0 to an hour. Anything else (negative,
+/// not a number, absurdly long) is treated as absent rather than trusted into timer arithmetic.
+fn seconds(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=3600.0).contains(s))
 }
 
 /// The rendition URIs of a master playlist (RFC 8216 section 4.3.4.2), in order. `None` when

@@ -1,0 +1,97 @@
+//! Generated and mutated MPEG-TS through everything an ingest feed reaches, on stable Rust,
+//! bounded (see `testkit::fuzz`): packet parsing, the program tables, segmenting at key frames,
+//! the playlist, and the media probe (H.264 SPS, ADTS) the master playlist is described from.
+//! Seeds are pieces of the bundled clip; crashes are kept in `tests/fuzz-regressions/ts/`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use streamnode::channel::Channel;
+use streamnode::ts::PACKET;
+use streamnode::ts::looper::Looper;
+use streamnode::ts::media::{Elementary, probe, stream_type};
+
+/// The first `packets` packets of the clip, then pieces of it from further on.
+fn seeds() -> Vec<Vec<u8>> {
+    let mut looper = Looper::test_channel().expect("bundled clip");
+    let stream: Vec<u8> = (0..looper.packets_per_pass().min(2400))
+        .flat_map(|_| looper.next_packet())
+        .collect();
+    let piece = |from: usize, packets: usize| {
+        let start = (from * PACKET).min(stream.len());
+        let end = ((from + packets) * PACKET).min(stream.len());
+        stream[start..end].to_vec()
+    };
+    vec![
+        piece(0, 1200),
+        piece(0, 60),
+        piece(600, 600),
+        piece(1200, 1200),
+    ]
+}
+
+fn regressions() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/ts")
+}
+
+#[test]
+fn ingested_transport_streams_never_panic_and_keep_playlists_sane() {
+    testkit::fuzz::run_n(
+        "ts-ingest",
+        &regressions(),
+        &seeds(),
+        1500,
+        streamnode::fuzzing::ingest,
+    );
+}
+
+#[test]
+fn the_media_probe_takes_any_segment_and_stream_types() {
+    let types = [
+        stream_type::H264,
+        stream_type::H265,
+        stream_type::AAC_ADTS,
+        stream_type::MPEG1_AUDIO,
+        0x00,
+        0xFF,
+    ];
+    let mut rng = testkit::fuzz::Rng::new(13818);
+    testkit::fuzz::run_n("ts-probe", &regressions(), &seeds(), 2000, |segment| {
+        let pick = |rng: &mut testkit::fuzz::Rng| Elementary {
+            pid: [0x100, 0x101, 0x1FFF, 0][rng.below(4)],
+            stream_type: types[rng.below(types.len())],
+        };
+        let video = rng.chance(4).then(|| pick(&mut rng)).or(Some(Elementary {
+            pid: 0x100,
+            stream_type: stream_type::H264,
+        }));
+        let audio = rng.chance(2).then(|| pick(&mut rng));
+        let info = probe(segment, video, audio);
+        if let Some((w, h)) = info.resolution {
+            assert!(w > 0 && h > 0, "{w}x{h}");
+        }
+    });
+}
+
+#[test]
+fn clips_that_are_not_transport_streams_are_refused() {
+    testkit::fuzz::run_n("ts-clip", &regressions(), &seeds()[1..2], 2000, |clip| {
+        let _ = Looper::new(clip).map(|mut l| {
+            for _ in 0..l.packets_per_pass() * 2 {
+                let _ = l.next_packet();
+            }
+        });
+    });
+}
+
+#[test]
+fn the_seeds_reach_the_segmenter() {
+    let seed = &seeds()[0];
+    let mut channel = Channel::new("seed", Duration::from_secs(1), 4);
+    channel.set_clock(SystemTime::now());
+    for packet in seed.chunks_exact(PACKET) {
+        channel.push(packet.try_into().unwrap());
+    }
+    assert!(channel.window().count() >= 1, "a segment cut from the seed");
+    assert!(channel.playlist().is_some());
+}
