@@ -44,7 +44,11 @@ pub async fn serve(
                 use std::os::unix::fs::MetadataExt;
                 std::fs::metadata(path).map_err(listen_err)?.ino()
             };
+            let beat = speaker
+                .liveness()
+                .flag(format!("control API on {}", endpoint));
             let task = tokio::spawn(async move {
+                let _serving = beat.serving_while();
                 loop {
                     match listener.accept().await {
                         // File permissions are the authentication on a unix socket.
@@ -62,7 +66,9 @@ pub async fn serve(
         }
         ControlEndpoint::Tcp(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+            let beat = speaker.liveness().flag(format!("control API on {addr}"));
             let task = tokio::spawn(async move {
+                let _serving = beat.serving_while();
                 loop {
                     match listener.accept().await {
                         Ok((stream, _)) => drop(tokio::spawn(session(

@@ -87,6 +87,7 @@ impl TablePages {
 
 /// What spawning a peer needs, kept for reloads.
 struct Spawner {
+    liveness: Liveness,
     site: Site,
     rib: watch::Receiver<Arc<Snapshot>>,
     gate: watch::Receiver<bool>,
@@ -379,6 +380,10 @@ impl Spawner {
             transport,
             rib: self.rib.clone(),
             startup_gate: self.gate.clone(),
+            beat: self.liveness.heartbeat(
+                format!("session task of peer {}", peer.name),
+                task::LIVENESS_BOUND,
+            ),
         });
         Ok(handle)
     }
@@ -424,7 +429,9 @@ pub async fn start(
         )),
         None => None,
     };
+    let liveness = Liveness::default();
     let spawner = Spawner {
+        liveness: liveness.clone(),
         site: site.clone(),
         rib: rib_rx.clone(),
         gate: gate_rx,
@@ -437,11 +444,11 @@ pub async fn start(
             .collect::<Result<Vec<_>, _>>()?,
     ));
     if let (Some(listener), Some(addr)) = (listener, site.speaker.listen) {
-        tokio::spawn(accept_loop(listener, peers.clone()));
+        let beat = liveness.flag(format!("BGP listener on {addr}"));
+        tokio::spawn(accept_loop(listener, peers.clone(), beat));
         info!(%addr, "listening for BGP connections");
     }
     let (req_tx, req_rx) = mpsc::channel(256);
-    let liveness = Liveness::default();
     let table = Table {
         beat: liveness.heartbeat("route table task", TABLE_BOUND),
         rib: Rib::default(),
@@ -465,7 +472,8 @@ pub async fn start(
 }
 
 /// Hands each accepted connection to the peer with that address; refuses strangers.
-async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
+async fn accept_loop(listener: Arc<TcpListener>, peers: Peers, beat: Beat) {
+    let _serving = beat.serving_while();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(conn) => conn,
@@ -477,8 +485,11 @@ async fn accept_loop(listener: Arc<TcpListener>, peers: Peers) {
         };
         let peer = read(&peers).into_iter().find(|p| p.address == from.ip());
         match peer {
+            // Never wait on a peer task: a full queue means it has connections to handle.
             Some(peer) => {
-                let _ = peer.incoming.send(stream).await;
+                if peer.incoming.try_send(stream).is_err() {
+                    warn!(%from, peer = %peer.name, "connection dropped: the peer's session task is busy");
+                }
             }
             None => warn!(%from, "connection from an unknown address refused"),
         }

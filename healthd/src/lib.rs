@@ -1,14 +1,24 @@
 //! Stream-aware health checks that drive the BGP speaker and publish the site feed.
 //!
-//! The decision logic is kept free of I/O so every rule is unit-tested: [`node`] turns probe
+//! The decision logic is free of I/O so every rule is unit-tested: [`node`] turns probe
 //! results into a node state (rise/fall counts and flap damping), [`verdict`] turns node states
-//! into the per-service site verdict and the announcement the degrade policy calls for;
+//! into the per-service site verdict and the announcement the degrade policy calls for, and
+//! `decide` adds what the site as a whole decides (settling, fail open, the feed document);
 //! [`peers`] follows the other sites' feeds so a site can fail open when every site is down.
+//! The rest performs: `schedule` probes the nodes, `site` runs the decision each round and
+//! drives the speaker (`speaker`) and the feed, `daemon` wires it all together.
 
+mod admin;
 pub mod daemon;
+mod decide;
 pub mod fuzzing;
+mod metrics;
 pub mod node;
+mod nodes;
 pub mod peers;
 pub mod probe;
 pub mod report;
+mod schedule;
+mod site;
+mod speaker;
 pub mod verdict;

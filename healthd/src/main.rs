@@ -32,8 +32,7 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return check_config(&cli.config);
     }
-    daemon::logging::init();
-    let result = (|| -> anyhow::Result<()> {
+    daemon::process::run(None, || async {
         let path = cli.config.path().map_err(anyhow::Error::msg)?;
         let deployment = Deployment::load(path)?;
         let site = match &cli.site {
@@ -41,21 +40,7 @@ fn main() -> ExitCode {
             None if deployment.sites.len() == 1 => deployment.sites[0].name.clone(),
             None => anyhow::bail!("the deployment has several sites: pass --site SITE"),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(healthd::daemon::run(
-            deployment,
-            &site,
-            Some(path.to_path_buf()),
-        ))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        healthd::daemon::run(deployment, &site, Some(path.to_path_buf())).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

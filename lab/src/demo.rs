@@ -175,6 +175,8 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     };
     let mut sites = Vec::new();
     let mut controls = Vec::new();
+    // Each healthd runs as long as its handle is held (its probes and followers stop with it).
+    let mut healthds = Vec::new();
     for site in &d.sites {
         let (handle, _task) = speaker::start(&d, &site.name)
             .await
@@ -193,9 +195,11 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
                 .await
                 .with_context(|| format!("starting stream node {}", node.name))?;
         }
-        healthd::daemon::start(d.clone(), &site.name)
-            .await
-            .with_context(|| format!("starting healthd of {}", site.name))?;
+        healthds.push(
+            healthd::daemon::start(d.clone(), &site.name)
+                .await
+                .with_context(|| format!("starting healthd of {}", site.name))?,
+        );
         sites.push((site.name.clone(), handle));
     }
     let dns = tokio::spawn(geodns::server::run(d.clone(), config_path.clone(), 1));
@@ -225,6 +229,7 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(controls);
+    drop(healthds);
     Ok(())
 }
 

@@ -36,19 +36,10 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         return check_config(&cli.config);
     }
-    daemon::logging::init();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::process::run(None, || async {
+        run(cli).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn run(cli: Cli) -> Result<()> {

@@ -90,7 +90,13 @@ pub struct PeerSetup {
     /// Opens once the table is complete after a start (see `speaker.startup_hold`); End-of-RIB
     /// waits for it.
     pub startup_gate: watch::Receiver<bool>,
+    /// Beaten while the task runs (`/healthz`), retired when it ends.
+    pub beat: daemon::Beat,
 }
+
+/// How often an idle peer task proves it is alive, and the most it may go without.
+const BEAT: Duration = Duration::from_secs(1);
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(5);
 
 struct Conn {
     reader: OwnedReadHalf,
@@ -162,7 +168,14 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         exported_from: None,
         stale_until: None,
     };
-    let join = tokio::spawn(task.run(incoming_rx, cmd_rx));
+    // The span goes with the task's future (entering it inside the task would leak it to
+    // whatever else the thread runs).
+    let span =
+        tracing::info_span!("peer", name = %task.setup.peer.name, addr = %task.setup.peer.address);
+    let join = tokio::spawn(tracing::Instrument::instrument(
+        task.run(incoming_rx, cmd_rx),
+        span,
+    ));
     (handle, join)
 }
 
@@ -200,10 +213,10 @@ impl PeerTask {
         mut incoming: mpsc::Receiver<TcpStream>,
         mut commands: mpsc::Receiver<PeerCommand>,
     ) {
-        let span = tracing::info_span!("peer", name = %self.setup.peer.name, addr = %self.setup.peer.address);
-        let _enter = span.enter();
         self.feed(Event::Start).await;
+        let mut alive = tokio::time::interval(BEAT);
         loop {
+            self.setup.beat.beat();
             let stall = self
                 .conn
                 .as_ref()
@@ -221,6 +234,7 @@ impl PeerTask {
             let established = self.fsm.state() == State::Established;
             let writer = self.conn.as_ref().map(|c| c.writer.waker());
             tokio::select! {
+                _ = alive.tick() => {}
                 cmd = commands.recv() => match cmd {
                     Some(PeerCommand::Stop(reason)) => self.feed(Event::Stop { reason }).await,
                     Some(PeerCommand::Start) => self.feed(Event::Start).await,
@@ -229,6 +243,7 @@ impl PeerTask {
                     }
                     None => {
                         self.feed(Event::Stop { reason: "speaker shutting down".into() }).await;
+                        self.setup.beat.retire();
                         return;
                     }
                 },

@@ -1,0 +1,99 @@
+//! healthd's metrics (`/metrics` on `healthd.admin`).
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Metrics of one healthd.
+pub struct Metrics {
+    pub registry: Registry,
+    pub node_up: IntGaugeVec,
+    pub latency: HistogramVec,
+    pub changes: IntCounterVec,
+    pub service_healthy: IntGaugeVec,
+    pub announcements: IntCounterVec,
+    pub fail_open: IntGaugeVec,
+    pub speaker_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let node_up = IntGaugeVec::new(
+            Opts::new(
+                "healthd_node_up",
+                "1 when the node is up (after rise/fall and damping)",
+            ),
+            &["node"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("healthd_probe_seconds", "Probe duration")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["node", "result"],
+        )
+        .expect("valid metric");
+        let changes = IntCounterVec::new(
+            Opts::new("healthd_node_state_changes_total", "Node state changes"),
+            &["node"],
+        )
+        .expect("valid metric");
+        let service_healthy = IntGaugeVec::new(
+            Opts::new(
+                "healthd_service_healthy",
+                "1 when the site is healthy for the service",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
+        let announcements = IntCounterVec::new(
+            Opts::new(
+                "healthd_announcements_total",
+                "Requests sent to the speaker, by kind",
+            ),
+            &["service", "kind"],
+        )
+        .expect("valid metric");
+        let fail_open = IntGaugeVec::new(
+            Opts::new(
+                "healthd_service_fail_open",
+                "1 while the service is announced although down, because every other site carrying it is down too",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
+        let speaker_errors = IntCounterVec::new(
+            Opts::new(
+                "healthd_speaker_errors_total",
+                "Exchanges with the speaker that failed or timed out, by kind (connect, call)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(fail_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(speaker_errors.clone()),
+            Box::new(node_up.clone()),
+            Box::new(latency.clone()),
+            Box::new(changes.clone()),
+            Box::new(service_healthy.clone()),
+            Box::new(announcements.clone()),
+        ] {
+            registry.register(m).expect("unique metric");
+        }
+        Self {
+            registry,
+            node_up,
+            latency,
+            changes,
+            service_healthy,
+            announcements,
+            fail_open,
+            speaker_errors,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,286 @@
+//! Probing the site's nodes: one task per node, each playing its node's stream like a viewer
+//! at its check profile's interval (with jitter, and faster while a change is being confirmed),
+//! folding results through the node's tracker and sending them to the site task.
+//!
+//! A probe task that panics is started again (its node starts over from down), and each task
+//! beats its liveness every round, so `/healthz` reports one that stopped probing.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::check::CheckProfile;
+use config::site::Site;
+use config::{Deployment, Node};
+use daemon::{Beat, Liveness};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::daemon::StartError;
+use crate::metrics::Metrics;
+use crate::node::{Health, NodeTracker};
+use crate::probe::Prober;
+use crate::report::NodeReport;
+
+/// One probe result, folded by the node's tracker.
+pub struct NodeUpdate {
+    /// The node's name: a reload may add or remove nodes.
+    pub node: String,
+    pub health: Health,
+    pub ok: bool,
+    pub detail: String,
+    /// The node's status document, when it publishes one.
+    pub report: Option<NodeReport>,
+}
+
+/// The running probe tasks, by node name; dropping it stops them.
+pub struct Probes {
+    tasks: HashMap<String, ProbeTask>,
+    updates: mpsc::Sender<NodeUpdate>,
+    metrics: Arc<Metrics>,
+    liveness: Liveness,
+}
+
+struct ProbeTask {
+    node: Node,
+    profile: CheckProfile,
+    task: tokio::task::JoinHandle<()>,
+    beat: Beat,
+}
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.beat.retire();
+    }
+}
+
+/// What a reload did to the probes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reprobed {
+    pub kept: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
+impl Probes {
+    pub fn new(
+        updates: mpsc::Sender<NodeUpdate>,
+        metrics: Arc<Metrics>,
+        liveness: Liveness,
+    ) -> Self {
+        Self {
+            tasks: HashMap::new(),
+            updates,
+            metrics,
+            liveness,
+        }
+    }
+
+    /// Probes `site`'s nodes: those probing with the same settings and check profile go on
+    /// (keeping their state), changed or new ones start afresh, removed ones stop. Every node
+    /// must be probeable before anything changes. Returns what changed and the shortest check
+    /// interval (the site task's round).
+    pub fn apply(
+        &mut self,
+        deployment: &Deployment,
+        site: &Site,
+    ) -> Result<(Reprobed, Duration), StartError> {
+        let mut planned = Vec::new();
+        for node in &site.nodes {
+            let (prober, interval) = prober_for(deployment, node)?;
+            planned.push((node.clone(), prober, interval));
+        }
+        let mut summary = Reprobed::default();
+        let mut interval = Duration::from_secs(1);
+        let mut next = HashMap::new();
+        for (index, (node, prober, profile_interval)) in planned.into_iter().enumerate() {
+            interval = interval.min(profile_interval);
+            match self.tasks.remove(&node.name) {
+                Some(running) if running.node == node && &running.profile == prober.profile() => {
+                    summary.kept += 1;
+                    next.insert(node.name.clone(), running);
+                }
+                _ => {
+                    summary.started += 1;
+                    let task = self.spawn(index, deployment.clone(), node.clone(), prober);
+                    next.insert(node.name.clone(), task);
+                }
+            }
+        }
+        summary.stopped = self.tasks.len();
+        self.tasks = next;
+        Ok((summary, interval))
+    }
+
+    fn spawn(&self, index: usize, deployment: Deployment, node: Node, prober: Prober) -> ProbeTask {
+        let profile = prober.profile().clone();
+        let config = node.clone();
+        // A round takes at most the interval and the probe's time-out; allow for several.
+        let bound = (profile.interval.get() + profile.timeout.get()) * 3 + Duration::from_secs(1);
+        let beat = self
+            .liveness
+            .heartbeat(format!("probes of node {}", node.name), bound);
+        let (updates, metrics, task_beat) =
+            (self.updates.clone(), self.metrics.clone(), beat.clone());
+        let name = node.name.clone();
+        let mut first = Some(prober);
+        let task = tokio::spawn(supervised(name, move || {
+            let prober = first
+                .take()
+                .or_else(|| prober_for(&deployment, &node).ok().map(|(p, _)| p));
+            let (node, updates, metrics, beat) = (
+                node.clone(),
+                updates.clone(),
+                metrics.clone(),
+                task_beat.clone(),
+            );
+            async move {
+                if let Some(prober) = prober {
+                    node_task(index, node, prober, updates, metrics, beat).await;
+                }
+            }
+        }));
+        ProbeTask {
+            node: config,
+            profile,
+            task,
+            beat,
+        }
+    }
+}
+
+/// Runs the task `make` builds until it returns; a panic is logged and the task built again,
+/// so one bad probe result does not leave a node unwatched.
+async fn supervised<F, Fut>(node: String, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let mut task = tokio::spawn(make());
+        /// The inner task goes with the supervisor (a reload aborts the supervisor).
+        struct AbortInner<'a>(&'a mut tokio::task::JoinHandle<()>);
+        impl Drop for AbortInner<'_> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let guard = AbortInner(&mut task);
+        let ended = (&mut *guard.0).await;
+        drop(guard);
+        match ended {
+            Err(e) if e.is_panic() => {
+                error!(%node, "probe task panicked: started again, the node starts over from down");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The prober of a node: its own check profile, else its first service's.
+fn prober_for(d: &Deployment, node: &Node) -> Result<(Prober, Duration), StartError> {
+    let services: Vec<&config::Service> =
+        node.services.iter().filter_map(|s| d.service(s)).collect();
+    let name = node
+        .check
+        .clone()
+        .or_else(|| services.first().map(|s| s.check.clone()));
+    let profile = name
+        .and_then(|n| d.check_profile(&n))
+        .ok_or_else(|| StartError::NoCheck {
+            node: node.name.clone(),
+        })?
+        .clone();
+    let channels = services
+        .iter()
+        .flat_map(|s| s.channels.iter().cloned())
+        .collect();
+    let interval = profile.interval.get();
+    let mut prober = Prober::new(profile.clone(), channels);
+    if node.tls.is_some() {
+        // The node's certificate must name what viewers ask for: its first service's hostname,
+        // else its address.
+        let name = services
+            .first()
+            .and_then(|s| s.hostnames.first().cloned())
+            .unwrap_or_else(|| node.listen.ip().to_string());
+        let ca = (profile.hls.as_ref().and_then(|h| h.ca_file.as_deref()))
+            .or_else(|| profile.http.as_ref().and_then(|h| h.ca_file.as_deref()));
+        let client =
+            crate::probe::http::Client::with_tls(ca, &name).map_err(|reason| StartError::Tls {
+                node: node.name.clone(),
+                reason,
+            })?;
+        prober = prober.with_client(client);
+    }
+    Ok((prober, interval))
+}
+
+/// Probes one node forever: every interval (with jitter), or faster while a change is being
+/// confirmed, so a failure is acted on within rise/fall × the fast interval.
+async fn node_task(
+    index: usize,
+    node: Node,
+    mut prober: Prober,
+    tx: mpsc::Sender<NodeUpdate>,
+    metrics: Arc<Metrics>,
+    beat: Beat,
+) {
+    let profile = prober.profile().clone();
+    let mut tracker = NodeTracker::new(&profile, Instant::now());
+    let mut seed = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    loop {
+        beat.beat();
+        let outcome = prober.probe(&node).await;
+        metrics
+            .latency
+            .with_label_values(&[node.name.as_str(), if outcome.ok { "ok" } else { "fail" }])
+            .observe(outcome.latency.as_secs_f64());
+        if let Some(t) = tracker.observe(outcome.ok, &outcome.detail, Instant::now()) {
+            metrics
+                .changes
+                .with_label_values(&[node.name.as_str()])
+                .inc();
+            match t.to {
+                Health::Up => info!(node = %node.name, "node up: {}", t.reason),
+                Health::Down => warn!(node = %node.name, "node down: {}", t.reason),
+            }
+        }
+        let _ = tracker.tick(Instant::now());
+        metrics
+            .node_up
+            .with_label_values(&[node.name.as_str()])
+            .set(i64::from(tracker.health() == Health::Up));
+        let report = crate::report::read(
+            prober.client(),
+            &node.status_url(),
+            node.capacity_mbps,
+            profile.timeout.get(),
+        )
+        .await;
+        let update = NodeUpdate {
+            node: node.name.clone(),
+            health: tracker.health(),
+            ok: outcome.ok,
+            detail: outcome.detail,
+            report,
+        };
+        if tx.send(update).await.is_err() {
+            return;
+        }
+        let base = if tracker.confirming() {
+            profile.fast_interval.get()
+        } else {
+            profile.interval.get()
+        };
+        // Spread probes so nodes are not all hit at once.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let jitter = base.mul_f64(profile.jitter * ((seed % 1000) as f64 / 1000.0));
+        tokio::time::sleep(base.saturating_sub(outcome.latency) + jitter).await;
+    }
+}

@@ -1,0 +1,102 @@
+//! Driving the site's speaker over its control API: every round's requests, renewing the
+//! leases. Every call has a deadline: a speaker that does not answer is logged (once per
+//! outage), counted, and dialled again next round, while the leases it holds run out by
+//! themselves (DESIGN.md: a stuck healthd's routes go within the lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::site::Site;
+use speaker_control::{Client, Op, Reply};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// How long a call to the speaker may take before healthd gives up on it this round.
+pub const DEADLINE: Duration = Duration::from_secs(1);
+
+/// The connection to the speaker, made again after any failure.
+pub struct SpeakerLink {
+    client: Option<Client>,
+    /// The speaker has heard everything since (re)connecting: End-of-RIB may go out.
+    synced: bool,
+    /// A failure was logged and not followed by a success yet.
+    failing: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl SpeakerLink {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            client: None,
+            synced: false,
+            failing: false,
+            metrics,
+        }
+    }
+
+    /// Sends a round's requests; after a speaker restart, everything is announced again at
+    /// once and then `synced` tells it so.
+    pub async fn drive(&mut self, site: &Site, ops: Vec<Op>) {
+        if self.client.is_none() {
+            let endpoint = site.speaker.control_endpoint(&site.name);
+            let token = site
+                .speaker
+                .control_token
+                .as_ref()
+                .and_then(|t| t.resolve().ok());
+            match Client::connect(&endpoint, token, DEADLINE).await {
+                Ok(client) => {
+                    info!(%endpoint, "connected to the speaker");
+                    self.client = Some(client);
+                    self.synced = false;
+                    self.failing = false;
+                }
+                Err(e) => {
+                    self.failed(
+                        "connect",
+                        &format!(
+                            "cannot reach the speaker, routes will follow once it answers: {e}"
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        for op in ops {
+            match client.call(op).await {
+                Ok(Reply::Error(e)) => warn!("the speaker refused a request: {e}"),
+                Ok(_) => {}
+                Err(e) => {
+                    self.client = None;
+                    self.failed(
+                        "call",
+                        &format!("lost the speaker, dialling it again next round: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+        if !self.synced {
+            match client.call(Op::Synced).await {
+                Ok(_) => self.synced = true,
+                Err(e) => {
+                    self.client = None;
+                    self.failed("call", &format!("lost the speaker: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Counts a failed exchange and logs it once per outage.
+    fn failed(&mut self, kind: &str, message: &str) {
+        self.metrics.speaker_errors.with_label_values(&[kind]).inc();
+        if !self.failing {
+            warn!("{message}");
+            self.failing = true;
+        }
+    }
+}
