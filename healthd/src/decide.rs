@@ -181,7 +181,7 @@ fn document(ctx: &Context<'_>, services: &[ServiceDecision]) -> SiteFeed {
             ipv4: e.node.ipv4,
             ipv6: e.node.ipv6,
             services: e.node.services.clone(),
-            healthy: e.health == Health::Up,
+            healthy: e.health == Some(Health::Up),
             // Rounded so that load jitter alone does not republish the feed each round.
             load: (e.report.load * 100.0).round() / 100.0,
             capacity_mbps: e.node.capacity_mbps,

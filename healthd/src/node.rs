@@ -1,5 +1,9 @@
 //! One node's state from its probe results: rise/fall hysteresis, then flap damping.
 //!
+//! The first probe result decides a node's state at once: a restarted healthd relearns its
+//! site within one probe instead of holding every node down for `rise` rounds (which withdrew a
+//! healthy site on every restart). From then on, rise and fall apply.
+//!
 //! Rise/fall keep single lost probes from moving routes. Damping works like BGP route flap
 //! damping (RFC 2439): each state change adds a penalty that halves every `half_life`; above
 //! `suppress` the node is held down until the penalty decays below `reuse`, so a node that
@@ -40,11 +44,13 @@ pub struct NodeTracker {
     penalty_at: Instant,
     suppressed: bool,
     effective: Health,
+    /// A result has been seen: the first one decides alone.
+    observed: bool,
     pub flaps: u64,
 }
 
 impl NodeTracker {
-    /// A node starts down: it must prove itself `rise` times before viewers are sent to it.
+    /// A node starts down until its first probe result says otherwise.
     pub fn new(profile: &CheckProfile, now: Instant) -> Self {
         Self {
             rise: profile.rise.max(1),
@@ -56,6 +62,7 @@ impl NodeTracker {
             penalty_at: now,
             suppressed: false,
             effective: Health::Down,
+            observed: false,
             flaps: 0,
         }
     }
@@ -85,7 +92,14 @@ impl NodeTracker {
     pub fn observe(&mut self, ok: bool, detail: &str, now: Instant) -> Option<Transition> {
         let result = if ok { Health::Up } else { Health::Down };
         let mut reason = String::new();
-        if result == self.raw {
+        if !self.observed {
+            self.observed = true;
+            self.raw = result;
+            reason = match result {
+                Health::Up => "first probe succeeded".to_owned(),
+                Health::Down => format!("first probe failed: {detail}"),
+            };
+        } else if result == self.raw {
             self.streak = 0;
         } else {
             self.streak += 1;
@@ -176,6 +190,8 @@ mod tests {
     fn rise_and_fall_need_consecutive_results() {
         let t0 = Instant::now();
         let mut n = NodeTracker::new(&profile(2, 3, None), t0);
+        let first = n.observe(false, "refused", t0);
+        assert_eq!(first, None, "the first result decides: down, as it started");
         assert_eq!(n.observe(true, "", t0), None, "one success is not enough");
         assert_eq!(n.observe(true, "", t0).map(|t| t.to), Some(Health::Up));
         assert_eq!(n.observe(false, "timeout", t0), None);
@@ -196,6 +212,18 @@ mod tests {
     }
 
     #[test]
+    fn the_first_result_decides_at_once() {
+        let t0 = Instant::now();
+        let mut n = NodeTracker::new(&profile(3, 3, None), t0);
+        let up = n.observe(true, "", t0).expect("up on the first success");
+        assert_eq!(
+            (up.to, up.reason.as_str()),
+            (Health::Up, "first probe succeeded")
+        );
+        assert_eq!(n.observe(false, "timeout", t0), None, "then fall applies");
+    }
+
+    #[test]
     fn flapping_is_held_down_by_damping_until_the_penalty_decays() {
         let damping = Damping {
             penalty: 1000.0,
@@ -205,6 +233,8 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut n = NodeTracker::new(&profile(1, 1, Some(damping)), t0);
+        // Known down to begin with (the first result sets the state without a flap).
+        assert_eq!(n.observe(false, "starting", t0), None);
         let mut changes = 0;
         let mut t = t0;
         for i in 0..10 {

@@ -11,8 +11,8 @@ use crate::report::NodeReport;
 #[derive(Debug, Clone)]
 pub struct NodeEntry {
     pub node: Node,
-    /// After rise/fall and damping.
-    pub health: Health,
+    /// After rise/fall and damping; `None` until the node's first probe result.
+    pub health: Option<Health>,
     /// The node's own account (load, draining), when it publishes one.
     pub report: NodeReport,
     /// Why the last probe failed; empty when it passed.
@@ -23,7 +23,7 @@ impl NodeEntry {
     fn new(node: Node) -> Self {
         Self {
             node,
-            health: Health::Down,
+            health: None,
             report: NodeReport::default(),
             detail: String::new(),
         }
@@ -32,7 +32,7 @@ impl NodeEntry {
     /// Counts for the site: up, and not draining itself (its viewers keep playing, but it
     /// takes no more).
     pub fn counts_up(&self) -> bool {
-        self.health == Health::Up && !self.report.draining
+        self.health == Some(Health::Up) && !self.report.draining
     }
 }
 
@@ -43,7 +43,7 @@ pub struct NodeTable {
 }
 
 impl NodeTable {
-    /// The site's nodes, all down until their probes say otherwise.
+    /// The site's nodes, unknown until their probes say.
     pub fn new(site: &Site) -> Self {
         Self {
             entries: site.nodes.iter().cloned().map(NodeEntry::new).collect(),
@@ -79,8 +79,8 @@ impl NodeTable {
         detail: String,
     ) -> Option<bool> {
         let entry = self.entries.iter_mut().find(|e| e.node.name == name)?;
-        let changed = entry.health != health || entry.report.draining != report.draining;
-        entry.health = health;
+        let changed = entry.health != Some(health) || entry.report.draining != report.draining;
+        entry.health = Some(health);
         entry.report = report;
         entry.detail = detail;
         Some(changed)
@@ -88,6 +88,11 @@ impl NodeTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &NodeEntry> {
         self.entries.iter()
+    }
+
+    /// Every node has had a probe result (a site whose state is being learnt is not decided).
+    pub fn all_known(&self) -> bool {
+        self.entries.iter().all(|e| e.health.is_some())
     }
 }
 

@@ -56,6 +56,9 @@ pub struct SiteTask {
     speaker: SpeakerLink,
     /// Beaten every round: a site task that stops deciding is reported by `/healthz`.
     beat: Beat,
+    /// When the task started: until every node has a probe result (or half a lease has
+    /// passed), nothing is decided, published or asked of the speaker.
+    started: Instant,
 }
 
 /// What the site task is given at start.
@@ -83,6 +86,7 @@ impl SiteTask {
             drain: setup.drain,
             peers: setup.peers,
             beat: setup.beat,
+            started: Instant::now(),
         }
     }
 
@@ -129,9 +133,18 @@ impl SiteTask {
     }
 
     /// Decides every service, publishes the feed, drives the speaker.
+    ///
+    /// A healthd that just started knows nothing of its nodes: deciding then would withdraw a
+    /// healthy site (every node unknown counts as down) and publish that to every geodns. So it
+    /// waits for every node's first probe result, which comes within one probe, or for half a
+    /// lease (the routes the previous instance announced hold for the whole lease), after which
+    /// nodes still unknown count as down.
     async fn round(&mut self) {
         self.beat.beat();
         let now = Instant::now();
+        if !self.nodes.all_known() && now < self.started + self.site.healthd.lease.get() / 2 {
+            return;
+        }
         let drained = self.drain.drained(self.site.healthd.drain_file.as_deref());
         let grace = self
             .deployment

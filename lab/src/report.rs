@@ -54,9 +54,9 @@ pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf
         }
         let _ = writeln!(md, "\n![timeline of {name}]({svg})\n");
         let _ = writeln!(md, "<details><summary>Changes seen</summary>\n\n```");
-        for e in o.events.iter().filter(|e| e.kind != EventKind::Segment) {
+        for e in o.events.iter().filter(|e| e.kind() != EventKind::Segment) {
             let at = e.at.as_secs_f64() - o.fault_at.as_secs_f64();
-            let _ = writeln!(md, "{at:+8.3}s  {:<22} {}", e.lane, e.text);
+            let _ = writeln!(md, "{at:+8.3}s  {:<22} {}", e.lane, e.text());
         }
         let _ = writeln!(md, "```\n</details>");
     }
@@ -137,11 +137,15 @@ pub fn timeline_svg(o: &Outcome) -> String {
         );
     }
     // Stalls as bars, from their start to their end (or the end of the run).
-    for e in o.events.iter().filter(|e| e.kind == EventKind::StallStart) {
+    for e in o
+        .events
+        .iter()
+        .filter(|e| e.kind() == EventKind::StallStart)
+    {
         let stop = o
             .events
             .iter()
-            .find(|f| f.lane == e.lane && f.kind == EventKind::StallEnd && f.at >= e.at)
+            .find(|f| f.lane == e.lane && f.kind() == EventKind::StallEnd && f.at >= e.at)
             .map_or(o.end, |f| f.at);
         let _ = writeln!(
             svg,
@@ -156,9 +160,9 @@ pub fn timeline_svg(o: &Outcome) -> String {
         let title = escape(&format!(
             "{:+.3}s {}",
             e.at.as_secs_f64() - o.fault_at.as_secs_f64(),
-            e.text
+            e.text()
         ));
-        let mark = match e.kind {
+        let mark = match e.kind() {
             EventKind::Segment => format!(
                 r##"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"><title>{title}</title></line>"##,
                 cy - 3.0,

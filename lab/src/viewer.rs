@@ -18,7 +18,7 @@ use healthd::probe::hls::{parse_master, parse_playlist, resolve};
 use healthd::probe::http;
 
 use crate::dnsquery::ask_a;
-use crate::timeline::{EventKind, Timeline};
+use crate::timeline::{Timeline, What};
 
 /// What to watch and where to ask.
 #[derive(Debug, Clone)]
@@ -78,12 +78,7 @@ impl Viewer {
                 && Instant::now() > end
             {
                 stalled_since = Some(end);
-                timeline.record_at(
-                    end - timeline.start(),
-                    &self.lane,
-                    EventKind::StallStart,
-                    "buffer empty",
-                );
+                timeline.record_at(end - timeline.start(), &self.lane, What::StallStart);
             }
             if current >= addresses.len() {
                 let answer = socket
@@ -101,24 +96,20 @@ impl Viewer {
                     });
                 match answer {
                     Ok(a) if !a.addresses.is_empty() => {
-                        timeline.record(
-                            &self.lane,
-                            EventKind::Info,
-                            format!("resolved {}", join(&a.addresses)),
-                        );
+                        timeline.record(&self.lane, What::Resolved(a.addresses.clone()));
                         addresses = a.addresses;
                         current = 0;
                         session = Session::default();
                     }
                     Ok(_) => {
                         seen.errors += 1;
-                        timeline.record(&self.lane, EventKind::Error, "empty DNS answer");
+                        timeline.record(&self.lane, What::Error("empty DNS answer".into()));
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
                     Err(e) => {
                         seen.errors += 1;
-                        timeline.record(&self.lane, EventKind::Error, format!("DNS: {e:#}"));
+                        timeline.record(&self.lane, What::Error(format!("DNS: {e:#}")));
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
@@ -137,21 +128,13 @@ impl Viewer {
                         match buffer_end {
                             None => {
                                 seen.startup = Some(now - started);
-                                timeline.record(
-                                    &self.lane,
-                                    EventKind::Info,
-                                    format!("playing from {server}"),
-                                );
+                                timeline.record(&self.lane, What::Playing(server));
                                 buffer_end = Some(now + media);
                             }
                             Some(end) if now > end => {
                                 seen.stalled += now - end;
                                 stalled_since = None;
-                                timeline.record(
-                                    &self.lane,
-                                    EventKind::StallEnd,
-                                    format!("stalled {:.2}s", (now - end).as_secs_f64()),
-                                );
+                                timeline.record(&self.lane, What::StallEnd(now - end));
                                 buffer_end = Some(now + media);
                             }
                             Some(end) => buffer_end = Some(end + media),
@@ -163,7 +146,7 @@ impl Viewer {
                 Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
                 Err(e) => {
                     seen.errors += 1;
-                    timeline.record(&self.lane, EventKind::Error, format!("{server}: {e}"));
+                    timeline.record(&self.lane, What::Error(format!("{server}: {e}")));
                     // The next address; the resolver again when all failed.
                     current += 1;
                     session = Session::default();
@@ -248,16 +231,14 @@ impl Viewer {
             seen.segments += 1;
             if seen.servers.last() != Some(&server) {
                 seen.servers.push(server);
-                timeline.record(
-                    &self.lane,
-                    EventKind::Change,
-                    format!("segments from {server}"),
-                );
+                timeline.record(&self.lane, What::SegmentsFrom(server));
             }
             timeline.record(
                 &self.lane,
-                EventKind::Segment,
-                format!("{server} seq {sequence}"),
+                What::Segment {
+                    server,
+                    sequence: *sequence,
+                },
             );
             *next = Some(sequence + 1);
         }
@@ -284,12 +265,4 @@ async fn playlist_text(base: &str, path: &str) -> Result<String, String> {
         return Err(format!("{path}: HTTP {}", fetched.status));
     }
     String::from_utf8(fetched.body.to_vec()).map_err(|_| format!("{path}: not UTF-8"))
-}
-
-fn join(addresses: &[IpAddr]) -> String {
-    addresses
-        .iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

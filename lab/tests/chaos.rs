@@ -1,8 +1,9 @@
 //! End to end in network namespaces: `lab up` builds the three-sites topology (BIRD, FRR,
-//! unbound and our daemons), `lab chaos` kills stream nodes and cuts every site's feed while
-//! viewers in four cities play, and the failure table's bounds hold: withdrawn at both upstreams
-//! within a second, answers moved (or kept through the feeds' grace), no viewer stalled. Needs
-//! root; `lab down` removes everything afterwards.
+//! unbound and our daemons), `lab chaos` kills stream nodes, cuts every site's feed, restarts a
+//! healthd, stops an upstream router, sends garbage at geodns and kills a speaker while viewers
+//! in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
+//! their bounds, answers moved (or kept), DNS always answering, no viewer stalled. Needs root;
+//! `lab down` removes everything afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +67,10 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "node-kill",
             "feeds-cut",
             "all-sites-down",
+            "healthd-restart",
+            "router-stall",
+            "dns-garbage",
+            "speaker-kill",
             "-t",
             TOPOLOGY,
             "--observe",
@@ -121,6 +126,12 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass the transit network keeps a route to 198.51.100.0/24",
         "pass ams announced at ams-r1 while every site is down (fail open)",
         "pass lon announced at lon-r2 while every site is down (fail open)",
+        "pass DNS for Amsterdam follows the new healthd",
+        "pass site down while ams-r1 is stopped: withdrawn at ams-r2",
+        "pass geodns at dns1 serves every worker",
+        "pass geodns at dns2 serves every worker",
+        "pass answers for Dublin unchanged while garbage arrives",
+        "pass session lost: withdrawn at ams-r1",
     ] {
         assert!(
             stdout.contains(expected),

@@ -6,8 +6,9 @@
 //! the resolver's answer for each city); after a settling time the fault goes in; after the
 //! observation time it is repaired and recovery is watched. Times are measured from the fault.
 
+mod checks;
+mod faults;
 mod monitor;
-mod scenario;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,11 +20,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use config::Deployment;
 use ipnet::IpNet;
 
-pub use scenario::Scenario;
+pub use faults::Scenario;
 
 use crate::netns::Lab;
 use crate::prepare::ViewerPlace;
-use crate::timeline::{Event, EventKind, Timeline};
+use crate::timeline::{Event, Timeline, What, lane};
 use crate::topology::Topology;
 use crate::viewer::{Experience, Viewer};
 
@@ -208,7 +209,7 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
     let port = world.playlist_port()?;
     for place in &world.viewers {
         let viewer = Viewer {
-            lane: format!("viewer {}", place.city),
+            lane: crate::timeline::lane::viewer(&place.city),
             namespace: lab.namespace(&place.node)?,
             resolver: world.resolver,
             hostname: hostname.clone(),
@@ -222,18 +223,18 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
     }
 
     std::thread::sleep(options.settle);
-    let fault = scenario::Fault::prepare(scenario, &world, &options.site)?;
+    let fault = scenario.prepare(&world, &options.site)?;
     let fault_at = timeline.now();
-    timeline.record("fault", EventKind::Fault, fault.describe());
+    timeline.record(lane::FAULT, What::Fault(fault.describe()));
     let observe = options
         .observe
-        .max(scenario::observe_at_least(scenario, &world, &options.site));
+        .max(fault.observe_at_least(&world, &options.site));
     let injected = fault.inject(&world, &timeline, observe);
     std::thread::sleep(observe.saturating_sub(timeline.now() - fault_at));
     fault.before_repair(&world, &timeline);
     let restore_at = timeline.now();
     let restored = fault.restore(&world);
-    timeline.record("fault", EventKind::Restore, "repaired");
+    timeline.record(lane::FAULT, What::Restore);
     std::thread::sleep(options.recover);
     stop.store(true, Ordering::Relaxed);
 
@@ -250,15 +251,18 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
     injected?;
     restored?;
     let end = timeline.now();
-    let checks = scenario::checks(
-        scenario,
-        &world,
-        &options.site,
-        &fault,
-        &timeline,
-        (fault_at, restore_at),
-        &experiences,
-    )?;
+    let run = checks::Run {
+        world: &world,
+        site: &options.site,
+        events: timeline.events(),
+        fault_at,
+        restore_at,
+        viewers: &experiences,
+    };
+    let checks = fault.checks(&run)?;
+    if checks.is_empty() {
+        bail!("no checks for {}", scenario.name());
+    }
     Ok(Outcome {
         scenario,
         site: options.site.clone(),

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::World;
 use crate::dnsquery::ask_a;
-use crate::timeline::{EventKind, Timeline};
+use crate::timeline::{Timeline, What, lane};
 
 /// How often DNS answers are asked for.
 const DNS_INTERVAL: Duration = Duration::from_millis(50);
@@ -147,22 +147,13 @@ pub fn start(world: &World<'_>, timeline: &Timeline, stop: &Arc<AtomicBool>) -> 
         let speaker = world.speaker_address(&site)?.to_string();
         for router in world.site_nodes(&site, "router") {
             let ns = world.lab.namespace(&router)?;
-            let lane = format!("route {router}");
+            let lane = lane::route(&router);
             let speaker = speaker.clone();
             let describe = move |route: &str| {
                 let hops = next_hops(route);
-                if hops.contains(&speaker) {
-                    (
-                        EventKind::Change,
-                        format!("announced: via {}", hops.join(", ")),
-                    )
-                } else if hops.is_empty() {
-                    (EventKind::Change, "withdrawn: no route".to_string())
-                } else {
-                    (
-                        EventKind::Change,
-                        format!("withdrawn: via {}", hops.join(", ")),
-                    )
+                What::SiteRoute {
+                    announced: hops.contains(&speaker),
+                    hops,
                 }
             };
             watch_routes(&mut monitors, ns, prefix.clone(), lane, timeline, describe)?;
@@ -176,19 +167,14 @@ pub fn start(world: &World<'_>, timeline: &Timeline, stop: &Arc<AtomicBool>) -> 
         .collect::<Vec<_>>()
     {
         let ns = world.lab.namespace(&transit)?;
-        let describe = |route: &str| {
-            let hops = next_hops(route);
-            if hops.is_empty() {
-                (EventKind::Change, "no route".to_string())
-            } else {
-                (EventKind::Change, format!("via {}", hops.join(", ")))
-            }
+        let describe = |route: &str| What::TransitRoute {
+            hops: next_hops(route),
         };
         watch_routes(
             &mut monitors,
             ns,
             prefix.clone(),
-            format!("route {transit}"),
+            lane::route(&transit),
             timeline,
             describe,
         )?;
@@ -203,13 +189,13 @@ pub fn start(world: &World<'_>, timeline: &Timeline, stop: &Arc<AtomicBool>) -> 
         let name = world.service.hostnames[0].clone();
         for (lane, server, subnet, interval) in [
             (
-                format!("dns {}", place.city),
+                lane::dns(&place.city),
                 world.dns_server,
                 Some(place.network),
                 DNS_INTERVAL,
             ),
             (
-                format!("resolver {}", place.city),
+                lane::resolver(&place.city),
                 world.resolver,
                 None,
                 RESOLVER_INTERVAL,
@@ -224,7 +210,7 @@ pub fn start(world: &World<'_>, timeline: &Timeline, stop: &Arc<AtomicBool>) -> 
             );
             monitors.threads.push(std::thread::spawn(move || {
                 if let Err(e) = crate::netns::enter(&ns) {
-                    timeline.record(&lane, EventKind::Error, format!("cannot enter {ns}: {e}"));
+                    timeline.record(&lane, What::Error(format!("cannot enter {ns}: {e}")));
                     return;
                 }
                 let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
@@ -237,37 +223,48 @@ pub fn start(world: &World<'_>, timeline: &Timeline, stop: &Arc<AtomicBool>) -> 
                         .map_or("?", |(_, s)| s.as_str())
                         .to_string()
                 };
-                let mut last: Option<String> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let asked = std::time::Instant::now();
-                    let (kind, text) = match ask_a(
+                let mut last: Option<What> = None;
+                let ask = || {
+                    ask_a(
                         &socket,
                         server,
                         &name,
                         subnet,
                         subnet.is_none(),
                         Duration::from_millis(500),
-                    ) {
-                        Ok(a) if a.addresses.is_empty() => {
-                            (EventKind::Error, "empty answer".into())
-                        }
+                    )
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    // Asked again once when nothing came back, as any resolver does: a query lost
+                    // in flight while routes change is noted, not counted as a failure.
+                    let answer = match ask() {
+                        Ok(a) => Ok(a),
+                        Err(first) => match ask() {
+                            Ok(a) => {
+                                timeline.record(&lane, What::Retried(format!("{first:#}")));
+                                Ok(a)
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                    let what = match answer {
+                        Ok(a) if a.addresses.is_empty() => What::Error("empty answer".into()),
                         Ok(mut a) => {
                             // Rotation is not a change: compare the sets.
                             a.addresses.sort();
                             let mut where_: Vec<String> = a.addresses.iter().map(site_of).collect();
                             where_.dedup();
-                            let list: Vec<String> =
-                                a.addresses.iter().map(IpAddr::to_string).collect();
-                            (
-                                EventKind::Change,
-                                format!("{}: {}", where_.join("+"), list.join(", ")),
-                            )
+                            What::Answer {
+                                sites: where_,
+                                addresses: a.addresses,
+                            }
                         }
-                        Err(e) => (EventKind::Error, format!("{e:#}")),
+                        Err(e) => What::Error(format!("{e:#}")),
                     };
-                    if last.as_deref() != Some(&text) {
-                        timeline.record(&lane, kind, text.clone());
-                        last = Some(text);
+                    if last.as_ref() != Some(&what) {
+                        timeline.record(&lane, what.clone());
+                        last = Some(what);
                     }
                     std::thread::sleep(interval.saturating_sub(asked.elapsed()));
                 }
@@ -284,7 +281,7 @@ fn watch_routes(
     prefix: String,
     lane: String,
     timeline: &Timeline,
-    describe: impl Fn(&str) -> (EventKind, String) + Send + 'static,
+    describe: impl Fn(&str) -> What + Send + 'static,
 ) -> Result<()> {
     let mut child = Command::new("ip")
         .args(["-n", &ns, "monitor", "route"])
@@ -296,12 +293,12 @@ fn watch_routes(
     monitors.children.push(child);
     let timeline = timeline.clone();
     monitors.threads.push(std::thread::spawn(move || {
-        let mut last = String::new();
-        let note = |timeline: &Timeline, last: &mut String| {
-            let (kind, text) = describe(&route_state(&ns, &prefix));
-            if *last != text {
-                timeline.record(&lane, kind, text.clone());
-                *last = text;
+        let mut last = None;
+        let note = |timeline: &Timeline, last: &mut Option<What>| {
+            let what = describe(&route_state(&ns, &prefix));
+            if last.as_ref() != Some(&what) {
+                timeline.record(&lane, what.clone());
+                *last = Some(what);
             }
         };
         note(&timeline, &mut last);

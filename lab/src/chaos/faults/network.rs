@@ -1,0 +1,443 @@
+//! Faults in the network: a cut uplink, lossy paths to the nodes, the feeds cut off from
+//! geodns, and an upstream router that stops.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::super::checks::Run;
+use super::super::{Check, World};
+use super::{Fault, first, geodns_admin, http_in, kill, nft_delete, nft_load, start, stream_nodes};
+use crate::timeline::{Timeline, What, lane};
+
+/// A node's link interfaces.
+fn interfaces(topology: &crate::topology::Topology, node: &str) -> Vec<String> {
+    topology
+        .links
+        .iter()
+        .flat_map(|l| l.ends.iter())
+        .filter(|e| e.node == node)
+        .map(|e| e.interface.clone())
+        .collect()
+}
+
+/// The link between the site's first upstream router and the transit network, down.
+pub struct LinkCut {
+    router: String,
+    interface: String,
+}
+
+impl LinkCut {
+    pub fn new(world: &World<'_>, site: &str) -> Result<Self> {
+        let router = first(world.site_nodes(site, "router"), site, "router")?;
+        let topology = world.lab.topology();
+        let transit =
+            |n: &str| topology.node(n).and_then(|n| n.label("lab.role")) == Some("transit");
+        let interface = topology
+            .links
+            .iter()
+            .find_map(|l| {
+                let [a, b] = &l.ends;
+                if a.node == router && transit(&b.node) {
+                    Some(a.interface.clone())
+                } else if b.node == router && transit(&a.node) {
+                    Some(b.interface.clone())
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| anyhow!("{router} has no link to a transit node"))?;
+        Ok(Self { router, interface })
+    }
+
+    fn set(&self, world: &World<'_>, state: &str) -> Result<()> {
+        let ns = world.lab.namespace(&self.router)?;
+        crate::netns::ip_in(&ns, &["link", "set", &self.interface, state])?;
+        Ok(())
+    }
+}
+
+impl Fault for LinkCut {
+    fn describe(&self) -> String {
+        format!("cut {}", self.target())
+    }
+
+    fn target(&self) -> String {
+        format!("{}:{}", self.router, self.interface)
+    }
+
+    fn inject(&self, world: &World<'_>, _: &Timeline, _: Duration) -> Result<()> {
+        self.set(world, "down")
+    }
+
+    fn restore(&self, world: &World<'_>) -> Result<()> {
+        self.set(world, "up")
+    }
+
+    fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
+        let mut checks = vec![run.transit_keeps_route(&format!(" without {}", self.router))];
+        checks.push(run.never_empty());
+        checks.extend(run.viewers_unharmed(Duration::ZERO));
+        Ok(checks)
+    }
+}
+
+/// 1% of the packets arriving at a node dropped, where tc netem is not available.
+const LOSS_TABLE: &str = "table inet lab_loss {\n  chain input {\n    type filter hook input priority 0;\n    numgen random mod 100 < 1 drop\n  }\n}\n";
+
+/// Latency and 1% loss on the path to every stream node of the site.
+pub struct Netem {
+    nodes: Vec<String>,
+}
+
+impl Netem {
+    pub fn new(world: &World<'_>, site: &str) -> Result<Self> {
+        let nodes = stream_nodes(world, site);
+        if nodes.is_empty() {
+            bail!("site {site} has no stream node in the topology");
+        }
+        Ok(Self { nodes })
+    }
+}
+
+impl Fault for Netem {
+    fn describe(&self) -> String {
+        format!("netem 40ms±10ms, 1% loss on {}", self.target())
+    }
+
+    fn target(&self) -> String {
+        self.nodes.join(", ")
+    }
+
+    fn inject(&self, world: &World<'_>, timeline: &Timeline, _: Duration) -> Result<()> {
+        let lab = world.lab;
+        for node in &self.nodes {
+            let ns = lab.namespace(node)?;
+            for interface in interfaces(lab.topology(), node) {
+                let out = Command::new("tc")
+                    .args([
+                        "-n", &ns, "qdisc", "add", "dev", &interface, "root", "netem",
+                    ])
+                    .args(["delay", "40ms", "10ms", "loss", "1%"])
+                    .output()
+                    .context("cannot run tc")?;
+                if out.status.success() {
+                    continue;
+                }
+                // Kernels without sch_netem: the loss alone, dropped by nftables.
+                nft_load(&ns, LOSS_TABLE).with_context(|| {
+                    format!(
+                        "{node}: tc netem failed ({}) and nftables could not drop packets either",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                })?;
+                timeline.record(
+                    lane::FAULT,
+                    What::Info(format!(
+                        "{node}: no sch_netem in this kernel: 1% loss by nftables, no added delay"
+                    )),
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&self, world: &World<'_>) -> Result<()> {
+        let lab = world.lab;
+        for node in &self.nodes {
+            let ns = lab.namespace(node)?;
+            for interface in interfaces(lab.topology(), node) {
+                let _ = Command::new("tc")
+                    .args(["-n", &ns, "qdisc", "del", "dev", &interface, "root"])
+                    .output();
+            }
+            nft_delete(&ns, "lab_loss");
+        }
+        Ok(())
+    }
+
+    fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
+        let mut checks = run.stays_announced();
+        checks.extend(run.answers_unchanged(&run.served_cities(), " (no false positive)"));
+        checks.extend(run.viewers_unharmed(Duration::ZERO));
+        Ok(checks)
+    }
+}
+
+/// The feed's traffic dropped both ways at a site controller (`PORT` is the feed's port).
+const FEED_CUT_TABLE: &str = "table inet lab_feed {\n  chain input {\n    type filter hook input priority 0;\n    tcp dport PORT drop\n  }\n  chain output {\n    type filter hook output priority 0;\n    tcp sport PORT drop\n  }\n}\n";
+
+/// Every site's feed cut off at its controller.
+pub struct FeedsCut {
+    controllers: Vec<String>,
+}
+
+impl FeedsCut {
+    pub fn new(world: &World<'_>) -> Result<Self> {
+        let controllers: Vec<String> = world
+            .deployment
+            .sites
+            .iter()
+            .flat_map(|s| world.site_nodes(&s.name, "speaker"))
+            .collect();
+        if controllers.is_empty() {
+            bail!("the topology has no site controllers (lab.role: speaker)");
+        }
+        Ok(Self { controllers })
+    }
+
+    /// The port a site controller's healthd serves its feed on.
+    fn feed_port(world: &World<'_>, controller: &str) -> Result<u16> {
+        let site = world
+            .lab
+            .topology()
+            .node(controller)
+            .and_then(|n| n.label("lab.site"))
+            .and_then(|s| world.deployment.site(s))
+            .ok_or_else(|| {
+                anyhow!("{controller} has no lab.site label naming a deployment site")
+            })?;
+        Ok(site.healthd.feed.port())
+    }
+}
+
+impl Fault for FeedsCut {
+    fn describe(&self) -> String {
+        format!("cut the feeds at {}", self.target())
+    }
+
+    fn target(&self) -> String {
+        self.controllers.join(", ")
+    }
+
+    fn observe_at_least(&self, world: &World<'_>, _: &str) -> Duration {
+        world
+            .deployment
+            .dns
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.feed_grace.get())
+            + Duration::from_secs(3)
+    }
+
+    fn inject(&self, world: &World<'_>, _: &Timeline, _: Duration) -> Result<()> {
+        for node in &self.controllers {
+            let port = Self::feed_port(world, node)?;
+            let ruleset = FEED_CUT_TABLE.replace("PORT", &port.to_string());
+            nft_load(&world.lab.namespace(node)?, &ruleset)?;
+        }
+        Ok(())
+    }
+
+    /// What each geodns says of the feeds, from its metrics.
+    fn before_repair(&self, world: &World<'_>, timeline: &Timeline) {
+        let Some(admin) = geodns_admin(world) else {
+            return;
+        };
+        for node in world.lab.topology().nodes_labelled("lab.role", "geodns") {
+            let Ok(ns) = world.lab.namespace(&node.name) else {
+                continue;
+            };
+            let text = match http_in(ns, daemon::http::Method::GET, admin, "/metrics", None) {
+                Ok((200, text)) => text,
+                Ok((status, _)) => {
+                    timeline.record(
+                        lane::FAULT,
+                        What::Error(format!("{}: /metrics answered {status}", node.name)),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    timeline.record(lane::FAULT, What::Error(format!("{}: {e:#}", node.name)));
+                    continue;
+                }
+            };
+            let ages: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("dns_site_feed_age_seconds{"))
+                .collect();
+            timeline.record(
+                lane::FAULT,
+                What::FeedsStale {
+                    node: node.name.clone(),
+                    stale: ages.iter().filter(|l| l.ends_with(" -1")).count(),
+                    total: ages.len(),
+                },
+            );
+        }
+    }
+
+    fn restore(&self, world: &World<'_>) -> Result<()> {
+        for node in &self.controllers {
+            nft_delete(&world.lab.namespace(node)?, "lab_feed");
+        }
+        Ok(())
+    }
+
+    fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
+        // Every node stays up: losing the feeds must not move anyone, within the grace (last
+        // state kept) or after it (as if all were up).
+        let mut checks = run.answers_unchanged(&run.all_cities(), " while the feeds are cut");
+        checks.push(run.feeds_stale());
+        checks.push(run.never_empty());
+        checks.extend(run.viewers_unharmed(Duration::ZERO));
+        Ok(checks)
+    }
+}
+
+/// The site's first upstream router stopped (SIGSTOP: it keeps its sessions and routes but
+/// handles nothing), then the site goes down. The other upstream must get the withdraw in
+/// time and the site's feed keep flowing: a stalled router stalls only itself.
+///
+/// The other router's kernel route cannot show it: the stopped router's stale copy of the
+/// speaker's route, learnt over their sister session, points at the speaker too. So the
+/// speaker's own path is asked of the other router (`birdc` or `vtysh`).
+pub struct RouterStall {
+    router: String,
+    others: Vec<String>,
+    nodes: Vec<String>,
+    speaker: std::net::IpAddr,
+}
+
+/// The fault-lane note marking when the site went down, from which the withdraw is timed.
+const SITE_DOWN: &str = "every stream node of the site killed";
+
+/// The note that `router` no longer has the speaker's route.
+fn left(router: &str) -> String {
+    format!("the speaker's route left {router}")
+}
+
+impl RouterStall {
+    pub fn new(world: &World<'_>, site: &str) -> Result<Self> {
+        let nodes = stream_nodes(world, site);
+        if nodes.is_empty() {
+            bail!("site {site} has no stream node in the topology");
+        }
+        let mut routers = world.site_nodes(site, "router");
+        if routers.len() < 2 {
+            bail!("site {site} needs two upstream routers to stall one");
+        }
+        let router = routers.remove(0);
+        Ok(Self {
+            router,
+            others: routers,
+            nodes,
+            speaker: world.speaker_address(site)?,
+        })
+    }
+
+    /// Whether `router` still holds the speaker's path for the prefix.
+    fn has_speaker_path(&self, world: &World<'_>, router: &str) -> Result<bool> {
+        let dir = world.lab.node_dir(router);
+        let prefix = world.prefix.to_string();
+        let kind = world
+            .lab
+            .topology()
+            .node(router)
+            .and_then(|n| n.label("lab.router"))
+            .unwrap_or("bird");
+        let out = match kind {
+            "frr" => world.lab.output(
+                router,
+                &[
+                    "vtysh",
+                    "--vty_socket",
+                    &dir.to_string_lossy(),
+                    "-c",
+                    &format!("show bgp ipv4 unicast neighbors {} routes", self.speaker),
+                ],
+            )?,
+            _ => world.lab.output(
+                router,
+                &[
+                    "birdc",
+                    "-s",
+                    &dir.join("bird.ctl").to_string_lossy(),
+                    "show",
+                    "route",
+                    "for",
+                    &prefix,
+                    "protocol",
+                    "site",
+                ],
+            )?,
+        };
+        Ok(out.contains(&prefix))
+    }
+}
+
+impl Fault for RouterStall {
+    fn describe(&self) -> String {
+        format!(
+            "stop {} (SIGSTOP), then kill {}",
+            self.router,
+            self.nodes.join(", ")
+        )
+    }
+
+    fn target(&self) -> String {
+        self.router.clone()
+    }
+
+    fn inject(&self, world: &World<'_>, timeline: &Timeline, _: Duration) -> Result<()> {
+        for other in &self.others {
+            if !self.has_speaker_path(world, other)? {
+                bail!("{other} has no path from the speaker before the fault");
+            }
+        }
+        world.lab.stop(&self.router, libc::SIGSTOP)?;
+        std::thread::sleep(Duration::from_secs(1));
+        timeline.record(lane::FAULT, What::Info(SITE_DOWN.into()));
+        kill(world, &self.nodes)?;
+        let until = timeline.now() + Duration::from_secs(3);
+        let mut waiting = self.others.clone();
+        while !waiting.is_empty() && timeline.now() < until {
+            let mut still = Vec::new();
+            for other in waiting {
+                if self.has_speaker_path(world, &other)? {
+                    still.push(other);
+                } else {
+                    timeline.record(lane::FAULT, What::Info(left(&other)));
+                }
+            }
+            waiting = still;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    fn restore(&self, world: &World<'_>) -> Result<()> {
+        world.lab.stop(&self.router, libc::SIGCONT)?;
+        start(world, &self.nodes)
+    }
+
+    fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
+        let down = run
+            .noted(SITE_DOWN)
+            .ok_or_else(|| anyhow!("the site going down was not recorded"))?;
+        let bound = Duration::from_secs(1);
+        let mut checks: Vec<Check> = self
+            .others
+            .iter()
+            .map(|other| {
+                let at = run.noted(&left(other)).map(|t| t.saturating_sub(down));
+                Check {
+                    what: format!(
+                        "site down while {} is stopped: withdrawn at {other}",
+                        self.router
+                    ),
+                    bound: format!(
+                        "< {} (router polling included)",
+                        super::super::checks::ms(bound)
+                    ),
+                    measured: at.map_or("not withdrawn".into(), super::super::checks::ms),
+                    passed: at.is_some_and(|a| a < bound),
+                }
+            })
+            .collect();
+        checks.extend(run.answers_move(Duration::from_millis(1500), Some(down)));
+        checks.push(run.never_empty());
+        Ok(checks)
+    }
+}
