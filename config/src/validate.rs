@@ -452,7 +452,7 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         f.push(
             key.key("healthd").key("withdraw_settle"),
             format!(
-                "withdraw_settle {} would hold every withdraw past DESIGN.md's one-second bound: expected at most 1s (the feed latency between sites, e.g. \"150ms\")",
+                "withdraw_settle {} would hold every withdraw past the failure table's one-second bound: expected at most 1s (the feed latency between sites, e.g. \"150ms\")",
                 site.healthd.withdraw_settle
             ),
         );

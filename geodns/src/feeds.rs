@@ -1,7 +1,7 @@
 //! Following every site's healthd feed: each new document applies to the next query.
 //!
 //! A feed that goes silent keeps its last state for `dns.feed_grace`; after that the site is
-//! unknown and answered as if all its nodes were up (DESIGN.md: never an empty answer).
+//! unknown and answered as if all its nodes were up (the failure table: never an empty answer).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! operator overrides (admin state) that win over both.
 //!
 //! Until a feed has been heard from, a site's nodes count as up: geodns must never answer
-//! empty, and the failure table in DESIGN.md says a lost feed fails open after its grace.
+//! empty, and the failure table (docs/ARCHITECTURE.md) says a lost feed fails open after its grace.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};

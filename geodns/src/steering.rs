@@ -253,7 +253,7 @@ pub struct Choice {
 }
 
 /// Walks the ranking and picks the first usable site; when none is usable, the nearest site
-/// with any healthy node, else the nearest site at all (fail open, DESIGN.md).
+/// with any healthy node, else the nearest site at all (fail open, as the failure table says).
 pub fn choose(
     ranking: &Ranking,
     health: &HealthState,

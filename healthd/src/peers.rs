@@ -1,6 +1,6 @@
 //! The other sites, as their feeds describe them: what this site needs to fail open.
 //!
-//! DESIGN.md's failure table says that when every site is unhealthy the control plane keeps
+//! The failure table (docs/ARCHITECTURE.md) says that when every site is unhealthy the control plane keeps
 //! announcing the least-bad sites ("never a black hole"). Each site decides alone, so each
 //! healthd follows the other sites' feeds (the same streams geodns follows): a site whose
 //! service is down keeps announcing it when every other site carrying the service is known to

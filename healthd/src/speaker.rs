@@ -1,7 +1,7 @@
 //! Driving the site's speaker over its control API: every round's requests, renewing the
 //! leases. Every call has a deadline: a speaker that does not answer is logged (once per
 //! outage), counted, and dialled again next round, while the leases it holds run out by
-//! themselves (DESIGN.md: a stuck healthd's routes go within the lease).
+//! themselves (the failure table: a stuck healthd's routes go within the lease).
 
 use std::sync::Arc;
 use std::time::Duration;

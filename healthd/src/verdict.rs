@@ -32,7 +32,7 @@ pub enum Announcement {
     },
     Withdraw,
     /// Down, but every other site carrying the service is down too: announce anyway rather
-    /// than leave the prefix nowhere (DESIGN.md: never a black hole).
+    /// than leave the prefix nowhere (the failure table: never a black hole).
     FailOpen,
     /// Down just now: still announced for a moment, until the other sites' feeds say whether
     /// they went down too (`healthd.withdraw_settle`).

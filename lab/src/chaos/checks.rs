@@ -1,4 +1,4 @@
-//! DESIGN.md's failure table, checked over a run's typed events: each function is one row's
+//! The failure table (docs/ARCHITECTURE.md), checked over a run's typed events: each function is one row's
 //! requirement (withdrawn within a bound, or never; answers moved, or unchanged; DNS never
 //! empty; viewers' stall time), and a fault picks the ones its row states.
 

@@ -1,5 +1,5 @@
 //! `lab chaos SCENARIO`: inject one fault into a running lab, measure what the control plane
-//! did and what viewers saw, and check it against DESIGN.md's failure table.
+//! did and what viewers saw, and check it against the failure table (docs/ARCHITECTURE.md).
 //!
 //! A run: viewers start playing in every city and monitors start watching (each site router's
 //! route for the service prefix, the transit network's choice, geodns's answer for each city,
