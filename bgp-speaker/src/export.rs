@@ -9,7 +9,7 @@ use config::site::Peer;
 use config::types::Community;
 use ipnet::IpNet;
 
-use crate::rib::Announcement;
+use crate::rib::Originated;
 use crate::route::WireAttrs;
 
 /// What export needs to know about one established session.
@@ -29,7 +29,7 @@ impl ExportContext<'_> {
     }
 
     /// The attributes `prefix` goes out with to this peer, or `None` when it is not exported.
-    pub fn export(&self, prefix: &IpNet, route: &Announcement) -> Option<WireAttrs> {
+    pub fn export(&self, prefix: &IpNet, route: &Originated) -> Option<WireAttrs> {
         if let (Some(allowed), Some(service)) = (&self.peer.export.services, &route.service)
             && !allowed.contains(service)
         {
@@ -108,8 +108,8 @@ mod tests {
         toml::from_str(&format!("{base}{toml}")).unwrap()
     }
 
-    fn route(attrs: RouteAttrs, service: Option<&str>) -> Announcement {
-        Announcement {
+    fn route(attrs: RouteAttrs, service: Option<&str>) -> Originated {
+        Originated {
             attrs,
             service: service.map(str::to_owned),
             expires: None,

@@ -20,7 +20,7 @@ use speaker_control::{Change, RouteAttrs};
 
 /// One originated route.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announcement {
+pub struct Originated {
     pub attrs: RouteAttrs,
     /// The service the prefix belongs to, for per-peer export policy.
     pub service: Option<String>,
@@ -41,7 +41,7 @@ pub struct DrainMark {
     pub withdrawn: bool,
 }
 
-impl Announcement {
+impl Originated {
     /// Under a drain, still announced with GRACEFUL_SHUTDOWN.
     pub fn draining(&self) -> bool {
         self.drain.as_ref().is_some_and(|d| !d.withdrawn)
@@ -68,7 +68,7 @@ impl Announcement {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub version: u64,
-    pub routes: OrdMap<IpNet, Arc<Announcement>>,
+    pub routes: OrdMap<IpNet, Arc<Originated>>,
 }
 
 /// An operator's drain order.
@@ -92,7 +92,7 @@ impl DrainOrder {
 /// The table with its lease and drain deadlines.
 #[derive(Debug, Default)]
 pub struct Rib {
-    routes: OrdMap<IpNet, Arc<Announcement>>,
+    routes: OrdMap<IpNet, Arc<Originated>>,
     /// Every route's next deadline (lease or drain), to expire without scanning the table.
     deadlines: BTreeSet<(Instant, IpNet)>,
     /// Operators' drains, oldest first.
@@ -100,7 +100,7 @@ pub struct Rib {
     version: u64,
 }
 
-fn deadline(route: &Announcement) -> Option<Instant> {
+fn deadline(route: &Originated) -> Option<Instant> {
     let drain = route
         .drain
         .as_ref()
@@ -121,7 +121,7 @@ impl Rib {
         self.routes.len()
     }
 
-    fn put(&mut self, prefix: IpNet, route: Announcement) {
+    fn put(&mut self, prefix: IpNet, route: Originated) {
         if let Some(old) = self.routes.get(&prefix).and_then(|r| deadline(r)) {
             self.deadlines.remove(&(old, prefix));
         }
@@ -146,13 +146,13 @@ impl Rib {
 
     /// Gives every route the drain mark the orders say; returns how many changed.
     fn remark(&mut self, now: Instant) -> usize {
-        let changed: Vec<(IpNet, Announcement)> = self
+        let changed: Vec<(IpNet, Originated)> = self
             .routes
             .iter()
             .filter_map(|(prefix, route)| {
                 let mark = self.mark_for(prefix, now);
                 (mark != route.drain).then(|| {
-                    let mut next = Announcement::clone(route);
+                    let mut next = Originated::clone(route);
                     next.drain = mark;
                     (*prefix, next)
                 })
@@ -179,7 +179,7 @@ impl Rib {
         now: Instant,
     ) -> Change {
         let expires = lease.map(|l| now + l);
-        let new = Announcement {
+        let new = Originated {
             attrs,
             service,
             expires,
@@ -284,7 +284,7 @@ impl Rib {
             } else if let Some(mark) = route.drain.as_ref().filter(|d| !d.withdrawn)
                 && mark.withdraw_at <= now
             {
-                let mut next = Announcement::clone(&route);
+                let mut next = Originated::clone(&route);
                 if let Some(d) = next.drain.as_mut() {
                     d.withdrawn = true;
                 }

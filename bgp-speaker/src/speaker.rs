@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::packet::open::{Capabilities, GracefulRestart, Open};
-use crate::rib::{Announcement, Rib, Snapshot};
+use crate::rib::{Originated, Rib, Snapshot};
 use crate::session::status::PeerStatus;
 use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup, RoutePage, RoutesOf};
 use crate::session::transport::{self, TransportOptions};
@@ -58,7 +58,7 @@ pub struct Request {
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The running peers, changed in place by a reload.
-pub type Peers = Arc<std::sync::RwLock<Vec<PeerHandle>>>;
+pub type PeerList = Arc<std::sync::RwLock<Vec<PeerHandle>>>;
 
 /// One version of our table, read a page at a time ([`SpeakerHandle::table`]).
 pub struct TablePages {
@@ -100,7 +100,7 @@ pub struct SpeakerHandle {
     pub requests: mpsc::Sender<Request>,
     /// The parts that must be serving (the table, listeners), for `/healthz`.
     liveness: Liveness,
-    peers: Peers,
+    peers: PeerList,
     /// The current originated-route table.
     pub rib: watch::Receiver<Arc<Snapshot>>,
     spawner: Arc<tokio::sync::Mutex<Spawner>>,
@@ -114,7 +114,7 @@ pub struct Reconfigured {
     pub restarted: Vec<String>,
 }
 
-fn read(peers: &Peers) -> Vec<PeerHandle> {
+fn read(peers: &PeerList) -> Vec<PeerHandle> {
     // A poisoned lock only means a panic elsewhere mid-update; the list itself is whole.
     peers.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
@@ -437,7 +437,7 @@ pub async fn start(
         gate: gate_rx,
         listener: listener.clone(),
     };
-    let peers: Peers = Arc::new(std::sync::RwLock::new(
+    let peers: PeerList = Arc::new(std::sync::RwLock::new(
         site.peers
             .iter()
             .map(|peer| spawner.spawn(peer))
@@ -472,7 +472,7 @@ pub async fn start(
 }
 
 /// Hands each accepted connection to the peer with that address; refuses strangers.
-async fn accept_loop(listener: Arc<TcpListener>, peers: Peers, beat: Beat) {
+async fn accept_loop(listener: Arc<TcpListener>, peers: PeerList, beat: Beat) {
     let _serving = beat.serving_while();
     loop {
         let (stream, from) = match listener.accept().await {
@@ -505,7 +505,7 @@ struct Table {
     beat: Beat,
     rib: Rib,
     rib_tx: watch::Sender<Arc<Snapshot>>,
-    peers: Peers,
+    peers: PeerList,
     drain_delay: Duration,
     /// Opened when the table is complete after start: on `synced` or at `gate_deadline`.
     gate: watch::Sender<bool>,
@@ -641,7 +641,7 @@ impl Table {
     }
 }
 
-fn entry(prefix: IpNet, a: &Announcement, now: std::time::Instant) -> RouteEntry {
+fn entry(prefix: IpNet, a: &Originated, now: std::time::Instant) -> RouteEntry {
     RouteEntry {
         prefix,
         attrs: a.effective_attrs(),

@@ -12,9 +12,11 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::Serialize;
 
 use crate::geo::Location;
+use crate::health::Family;
 use crate::health::{HealthState, NodeView};
-use crate::state::{Prepared, Shared};
-use crate::steering::{Choice, Family, Ranking, choose};
+use crate::prepared::Prepared;
+use crate::state::Shared;
+use crate::steering::{Choice, Ranking, choose};
 use crate::zone::Lookup;
 
 /// What to send back.

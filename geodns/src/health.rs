@@ -19,6 +19,15 @@ pub enum AdminState {
     Down,
 }
 
+/// The address family a question asks for: a site without a node of that family cannot answer
+/// it, so AAAA questions walk past sites whose nodes have only IPv4 addresses (and A past
+/// IPv6-only ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
 /// One node as steering sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeView {
@@ -36,10 +45,10 @@ pub struct NodeView {
 
 impl NodeView {
     /// Whether the node has an address of `family` to answer with.
-    pub fn has(&self, family: crate::steering::Family) -> bool {
+    pub fn has(&self, family: Family) -> bool {
         match family {
-            crate::steering::Family::V4 => self.ipv4.is_some(),
-            crate::steering::Family::V6 => self.ipv6.is_some(),
+            Family::V4 => self.ipv4.is_some(),
+            Family::V6 => self.ipv6.is_some(),
         }
     }
 

@@ -22,10 +22,12 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use crate::answer::spare;
 use crate::geo::{GeoDb, Location};
+use crate::health::Family;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
-use crate::state::{Prepared, Shared};
-use crate::steering::{Family, Ranking, SiteState, serves, site_state};
+use crate::prepared::Prepared;
+use crate::state::Shared;
+use crate::steering::{Ranking, SiteState, serves, site_state};
 
 /// Database networks remembered per worker; past it the memo starts over, which bounds memory
 /// whatever the spread of clients.

@@ -80,7 +80,7 @@ impl Default for Metrics {
 
 /// Per-site gauges built from the health state at scrape time: operator overrides (so a forced
 /// state is visible on dashboards), healthy nodes, and the age of each feed.
-pub fn health_text(shared: &crate::state::Shared) -> String {
+pub fn health_text(health: &crate::health::HealthState) -> String {
     use prometheus::{GaugeVec, IntGaugeVec};
 
     use crate::health::AdminState;
@@ -115,7 +115,6 @@ pub fn health_text(shared: &crate::state::Shared) -> String {
         Some(AdminState::Down) => -1,
         None => 0,
     };
-    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
     for site in &health.sites {
         admin
             .with_label_values(&[site.name.as_str(), ""])

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use maxminddb::WithinOptions;
 
 use crate::geo::GeoDb;
-use crate::state::Prepared;
+use crate::prepared::Prepared;
 use crate::steering::Ranking;
 
 /// Networks examined per sibling before giving up: widening must stay cheap on a full-size

@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use crate::answer::{LocationView, Steered, answer};
 use crate::geo::GeoDb;
 use crate::health::AdminState;
-use crate::state::{Prepared, Shared};
+use crate::prepared::Prepared;
+use crate::state::Shared;
 
 /// Why geodns could not start.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +187,8 @@ pub fn admin_router(
     daemon::admin::router(
         "geodns",
         Arc::new(move || {
-            daemon::admin::encode(&scrape.metrics.registry) + &crate::metrics::health_text(&scrape)
+            daemon::admin::encode(&scrape.metrics.registry)
+                + &crate::metrics::health_text(&scrape.health())
         }),
         liveness,
     )

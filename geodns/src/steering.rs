@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::geo::{Location, distance_km};
 use feed::site_health::{NodeHealth, Operator, Reason, SiteHealth, Thresholds, site_health};
 
-use crate::health::{AdminState, HealthState, NodeView, SiteView};
+use crate::health::{AdminState, Family, HealthState, NodeView, SiteView};
 
 /// Why sites were ranked the way they were.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -165,15 +165,6 @@ fn complete(first: &[usize], default: &[usize]) -> Vec<usize> {
     let mut order = first.to_vec();
     order.extend(default.iter().filter(|i| !first.contains(i)));
     order
-}
-
-/// The address family a question asks for: a site without a node of that family cannot answer
-/// it, so AAAA questions walk past sites whose nodes have only IPv4 addresses (and A past
-/// IPv6-only ones).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Family {
-    V4,
-    V6,
 }
 
 /// Whether `node` counts for `service` in questions of `family`.

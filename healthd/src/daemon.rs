@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::admin::DrainSwitch;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::other_sites::OtherSites;
 use crate::schedule::Probes;
 use crate::site::{Reconfigure, SiteSetup, SiteTask};
 
@@ -88,8 +88,8 @@ pub struct Running {
     control: mpsc::Sender<Reconfigure>,
     probes: Probes,
     /// The other sites' verdicts, and the tasks following their feeds.
-    peers: Arc<Peers>,
-    followers: crate::peers::Followers,
+    other_sites: Arc<OtherSites>,
+    followers: crate::other_sites::Followers,
 }
 
 impl Running {
@@ -116,7 +116,8 @@ impl Running {
         }
         let (summary, interval) = self.probes.apply(&deployment, &site)?;
         // Other sites' feeds may have moved, come or gone.
-        self.followers = crate::peers::follow_all(self.peers.clone(), &deployment, &site.name);
+        self.followers =
+            crate::other_sites::follow_all(self.other_sites.clone(), &deployment, &site.name);
         self.site = site.clone();
         let _ = self.control.try_send(Reconfigure {
             deployment,
@@ -192,15 +193,15 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
     let (_, interval) = probes.apply(&deployment, &site)?;
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
     let (control, control_rx) = mpsc::channel(4);
-    let peers = Arc::new(Peers::default());
-    let followers = crate::peers::follow_all(peers.clone(), &deployment, &site.name);
+    let other_sites = Arc::new(OtherSites::default());
+    let followers = crate::other_sites::follow_all(other_sites.clone(), &deployment, &site.name);
     let task = SiteTask::new(SiteSetup {
         deployment,
         site: site.clone(),
         publisher,
         metrics,
         drain,
-        peers: peers.clone(),
+        other_sites: other_sites.clone(),
         beat: liveness.heartbeat("site task (decisions, speaker, feed)", SITE_TASK_BOUND),
     });
     Ok(Running {
@@ -208,7 +209,7 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         site,
         control,
         probes,
-        peers,
+        other_sites,
         followers,
     })
 }

@@ -5,7 +5,7 @@
 //! A withdraw that would leave the prefix announced nowhere becomes a fail-open announcement
 //! (every other site carrying the service is known down), and one that may be part of several
 //! sites failing together first settles for `healthd.withdraw_settle` while their feeds arrive
-//! (see `peers`). An operator's drain is always obeyed.
+//! (see `other_sites`). An operator's drain is always obeyed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! results into a node state (rise/fall counts and flap damping), [`verdict`] turns node states
 //! into the per-service site verdict and the announcement the degrade policy calls for, and
 //! `decide` adds what the site as a whole decides (settling, fail open, the feed document);
-//! [`peers`] follows the other sites' feeds so a site can fail open when every site is down.
+//! [`other_sites`] follows the other sites' feeds so a site can fail open when every site is down.
 //! The rest performs: `schedule` probes the nodes, `site` runs the decision each round and
 //! drives the speaker (`speaker`) and the feed, `daemon` wires it all together.
 
@@ -15,7 +15,7 @@ pub mod fuzzing;
 mod metrics;
 pub mod node;
 mod nodes;
-pub mod peers;
+pub mod other_sites;
 pub mod probe;
 pub mod report;
 mod schedule;

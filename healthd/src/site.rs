@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   probe task ×N ──NodeUpdate──▶ site task ──publish────────▶ feed (geodns, other sites)
-//!   peers' feeds ──changed──────▶ (NodeTable, Decider) ──ops──▶ bgp-speaker (lease renewed)
+//!   other sites' feeds ──changed──────▶ (NodeTable, Decider) ──ops──▶ bgp-speaker (lease renewed)
 //!   admin API / drain file ─────▶
 //! ```
 //!
@@ -28,7 +28,7 @@ use crate::admin::DrainSwitch;
 use crate::decide::{Context, Decider, Decision, announcement_kind};
 use crate::metrics::Metrics;
 use crate::nodes::NodeTable;
-use crate::peers::Peers;
+use crate::other_sites::OtherSites;
 use crate::schedule::NodeUpdate;
 use crate::speaker::SpeakerLink;
 use crate::verdict::Verdict;
@@ -52,7 +52,7 @@ pub struct SiteTask {
     publisher: Publisher,
     metrics: Arc<Metrics>,
     drain: DrainSwitch,
-    peers: Arc<Peers>,
+    other_sites: Arc<OtherSites>,
     speaker: SpeakerLink,
     /// Beaten every round: a site task that stops deciding is reported by `/healthz`.
     beat: Beat,
@@ -68,7 +68,7 @@ pub struct SiteSetup {
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     pub drain: DrainSwitch,
-    pub peers: Arc<Peers>,
+    pub other_sites: Arc<OtherSites>,
     pub beat: Beat,
 }
 
@@ -84,7 +84,7 @@ impl SiteTask {
             publisher: setup.publisher,
             metrics: setup.metrics,
             drain: setup.drain,
-            peers: setup.peers,
+            other_sites: setup.other_sites,
             beat: setup.beat,
             started: Instant::now(),
         }
@@ -98,7 +98,7 @@ impl SiteTask {
     ) {
         let mut round = tokio::time::interval(interval);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let peers = self.peers.clone();
+        let other_sites = self.other_sites.clone();
         loop {
             let settle = self.site.healthd.withdraw_settle.get();
             let settled_at = self.decider.next_settled(Instant::now(), settle);
@@ -123,7 +123,7 @@ impl SiteTask {
                 }
                 _ = round.tick() => self.round().await,
                 // Another site's verdict changed: fail open, or stop failing open, at once.
-                _ = peers.changed.notified() => self.round().await,
+                _ = other_sites.changed.notified() => self.round().await,
                 // A settling withdraw is due.
                 _ = tokio::time::sleep_until(settled.into()), if settled_at.is_some() => {
                     self.round().await
@@ -151,9 +151,9 @@ impl SiteTask {
             .dns
             .as_ref()
             .map_or(Duration::from_secs(30), |d| d.feed_grace.get());
-        let (peers, deployment, own) = (&self.peers, &self.deployment, &self.site.name);
+        let (other_sites, deployment, own) = (&self.other_sites, &self.deployment, &self.site.name);
         let down =
-            |service: &str| peers.every_other_site_down(deployment, own, service, grace, now);
+            |service: &str| other_sites.every_other_site_down(deployment, own, service, grace, now);
         let decision = self.decider.decide(
             now,
             &Context {

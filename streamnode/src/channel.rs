@@ -281,6 +281,11 @@ impl Channel {
         self.pmt = Some(*bytes);
     }
 
+    /// The segment duration aimed at.
+    pub fn target(&self) -> Duration {
+        Duration::from_secs_f64(self.target)
+    }
+
     /// Segments in the playlist window, oldest first.
     pub fn window(&self) -> impl Iterator<Item = &Segment> {
         let skip = self.segments.len().saturating_sub(self.window);

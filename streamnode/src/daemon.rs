@@ -121,6 +121,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .await
         .with_context(|| format!("cannot listen on {}", node.listen))?;
     let liveness = daemon::Liveness::default();
+    tokio::spawn(watch_channels(state.clone(), &liveness));
     let viewers = liveness.flag(format!("viewer listener on {}", node.listen));
     tokio::spawn(crate::listener::serve(
         listener,
@@ -195,4 +196,48 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
                 "ok\n"
             }),
         )
+}
+
+/// Beats each channel's liveness while its newest segment is recent: a channel whose ingest or
+/// feeder stopped (or was frozen) makes `/healthz` on the admin address say so.
+fn watch_channels(
+    state: Arc<NodeState>,
+    liveness: &daemon::Liveness,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let beats: Vec<(String, daemon::Beat, std::time::Duration)> = state
+        .channels
+        .iter()
+        .map(|(path, channel)| {
+            let target = channel
+                .read()
+                .map(|c| c.target())
+                .unwrap_or(std::time::Duration::from_secs(2));
+            // A new segment comes every target duration; allow a few, and the start.
+            let bound = target * 3 + std::time::Duration::from_secs(5);
+            (
+                path.clone(),
+                liveness.heartbeat(format!("channel {path}"), bound),
+                bound,
+            )
+        })
+        .collect();
+    async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now();
+            for (path, beat, bound) in &beats {
+                let fresh = state.channels.get(path).is_some_and(|c| {
+                    c.read().is_ok_and(|c| {
+                        c.newest().is_some_and(|s| {
+                            now.duration_since(s.started).is_ok_and(|age| age < *bound)
+                        })
+                    })
+                });
+                if fresh {
+                    beat.beat();
+                }
+            }
+        }
+    }
 }

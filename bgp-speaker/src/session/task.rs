@@ -37,7 +37,7 @@ use crate::packet::open::Open;
 use crate::packet::update_tx::{self, TxContext};
 use crate::packet::{MessageType, Notification, next_message};
 use crate::receive::{ReceiveError, Receiver};
-use crate::rib::{Announcement, Snapshot};
+use crate::rib::{Originated, Snapshot};
 use crate::route::{ShownRoute, WireAttrs};
 use imbl::OrdMap;
 use imbl::ordmap::DiffItem;
@@ -204,7 +204,7 @@ struct PeerTask {
     /// When the peer's stale routes go if it has not sent End-of-RIB by then.
     stale_until: Option<Instant>,
     /// The table version `adj_out` was computed from; `None` forces a full comparison.
-    exported_from: Option<OrdMap<IpNet, Arc<Announcement>>>,
+    exported_from: Option<OrdMap<IpNet, Arc<Originated>>>,
 }
 
 impl PeerTask {

@@ -6,16 +6,18 @@
 
 pub mod edns;
 pub mod hot;
+mod respond;
 pub mod slow;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::answer::{pick_weighted_into, sampled};
+use crate::health::Family;
 use crate::health::changing_window;
 use crate::memo::Memo;
 use crate::state::Shared;
-use crate::steering::{Family, SiteState, pick_site};
+use crate::steering::{SiteState, pick_site};
 use hot::HotQuery;
 pub use slow::Transport;
 

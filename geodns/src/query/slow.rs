@@ -1,5 +1,5 @@
 //! The general path: any query, decoded by hickory-proto, answered by
-//! [`respond`](crate::handler::respond), encoded within the transport's size limit (UDP
+//! [`respond`](super::respond::respond), encoded within the transport's size limit (UDP
 //! truncates and sets TC). Every error answer is made here, FORMERR included.
 
 use std::net::IpAddr;
@@ -9,7 +9,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 
 use super::edns::{OptScan, scan};
 use super::hot::MAX_UDP_PAYLOAD;
-use crate::handler::{Question, respond};
+use super::respond::{Question, respond};
 use crate::state::Shared;
 
 /// Where the answer goes, which bounds its size.

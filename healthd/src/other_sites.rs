@@ -34,14 +34,14 @@ struct Heard {
 
 /// The other sites' service verdicts, kept up to date by followers.
 #[derive(Debug, Default)]
-pub struct Peers {
+pub struct OtherSites {
     heard: Mutex<HashMap<String, Heard>>,
     /// Signalled when a site's verdict for some service changes, so the site task decides
     /// again at once rather than at its next round.
     pub changed: tokio::sync::Notify,
 }
 
-impl Peers {
+impl OtherSites {
     /// Records an event from `site`'s feed.
     pub fn record(&self, site: &str, event: FeedEvent, at: Instant) {
         let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +115,7 @@ impl Drop for Followers {
 }
 
 /// Follows every site of `deployment` but `own`, each with its own feed token.
-pub fn follow_all(peers: Arc<Peers>, deployment: &Deployment, own: &str) -> Followers {
+pub fn follow_all(peers: Arc<OtherSites>, deployment: &Deployment, own: &str) -> Followers {
     let tasks = deployment
         .sites
         .iter()
@@ -164,7 +164,7 @@ mod tests {
     fn only_sites_heard_recently_and_down_count_as_down() {
         let text = include_str!("../../config/examples/three-sites.toml");
         let d = Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap();
-        let peers = Peers::default();
+        let peers = OtherSites::default();
         let grace = Duration::from_secs(30);
         let t0 = Instant::now();
         let down = |now| peers.every_other_site_down(&d, "ams", "live", grace, now);

@@ -1,6 +1,6 @@
 //! DNS protocol rules around [`answer`](crate::answer::answer): EDNS, Client Subnet
 //! (RFC 7871), REFUSED outside our zones, no recursion. [`respond`] is the general path's
-//! (`query::slow`), for UDP and TCP alike.
+//! (`slow`), for UDP and TCP alike.
 
 use std::net::IpAddr;
 
@@ -8,8 +8,8 @@ use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 
+use super::hot::MAX_UDP_PAYLOAD;
 use crate::answer::{Outcome, answer};
-use crate::query::hot::MAX_UDP_PAYLOAD;
 use crate::state::Shared;
 
 /// What the query's Client Subnet option asks.
