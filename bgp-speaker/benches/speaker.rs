@@ -8,7 +8,6 @@
 //! Run: `cargo bench -p bgp-speaker --bench speaker` (needs bird2 and gobgpd installed).
 //! Machines are shared and noisy: compare the ratios, not the absolute figures.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -339,55 +338,18 @@ fn gobgp_config(us: Ipv4Addr, sink: Ipv4Addr, source: Ipv4Addr) -> String {
 
 /// BIRD (AS 65010) exporting `count` static /24s to `neighbor` (AS 65001).
 fn source_bird(bird: Ipv4Addr, neighbor: Ipv4Addr, count: u32) -> String {
-    let mut conf =
-        format!("router id {bird};\nprotocol device {{}}\nprotocol static flood {{\n  ipv4;\n");
-    for i in 0..count {
-        let n = 0x1000_0000u32 + (i << 8);
-        let _ = writeln!(
-            conf,
-            "  route {}.{}.{}.0/24 unreachable;",
-            n >> 24,
-            (n >> 16) & 0xff,
-            (n >> 8) & 0xff
-        );
-    }
-    let _ = write!(
-        conf,
-        "}}\nprotocol bgp feed {{\n  local {bird} port 1179 as 65010;\n  neighbor {neighbor} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import none; export all; next hop address 192.0.2.1; }};\n}}\n"
-    );
-    conf
+    testkit::bird::flood_table(bird, count)
+        + &format!(
+            "protocol bgp feed {{\n  local {bird} port 1179 as 65010;\n  neighbor {neighbor} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  ipv4 {{ import none; export all; next hop address 192.0.2.1; }};\n}}\n"
+        )
 }
 
 /// BIRD exporting RECEIVE_ROUTES static routes to `neighbor`.
 fn flooding_bird(bird: Ipv4Addr, neighbor: Ipv4Addr, neighbor_as: u32) -> String {
-    let mut conf =
-        format!("router id {bird};\nprotocol device {{}}\nprotocol static flood {{\n  ipv4;\n");
-    for i in 0..RECEIVE_ROUTES {
-        let n = 0x1000_0000u32 + (i << 8);
-        let _ = writeln!(
-            conf,
-            "  route {}.{}.{}.0/24 unreachable;",
-            n >> 24,
-            (n >> 16) & 0xff,
-            (n >> 8) & 0xff
-        );
-    }
-    let _ = write!(
-        conf,
-        "}}\nprotocol bgp down1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {neighbor} port 1179 as {neighbor_as};\n  multihop;\n  strict bind on;\n  connect retry time 1;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n"
-    );
-    conf
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    testkit::bird::flood_table(bird, RECEIVE_ROUTES)
+        + &format!(
+            "protocol bgp down1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {neighbor} port 1179 as {neighbor_as};\n  multihop;\n  strict bind on;\n  connect retry time 1;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n"
+        )
 }
 
 async fn receive_full_table() {
@@ -411,7 +373,7 @@ async fn receive_full_table() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ours = t0.elapsed();
-    let ours_rss = peak_rss_mib(speaker.pid());
+    let ours_rss = testkit::process::memory_mib(speaker.pid(), true);
 
     // BIRD receiving the same table from the same kind of sender.
     let net = Loopback::fresh();
@@ -432,7 +394,7 @@ async fn receive_full_table() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let theirs = t0.elapsed();
-    let theirs_rss = peak_rss_mib(receiver.daemon.pid());
+    let theirs_rss = testkit::process::memory_mib(receiver.daemon.pid(), true);
     println!(
         "3. {RECEIVE_ROUTES} IPv4 routes received (import enabled): bgp-speaker {:.2} s, peak RSS {ours_rss:.0} MiB; BIRD {:.2} s, peak RSS {theirs_rss:.0} MiB -> time BIRD/ours = {:.2}x, memory ours/BIRD = {:.2}x",
         ours.as_secs_f64(),

@@ -5,17 +5,17 @@
 
 use std::net::IpAddr;
 
-use config::site::Peer;
 use config::types::Community;
 use ipnet::IpNet;
 
 use crate::rib::Originated;
 use crate::route::WireAttrs;
+use crate::session::peer::PeerConfig;
 
 /// What export needs to know about one established session.
 #[derive(Debug, Clone)]
 pub struct ExportContext<'a> {
-    pub peer: &'a Peer,
+    pub peer: &'a PeerConfig,
     pub local_asn: u32,
     /// Our end of the TCP connection: the default next hop.
     pub local_addr: IpAddr,
@@ -103,9 +103,10 @@ mod tests {
     use super::*;
     use speaker_control::RouteAttrs;
 
-    fn peer(toml: &str) -> Peer {
+    fn peer(toml: &str) -> PeerConfig {
         let base = "name = \"r1\"\naddress = \"127.0.0.2\"\nremote_asn = 65000\n";
-        toml::from_str(&format!("{base}{toml}")).unwrap()
+        let peer: config::site::Peer = toml::from_str(&format!("{base}{toml}")).unwrap();
+        crate::speaker::peer_config(&peer)
     }
 
     fn route(attrs: RouteAttrs, service: Option<&str>) -> Originated {
@@ -117,7 +118,7 @@ mod tests {
         }
     }
 
-    fn ctx(peer: &Peer) -> ExportContext<'_> {
+    fn ctx(peer: &PeerConfig) -> ExportContext<'_> {
         ExportContext {
             peer,
             local_asn: 65001,

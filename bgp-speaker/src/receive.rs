@@ -5,7 +5,6 @@
 //! prefix with a reference to an interned attribute set: peers send few distinct attribute sets
 //! and many prefixes, so a full table costs a few tens of bytes per route.
 
-use config::site::{ImportPolicy, MaxPrefixAction, Peer};
 use ipnet::IpNet;
 use tracing::{info, warn};
 
@@ -15,6 +14,7 @@ use crate::packet::notification::cease;
 use crate::packet::open::Negotiated;
 use crate::packet::update_rx::{Afi, ParsedAttrs, Prefix, RxContext, UpdateOutcome, parse_update};
 use crate::route::{ShownRoute, origin_name};
+use crate::session::peer::{Import, PeerConfig};
 
 /// Why receiving must end the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum ReceiveError {
 /// Received routes and counters for one peer.
 #[derive(Debug)]
 pub struct Receiver {
-    import: ImportPolicy,
+    import: Import,
     rib_in: AdjRibIn,
     announced_total: u64,
     withdrawn_total: u64,
@@ -38,7 +38,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(peer: &Peer) -> Self {
+    pub fn new(peer: &PeerConfig) -> Self {
         Self {
             import: peer.import.clone(),
             rib_in: AdjRibIn::default(),
@@ -208,15 +208,15 @@ impl Receiver {
             self.warned = false;
             return Ok(());
         }
-        match self.import.on_max_prefixes {
-            MaxPrefixAction::Warn => {
+        match self.import.restart_on_max {
+            false => {
                 if !self.warned {
                     warn!(count, limit, "peer exceeds its prefix limit");
                     self.warned = true;
                 }
                 Ok(())
             }
-            MaxPrefixAction::Restart => {
+            true => {
                 // RFC 4486 section 4: AFI, SAFI and the limit as data.
                 let mut data = vec![0, 1, 1];
                 data.extend_from_slice(&limit.to_be_bytes());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::Deployment;
-use config::site::{Peer, Site};
+use config::site::{MaxPrefixAction, Peer, Site};
 use daemon::{Beat, Liveness};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::packet::open::{Capabilities, GracefulRestart, Open};
 use crate::rib::{Originated, Rib, Snapshot};
+use crate::session::peer::{Export, Import, PeerConfig};
 use crate::session::status::PeerStatus;
 use crate::session::task::{self, PeerCommand, PeerHandle, PeerSetup, RoutePage, RoutesOf};
 use crate::session::transport::{self, TransportOptions};
@@ -374,7 +375,7 @@ impl Spawner {
             open.caps.graceful_restart = None;
         }
         let (handle, _join) = task::spawn(PeerSetup {
-            peer: peer.clone(),
+            peer: peer_config(peer),
             local_asn: site.asn,
             local_open: open,
             transport,
@@ -386,6 +387,37 @@ impl Spawner {
             ),
         });
         Ok(handle)
+    }
+}
+
+/// The session layer's view of a `[[sites.peers]]` entry: the one place where the deployment
+/// file's peer becomes a protocol-level peer configuration.
+pub(crate) fn peer_config(peer: &Peer) -> PeerConfig {
+    PeerConfig {
+        name: peer.name.clone(),
+        address: peer.address,
+        port: peer.port,
+        remote_asn: peer.remote_asn,
+        hold_time: peer.hold_time,
+        keepalive: peer.keepalive,
+        passive: peer.passive,
+        connect_retry: peer.connect_retry.get(),
+        next_hop: peer.next_hop,
+        next_hop_v6: peer.next_hop_v6,
+        export: Export {
+            services: peer.export.services.clone(),
+            prepend: peer.export.prepend,
+            med: peer.export.med,
+            local_pref: peer.export.local_pref,
+            communities: peer.export.communities.clone(),
+            large_communities: peer.export.large_communities.clone(),
+        },
+        import: Import {
+            enabled: peer.import.enabled,
+            max_prefixes: peer.import.max_prefixes,
+            restart_on_max: peer.import.on_max_prefixes == MaxPrefixAction::Restart,
+            restart_after: peer.import.restart_after.get(),
+        },
     }
 }
 

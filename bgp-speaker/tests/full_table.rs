@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use common::{PeerSpec, Speaker, deployment};
@@ -13,38 +12,13 @@ use testkit::process::{TempDir, wait_for};
 
 const ROUTES: u32 = 1_000_000;
 
-/// BIRD exporting ROUTES static /24s from 16.0.0.0/4 to us.
+/// BIRD exporting ROUTES static /24s to us.
 fn flooding_bird(net: Loopback) -> String {
     let (us, bird) = (net.host(1), net.host(2));
-    let mut conf =
-        format!("router id {bird};\nprotocol device {{}}\nprotocol static flood {{\n  ipv4;\n");
-    for i in 0..ROUTES {
-        let n = 0x1000_0000u32 + (i << 8);
-        let _ = writeln!(
-            conf,
-            "  route {}.{}.{}.0/24 unreachable;",
-            n >> 24,
-            (n >> 16) & 0xff,
-            (n >> 8) & 0xff
-        );
-    }
-    let _ = write!(
-        conf,
-        "}}\nprotocol bgp up1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  hold time 9;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n"
-    );
-    conf
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    testkit::bird::flood_table(bird, ROUTES)
+        + &format!(
+            "protocol bgp up1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  hold time 9;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n"
+        )
 }
 
 fn survive_flood(test: &str, import: &str, max_rss_mib: u64) {
@@ -83,7 +57,7 @@ fn survive_flood(test: &str, import: &str, max_rss_mib: u64) {
     });
     assert_eq!(peer["state"], "Established");
     assert_eq!(peer["flaps"], 0, "the session never dropped");
-    let rss = peak_rss_mib(speaker.daemon.pid());
+    let rss = testkit::process::memory_mib(speaker.daemon.pid(), true) as u64;
     eprintln!(
         "{test}: {ROUTES} routes in {:.1}s, speaker peak RSS {rss} MiB",
         elapsed.as_secs_f64()

@@ -33,18 +33,6 @@ protocol bgp up {{
     )
 }
 
-/// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
 /// Times the table changes while r2 is stopped: more than its socket buffers take.
 const CHURN: u32 = 24;
 
@@ -127,7 +115,7 @@ fn a_stopped_upstream_stalls_only_itself() {
     for med in 1..=CHURN {
         call(announce(med));
     }
-    let rss_stopped = rss_mib(speaker.daemon.pid());
+    let rss_stopped = testkit::process::memory_mib(speaker.daemon.pid(), false) as u64;
     assert_eq!(
         speaker.peer_state("r2"),
         "Established",
@@ -196,7 +184,7 @@ fn a_stopped_upstream_stalls_only_itself() {
     stopped.daemon.signal("CONT");
     let mut peak = rss_stopped;
     let back = wait_for(Duration::from_secs(60), || {
-        peak = peak.max(rss_mib(speaker.daemon.pid()));
+        peak = peak.max(testkit::process::memory_mib(speaker.daemon.pid(), false) as u64);
         stopped.route("10.0.195.79/32").map(|_| ())
     });
     println!("speaker memory: {rss_stopped} MiB with r2 stopped, peak {peak} MiB as it came back");

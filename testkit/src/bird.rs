@@ -156,3 +156,25 @@ impl BirdCtl {
             .unwrap_or(0)
     }
 }
+
+/// The start of a BIRD configuration that originates `count` static /24s from 16.0.0.0 on (a
+/// full table's worth at a million): router id, device and a static protocol named `flood`.
+/// The caller adds the BGP protocol that exports them.
+pub fn flood_table(router_id: std::net::Ipv4Addr, count: u32) -> String {
+    use std::fmt::Write as _;
+    let mut conf = format!(
+        "router id {router_id};\nprotocol device {{}}\nprotocol static flood {{\n  ipv4;\n"
+    );
+    for i in 0..count {
+        let n = 0x1000_0000u32 + (i << 8);
+        let _ = writeln!(
+            conf,
+            "  route {}.{}.{}.0/24 unreachable;",
+            n >> 24,
+            (n >> 16) & 0xff,
+            (n >> 8) & 0xff
+        );
+    }
+    conf.push_str("}\n");
+    conf
+}

@@ -196,3 +196,17 @@ pub fn family_cpu_seconds(pid: u32) -> f64 {
             .map(cpu_seconds)
             .sum::<f64>()
 }
+
+/// A process's memory in MiB: resident now (`peak` false) or its peak so far (`peak` true).
+/// 0 when it cannot be read.
+pub fn memory_mib(pid: u32, peak: bool) -> f64 {
+    let field = if peak { "VmHWM:" } else { "VmRSS:" };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}

@@ -3,10 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
-use config::site::Peer;
 use serde::Serialize;
 
 use super::fsm::State;
+use super::peer::PeerConfig;
 use crate::packet::MessageType;
 use crate::packet::open::Negotiated;
 
@@ -72,7 +72,7 @@ fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::
 }
 
 impl PeerStatus {
-    pub fn new(peer: &Peer) -> Self {
+    pub fn new(peer: &PeerConfig) -> Self {
         Self {
             name: peer.name.clone(),
             address: peer.address,

@@ -17,7 +17,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use config::site::Peer;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
 use super::fsm::{Action, DownReason, Event, Fsm, State};
+use super::peer::PeerConfig;
 use super::status::PeerStatus;
 use super::transport::{self, TransportOptions};
 use super::writer::Writer;
@@ -82,7 +82,7 @@ pub struct PeerHandle {
 
 /// Everything a peer task needs at start.
 pub struct PeerSetup {
-    pub peer: Peer,
+    pub peer: PeerConfig,
     pub local_asn: u32,
     pub local_open: Open,
     pub transport: TransportOptions,
@@ -141,13 +141,7 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         incoming: incoming_tx,
         commands: cmd_tx,
     };
-    let fsm = Fsm::new(super::fsm::FsmConfig {
-        local: setup.local_open.clone(),
-        remote_asn: setup.peer.remote_asn,
-        passive: setup.peer.passive,
-        keepalive: setup.peer.keepalive,
-        connect_retry: setup.peer.connect_retry.get(),
-    });
+    let fsm = Fsm::new(setup.peer.fsm(setup.local_open.clone()));
     let receiver = Receiver::new(&setup.peer);
     let task = PeerTask {
         setup,
@@ -461,12 +455,13 @@ impl PeerTask {
                             Err(ReceiveError::MaxPrefixes(n)) => {
                                 warn!(
                                     "prefix limit exceeded: closing, reconnecting in {}",
-                                    self.setup.peer.import.restart_after
+                                    humantime::format_duration(
+                                        self.setup.peer.import.restart_after
+                                    )
                                 );
                                 self.feed(Event::ProtocolError(n)).await;
-                                self.retry = Some(
-                                    Instant::now() + self.setup.peer.import.restart_after.get(),
-                                );
+                                self.retry =
+                                    Some(Instant::now() + self.setup.peer.import.restart_after);
                             }
                         }
                         self.status_mut().prefixes_received = self.receiver.prefix_count();
@@ -581,13 +576,7 @@ impl PeerTask {
             .map_or(0, |(_, l)| l);
         pending.buf.drain(..len);
         self.conn = Some(pending);
-        self.fsm = Fsm::new(super::fsm::FsmConfig {
-            local: self.fsm.local_open().clone(),
-            remote_asn: self.setup.peer.remote_asn,
-            passive: self.setup.peer.passive,
-            keepalive: self.setup.peer.keepalive,
-            connect_retry: self.setup.peer.connect_retry.get(),
-        });
+        self.fsm = Fsm::new(self.setup.peer.fsm(self.fsm.local_open().clone()));
         self.fsm.handle(Event::Start);
         let replayed = self.fsm.handle(Event::TcpConnected);
         // Our OPEN went out already: skip the FSM's Send of it, keep its timers.
@@ -625,12 +614,7 @@ impl PeerTask {
                 Action::Connect => {
                     let addr = SocketAddr::new(self.setup.peer.address, self.setup.peer.port);
                     let opts = self.setup.transport.clone();
-                    let timeout = self
-                        .setup
-                        .peer
-                        .connect_retry
-                        .get()
-                        .max(Duration::from_secs(5));
+                    let timeout = self.setup.peer.connect_retry.max(Duration::from_secs(5));
                     if let Some(c) = self.connecting.take() {
                         // The previous attempt got no answer before the retry timer fired.
                         c.abort();

@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::super::checks::Run;
 use super::super::{Check, World};
-use super::{Fault, geodns_admin, http_in};
+use super::{Fault, each_geodns};
 use crate::timeline::{Timeline, What, lane};
 
 /// Datagrams per second each sender sends.
@@ -125,15 +125,7 @@ impl Fault for DnsGarbage {
 
     /// Each geodns instance's `/healthz` and contained panics, asked inside its node.
     fn before_repair(&self, world: &World<'_>, timeline: &Timeline) {
-        let Some(admin) = geodns_admin(world) else {
-            return;
-        };
-        for node in world.lab.topology().nodes_labelled("lab.role", "geodns") {
-            let Ok(ns) = world.lab.namespace(&node.name) else {
-                continue;
-            };
-            let get =
-                |path: &str| http_in(ns.clone(), daemon::http::Method::GET, admin, path, None);
+        each_geodns(world, |node, get| {
             match (get("/healthz"), get("/metrics")) {
                 (Ok((healthz, _)), Ok((_, metrics))) => {
                     let panics = metrics
@@ -147,17 +139,17 @@ impl Fault for DnsGarbage {
                     timeline.record(
                         lane::FAULT,
                         What::Served {
-                            node: node.name.clone(),
+                            node: node.to_owned(),
                             healthz,
                             panics,
                         },
                     );
                 }
                 (Err(e), _) | (_, Err(e)) => {
-                    timeline.record(lane::FAULT, What::Error(format!("{}: {e:#}", node.name)));
+                    timeline.record(lane::FAULT, What::Error(format!("{node}: {e:#}")));
                 }
             }
-        }
+        });
     }
 
     fn restore(&self, _: &World<'_>) -> Result<()> {

@@ -210,15 +210,27 @@ fn admin_post(world: &World<'_>, node: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// geodns's admin endpoint as seen from inside a geodns node (it may listen on every address:
-/// then asked on the node's loopback).
-fn geodns_admin(world: &World<'_>) -> Option<SocketAddr> {
-    let admin = world.deployment.dns.as_ref()?.admin;
-    Some(if admin.ip().is_unspecified() {
+/// Asks every geodns instance's admin endpoint from inside its node (it may listen on every
+/// address: then asked on the node's loopback): `ask` gets the node's name and a GET.
+fn each_geodns(
+    world: &World<'_>,
+    mut ask: impl FnMut(&str, &dyn Fn(&str) -> Result<(u16, String)>),
+) {
+    let Some(admin) = world.deployment.dns.as_ref().map(|d| d.admin) else {
+        return;
+    };
+    let admin = if admin.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], admin.port()))
     } else {
         admin
-    })
+    };
+    for node in world.lab.topology().nodes_labelled("lab.role", "geodns") {
+        let Ok(ns) = world.lab.namespace(&node.name) else {
+            continue;
+        };
+        let get = |path: &str| http_in(ns.clone(), daemon::http::Method::GET, admin, path, None);
+        ask(&node.name, &get);
+    }
 }
 
 /// Kills topology nodes.

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::super::checks::Run;
 use super::super::{Check, World};
-use super::{Fault, first, geodns_admin, http_in, kill, nft_delete, nft_load, start, stream_nodes};
+use super::{Fault, each_geodns, first, kill, nft_delete, nft_load, start, stream_nodes};
 use crate::timeline::{Timeline, What, lane};
 
 /// A node's link interfaces.
@@ -232,40 +232,27 @@ impl Fault for FeedsCut {
 
     /// What each geodns says of the feeds, from its metrics.
     fn before_repair(&self, world: &World<'_>, timeline: &Timeline) {
-        let Some(admin) = geodns_admin(world) else {
-            return;
-        };
-        for node in world.lab.topology().nodes_labelled("lab.role", "geodns") {
-            let Ok(ns) = world.lab.namespace(&node.name) else {
-                continue;
-            };
-            let text = match http_in(ns, daemon::http::Method::GET, admin, "/metrics", None) {
-                Ok((200, text)) => text,
-                Ok((status, _)) => {
-                    timeline.record(
-                        lane::FAULT,
-                        What::Error(format!("{}: /metrics answered {status}", node.name)),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    timeline.record(lane::FAULT, What::Error(format!("{}: {e:#}", node.name)));
-                    continue;
-                }
-            };
-            let ages: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("dns_site_feed_age_seconds{"))
-                .collect();
-            timeline.record(
+        each_geodns(world, |node, get| match get("/metrics") {
+            Ok((200, text)) => {
+                let ages: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("dns_site_feed_age_seconds{"))
+                    .collect();
+                timeline.record(
+                    lane::FAULT,
+                    What::FeedsStale {
+                        node: node.to_owned(),
+                        stale: ages.iter().filter(|l| l.ends_with(" -1")).count(),
+                        total: ages.len(),
+                    },
+                );
+            }
+            Ok((status, _)) => timeline.record(
                 lane::FAULT,
-                What::FeedsStale {
-                    node: node.name.clone(),
-                    stale: ages.iter().filter(|l| l.ends_with(" -1")).count(),
-                    total: ages.len(),
-                },
-            );
-        }
+                What::Error(format!("{node}: /metrics answered {status}")),
+            ),
+            Err(e) => timeline.record(lane::FAULT, What::Error(format!("{node}: {e:#}"))),
+        });
     }
 
     fn restore(&self, world: &World<'_>) -> Result<()> {
