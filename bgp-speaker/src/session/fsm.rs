@@ -72,6 +72,10 @@ pub enum Event {
     /// The peer sent something we must answer with this NOTIFICATION (bad header, bad OPEN,
     /// an UPDATE that RFC 7606 says resets the session).
     ProtocolError(Notification),
+    /// A connection collision (RFC 4271 section 6.8) was resolved for the other connection
+    /// ([`Fsm::collision_keeps_other`]): our OPEN already went out on it and this is the
+    /// peer's OPEN from it. The session carries on there as if that OPEN had just arrived.
+    SwitchConnection(Open),
 }
 
 /// What the session task must do.
@@ -230,30 +234,12 @@ impl Fsm {
             }
             (S::Connect | S::Active, _) => Vec::new(),
 
-            (S::OpenSent, E::OpenReceived(open)) => {
-                match negotiate(
-                    &self.config.local,
-                    &open,
-                    self.config.remote_asn,
-                    self.config.keepalive,
-                ) {
-                    Ok(n) => {
-                        let hold = Duration::from_secs(u64::from(n.hold_time));
-                        let keep = Duration::from_secs(u64::from(n.keepalive));
-                        self.negotiated = Some(n);
-                        self.state = S::OpenConfirm;
-                        let mut actions = vec![Action::Send(keepalive())];
-                        if hold.is_zero() {
-                            actions.push(Action::DisarmHold);
-                        } else {
-                            actions.push(Action::ArmHold(hold));
-                            actions.push(Action::ArmKeepalive(keep));
-                        }
-                        actions
-                    }
-                    Err(n) => self.fail(DownReason::Sent(n.clone()), Some(n)),
-                }
+            (S::OpenSent | S::OpenConfirm, E::SwitchConnection(open)) => {
+                self.state = S::OpenSent;
+                self.negotiated = None;
+                self.open_received(&open)
             }
+            (S::OpenSent, E::OpenReceived(open)) => self.open_received(&open),
             (S::OpenConfirm, E::KeepaliveReceived) => {
                 let Some(n) = self.negotiated.clone() else {
                     let n = Notification::fsm_error(2);
@@ -302,6 +288,52 @@ impl Fsm {
                 let n = Notification::fsm_error(sub);
                 self.fail(DownReason::Sent(n.clone()), Some(n))
             }
+        }
+    }
+
+    /// The peer's OPEN in OpenSent: negotiate, or refuse it.
+    fn open_received(&mut self, open: &Open) -> Vec<Action> {
+        match negotiate(
+            &self.config.local,
+            open,
+            self.config.remote_asn,
+            self.config.keepalive,
+        ) {
+            Ok(n) => {
+                let hold = Duration::from_secs(u64::from(n.hold_time));
+                let keep = Duration::from_secs(u64::from(n.keepalive));
+                self.negotiated = Some(n);
+                self.state = State::OpenConfirm;
+                let mut actions = vec![Action::Send(keepalive())];
+                if hold.is_zero() {
+                    actions.push(Action::DisarmHold);
+                } else {
+                    actions.push(Action::ArmHold(hold));
+                    actions.push(Action::ArmKeepalive(keep));
+                }
+                actions
+            }
+            Err(n) => self.fail(DownReason::Sent(n.clone()), Some(n)),
+        }
+    }
+
+    /// Which connection survives a collision (RFC 4271 section 6.8) when the other one's OPEN
+    /// arrives: the one opened by the speaker with the higher BGP identifier. `current_outgoing`
+    /// says whether the connection the session is on was opened by us. True: switch to the
+    /// other ([`Event::SwitchConnection`]); false: close the other. Once Established, the
+    /// session always stays.
+    pub fn collision_keeps_other(&self, other: &Open, current_outgoing: bool) -> bool {
+        if self.state == State::Established {
+            return false;
+        }
+        let ours = u32::from(self.config.local.router_id);
+        let theirs = u32::from(other.router_id);
+        // The other connection was opened by the peer when ours is outgoing, and by us when
+        // ours was accepted.
+        if ours < theirs {
+            current_outgoing
+        } else {
+            !current_outgoing
         }
     }
 
@@ -416,6 +448,37 @@ mod tests {
         assert!(actions.contains(&Action::ArmKeepalive(Duration::from_secs(3))));
         f.handle(Event::KeepaliveReceived);
         assert_eq!(f.state(), State::Established);
+    }
+
+    #[test]
+    fn a_collision_keeps_the_connection_of_the_higher_identifier() {
+        let mut f = fsm(false);
+        f.handle(Event::Start);
+        f.handle(Event::TcpConnected);
+        // We are 10.0.0.1. A peer with a higher identifier wins: its connection (the incoming
+        // one, the other when ours is outgoing) stays.
+        let higher = open(65000, [10, 0, 0, 2], 90);
+        let lower = open(65000, [10, 0, 0, 0], 90);
+        assert!(f.collision_keeps_other(&higher, true));
+        assert!(!f.collision_keeps_other(&higher, false));
+        assert!(!f.collision_keeps_other(&lower, true));
+        assert!(f.collision_keeps_other(&lower, false));
+        // Switching: the session goes on on the other connection with the OPEN it brought,
+        // without sending another OPEN.
+        let actions = f.handle(Event::SwitchConnection(higher.clone()));
+        assert_eq!(f.state(), State::OpenConfirm);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Send(b) if b[18] == 1))
+        );
+        assert!(actions.contains(&Action::ArmHold(Duration::from_secs(9))));
+        f.handle(Event::KeepaliveReceived);
+        assert_eq!(f.state(), State::Established);
+        assert!(
+            !f.collision_keeps_other(&higher, true),
+            "an established session stays"
+        );
     }
 
     #[test]

@@ -550,18 +550,11 @@ impl PeerTask {
             self.pending = None;
             return;
         };
-        let ours = u32::from(self.fsm.local_open().router_id);
-        let theirs = u32::from(open.router_id);
         let current_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
-        // The connection opened by the speaker with the higher BGP identifier survives.
-        let keep_pending = if ours < theirs {
-            current_outgoing
-        } else {
-            !current_outgoing
-        };
+        let keep_other = self.fsm.collision_keeps_other(&open, current_outgoing);
         let mut pending = self.pending.take().expect("checked above");
         let cease = || Notification::cease(cease::COLLISION_RESOLUTION, "").encode();
-        if !keep_pending || self.fsm.state() == State::Established {
+        if !keep_other {
             pending.writer.send(cease());
             return;
         }
@@ -569,24 +562,14 @@ impl PeerTask {
         if let Some(old) = self.conn.take() {
             old.writer.send(cease());
         }
-        // Restart the handshake on the surviving connection: we already sent our OPEN on it.
+        // Our OPEN already went out on the surviving connection; its OPEN is consumed here.
         let len = next_message(&pending.buf)
             .ok()
             .flatten()
             .map_or(0, |(_, l)| l);
         pending.buf.drain(..len);
         self.conn = Some(pending);
-        self.fsm = Fsm::new(self.setup.peer.fsm(self.fsm.local_open().clone()));
-        self.fsm.handle(Event::Start);
-        let replayed = self.fsm.handle(Event::TcpConnected);
-        // Our OPEN went out already: skip the FSM's Send of it, keep its timers.
-        let timers: Vec<Action> = replayed
-            .into_iter()
-            .filter(|a| !matches!(a, Action::Send(_) | Action::Connect))
-            .collect();
-        let mut queue: VecDeque<Action> = timers.into();
-        queue.extend(self.fsm.handle(Event::OpenReceived(open)));
-        self.perform(queue).await;
+        self.feed(Event::SwitchConnection(open)).await;
         self.drain_messages().await;
     }
 
