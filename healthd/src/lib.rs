@@ -1,10 +1,10 @@
 //! Stream-aware health checks that drive the BGP speaker and publish the site feed.
 //!
-//! The decision logic is free of I/O so every rule is unit-tested: [`node`] turns probe
-//! results into a node state (rise/fall counts and flap damping), [`verdict`] turns node states
+//! The decision logic is free of I/O so every rule is unit-tested: `node` turns probe
+//! results into a node state (rise/fall counts and flap damping), `verdict` turns node states
 //! into the per-service site verdict and the announcement the degrade policy calls for, and
 //! `decide` adds what the site as a whole decides (settling, fail open, the feed document);
-//! [`other_sites`] follows the other sites' feeds so a site can fail open when every site is down.
+//! `other_sites` follows the other sites' feeds so a site can fail open when every site is down.
 //! The rest performs: `schedule` probes the nodes, `site` runs the decision each round and
 //! drives the speaker (`speaker`) and the feed, `daemon` wires it all together.
 
@@ -13,12 +13,12 @@ pub mod daemon;
 mod decide;
 pub mod fuzzing;
 mod metrics;
-pub mod node;
+mod node;
 mod nodes;
-pub mod other_sites;
+mod other_sites;
 pub mod probe;
-pub mod report;
+mod report;
 mod schedule;
 mod site;
 mod speaker;
-pub mod verdict;
+mod verdict;

@@ -9,7 +9,7 @@
 //! `suppress` the node is held down until the penalty decays below `reuse`, so a node that
 //! flaps causes one withdrawal, not one per flap.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use config::CheckProfile;
 use config::check::Damping;
@@ -74,11 +74,6 @@ impl NodeTracker {
     /// Whether the next probe should come sooner (a change is being confirmed).
     pub fn confirming(&self) -> bool {
         self.streak > 0
-    }
-
-    /// The damping penalty now.
-    pub fn penalty(&self, now: Instant) -> f64 {
-        self.decayed(now)
     }
 
     fn decayed(&self, now: Instant) -> f64 {
@@ -162,12 +157,13 @@ impl NodeTracker {
         })
     }
 
-    /// How long until a suppressed node may come back, for status displays.
-    pub fn suppressed_for(&self, now: Instant) -> Option<Duration> {
+    /// How long until a suppressed node may come back.
+    #[cfg(test)]
+    pub fn suppressed_for(&self, now: Instant) -> Option<std::time::Duration> {
         let d = self.damping.as_ref().filter(|_| self.suppressed)?;
         let penalty = self.decayed(now);
         if penalty <= d.reuse {
-            return Some(Duration::ZERO);
+            return Some(std::time::Duration::ZERO);
         }
         let half_lives = (penalty / d.reuse).log2();
         Some(d.half_life.get().mul_f64(half_lives))
@@ -177,6 +173,8 @@ impl NodeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use config::types::HumanDuration;
 
     fn profile(rise: u32, fall: u32, damping: Option<Damping>) -> CheckProfile {

@@ -86,7 +86,6 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                             bail!("channel {path:?}: source = \"udp\" needs `primary`");
                         };
                         let ingest = UdpIngest {
-                            primary,
                             backup,
                             interface: config.interface.clone(),
                             stall_timeout: config.stall_timeout.get(),

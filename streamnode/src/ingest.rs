@@ -36,7 +36,6 @@ impl Feed {
 /// How a channel is fed over UDP.
 #[derive(Debug, Clone)]
 pub struct UdpIngest {
-    pub primary: SocketAddr,
     pub backup: Option<SocketAddr>,
     /// Interface name on which multicast groups are joined (the default route's otherwise).
     pub interface: Option<String>,

@@ -2,10 +2,10 @@
 
 pub mod channel;
 pub mod daemon;
-pub mod feeder;
+mod feeder;
 pub mod fuzzing;
-pub mod ingest;
-pub mod listener;
-pub mod metrics;
-pub mod server;
+mod ingest;
+mod listener;
+mod metrics;
+mod server;
 pub mod ts;
