@@ -13,7 +13,7 @@ use crate::packet::Notification;
 use crate::packet::notification::cease;
 use crate::packet::open::Negotiated;
 use crate::packet::update_rx::{Afi, ParsedAttrs, Prefix, RxContext, UpdateOutcome, parse_update};
-use crate::route::{ShownRoute, origin_name};
+use crate::route::{ShownRoute, community_names, large_community_names, origin_name};
 use crate::session::peer::{Import, PeerConfig};
 
 /// Why receiving must end the session.
@@ -264,16 +264,8 @@ fn shown(prefix: &Prefix, a: &ParsedAttrs) -> ShownRoute {
         next_hop,
         med: a.med,
         local_pref: a.local_pref,
-        communities: a
-            .communities
-            .iter()
-            .map(|c| config::types::Community(*c).to_string())
-            .collect(),
-        large_communities: a
-            .large_communities
-            .iter()
-            .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
-            .collect(),
+        communities: community_names(&a.communities),
+        large_communities: large_community_names(&a.large_communities),
     }
 }
 

@@ -38,16 +38,24 @@ impl WireAttrs {
             next_hop: a.next_hop.to_string(),
             med: a.med,
             local_pref: a.local_pref,
-            communities: a
-                .communities
-                .iter()
-                .map(|c| Community(*c).to_string())
-                .collect(),
-            large_communities: a
-                .large_communities
-                .iter()
-                .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
-                .collect(),
+            communities: community_names(&a.communities),
+            large_communities: large_community_names(&a.large_communities),
         }
     }
+}
+
+/// Standard communities as BIRD and FRR print them (`65000:100`, well-known names).
+pub fn community_names(communities: &[u32]) -> Vec<String> {
+    communities
+        .iter()
+        .map(|c| Community(*c).to_string())
+        .collect()
+}
+
+/// Large communities as `GLOBAL:LOCAL1:LOCAL2` (RFC 8092).
+pub fn large_community_names(large: &[[u32; 3]]) -> Vec<String> {
+    large
+        .iter()
+        .map(|[g, l1, l2]| format!("{g}:{l1}:{l2}"))
+        .collect()
 }

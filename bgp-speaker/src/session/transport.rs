@@ -97,6 +97,7 @@ fn set_min_ttl(socket: &impl AsRawFd, v6: bool, min: u8) -> io::Result<()> {
     Ok(())
 }
 
+/// The TTL our packets leave with, and GTSM's minimum for those that arrive (RFC 5082).
 fn apply_ttl(socket: &Socket, v6: bool, opts: &TransportOptions) -> io::Result<()> {
     let ttl = if opts.ttl_security {
         255
@@ -166,21 +167,7 @@ pub async fn connect(
 pub fn accepted(stream: &TcpStream, opts: &TransportOptions) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let socket = socket2::SockRef::from(stream);
-    let v6 = stream.local_addr()?.is_ipv6();
-    let ttl = if opts.ttl_security {
-        255
-    } else {
-        u32::from(opts.ttl.unwrap_or(64))
-    };
-    if v6 {
-        socket.set_unicast_hops_v6(ttl)?;
-    } else {
-        socket.set_ttl_v4(ttl)?;
-    }
-    if opts.ttl_security {
-        set_min_ttl(stream, v6, 254)?;
-    }
-    Ok(())
+    apply_ttl(&socket, stream.local_addr()?.is_ipv6(), opts)
 }
 
 /// Binds the listening socket for passive and colliding connections.
