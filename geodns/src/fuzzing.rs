@@ -33,3 +33,36 @@ fn check_answer(query: &[u8], answer: &[u8]) {
         hickory_proto::op::MessageType::Response
     );
 }
+
+/// A zone file's text, through hickory's zone parser and our checks on what it holds, then
+/// looked up: nothing may panic.
+pub fn zone_file(bytes: &[u8]) {
+    use hickory_proto::rr::{Name, RecordType};
+    let zone = config::dns::Zone {
+        origin: "static.example.net".into(),
+        file: Some("fuzz.zone".into()),
+        soa: None,
+        ns: Vec::new(),
+        records: Vec::new(),
+    };
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    if let Ok(data) = crate::zone::ZoneData::parse(&zone, text) {
+        for name in [
+            "static.example.net.",
+            "www.static.example.net.",
+            "x.y.static.example.net.",
+        ] {
+            if let Ok(name) = Name::from_ascii(name) {
+                for qtype in [
+                    RecordType::A,
+                    RecordType::SOA,
+                    RecordType::ANY,
+                    RecordType::NS,
+                ] {
+                    let _ = data.lookup(&name, qtype);
+                }
+            }
+        }
+        let _ = data.negative_soa();
+    }
+}

@@ -126,6 +126,45 @@ fn zone_text(zone: &Zone) -> String {
     text
 }
 
+impl ZoneData {
+    /// A zone from its zone-file text (empty without a file) and the records the deployment
+    /// file gives it; the reason when it is not a valid zone.
+    pub(crate) fn parse(zone: &Zone, mut text: String) -> Result<Self, String> {
+        let origin = name(&zone.origin)?;
+        text.push('\n');
+        text.push_str(&zone_text(zone));
+        let (_, records) = Parser::new(text, zone.file.clone(), Some(origin.clone()))
+            .parse()
+            .map_err(|e| format!("zone data does not parse: {e}"))?;
+        let mut rrsets: HashMap<Name, BTreeMap<RecordType, Vec<Record>>> = HashMap::new();
+        let mut soa = None;
+        for set in records.values() {
+            for record in set.records_without_rrsigs() {
+                let owner = record.name.to_lowercase();
+                if !origin.zone_of(&owner) {
+                    return Err(format!("record {owner} is outside the zone"));
+                }
+                if record.record_type() == RecordType::SOA && owner == origin {
+                    soa = Some(record.clone());
+                }
+                rrsets
+                    .entry(owner)
+                    .or_default()
+                    .entry(record.record_type())
+                    .or_default()
+                    .push(record.clone());
+            }
+        }
+        let soa = soa.ok_or_else(|| "no SOA record at the zone apex".to_owned())?;
+        Ok(Self {
+            origin,
+            soa,
+            names: HashSet::new(),
+            rrsets,
+        })
+    }
+}
+
 impl Zones {
     pub fn build(d: &Deployment) -> Result<Self, ZoneError> {
         let mut zones = Vec::new();
@@ -134,8 +173,7 @@ impl Zones {
                 origin: zone.origin.clone(),
                 message,
             };
-            let origin = name(&zone.origin).map_err(invalid)?;
-            let mut text = match &zone.file {
+            let text = match &zone.file {
                 Some(path) => std::fs::read_to_string(path).map_err(|cause| ZoneError::File {
                     origin: zone.origin.clone(),
                     path: path.clone(),
@@ -143,37 +181,7 @@ impl Zones {
                 })?,
                 None => String::new(),
             };
-            text.push('\n');
-            text.push_str(&zone_text(zone));
-            let (_, records) = Parser::new(text, zone.file.clone(), Some(origin.clone()))
-                .parse()
-                .map_err(|e| invalid(format!("zone data does not parse: {e}")))?;
-            let mut rrsets: HashMap<Name, BTreeMap<RecordType, Vec<Record>>> = HashMap::new();
-            let mut soa = None;
-            for set in records.values() {
-                for record in set.records_without_rrsigs() {
-                    let owner = record.name.to_lowercase();
-                    if !origin.zone_of(&owner) {
-                        return Err(invalid(format!("record {owner} is outside the zone")));
-                    }
-                    if record.record_type() == RecordType::SOA && owner == origin {
-                        soa = Some(record.clone());
-                    }
-                    rrsets
-                        .entry(owner)
-                        .or_default()
-                        .entry(record.record_type())
-                        .or_default()
-                        .push(record.clone());
-                }
-            }
-            let soa = soa.ok_or_else(|| invalid("no SOA record at the zone apex".into()))?;
-            zones.push(ZoneData {
-                origin,
-                soa,
-                names: HashSet::new(),
-                rrsets,
-            });
+            zones.push(ZoneData::parse(zone, text).map_err(invalid)?);
         }
         let mut services = HashMap::new();
         for (i, svc) in d.services.iter().enumerate() {

@@ -134,6 +134,21 @@ fn queries_never_panic_and_answers_decode() {
 }
 
 #[test]
+fn zone_files_never_panic_the_parser_or_the_lookups() {
+    let seeds = vec![
+        b"$ORIGIN static.example.net.\n$TTL 300\n@ IN SOA ns1 hostmaster 7 3600 600 604800 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww 120 IN AAAA 2001:db8::80\nalias IN CNAME www\n@ IN MX 10 mail\n@ IN TXT \"v=spf1 -all\"\n*.w IN A 192.0.2.9\n".to_vec(),
+        b"@ 60 IN SOA a b ( 1 2 3 4 5 )\nsub IN NS ns.sub\nns.sub IN A 192.0.2.1\n".to_vec(),
+    ];
+    fuzz::run_n(
+        "dns-zone-file",
+        &regressions(),
+        &seeds,
+        3000,
+        geodns::fuzzing::zone_file,
+    );
+}
+
+#[test]
 fn the_hot_codec_and_the_opt_scanner_take_anything() {
     let mut rng = Rng::new(99);
     let mut out = Vec::new();
