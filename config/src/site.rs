@@ -317,8 +317,9 @@ pub struct HealthdSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_file: Option<PathBuf>,
     /// How long a service that just went down stays announced, while the other sites' feeds
-    /// say whether they went down too (so sites failing together do not all withdraw). Longer
-    /// than the one-way feed latency between sites; it delays every such withdraw.
+    /// say whether they went down too (so sites failing together do not all withdraw). Only a
+    /// site with no site listed before it heard healthy waits; at least one feed round trip
+    /// between healthds.
     #[serde(default = "default_withdraw_settle")]
     pub withdraw_settle: HumanDuration,
 }

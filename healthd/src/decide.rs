@@ -3,9 +3,10 @@
 //!
 //! Per service: the site-health rule and the degrade policy give the verdict ([`crate::verdict`]).
 //! A withdraw that would leave the prefix announced nowhere becomes a fail-open announcement
-//! (every other site carrying the service is known down), and one that may be part of several
-//! sites failing together first settles for `healthd.withdraw_settle` while their feeds arrive
-//! (see `other_sites`). An operator's drain is always obeyed.
+//! (every other site carrying the service is known down). A withdraw goes out at once when a
+//! site ranked ahead is known healthy; otherwise it may be part of several sites failing
+//! together and first settles for `healthd.withdraw_settle` while their feeds arrive (the rule
+//! and why it holds: [`crate::other_sites`]). An operator's drain is always obeyed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use speaker_control::{Op, RouteAttrs};
 
 use crate::node::Health;
 use crate::nodes::NodeTable;
+use crate::other_sites::Elsewhere;
 use crate::verdict::{Announcement, NodeHealth, Verdict, VerdictState};
 
 /// What a decision reads besides the nodes.
@@ -26,8 +28,8 @@ pub struct Context<'a> {
     pub nodes: &'a NodeTable,
     /// An operator drained the site (API or drain file).
     pub drained: bool,
-    /// Whether every other site carrying a service is known to be down (the peers' feeds).
-    pub every_other_site_down: &'a dyn Fn(&str) -> bool,
+    /// What the other sites carrying a service say of it (their feeds).
+    pub elsewhere: &'a dyn Fn(&str) -> Elsewhere,
 }
 
 /// One service's outcome.
@@ -110,18 +112,26 @@ impl Decider {
             );
             if verdict.announcement != Announcement::Withdraw || ctx.drained {
                 self.settling.remove(&svc.name);
-            } else if (ctx.every_other_site_down)(&svc.name) {
-                self.settling.remove(&svc.name);
-                verdict.announcement = Announcement::FailOpen;
-                verdict.reason = format!(
-                    "{}; every other site carrying it is down too, so it stays announced (fail open)",
-                    verdict.reason
-                );
-            } else if others_carry(ctx.deployment, &ctx.site.name, &svc.name) {
-                // Others carry it: give their feeds a moment to say whether they went down too.
-                let since = *self.settling.entry(svc.name.clone()).or_insert(now);
-                if now < since + settle {
-                    verdict.announcement = Announcement::Settling;
+            } else {
+                match (ctx.elsewhere)(&svc.name) {
+                    Elsewhere::AllDown => {
+                        self.settling.remove(&svc.name);
+                        verdict.announcement = Announcement::FailOpen;
+                        verdict.reason = format!(
+                            "{}; every other site carrying it is down too, so it stays announced (fail open)",
+                            verdict.reason
+                        );
+                    }
+                    Elsewhere::Nobody | Elsewhere::HealthyAhead => {
+                        self.settling.remove(&svc.name);
+                    }
+                    Elsewhere::Unsure => {
+                        // Give the other sites' feeds a moment to say whether they went down too.
+                        let since = *self.settling.entry(svc.name.clone()).or_insert(now);
+                        if now < since + settle {
+                            verdict.announcement = Announcement::Settling;
+                        }
+                    }
                 }
             }
             let op = (!svc.prefixes.is_empty()).then(|| {
@@ -160,15 +170,6 @@ impl Decider {
             .filter(|due| *due > now)
             .min()
     }
-}
-
-fn others_carry(deployment: &Deployment, own: &str, service: &str) -> bool {
-    deployment.sites.iter().any(|s| {
-        s.name != own
-            && s.nodes
-                .iter()
-                .any(|n| n.services.iter().any(|x| x == service))
-    })
 }
 
 /// The feed document of a decision.
@@ -243,10 +244,10 @@ mod tests {
         d: &Deployment,
         table: &NodeTable,
         drained: bool,
-        others_down: bool,
+        elsewhere: Elsewhere,
         now: Instant,
     ) -> Decision {
-        let down = move |_: &str| others_down;
+        let elsewhere = move |_: &str| elsewhere;
         decider.decide(
             now,
             &Context {
@@ -254,7 +255,7 @@ mod tests {
                 site: d.site("ams").unwrap(),
                 nodes: table,
                 drained,
-                every_other_site_down: &down,
+                elsewhere: &elsewhere,
             },
         )
     }
@@ -268,7 +269,7 @@ mod tests {
             &d,
             &table,
             false,
-            false,
+            Elsewhere::Unsure,
             Instant::now(),
         );
         let live = live(&decision);
@@ -288,7 +289,7 @@ mod tests {
         let mut decider = Decider::default();
         let t0 = Instant::now();
         let settle = d.site("ams").unwrap().healthd.withdraw_settle.get();
-        let first = decide_at(&mut decider, &d, &table, false, false, t0);
+        let first = decide_at(&mut decider, &d, &table, false, Elsewhere::Unsure, t0);
         assert_eq!(live(&first).verdict.announcement, Announcement::Settling);
         assert!(
             matches!(live(&first).op, Some(Op::Announce { .. })),
@@ -300,9 +301,43 @@ mod tests {
             "the feed says down at once"
         );
         assert_eq!(decider.next_settled(t0, settle), Some(t0 + settle));
-        let later = decide_at(&mut decider, &d, &table, false, false, t0 + settle);
+        let later = decide_at(
+            &mut decider,
+            &d,
+            &table,
+            false,
+            Elsewhere::Unsure,
+            t0 + settle,
+        );
         assert_eq!(live(&later).verdict.announcement, Announcement::Withdraw);
         assert!(matches!(live(&later).op, Some(Op::Withdraw { .. })));
+    }
+
+    #[test]
+    fn a_site_withdraws_at_once_when_one_ranked_ahead_is_healthy_or_none_carries_it() {
+        let d = deployment();
+        let table = nodes(&d, 0);
+        for elsewhere in [Elsewhere::HealthyAhead, Elsewhere::Nobody] {
+            let mut decider = Decider::default();
+            let t0 = Instant::now();
+            let decision = decide_at(&mut decider, &d, &table, false, elsewhere, t0);
+            assert_eq!(live(&decision).verdict.announcement, Announcement::Withdraw);
+            assert!(matches!(live(&decision).op, Some(Op::Withdraw { .. })));
+            assert_eq!(decider.next_settled(t0, Duration::from_secs(1)), None);
+        }
+    }
+
+    #[test]
+    fn a_settling_site_that_hears_a_healthy_site_ahead_withdraws_before_the_settle_ends() {
+        let d = deployment();
+        let table = nodes(&d, 0);
+        let mut decider = Decider::default();
+        let t0 = Instant::now();
+        let first = decide_at(&mut decider, &d, &table, false, Elsewhere::Unsure, t0);
+        assert_eq!(live(&first).verdict.announcement, Announcement::Settling);
+        let t1 = t0 + Duration::from_millis(5);
+        let next = decide_at(&mut decider, &d, &table, false, Elsewhere::HealthyAhead, t1);
+        assert_eq!(live(&next).verdict.announcement, Announcement::Withdraw);
     }
 
     #[test]
@@ -314,7 +349,7 @@ mod tests {
             &d,
             &table,
             false,
-            true,
+            Elsewhere::AllDown,
             Instant::now(),
         );
         let live = live(&decision);
@@ -332,7 +367,7 @@ mod tests {
             &d,
             &table,
             true,
-            true,
+            Elsewhere::AllDown,
             Instant::now(),
         );
         let live = live(&decision);
@@ -361,7 +396,7 @@ mod tests {
             &d,
             &table,
             false,
-            true,
+            Elsewhere::AllDown,
             Instant::now(),
         );
         assert!(!live(&decision).verdict.healthy);

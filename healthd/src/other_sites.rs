@@ -11,10 +11,16 @@
 //! is withdrawn as usual when its one site is down.
 //!
 //! Sites that go down together must not all withdraw because each still saw another one
-//! healthy: a site whose service has just gone down publishes that at once but holds its
-//! withdraw for `healthd.withdraw_settle`, long enough for the others' feeds to say whether
-//! they went down too. The last site standing then sees every other one down and never
-//! withdraws.
+//! healthy. Each site publishes its verdict at once, and the sites are ranked by their order in
+//! the deployment file:
+//! - a site that goes down while a site ranked before it is heard healthy withdraws at once;
+//! - otherwise it holds its withdraw for `healthd.withdraw_settle` (one feed round trip between
+//!   healthds), long enough for the verdict of any site failing at the same moment to arrive.
+//!
+//! Of sites failing together, the one ranked first sees no healthy site ahead of it and
+//! settles; every other one withdraws at once, which that first site hears within the settle,
+//! so it finds every other site down and fails open. The last site standing never withdraws,
+//! and only the first-ranked site of a service ever pays the settle.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,37 +76,71 @@ impl OtherSites {
         }
     }
 
-    /// Whether `service` is known to be down at every site other than `own` that carries it,
-    /// and at least one such site exists.
-    pub fn every_other_site_down(
+    /// What the sites other than `own` carrying `service` say of it at `now`: heard within
+    /// `grace` counts, unheard sites are unknown (never down, never healthy).
+    pub fn elsewhere(
         &self,
         deployment: &Deployment,
         own: &str,
         service: &str,
         grace: Duration,
         now: Instant,
-    ) -> bool {
+    ) -> Elsewhere {
         let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
-        let mut others = deployment
-            .sites
-            .iter()
-            .filter(|s| s.name != own)
-            .filter(|s| {
-                s.nodes
-                    .iter()
-                    .any(|n| n.services.iter().any(|x| x == service))
-            })
-            .peekable();
-        if others.peek().is_none() {
-            return false;
+        let verdict = |site: &str| {
+            heard
+                .get(site)
+                .filter(|h| now.saturating_duration_since(h.at) <= grace)
+                .and_then(|h| h.services.get(service).copied())
+        };
+        let carries = |site: &config::site::Site| {
+            site.nodes
+                .iter()
+                .any(|n| n.services.iter().any(|x| x == service))
+        };
+        // Sites listed before `own` rank ahead of it.
+        let (mut others, mut all_down, mut ahead, mut healthy_ahead) = (0, true, true, false);
+        for site in &deployment.sites {
+            if site.name == own {
+                ahead = false;
+                continue;
+            }
+            if !carries(site) {
+                continue;
+            }
+            others += 1;
+            match verdict(&site.name) {
+                Some(false) => {}
+                Some(true) => {
+                    all_down = false;
+                    healthy_ahead |= ahead;
+                }
+                None => all_down = false,
+            }
         }
-        others.all(|site| {
-            heard.get(&site.name).is_some_and(|h| {
-                now.saturating_duration_since(h.at) <= grace
-                    && h.services.get(service) == Some(&false)
-            })
-        })
+        if others == 0 {
+            Elsewhere::Nobody
+        } else if all_down {
+            Elsewhere::AllDown
+        } else if healthy_ahead {
+            Elsewhere::HealthyAhead
+        } else {
+            Elsewhere::Unsure
+        }
     }
+}
+
+/// What the other sites carrying a service say of it, as far as this site's withdraw goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// No other site carries the service: a withdraw is just a withdraw.
+    Nobody,
+    /// Every other site carrying it is known down: fail open rather than withdraw.
+    AllDown,
+    /// A site ranked before this one is known healthy: withdraw at once.
+    HealthyAhead,
+    /// Sites unheard, or healthy only after this one: settle before withdrawing.
+    Unsure,
 }
 
 /// The running followers; dropping it stops them.
@@ -160,14 +200,18 @@ mod tests {
         })
     }
 
+    fn three_sites() -> Deployment {
+        let text = include_str!("../../config/examples/three-sites.toml");
+        Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap()
+    }
+
     #[test]
     fn only_sites_heard_recently_and_down_count_as_down() {
-        let text = include_str!("../../config/examples/three-sites.toml");
-        let d = Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap();
+        let d = three_sites();
         let peers = OtherSites::default();
         let grace = Duration::from_secs(30);
         let t0 = Instant::now();
-        let down = |now| peers.every_other_site_down(&d, "ams", "live", grace, now);
+        let down = |now| peers.elsewhere(&d, "ams", "live", grace, now) == Elsewhere::AllDown;
         assert!(!down(t0), "nothing heard: the others may be fine");
         peers.record("fra", doc("fra", false), t0);
         assert!(!down(t0), "London not heard yet");
@@ -183,9 +227,40 @@ mod tests {
         peers.record("lon", FeedEvent::Alive, t0 + Duration::from_secs(25));
         assert!(down(t0 + Duration::from_secs(31)));
         peers.record("lon", doc("fra", false), t0);
-        assert!(
-            !peers.every_other_site_down(&d, "ams", "other", grace, t0),
+        assert_eq!(
+            peers.elsewhere(&d, "ams", "other", grace, t0),
+            Elsewhere::Nobody,
             "a service no other site carries is never failed open"
         );
+    }
+
+    #[test]
+    fn only_a_healthy_site_ranked_ahead_lets_a_site_withdraw_at_once() {
+        // The example lists ams, fra, lon in that order.
+        let d = three_sites();
+        let peers = OtherSites::default();
+        let grace = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let of = |site| peers.elsewhere(&d, site, "live", grace, t0);
+        peers.record("ams", doc("ams", true), t0);
+        peers.record("fra", doc("fra", true), t0);
+        peers.record("lon", doc("lon", true), t0);
+        assert_eq!(of("lon"), Elsewhere::HealthyAhead);
+        assert_eq!(of("fra"), Elsewhere::HealthyAhead);
+        assert_eq!(
+            of("ams"),
+            Elsewhere::Unsure,
+            "the first-ranked site settles: the others may be failing with it"
+        );
+        // Amsterdam and Frankfurt fail together: Frankfurt still saw Amsterdam healthy and
+        // withdrew, London is healthy. Amsterdam must wait for London, not for Frankfurt.
+        peers.record("fra", doc("fra", false), t0);
+        assert_eq!(of("ams"), Elsewhere::Unsure);
+        peers.record("lon", doc("lon", false), t0);
+        assert_eq!(of("ams"), Elsewhere::AllDown, "the last site standing");
+        peers.record("ams", doc("ams", false), t0);
+        assert_eq!(of("lon"), Elsewhere::AllDown);
+        peers.record("ams", doc("ams", true), t0);
+        assert_eq!(of("lon"), Elsewhere::HealthyAhead, "Amsterdam is back");
     }
 }

@@ -152,8 +152,7 @@ impl SiteTask {
             .as_ref()
             .map_or(Duration::from_secs(30), |d| d.feed_grace.get());
         let (other_sites, deployment, own) = (&self.other_sites, &self.deployment, &self.site.name);
-        let down =
-            |service: &str| other_sites.every_other_site_down(deployment, own, service, grace, now);
+        let elsewhere = |service: &str| other_sites.elsewhere(deployment, own, service, grace, now);
         let decision = self.decider.decide(
             now,
             &Context {
@@ -161,7 +160,7 @@ impl SiteTask {
                 site: &self.site,
                 nodes: &self.nodes,
                 drained,
-                every_other_site_down: &down,
+                elsewhere: &elsewhere,
             },
         );
         self.observe(&decision);
