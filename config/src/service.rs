@@ -123,7 +123,8 @@ pub struct Channel {
     /// Interface (name) to join multicast groups on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
-    /// A feed with no packets for this long is stalled.
+    /// A feed with no packets for this long is stalled; with every feed of a rendition stalled
+    /// its ingest is lost, which the node's status stream says at once.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout: HumanDuration,
     /// Continuity errors per second past which a feed counts as broken.
@@ -215,8 +216,10 @@ fn default_min_healthy() -> u32 {
 fn default_spill_load() -> f64 {
     0.9
 }
+/// MPEG-TS carries a PCR at least every 100 ms (ISO/IEC 13818-1), so half a second without a
+/// packet is a feed that stopped, not a quiet one.
 fn default_stall_timeout() -> HumanDuration {
-    HumanDuration::from_millis(1000)
+    HumanDuration::from_millis(500)
 }
 fn default_cc_errors() -> u32 {
     50

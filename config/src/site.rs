@@ -291,6 +291,11 @@ impl Default for SpeakerSettings {
     }
 }
 
+/// The heartbeat intervals a node's status stream offers: shorter costs the node CPU for
+/// nothing a network can tell apart, longer makes a silent node slow to find.
+pub const HEARTBEAT_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+pub const HEARTBEAT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Settings of a site's healthd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthdSettings {
@@ -322,6 +327,18 @@ pub struct HealthdSettings {
     /// between healthds.
     #[serde(default = "default_withdraw_settle")]
     pub withdraw_settle: HumanDuration,
+    /// Keep a status stream open to each node (`GET /status/stream`): a node that exits is
+    /// down at once, one that falls silent after `heartbeat_misses` heartbeats, and one whose
+    /// ingest is lost as soon as it says so. Probes still decide when it comes back.
+    #[serde(default = "default_true")]
+    pub node_stream: bool,
+    /// How often a node's status stream must say something.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: HumanDuration,
+    /// Heartbeats missed in a row after which a node is down: long enough that a lost TCP
+    /// segment, resent, does not take a node out.
+    #[serde(default = "default_heartbeat_misses")]
+    pub heartbeat_misses: u32,
 }
 
 impl HealthdSettings {
@@ -343,12 +360,21 @@ impl Default for HealthdSettings {
             lease: default_lease(),
             drain_file: None,
             withdraw_settle: default_withdraw_settle(),
+            node_stream: true,
+            heartbeat: default_heartbeat(),
+            heartbeat_misses: default_heartbeat_misses(),
         }
     }
 }
 
 fn default_withdraw_settle() -> HumanDuration {
     HumanDuration::from_millis(150)
+}
+fn default_heartbeat() -> HumanDuration {
+    HumanDuration::from_millis(50)
+}
+fn default_heartbeat_misses() -> u32 {
+    6
 }
 
 fn default_true() -> bool {

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::diagnostic::{Finding, Findings, KeyPath};
 use crate::dns::{Record, RecordType, Zone};
 use crate::service::{AnswerMode, ChannelSource, DegradeAction};
+use crate::site::{HEARTBEAT_MAX, HEARTBEAT_MIN};
 use crate::types::{ControlEndpoint, Secret};
 use crate::{CheckKind, Deployment};
 
@@ -454,6 +455,28 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
             format!(
                 "withdraw_settle {} would hold every withdraw past the failure table's one-second bound: expected at most 1s (the feed latency between sites, e.g. \"150ms\")",
                 site.healthd.withdraw_settle
+            ),
+        );
+    }
+
+    let heartbeat = site.healthd.heartbeat.get();
+    if !(HEARTBEAT_MIN..=HEARTBEAT_MAX).contains(&heartbeat) {
+        f.push(
+            key.key("healthd").key("heartbeat"),
+            format!(
+                "heartbeat {} is out of range: expected between {}ms and {}s (e.g. \"50ms\")",
+                site.healthd.heartbeat,
+                HEARTBEAT_MIN.as_millis(),
+                HEARTBEAT_MAX.as_secs()
+            ),
+        );
+    }
+    if !(2..=100).contains(&site.healthd.heartbeat_misses) {
+        f.push(
+            key.key("healthd").key("heartbeat_misses"),
+            format!(
+                "heartbeat_misses {} is out of range: expected 2 to 100 (one missed heartbeat is a lost packet, not a dead node)",
+                site.healthd.heartbeat_misses
             ),
         );
     }

@@ -1,6 +1,6 @@
 //! What every daemon of the control plane shares for operations: start-up and exit
 //! ([`process`]), `tracing` logs, the admin HTTP endpoint (`/metrics` in Prometheus text
-//! format, `/healthz` meaning "serving", credentials for state-changing routes), liveness of
+//! format, `/healthz` meaning "serving", credentials for state-changing routes), server-sent events ([`sse`]), liveness of
 //! the parts that serve, contained panics, and signal handling (SIGHUP reloads, SIGTERM and
 //! Ctrl-C stop).
 
@@ -11,5 +11,6 @@ pub mod logging;
 pub mod panics;
 pub mod process;
 pub mod signals;
+pub mod sse;
 
 pub use liveness::{Beat, Liveness};

@@ -17,8 +17,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use tracing::{debug, info, warn};
 
-use crate::sse::{Frame, SseParser};
 use crate::{HEARTBEAT, SiteFeed, Version};
+use daemon::sse::{Frame, SseParser};
 
 /// A stream with no event and no heartbeat for this long is taken for dead.
 pub const SILENCE: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());

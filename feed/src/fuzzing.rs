@@ -2,7 +2,7 @@
 //! coverage-guided targets in `fuzz/` (`cargo fuzz run feed_stream`).
 
 use crate::SiteFeed;
-use crate::sse::{Frame, MAX_EVENT, SseParser};
+use daemon::sse::{Frame, MAX_EVENT, SseParser};
 
 /// A feed stream cut into `chunk`-byte reads, through the event framing and the document's
 /// JSON, as the follower reads it; nothing may panic and no event outgrows its bound.

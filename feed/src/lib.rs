@@ -16,7 +16,6 @@ pub mod follower;
 pub mod fuzzing;
 pub mod server;
 pub mod site_health;
-pub mod sse;
 
 /// How often the stream carries a heartbeat while nothing changes.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);

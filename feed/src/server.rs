@@ -87,7 +87,7 @@ async fn stream(State(feed): State<Feed>, headers: HeaderMap) -> Response {
         return (StatusCode::UNAUTHORIZED, "feed token required\n").into_response();
     }
     let mut rx = feed.publisher.subscribe();
-    let events = async_stream(move |tx| async move {
+    let events = daemon::sse::from_task(move |tx| async move {
         loop {
             let doc = rx.borrow_and_update().clone();
             let data = serde_json::to_string(&doc).unwrap_or_default();
@@ -109,33 +109,4 @@ async fn stream(State(feed): State<Feed>, headers: HeaderMap) -> Response {
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(crate::HEARTBEAT).text("ping"))
         .into_response()
-}
-
-/// A stream fed by a task through a channel (keeps the dependency list short).
-fn async_stream<F, Fut, T>(body: F) -> impl futures_core_stream::Stream<Item = T>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(body(tx));
-    futures_core_stream::ReceiverStream(rx)
-}
-
-/// The minimal `Stream` glue over an mpsc receiver that axum's SSE needs.
-mod futures_core_stream {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub use futures_core::Stream;
-
-    pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
-
-    impl<T> Stream for ReceiverStream<T> {
-        type Item = T;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            self.0.poll_recv(cx)
-        }
-    }
 }

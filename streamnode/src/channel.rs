@@ -66,12 +66,25 @@ pub fn master_playlist<'a>(
 /// Segments kept past the playlist window, for players still downloading them.
 const GRACE_SEGMENTS: usize = 3;
 
+/// Whether a channel's source is delivering: the node's own account, pushed to healthd on its
+/// status stream the moment it changes (the playlist would only show it seconds later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingest {
+    /// Packets arrive on a feed fit to carry the channel.
+    Flowing,
+    /// Nothing yet, or every feed stalled (no packets for `stall_timeout`) or broken.
+    Lost,
+}
+
 /// The packager of one channel.
 #[derive(Debug)]
 pub struct Channel {
     pub name: String,
     /// Which feed the packets come from: `builtin`, `primary` or `backup`.
     pub active_feed: &'static str,
+    /// Set by the channel's feeder; see [`Channel::set_ingest`].
+    ingest: Ingest,
     target: f64,
     window: usize,
     segments: VecDeque<Segment>,
@@ -100,6 +113,7 @@ impl Channel {
         Self {
             name: name.to_owned(),
             active_feed: "builtin",
+            ingest: Ingest::Lost,
             target: target.as_secs_f64(),
             window: window.max(3) as usize,
             segments: VecDeque::new(),
@@ -125,6 +139,16 @@ impl Channel {
     /// its clock in the past, so program date times match real time).
     pub fn set_clock(&mut self, wall: SystemTime) {
         self.clock = Some(wall);
+    }
+
+    pub fn ingest(&self) -> Ingest {
+        self.ingest
+    }
+
+    /// Records what the feeder sees of its source; true when that changed (the node's status
+    /// streams are then told).
+    pub fn set_ingest(&mut self, ingest: Ingest) -> bool {
+        std::mem::replace(&mut self.ingest, ingest) != ingest
     }
 
     /// Marks the next segment as following a discontinuity (a feed switch).

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +27,8 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .map(|files| crate::listener::tls_acceptor(&files.cert, &files.key))
         .transpose()
         .with_context(|| format!("node {name:?}: TLS"))?;
-    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faults = crate::feeder::Faults::default();
+    let changes = crate::status::Changes::default();
     let epoch = crate::feeder::Epoch::now();
     let mut channels = HashMap::new();
     let mut renditions = HashMap::new();
@@ -78,7 +79,9 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                             channel.clone(),
                             clip,
                             epoch,
-                            frozen.clone(),
+                            faults.clone(),
+                            changes.clone(),
+                            config.stall_timeout.get(),
                         ));
                     }
                     ChannelSource::Udp => {
@@ -104,7 +107,8 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                             primary,
                             backup,
                             ingest,
-                            frozen.clone(),
+                            faults.clone(),
+                            changes.clone(),
                         ));
                     }
                 }
@@ -114,7 +118,8 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     }
     let mut state = NodeState::new(&node.name, node.capacity_mbps, channels);
     state.renditions = renditions;
-    state.frozen = frozen;
+    state.faults = faults;
+    state.changes = changes;
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
@@ -160,7 +165,7 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
         .route(
             "/drain",
             axum::routing::post(move || async move {
-                drain.draining.store(true, Ordering::Relaxed);
+                drain.set_draining(true);
                 info!("drained by an operator: healthd takes the node out, viewers keep playing");
                 "draining\n"
             }),
@@ -168,7 +173,7 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
         .route(
             "/undrain",
             axum::routing::post(move || async move {
-                undrain.draining.store(false, Ordering::Relaxed);
+                undrain.set_draining(false);
                 info!("drain cleared by an operator");
                 "ok\n"
             }),
@@ -176,29 +181,34 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
     if !fault_injection {
         return routes;
     }
-    let (freeze, unfreeze) = (state.frozen.clone(), state.frozen.clone());
-    // Stop feeding while HTTP keeps answering: the frozen-encoder failure healthd must catch.
+    // Each fault is a switch, set by one route and cleared by another.
+    let switch = |flag: &Arc<AtomicBool>, on: bool, what: &'static str| {
+        let flag = flag.clone();
+        axum::routing::post(move || async move {
+            flag.store(on, Ordering::Relaxed);
+            tracing::warn!("{what} by request (fault injection)");
+            if on { "on\n" } else { "off\n" }
+        })
+    };
+    let faults = &state.faults;
     routes
-        .route(
-            "/freeze",
-            axum::routing::post(move || async move {
-                freeze.store(true, Ordering::Relaxed);
-                tracing::warn!("streams frozen by request (fault injection)");
-                "frozen\n"
-            }),
-        )
+        // The playlist stops advancing while HTTP answers 200 and ingest flows: the
+        // frozen-packager failure only healthd's player-like probe can catch.
+        .route("/freeze", switch(&faults.frozen, true, "streams frozen"))
         .route(
             "/unfreeze",
-            axum::routing::post(move || async move {
-                unfreeze.store(false, Ordering::Relaxed);
-                tracing::warn!("streams unfrozen by request (fault injection)");
-                "ok\n"
-            }),
+            switch(&faults.frozen, false, "streams unfrozen"),
+        )
+        // Ingest stops, as when the encoder or its network fails.
+        .route("/cut-ingest", switch(&faults.cut, true, "ingest cut"))
+        .route(
+            "/restore-ingest",
+            switch(&faults.cut, false, "ingest restored"),
         )
 }
 
 /// Beats each channel's liveness while its newest segment is recent: a channel whose ingest or
-/// feeder stopped (or was frozen) makes `/healthz` on the admin address say so.
+/// feeder stopped (or was frozen or cut) makes `/healthz` on the admin address say so.
 fn watch_channels(
     state: Arc<NodeState>,
     liveness: &daemon::Liveness,

@@ -6,12 +6,40 @@ use std::time::{Duration, Instant, SystemTime};
 
 use config::service::Clip;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Ingest};
+use crate::status::Changes;
 use crate::ts::looper::Looper;
 use crate::ts::{Packet, WRAP};
 
 /// Media seconds produced at once at start, so the playlist is full when players arrive.
 const PREROLL: f64 = 6.0;
+
+/// Fault injection shared by a node's feeders (labs and demos set `fault_injection`).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Packaging stops while ingest goes on: the playlist stops advancing, the failure only a
+    /// player-like probe can see.
+    pub frozen: Arc<AtomicBool>,
+    /// Ingest stops, as when an encoder or its network fails: the node finds it out after
+    /// `stall_timeout`, like a real loss, and says so on its status stream.
+    pub cut: Arc<AtomicBool>,
+}
+
+/// Records what a feeder sees of its source in `channel`, logging a change and telling the
+/// status streams.
+pub fn report_ingest(channel: &RwLock<Channel>, ingest: Ingest, changes: &Changes) {
+    let mut c = channel.write().unwrap_or_else(|e| e.into_inner());
+    if c.set_ingest(ingest) {
+        match ingest {
+            Ingest::Flowing => tracing::info!(channel = %c.name, "ingest flowing"),
+            Ingest::Lost => {
+                tracing::warn!(channel = %c.name, "ingest lost: no feed delivers the channel")
+            }
+        }
+        drop(c);
+        changes.notify();
+    }
+}
 
 /// When the built-in channels of a node started: every feeder paces itself from the same
 /// instant, so renditions made from clips with the same timing are cut at the same moments and
@@ -31,14 +59,18 @@ impl Epoch {
     }
 }
 
-/// Plays a bundled clip into `channel` forever, at the speed of its timestamps. While
-/// `frozen` is set nothing is fed (fault injection: the node keeps answering HTTP with a
-/// playlist that no longer moves, the failure healthd's `hls` probe exists to catch).
+/// Plays a bundled clip into `channel` forever, at the speed of its timestamps. Fault
+/// injection: while `faults.frozen` is set nothing is packaged (the node keeps answering HTTP
+/// with a playlist that no longer moves, the failure healthd's `hls` probe exists to catch);
+/// while `faults.cut` is set nothing is produced either, and after `stall` the channel's
+/// ingest is reported lost.
 pub async fn builtin(
     channel: Arc<RwLock<Channel>>,
     clip: Clip,
     epoch: Epoch,
-    frozen: Arc<AtomicBool>,
+    faults: Faults,
+    changes: Changes,
+    stall: Duration,
 ) {
     let mut looper = match Looper::builtin(clip) {
         Ok(l) => l,
@@ -53,6 +85,8 @@ pub async fn builtin(
         .unwrap_or_else(|e| e.into_inner())
         .set_clock(epoch.wall - Duration::from_secs_f64(PREROLL));
     let mut first: Option<u64> = None;
+    // What was last reported; channels start with ingest lost until their source delivers.
+    let mut ingest = Ingest::Lost;
     let mut batch = Vec::with_capacity(512);
     loop {
         let packet = looper.next_packet();
@@ -64,8 +98,20 @@ pub async fn builtin(
         let origin = *first.get_or_insert(t);
         let media_secs = (t.wrapping_sub(origin) % WRAP) as f64 / 90_000.0;
         let ahead = media_secs - PREROLL - started.elapsed().as_secs_f64();
-        while frozen.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut cut_since = None;
+        while faults.frozen.load(Ordering::Relaxed) || faults.cut.load(Ordering::Relaxed) {
+            if faults.cut.load(Ordering::Relaxed) {
+                let since = *cut_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= stall && ingest == Ingest::Flowing {
+                    ingest = Ingest::Lost;
+                    report_ingest(&channel, ingest, &changes);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if ingest == Ingest::Lost {
+            ingest = Ingest::Flowing;
+            report_ingest(&channel, ingest, &changes);
         }
         if ahead > 0.0 || batch.len() >= 512 {
             {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,9 @@ use config::service::Failback;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Ingest};
+use crate::feeder::{Faults, report_ingest};
+use crate::status::Changes;
 use crate::ts::{PACKET, Packet};
 
 /// Which of a channel's feeds.
@@ -183,16 +185,30 @@ impl Switch {
             active => active,
         }
     }
+
+    /// Whether the channel has a source: some feed fit to carry it.
+    fn ingest(&mut self, now: Instant, has_backup: bool) -> Ingest {
+        let primary = self.primary.healthy(now, self.stall);
+        let backup = has_backup && self.backup.healthy(now, self.stall);
+        if primary || backup {
+            Ingest::Flowing
+        } else {
+            Ingest::Lost
+        }
+    }
 }
 
-/// Receives a channel's feeds forever, passing the active feed's packets to `channel`.
-/// While `frozen` is set nothing is passed (fault injection, as for the built-in channel).
+/// Receives a channel's feeds forever, passing the active feed's packets to `channel` and
+/// reporting whether any feed delivers. Fault injection as for the built-in channel: while
+/// `faults.frozen` is set nothing is passed on; while `faults.cut` is set datagrams are
+/// dropped as they arrive, as if the network lost them.
 pub async fn run(
     channel: Arc<RwLock<Channel>>,
     primary: UdpSocket,
     backup: Option<UdpSocket>,
     ingest: UdpIngest,
-    frozen: Arc<AtomicBool>,
+    faults: Faults,
+    changes: Changes,
 ) {
     let now = Instant::now();
     let mut switch = Switch {
@@ -226,6 +242,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let now = Instant::now();
+                report_ingest(&channel, switch.ingest(now, backup.is_some()), &changes);
                 let next = switch.decide(now, backup.is_some());
                 if next != switch.active {
                     tracing::warn!(channel = %name, from = switch.active.name(), to = next.name(), "switching feed");
@@ -235,12 +252,15 @@ pub async fn run(
                 continue;
             }
         };
+        if faults.cut.load(Ordering::Relaxed) {
+            continue;
+        }
         let now = Instant::now();
         let (buf, state) = match feed {
             Feed::Primary => (&a[..len], &mut switch.primary),
             Feed::Backup => (&b[..len], &mut switch.backup),
         };
-        let active = feed == switch.active && !frozen.load(Ordering::Relaxed);
+        let active = feed == switch.active && !faults.frozen.load(Ordering::Relaxed);
         // Whole packets only: a datagram's tail that is not one is garbage, as is any packet
         // without the sync byte (Packet::new refuses it).
         let mut packager = active.then(|| channel.write().unwrap_or_else(|e| e.into_inner()));

@@ -8,4 +8,5 @@ mod ingest;
 mod listener;
 mod metrics;
 mod server;
+pub mod status;
 pub mod ts;

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
 use daemon::signals::Request;
-use std::sync::atomic::Ordering;
 use tracing::info;
 
 /// HLS live origin with redundant MPEG-TS ingest.
@@ -52,11 +51,11 @@ async fn run(cli: Cli) -> Result<()> {
         match signals.next().await {
             Request::Reload => info!("SIGHUP: restart streamnode to apply deployment changes"),
             Request::Drain => {
-                node.draining.store(true, Ordering::Relaxed);
+                node.set_draining(true);
                 info!("SIGUSR1: draining (viewers keep playing, healthd takes the node out)");
             }
             Request::Undrain => {
-                node.draining.store(false, Ordering::Relaxed);
+                node.set_draining(false);
                 info!("SIGUSR2: drain ended");
             }
             Request::Stop => break,

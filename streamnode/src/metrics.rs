@@ -25,8 +25,7 @@ pub fn render(node: &NodeState) -> String {
             .expect("unique metric");
         g
     };
-    gauge("streamnode_draining", "1 while the node is draining")
-        .set(i64::from(node.draining.load(Ordering::Relaxed)));
+    gauge("streamnode_draining", "1 while the node is draining").set(i64::from(node.draining()));
     gauge("streamnode_capacity_mbps", "Configured egress capacity")
         .set(i64::from(node.capacity_mbps));
     gauge(
@@ -67,6 +66,11 @@ pub fn render(node: &NodeState) -> String {
         "1 for the feed the channel is taking (builtin, primary, backup)",
         &["channel", "feed"],
     );
+    let ingest = per_channel(
+        "streamnode_channel_ingest",
+        "1 while the channel's source delivers (a feed fit to carry it), 0 once ingest is lost",
+        &["channel"],
+    );
     let now = SystemTime::now();
     for (name, channel) in &node.channels {
         let c = channel.read().unwrap_or_else(|e| e.into_inner());
@@ -84,6 +88,9 @@ pub fn render(node: &NodeState) -> String {
         }
         feed.with_label_values(&[name.as_str(), c.active_feed])
             .set(1);
+        ingest
+            .with_label_values(&[name.as_str()])
+            .set(i64::from(c.ingest() == crate::channel::Ingest::Flowing));
     }
     daemon::admin::encode(&registry)
 }

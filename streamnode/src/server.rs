@@ -1,18 +1,20 @@
-//! Serving a node's channels over HTTP: live playlists, segments, the status document.
+//! Serving a node's channels over HTTP: live playlists and segments; the status document and
+//! its stream are [`crate::status`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 
 use crate::channel::Channel;
+use crate::feeder::Faults;
+use crate::status::Changes;
 
 /// Everything the HTTP handlers share.
 pub struct NodeState {
@@ -22,19 +24,23 @@ pub struct NodeState {
     /// Channels with renditions: their rendition names, in the order the master lists them.
     pub renditions: HashMap<String, Vec<String>>,
     pub capacity_mbps: u32,
-    pub draining: AtomicBool,
-    /// Fault injection: feeders stop while set (see `feeder::builtin`).
-    pub frozen: Arc<AtomicBool>,
+    draining: AtomicBool,
+    /// Fault injection shared with the feeders.
+    pub faults: Faults,
+    /// Tells the status streams when the node's state changes.
+    pub changes: Changes,
+    /// Status streams open now.
+    pub(crate) status_streams: Arc<AtomicUsize>,
     /// Bytes of segments served, for egress.
     pub(crate) served: AtomicU64,
     /// Requests answered, by outcome: playlists, segments, not found.
     pub(crate) requests: [AtomicU64; 3],
     /// Segment requests per client address in the current window, for "viewers seen".
-    viewers: RwLock<HashMap<std::net::IpAddr, Instant>>,
+    pub(crate) viewers: RwLock<HashMap<std::net::IpAddr, Instant>>,
     /// (when, bytes served then, bits per second over the interval before it): egress is the
     /// rate between status reads at least a second apart, so it follows the load of now, not
     /// the average since start.
-    egress: std::sync::Mutex<(Instant, u64, u64)>,
+    pub(crate) egress: std::sync::Mutex<(Instant, u64, u64)>,
 }
 
 impl NodeState {
@@ -49,50 +55,41 @@ impl NodeState {
             renditions: HashMap::new(),
             capacity_mbps,
             draining: AtomicBool::new(false),
-            frozen: Arc::new(AtomicBool::new(false)),
+            faults: Faults::default(),
+            changes: Changes::default(),
+            status_streams: Arc::default(),
             served: AtomicU64::new(0),
             requests: Default::default(),
             viewers: RwLock::new(HashMap::new()),
             egress: std::sync::Mutex::new((Instant::now(), 0, 0)),
         }
     }
-}
 
-/// The status document healthd reads.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub node: String,
-    pub draining: bool,
-    pub capacity_mbps: u32,
-    /// Clients that fetched a segment in the last 30 s.
-    pub viewers: usize,
-    /// Egress in bits per second, over the interval between status reads (at least 1 s).
-    pub egress_bps: u64,
-    pub channels: Vec<ChannelStatus>,
-}
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
 
-#[derive(Debug, Serialize)]
-pub struct ChannelStatus {
-    /// The URL path: `CHANNEL`, or `CHANNEL/RENDITION`.
-    pub name: String,
-    pub live: bool,
-    pub media_sequence: Option<u64>,
-    /// Seconds since the newest segment started.
-    pub newest_segment_age: Option<f64>,
-    pub active_feed: &'static str,
+    /// Drains the node (healthd takes it out, its viewers keep playing) or ends the drain;
+    /// the status streams say so at once.
+    pub fn set_draining(&self, draining: bool) {
+        if self.draining.swap(draining, Ordering::Relaxed) != draining {
+            self.changes.notify();
+        }
+    }
 }
 
 /// The HTTP routes of a node.
 pub fn router(node: Arc<NodeState>) -> Router {
     Router::new()
-        .route("/status", get(status))
+        .route("/status", get(crate::status::whole))
+        .route("/status/stream", get(crate::status::stream))
         .route("/healthz", get(healthz))
         .route("/{channel}/{file}", get(file))
         .route("/{channel}/{rendition}/{file}", get(rendition_file))
         .with_state(node)
 }
 
-fn cors(mut response: Response) -> Response {
+pub(crate) fn cors(mut response: Response) -> Response {
     // Web players fetch playlists and segments from another origin.
     response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -112,56 +109,6 @@ async fn healthz(State(node): State<Arc<NodeState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "channels not live yet\n")
     };
     cors((code, text).into_response())
-}
-
-async fn status(State(node): State<Arc<NodeState>>) -> Response {
-    let now = SystemTime::now();
-    let mut channels: Vec<ChannelStatus> = node
-        .channels
-        .iter()
-        .map(|(name, c)| {
-            let c = c.read().unwrap_or_else(|e| e.into_inner());
-            let newest = c.newest();
-            ChannelStatus {
-                name: name.clone(),
-                live: newest.is_some(),
-                media_sequence: newest.map(|s| s.sequence),
-                newest_segment_age: newest.map(|s| {
-                    now.duration_since(s.started)
-                        .map_or(0.0, |d| d.as_secs_f64())
-                }),
-                active_feed: c.active_feed,
-            }
-        })
-        .collect();
-    channels.sort_by(|a, b| a.name.cmp(&b.name));
-    let viewers = {
-        let mut v = node.viewers.write().unwrap_or_else(|e| e.into_inner());
-        v.retain(|_, seen| seen.elapsed().as_secs() < 30);
-        v.len()
-    };
-    let egress_bps = {
-        let mut e = node.egress.lock().unwrap_or_else(|e| e.into_inner());
-        let served = node.served.load(Ordering::Relaxed);
-        let secs = e.0.elapsed().as_secs_f64();
-        if secs >= 1.0 {
-            *e = (
-                Instant::now(),
-                served,
-                ((served - e.1) as f64 * 8.0 / secs) as u64,
-            );
-        }
-        e.2
-    };
-    let body = Status {
-        node: node.name.clone(),
-        draining: node.draining.load(Ordering::Relaxed),
-        capacity_mbps: node.capacity_mbps,
-        viewers,
-        egress_bps,
-        channels,
-    };
-    cors(axum::Json(body).into_response())
 }
 
 type ClientAddr = axum::extract::ConnectInfo<crate::listener::Client>;

@@ -1,5 +1,6 @@
 //! streamnode as players see it: ffprobe/ffmpeg read the built-in channel's live playlist and
-//! decode it, the playlist stays valid over time, bad requests get clean answers.
+//! decode it, the playlist stays valid over time, bad requests get clean answers. And as
+//! healthd sees it: the status document, and the status stream that pushes what changes.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -256,6 +257,119 @@ fn many_concurrent_viewers_are_all_served() {
         "{}",
         node.daemon.log_text()
     );
+}
+
+#[test]
+fn the_status_stream_beats_and_pushes_ingest_loss_and_drains_at_once() {
+    use testkit::http::{EventStream, Streamed};
+    let dir = TempDir::new("streamnode-status-stream");
+    let (mut daemon, addr) = start_channel(
+        "fault_injection = true",
+        "source = \"builtin\"\nstall_timeout = \"300ms\"",
+        &dir,
+    );
+    let admin = SocketAddr::from((addr.ip(), 8081));
+    let live = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8").filter(|(s, _)| *s == 200)
+    });
+    assert!(live.is_some(), "no playlist:\n{}", daemon.log_text());
+    let field = |doc: &str, pointer: &str| {
+        serde_json::from_str::<serde_json::Value>(doc)
+            .ok()
+            .and_then(|v| v.pointer(pointer).cloned())
+            .unwrap_or_default()
+    };
+    let ingest = |doc: &str| field(doc, "/channels/0/ingest");
+    let stream = EventStream::open(addr, "/status/stream?heartbeat_ms=50").expect("stream");
+    assert_eq!(stream.status, 200);
+    let (_, first) = stream
+        .wait_data(Duration::from_secs(5), |_| true)
+        .expect("the document comes first");
+    if ingest(&first) != "flowing" {
+        stream
+            .wait_data(Duration::from_secs(5), |d| ingest(d) == "flowing")
+            .expect("ingest flowing");
+    }
+
+    let said = stream.during(Duration::from_secs(1));
+    let beats = said.iter().filter(|(_, s)| *s == Streamed::Comment).count();
+    println!("heartbeats in 1 s at 50 ms: {beats}");
+    assert!((10..=30).contains(&beats), "{said:?}");
+
+    let cut = std::time::Instant::now();
+    assert_eq!(
+        testkit::http::post(admin, "/cut-ingest").map(|r| r.0),
+        Some(200)
+    );
+    let (at, doc) = stream
+        .wait_data(Duration::from_secs(3), |d| ingest(d) == "lost")
+        .expect("ingest loss pushed");
+    let took = at - cut;
+    println!(
+        "ingest cut -> pushed: {} ms (stall_timeout 300 ms)",
+        took.as_millis()
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "before the stall timeout: {doc}"
+    );
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert_eq!(
+        testkit::http::post(admin, "/restore-ingest").map(|r| r.0),
+        Some(200)
+    );
+    stream
+        .wait_data(Duration::from_secs(2), |d| ingest(d) == "flowing")
+        .expect("ingest back pushed");
+
+    let drained = std::time::Instant::now();
+    assert_eq!(testkit::http::post(admin, "/drain").map(|r| r.0), Some(200));
+    let (at, _) = stream
+        .wait_data(Duration::from_secs(2), |d| field(d, "/draining") == true)
+        .expect("drain pushed");
+    println!("drain -> pushed: {} ms", (at - drained).as_millis());
+    assert!(at - drained < Duration::from_millis(500));
+
+    // Heartbeats are bounded below whatever a client asks.
+    let fast = EventStream::open(addr, "/status/stream?heartbeat_ms=1").expect("stream");
+    let beats = fast
+        .during(Duration::from_millis(500))
+        .iter()
+        .filter(|(_, s)| *s == Streamed::Comment)
+        .count();
+    assert!(beats <= 30, "{beats} heartbeats in 500 ms");
+
+    // Streams are capped; the ones open keep flowing.
+    let mut more = Vec::new();
+    let refused = loop {
+        let s = EventStream::open(addr, "/status/stream").expect("stream");
+        if s.status != 200 {
+            break s.status;
+        }
+        more.push(s);
+        assert!(more.len() <= 16, "no cap on status streams");
+    };
+    assert_eq!(refused, 503);
+    assert_eq!(more.len() + 2, streamnode::status::MAX_STREAMS);
+    assert!(stream.next(Duration::from_millis(500)).is_some());
+
+    // The node's exit ends the stream at once.
+    daemon.signal("KILL");
+    let killed = std::time::Instant::now();
+    let ended = loop {
+        match stream.next(Duration::from_secs(2)) {
+            Some((at, Streamed::Ended(_))) => break Some(at),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    let ended = ended.expect("the stream outlived the node");
+    println!(
+        "node killed -> stream ended: {} ms",
+        (ended - killed).as_millis()
+    );
+    assert!(ended - killed < Duration::from_millis(500));
+    let _ = daemon.wait_exit(Duration::from_secs(5));
 }
 
 /// A node listening on a fresh loopback address (admin API on port 8081 beside it) with

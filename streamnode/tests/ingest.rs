@@ -136,7 +136,7 @@ fn the_player_goes_on_when_the_primary_feed_dies() {
     );
     let clip = source(dir.path());
     let first = encoder(&clip, primary, dir.path(), "primary.log");
-    let _second = encoder(&clip, backup, dir.path(), "backup.log");
+    let second = encoder(&clip, backup, dir.path(), "backup.log");
 
     // Garbage on the idle backup port while the primary carries the channel.
     garbage(backup);
@@ -198,6 +198,24 @@ fn the_player_goes_on_when_the_primary_feed_dies() {
         "switched to the backup {:?} after the primary died",
         switched.unwrap()
     );
+
+    // With the backup gone too the channel has no source, and the node says so.
+    let ingest =
+        || status(addr).and_then(|s| s["channels"][0]["ingest"].as_str().map(str::to_owned));
+    assert_eq!(
+        ingest().as_deref(),
+        Some("flowing"),
+        "the backup carries it"
+    );
+    let killed = Instant::now();
+    second.signal("KILL");
+    let lost = wait_for(Duration::from_secs(5), || {
+        (ingest().as_deref() == Some("lost")).then(|| killed.elapsed())
+    });
+    let lost = lost.expect("ingest never reported lost");
+    // Counted from the kill: the encoder's last burst left a little before it.
+    println!("every feed dead -> ingest lost after {lost:?} (stall_timeout 500 ms)");
+    assert!(lost < Duration::from_secs(2), "{lost:?}");
 }
 
 #[test]

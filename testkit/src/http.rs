@@ -1,7 +1,8 @@
 //! HTTP for tests (metrics, status documents, admin calls), through the tree's one client.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use daemon::http::{Method, blocking};
 
@@ -35,4 +36,125 @@ fn request(
     )
     .ok()?;
     Some((response.status, response.body))
+}
+
+/// What a server-sent event stream said, and when it reached the test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Streamed {
+    /// An event's data.
+    Data(String),
+    /// A comment line (a heartbeat).
+    Comment,
+    /// The stream ended: closed by the server, or failed (why).
+    Ended(String),
+}
+
+/// A server-sent event stream read in the background, for tests that time what it says.
+pub struct EventStream {
+    pub status: u16,
+    rx: mpsc::Receiver<(Instant, Streamed)>,
+}
+
+impl EventStream {
+    /// GETs `path` from `addr` as a stream; `None` when the request fails.
+    pub fn open(addr: SocketAddr, path: &str) -> Option<Self> {
+        use http_body_util::BodyExt;
+        let (head_tx, head_rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let opened = daemon::http::open(
+                    Method::GET,
+                    &addr.to_string(),
+                    &path,
+                    None,
+                    Some("text/event-stream"),
+                    Duration::from_secs(5),
+                )
+                .await;
+                let response = match opened {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let _ = head_tx.send(None);
+                        return;
+                    }
+                };
+                let _ = head_tx.send(Some(response.status().as_u16()));
+                let mut body = response.into_body();
+                let mut parser = daemon::sse::SseParser::default();
+                loop {
+                    let ended = match body.frame().await {
+                        None => "closed by the server".to_owned(),
+                        Some(Err(e)) => e.to_string(),
+                        Some(Ok(frame)) => {
+                            let Ok(bytes) = frame.into_data() else {
+                                continue;
+                            };
+                            match parser.push(&bytes) {
+                                Ok(frames) => {
+                                    let now = Instant::now();
+                                    for f in frames {
+                                        let said = match f {
+                                            daemon::sse::Frame::Data(d) => Streamed::Data(d),
+                                            daemon::sse::Frame::Comment => Streamed::Comment,
+                                        };
+                                        if tx.send((now, said)).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    continue;
+                                }
+                                Err(n) => format!("an event over {n} bytes"),
+                            }
+                        }
+                    };
+                    let _ = tx.send((Instant::now(), Streamed::Ended(ended)));
+                    return;
+                }
+            });
+        });
+        let status = head_rx.recv_timeout(Duration::from_secs(6)).ok()??;
+        Some(Self { status, rx })
+    }
+
+    /// The next thing the stream says within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<(Instant, Streamed)> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The first event whose data `accept` takes within `timeout`, and when it came; `None`
+    /// on timeout or when the stream ends first.
+    pub fn wait_data(
+        &self,
+        timeout: Duration,
+        mut accept: impl FnMut(&str) -> bool,
+    ) -> Option<(Instant, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.next(left)? {
+                (at, Streamed::Data(d)) if accept(&d) => return Some((at, d)),
+                (_, Streamed::Ended(_)) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything said within `window`.
+    pub fn during(&self, window: Duration) -> Vec<(Instant, Streamed)> {
+        let deadline = Instant::now() + window;
+        let mut said = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(s) => said.push(s),
+                None => break,
+            }
+        }
+        said
+    }
 }

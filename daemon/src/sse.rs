@@ -1,9 +1,11 @@
-//! Server-sent events, incrementally and within bounds: only what the feed uses (`data:` lines
-//! making one event per blank line, and `:` comments as heartbeats). Written here rather than
-//! taken from a crate because the follower must bound what a broken or hostile feed can make
-//! it buffer, and the whole of it is this page.
+//! Server-sent events, both ways: reading them incrementally and within bounds (only what our
+//! streams use: `data:` lines making one event per blank line, and `:` comments as
+//! heartbeats), and serving a stream that a task writes. The site feed and a node's status
+//! stream both use it. The reader is written here rather than taken from a crate because a
+//! follower must bound what a broken or hostile stream can make it buffer, and the whole of it
+//! is this page.
 
-/// Largest event accepted (a site's document is a few kilobytes).
+/// Largest event accepted (our documents are a few kilobytes).
 pub const MAX_EVENT: usize = 1 << 20;
 
 /// One thing the stream said.
@@ -55,6 +57,32 @@ impl SseParser {
             self.line.clear();
         }
         Ok(frames)
+    }
+}
+
+/// A stream of what the task `body` sends on its channel, for a response body (axum's
+/// `Sse`): the task ends when the client goes, as its next send fails.
+pub fn from_task<F, Fut, T>(body: F) -> impl futures_core::Stream<Item = T> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(body(tx));
+    ReceiverStream(rx)
+}
+
+/// The `Stream` glue over an mpsc receiver (keeps the dependency list short).
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
     }
 }
 
