@@ -16,7 +16,6 @@ use config::site::Site;
 use feed::{NodeState, ServiceState, SiteFeed};
 use speaker_control::{Op, RouteAttrs};
 
-use crate::node::Health;
 use crate::nodes::NodeTable;
 use crate::other_sites::Elsewhere;
 use crate::verdict::{Announcement, NodeHealth, Verdict, VerdictState};
@@ -182,11 +181,11 @@ fn document(ctx: &Context<'_>, services: &[ServiceDecision]) -> SiteFeed {
             ipv4: e.node.ipv4,
             ipv6: e.node.ipv6,
             services: e.node.services.clone(),
-            healthy: e.health == Some(Health::Up),
+            healthy: e.up(),
             // Rounded so that load jitter alone does not republish the feed each round.
             load: (e.report.load * 100.0).round() / 100.0,
             capacity_mbps: e.node.capacity_mbps,
-            draining: ctx.drained || e.report.draining,
+            draining: ctx.drained || e.draining(),
         })
         .collect();
     let services = services
@@ -210,6 +209,7 @@ fn document(ctx: &Context<'_>, services: &[ServiceDecision]) -> SiteFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Health;
     use crate::report::NodeReport;
 
     /// The three-site example, `live` withdrawn at once when unhealthy.
@@ -226,7 +226,13 @@ mod tests {
         let site = d.site("ams").unwrap();
         let mut table = NodeTable::new(site);
         for node in site.nodes.iter().take(up) {
-            table.update(&node.name, Health::Up, NodeReport::default(), String::new());
+            table.update(
+                &node.name,
+                Health::Up,
+                true,
+                NodeReport::default(),
+                String::new(),
+            );
         }
         table
     }
@@ -389,7 +395,7 @@ mod tests {
                 load: 0.1,
                 draining: true,
             };
-            table.update(&node.name, Health::Up, report, String::new());
+            table.update(&node.name, Health::Up, true, report, String::new());
         }
         let decision = decide_at(
             &mut Decider::default(),

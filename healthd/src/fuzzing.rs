@@ -26,9 +26,11 @@ pub fn playlist(bytes: &[u8]) {
     }
 }
 
-/// A node's status document; nothing may panic and the load is a finite fraction.
+/// A node's status document (read beside the probes, and pushed on its status stream);
+/// nothing may panic and the load is a finite fraction.
 pub fn status_document(bytes: &[u8]) {
-    if let Some(report) = crate::report::parse(bytes, 1000) {
-        assert!(report.load.is_finite() && report.load >= 0.0);
+    if let Some(doc) = crate::report::document(bytes, 1000) {
+        assert!(doc.report.load.is_finite() && doc.report.load >= 0.0);
+        assert!(doc.ingest_lost.iter().all(|name| name.len() < bytes.len()));
     }
 }

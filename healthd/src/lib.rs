@@ -5,8 +5,9 @@
 //! into the per-service site verdict and the announcement the degrade policy calls for, and
 //! `decide` adds what the site as a whole decides (settling, fail open, the feed document);
 //! `other_sites` follows the other sites' feeds so a site can fail open when every site is down.
-//! The rest performs: `schedule` probes the nodes, `site` runs the decision each round and
-//! drives the speaker (`speaker`) and the feed, `daemon` wires it all together.
+//! The rest performs: `schedule` probes the nodes and `watch` follows their status streams,
+//! `site` runs the decision each round and drives the speaker (`speaker`) and the feed,
+//! `daemon` wires it all together.
 
 mod admin;
 pub mod daemon;
@@ -22,3 +23,4 @@ mod schedule;
 mod site;
 mod speaker;
 mod verdict;
+mod watch;

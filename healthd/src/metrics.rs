@@ -6,6 +6,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 pub struct Metrics {
     pub registry: Registry,
     pub node_up: IntGaugeVec,
+    pub node_stream: IntGaugeVec,
     pub latency: HistogramVec,
     pub changes: IntCounterVec,
     pub service_healthy: IntGaugeVec,
@@ -20,7 +21,15 @@ impl Metrics {
         let node_up = IntGaugeVec::new(
             Opts::new(
                 "healthd_node_up",
-                "1 when the node is up (after rise/fall and damping)",
+                "1 when the node counts as up: its probes say so (after rise/fall and damping) and its status stream does not say otherwise",
+            ),
+            &["node"],
+        )
+        .expect("valid metric");
+        let node_stream = IntGaugeVec::new(
+            Opts::new(
+                "healthd_node_stream_up",
+                "1 while the node's status stream flows (heard within the allowed silence)",
             ),
             &["node"],
         )
@@ -72,6 +81,7 @@ impl Metrics {
             Box::new(fail_open.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(speaker_errors.clone()),
             Box::new(node_up.clone()),
+            Box::new(node_stream.clone()),
             Box::new(latency.clone()),
             Box::new(changes.clone()),
             Box::new(service_healthy.clone()),
@@ -82,6 +92,7 @@ impl Metrics {
         Self {
             registry,
             node_up,
+            node_stream,
             latency,
             changes,
             service_healthy,

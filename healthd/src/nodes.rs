@@ -1,11 +1,17 @@
-//! What the site knows of each of its nodes: its configuration and the latest its probe and
-//! status document said, in configuration order, found by name.
+//! What the site knows of each of its nodes: its configuration and the latest its probe, its
+//! status document and its status stream said, in configuration order, found by name.
+//!
+//! A node is up when either side says it is not: its probes (after rise/fall and damping)
+//! and its status stream (gone, or ingest lost). The stream takes a node out at once; once it
+//! said the node was gone, the node counts again only after a probe has passed since the
+//! stream came back, so a node that restarted is played before viewers are sent to it.
 
 use config::Node;
 use config::site::Site;
 
 use crate::node::Health;
 use crate::report::NodeReport;
+use crate::watch::Watched;
 
 /// One node of the site.
 #[derive(Debug, Clone)]
@@ -17,6 +23,10 @@ pub struct NodeEntry {
     pub report: NodeReport,
     /// Why the last probe failed; empty when it passed.
     pub detail: String,
+    /// What the node's status stream says.
+    pub watched: Watched,
+    /// The stream said the node was gone, and no probe has passed since it came back.
+    awaiting_probe: bool,
 }
 
 impl NodeEntry {
@@ -26,13 +36,47 @@ impl NodeEntry {
             health: None,
             report: NodeReport::default(),
             detail: String::new(),
+            watched: Watched::Unknown,
+            awaiting_probe: false,
+        }
+    }
+
+    /// Up: its probes say so and its status stream does not say otherwise.
+    pub fn up(&self) -> bool {
+        self.health == Some(Health::Up) && self.stream_veto().is_none()
+    }
+
+    /// Draining itself: as its stream said last while it flows, else as its status document.
+    pub fn draining(&self) -> bool {
+        match &self.watched {
+            Watched::Alive { draining, .. } => *draining,
+            _ => self.report.draining,
         }
     }
 
     /// Counts for the site: up, and not draining itself (its viewers keep playing, but it
     /// takes no more).
     pub fn counts_up(&self) -> bool {
-        self.health == Some(Health::Up) && !self.report.draining
+        self.up() && !self.draining()
+    }
+
+    /// Why the status stream takes the node out, if it does.
+    pub fn stream_veto(&self) -> Option<String> {
+        match &self.watched {
+            Watched::Gone(why) => Some(format!("status stream: {why}")),
+            Watched::Alive { ingest_lost, .. } if !ingest_lost.is_empty() => {
+                Some(format!("ingest lost on {}", ingest_lost.join(", ")))
+            }
+            _ if self.awaiting_probe => {
+                Some("status stream back, waiting for a probe to pass".to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// What the site's decision reads of the node.
+    fn counted(&self) -> (bool, bool, bool) {
+        (self.up(), self.draining(), self.health.is_some())
     }
 }
 
@@ -75,15 +119,35 @@ impl NodeTable {
         &mut self,
         name: &str,
         health: Health,
+        ok: bool,
         report: NodeReport,
         detail: String,
     ) -> Option<bool> {
+        self.change(name, |entry| {
+            entry.health = Some(health);
+            entry.report = report;
+            entry.detail = detail;
+            if ok && !matches!(entry.watched, Watched::Gone(_)) {
+                entry.awaiting_probe = false;
+            }
+        })
+    }
+
+    /// Records what the node's status stream says now; as [`NodeTable::update`].
+    pub fn watched(&mut self, name: &str, watched: Watched) -> Option<bool> {
+        self.change(name, |entry| {
+            if matches!(watched, Watched::Gone(_)) {
+                entry.awaiting_probe = true;
+            }
+            entry.watched = watched;
+        })
+    }
+
+    fn change(&mut self, name: &str, apply: impl FnOnce(&mut NodeEntry)) -> Option<bool> {
         let entry = self.entries.iter_mut().find(|e| e.node.name == name)?;
-        let changed = entry.health != Some(health) || entry.report.draining != report.draining;
-        entry.health = Some(health);
-        entry.report = report;
-        entry.detail = detail;
-        Some(changed)
+        let before = entry.counted();
+        apply(entry);
+        Some(entry.counted() != before)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &NodeEntry> {
@@ -109,14 +173,17 @@ mod tests {
         let first = site.nodes[0].name.clone();
         let up = NodeReport::default();
         assert_eq!(
-            table.update(&first, Health::Up, up, String::new()),
+            table.update(&first, Health::Up, true, up, String::new()),
             Some(true)
         );
         assert_eq!(
-            table.update(&first, Health::Up, up, String::new()),
+            table.update(&first, Health::Up, true, up, String::new()),
             Some(false)
         );
-        assert_eq!(table.update("nobody", Health::Up, up, String::new()), None);
+        assert_eq!(
+            table.update("nobody", Health::Up, true, up, String::new()),
+            None
+        );
         // The first node moves to the end and a new node joins.
         site.nodes.rotate_left(1);
         let mut added = site.nodes[0].clone();
@@ -131,5 +198,68 @@ mod tests {
             !table.iter().last().unwrap().counts_up(),
             "new nodes start down"
         );
+    }
+
+    #[test]
+    fn the_stream_takes_a_node_out_at_once_and_a_probe_lets_it_back() {
+        let text = include_str!("../../config/examples/three-sites.toml");
+        let d = config::Deployment::parse(text, std::path::Path::new("three-sites.toml")).unwrap();
+        let site = d.site("ams").unwrap();
+        let mut table = NodeTable::new(site);
+        let name = site.nodes[0].name.clone();
+        let up = NodeReport::default();
+        let node = |t: &NodeTable| t.iter().find(|e| e.node.name == name).unwrap().clone();
+        table.update(&name, Health::Up, true, up, String::new());
+        let alive = Watched::Alive {
+            draining: false,
+            ingest_lost: Vec::new(),
+        };
+        assert_eq!(table.watched(&name, alive.clone()), Some(false));
+        assert!(node(&table).counts_up());
+
+        // Gone: out at once, whatever the probes say.
+        let gone = Watched::Gone("the node closed its status stream".into());
+        assert_eq!(table.watched(&name, gone), Some(true));
+        assert!(!node(&table).up());
+        assert!(node(&table).stream_veto().unwrap().contains("closed"));
+        // A probe that passes while the stream is still gone changes nothing.
+        table.update(&name, Health::Up, true, up, String::new());
+        assert!(!node(&table).up());
+        // Back, but not played yet: still out.
+        assert_eq!(table.watched(&name, alive.clone()), Some(false));
+        assert!(
+            node(&table)
+                .stream_veto()
+                .unwrap()
+                .contains("waiting for a probe")
+        );
+        assert_eq!(
+            table.update(&name, Health::Up, true, up, String::new()),
+            Some(true)
+        );
+        assert!(node(&table).counts_up());
+
+        // Ingest lost: out at once, back as soon as the node says it flows.
+        let lost = Watched::Alive {
+            draining: false,
+            ingest_lost: vec!["news".into()],
+        };
+        assert_eq!(table.watched(&name, lost), Some(true));
+        assert!(!node(&table).up());
+        assert_eq!(table.watched(&name, alive), Some(true));
+        assert!(node(&table).up());
+
+        // A drain pushed on the stream wins over an older status document.
+        let draining = Watched::Alive {
+            draining: true,
+            ingest_lost: Vec::new(),
+        };
+        assert_eq!(table.watched(&name, draining), Some(true));
+        table.update(&name, Health::Up, true, up, String::new());
+        assert!(node(&table).draining() && !node(&table).counts_up());
+
+        // Unknown (a node without a stream) leaves it to the probes.
+        table.watched(&name, Watched::Unknown);
+        assert!(node(&table).counts_up());
     }
 }

@@ -22,6 +22,24 @@ struct StatusDocument {
     egress_bps: u64,
     #[serde(default)]
     draining: bool,
+    #[serde(default)]
+    channels: Vec<ChannelDocument>,
+}
+
+#[derive(Deserialize)]
+struct ChannelDocument {
+    name: String,
+    /// `flowing` or `lost`; absent from nodes that do not say.
+    #[serde(default)]
+    ingest: Option<String>,
+}
+
+/// A status document as a whole: the report, and what it says of each channel's ingest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    pub report: NodeReport,
+    /// Channels (`CHANNEL` or `CHANNEL/RENDITION`) whose ingest the node says is lost.
+    pub ingest_lost: Vec<String>,
 }
 
 /// Reads `status_url` (`http://HOST:PORT/PATH` or `https://...`) with the node's probe client.
@@ -33,26 +51,21 @@ pub async fn read(
     capacity_mbps: u32,
     timeout: Duration,
 ) -> Option<NodeReport> {
-    let scheme_end = status_url.find("://")? + 3;
-    let rest = &status_url[scheme_end..];
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let fetched = client
-        .get(
-            &format!("{}{host}", &status_url[..scheme_end]),
-            path,
-            timeout,
-        )
-        .await
-        .ok()?;
+    let (base, path) = http::split(status_url)?;
+    let fetched = client.get(base, path, timeout).await.ok()?;
     if fetched.status != 200 {
         return None;
     }
     parse(&fetched.body, capacity_mbps)
 }
 
-/// Reads a status document; `None` when it is not one.
+/// Reads a status document's report; `None` when it is not one.
 pub fn parse(body: &[u8], capacity_mbps: u32) -> Option<NodeReport> {
+    document(body, capacity_mbps).map(|d| d.report)
+}
+
+/// Reads a whole status document; `None` when it is not one.
+pub fn document(body: &[u8], capacity_mbps: u32) -> Option<Document> {
     let doc: StatusDocument = serde_json::from_slice(body).ok()?;
     let capacity = f64::from(capacity_mbps) * 1e6;
     let load = if capacity > 0.0 {
@@ -60,9 +73,17 @@ pub fn parse(body: &[u8], capacity_mbps: u32) -> Option<NodeReport> {
     } else {
         0.0
     };
-    Some(NodeReport {
-        load,
-        draining: doc.draining,
+    Some(Document {
+        report: NodeReport {
+            load,
+            draining: doc.draining,
+        },
+        ingest_lost: doc
+            .channels
+            .into_iter()
+            .filter(|c| c.ingest.as_deref() == Some("lost"))
+            .map(|c| c.name)
+            .collect(),
     })
 }
 
@@ -83,6 +104,16 @@ mod tests {
                 draining: true
             })
         );
+    }
+
+    #[test]
+    fn channels_whose_ingest_is_lost_are_named() {
+        let d = document(
+            br#"{"draining":false,"channels":[{"name":"news","ingest":"flowing"},{"name":"sports/720p","ingest":"lost"},{"name":"old"}]}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(d.ingest_lost, ["sports/720p"]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! folding results through the node's tracker and sending them to the site task.
 //!
 //! A probe task that panics is started again (its node starts over from down), and each task
-//! beats its liveness every round, so `/healthz` reports one that stopped probing.
+//! beats its liveness every round, so `/healthz` reports one that stopped probing. Beside each
+//! probe task runs the node's status stream watcher ([`crate::watch`]), started and stopped
+//! with it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,16 +24,27 @@ use crate::metrics::Metrics;
 use crate::node::{Health, NodeTracker};
 use crate::probe::Prober;
 use crate::report::NodeReport;
+use crate::watch::{WatchSettings, Watched, Watcher};
 
-/// One probe result, folded by the node's tracker.
+/// Something a node's tasks learnt, for the site task.
 pub struct NodeUpdate {
     /// The node's name: a reload may add or remove nodes.
     pub node: String,
-    pub health: Health,
-    pub ok: bool,
-    pub detail: String,
-    /// The node's status document, when it publishes one.
-    pub report: Option<NodeReport>,
+    pub said: Said,
+}
+
+/// Who said what about a node.
+pub enum Said {
+    /// A probe's result, folded by the node's tracker.
+    Probe {
+        health: Health,
+        ok: bool,
+        detail: String,
+        /// The node's status document, when it publishes one.
+        report: Option<NodeReport>,
+    },
+    /// What the node's status stream says now.
+    Stream(Watched),
 }
 
 /// The running probe tasks, by node name; dropping it stops them.
@@ -45,13 +58,18 @@ pub struct Probes {
 struct ProbeTask {
     node: Node,
     profile: CheckProfile,
+    watch: Option<WatchSettings>,
     task: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     beat: Beat,
 }
 
 impl Drop for ProbeTask {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         self.beat.retire();
     }
 }
@@ -92,19 +110,24 @@ impl Probes {
             let (prober, interval) = prober_for(deployment, node)?;
             planned.push((node.clone(), prober, interval));
         }
+        let watch = WatchSettings::of(site);
         let mut summary = Reprobed::default();
         let mut interval = Duration::from_secs(1);
         let mut next = HashMap::new();
         for (index, (node, prober, profile_interval)) in planned.into_iter().enumerate() {
             interval = interval.min(profile_interval);
             match self.tasks.remove(&node.name) {
-                Some(running) if running.node == node && &running.profile == prober.profile() => {
+                Some(running)
+                    if running.node == node
+                        && &running.profile == prober.profile()
+                        && running.watch == watch =>
+                {
                     summary.kept += 1;
                     next.insert(node.name.clone(), running);
                 }
                 _ => {
                     summary.started += 1;
-                    let task = self.spawn(index, deployment.clone(), node.clone(), prober);
+                    let task = self.spawn(index, deployment.clone(), node.clone(), prober, watch);
                     next.insert(node.name.clone(), task);
                 }
             }
@@ -114,8 +137,27 @@ impl Probes {
         Ok((summary, interval))
     }
 
-    fn spawn(&self, index: usize, deployment: Deployment, node: Node, prober: Prober) -> ProbeTask {
+    fn spawn(
+        &self,
+        index: usize,
+        deployment: Deployment,
+        node: Node,
+        prober: Prober,
+        watch: Option<WatchSettings>,
+    ) -> ProbeTask {
         let profile = prober.profile().clone();
+        let watcher = watch.map(|settings| {
+            let watcher = Watcher {
+                node: node.clone(),
+                client: prober.client().clone(),
+                settings,
+                channels: prober.channels().to_vec(),
+                updates: self.updates.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let name = format!("status stream watcher of node {}", node.name);
+            tokio::spawn(supervised(name, move || watcher.clone().run()))
+        });
         let config = node.clone();
         // A round takes at most the interval and the probe's time-out; allow for several.
         let bound = (profile.interval.get() + profile.timeout.get()) * 3 + Duration::from_secs(1);
@@ -124,7 +166,7 @@ impl Probes {
             .heartbeat(format!("probes of node {}", node.name), bound);
         let (updates, metrics, task_beat) =
             (self.updates.clone(), self.metrics.clone(), beat.clone());
-        let name = node.name.clone();
+        let name = format!("probe task of node {}", node.name);
         let mut first = Some(prober);
         let task = tokio::spawn(supervised(name, move || {
             let prober = first
@@ -145,15 +187,17 @@ impl Probes {
         ProbeTask {
             node: config,
             profile,
+            watch,
             task,
+            watcher,
             beat,
         }
     }
 }
 
 /// Runs the task `make` builds until it returns; a panic is logged and the task built again,
-/// so one bad probe result does not leave a node unwatched.
-async fn supervised<F, Fut>(node: String, mut make: F)
+/// so one bad probe result does not leave a node unwatched. `what` names it in the log.
+async fn supervised<F, Fut>(what: String, mut make: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -172,7 +216,7 @@ where
         drop(guard);
         match ended {
             Err(e) if e.is_panic() => {
-                error!(%node, "probe task panicked: started again, the node starts over from down");
+                error!("{what} panicked: started again, the node starts over");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ => return,
@@ -250,10 +294,6 @@ async fn node_task(
             }
         }
         let _ = tracker.tick(Instant::now());
-        metrics
-            .node_up
-            .with_label_values(&[node.name.as_str()])
-            .set(i64::from(tracker.health() == Health::Up));
         let report = crate::report::read(
             prober.client(),
             &node.status_url(),
@@ -263,10 +303,12 @@ async fn node_task(
         .await;
         let update = NodeUpdate {
             node: node.name.clone(),
-            health: tracker.health(),
-            ok: outcome.ok,
-            detail: outcome.detail,
-            report,
+            said: Said::Probe {
+                health: tracker.health(),
+                ok: outcome.ok,
+                detail: outcome.detail,
+                report,
+            },
         };
         if tx.send(update).await.is_err() {
             return;

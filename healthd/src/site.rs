@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   probe task ×N ──NodeUpdate──▶ site task ──publish────────▶ feed (geodns, other sites)
+//!   stream watcher ×N ──────────▶
 //!   other sites' feeds ──changed──────▶ (NodeTable, Decider) ──ops──▶ bgp-speaker (lease renewed)
 //!   admin API / drain file ─────▶
 //! ```
@@ -29,7 +30,7 @@ use crate::decide::{Context, Decider, Decision, announcement_kind};
 use crate::metrics::Metrics;
 use crate::nodes::NodeTable;
 use crate::other_sites::OtherSites;
-use crate::schedule::NodeUpdate;
+use crate::schedule::{NodeUpdate, Said};
 use crate::speaker::SpeakerLink;
 use crate::verdict::Verdict;
 
@@ -114,10 +115,16 @@ impl SiteTask {
                 }
                 update = updates.recv() => {
                     let Some(u) = update else { return };
-                    let detail = if u.ok { String::new() } else { u.detail };
-                    let report = u.report.unwrap_or_default();
+                    let changed = match u.said {
+                        Said::Probe { health, ok, detail, report } => {
+                            let detail = if ok { String::new() } else { detail };
+                            let report = report.unwrap_or_default();
+                            self.nodes.update(&u.node, health, ok, report, detail)
+                        }
+                        Said::Stream(watched) => self.nodes.watched(&u.node, watched),
+                    };
                     // A state change is acted on at once, not at the next round.
-                    if self.nodes.update(&u.node, u.health, report, detail) == Some(true) {
+                    if changed == Some(true) {
                         self.round().await;
                     }
                 }
@@ -173,6 +180,12 @@ impl SiteTask {
 
     /// Logs each service's verdict when it changes, and updates the metrics.
     fn observe(&mut self, decision: &Decision) {
+        for entry in self.nodes.iter() {
+            self.metrics
+                .node_up
+                .with_label_values(&[entry.node.name.as_str()])
+                .set(i64::from(entry.up()));
+        }
         for s in &decision.services {
             let name = s.service.as_str();
             let verdict = &s.verdict;

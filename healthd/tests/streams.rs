@@ -407,14 +407,25 @@ fn every_rendition_behind_a_master_playlist_is_checked() {
         healthd.log_text()
     );
     eprintln!(
-        "one rendition frozen -> node down in {:.0} ms",
+        "one rendition's feed dead -> node down in {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
+    // The node says so first, on its status stream; the probe, playing every rendition
+    // behind the master playlist, finds the frozen one too.
     assert!(
+        healthd.log_text().contains("ingest is lost on news/sd"),
+        "the log names the rendition:\n{}",
+        healthd.log_text()
+    );
+    let probed = wait_for(Duration::from_secs(10), || {
         healthd
             .log_text()
-            .contains("/news/sd/index.m3u8: stream frozen"),
-        "the log names the rendition:\n{}",
+            .contains("/news/sd/index.m3u8: stream frozen")
+            .then_some(())
+    });
+    assert!(
+        probed.is_some(),
+        "the probe missed the frozen rendition:\n{}",
         healthd.log_text()
     );
 }

@@ -24,6 +24,16 @@ pub struct Fetched {
     pub elapsed: Duration,
 }
 
+/// Splits `http://HOST:PORT/PATH` (or `https://`) into the base and the path (`/` when none).
+pub fn split(url: &str) -> Option<(&str, &str)> {
+    let host_start = url.find("://")? + 3;
+    let path_start = url[host_start..]
+        .find('/')
+        .map_or(url.len(), |i| host_start + i);
+    let path = &url[path_start..];
+    Some((&url[..path_start], if path.is_empty() { "/" } else { path }))
+}
+
 /// GETs `http://host:port/path` in clear text. Errors are the probe's failure detail.
 pub async fn get(base: &str, path: &str, timeout: Duration) -> Result<Fetched, String> {
     Client::default().get(base, path, timeout).await
@@ -90,6 +100,41 @@ impl Client {
     }
 
     async fn fetch(&self, base: &str, path: &str) -> Result<Fetched, String> {
+        let started = std::time::Instant::now();
+        let response = self.open(base, path).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("GET {path}: body: {e}"))?
+            .to_bytes();
+        Ok(Fetched {
+            status,
+            body,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// GETs `BASE/path` and returns the response with its body still to read (a stream), the
+    /// head within `timeout`.
+    pub async fn stream(
+        &self,
+        base: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        tokio::time::timeout(timeout, self.open(base, path))
+            .await
+            .map_err(|_| format!("GET {path}: no answer within {}ms", timeout.as_millis()))?
+    }
+
+    /// Connects (with TLS for `https://`) and sends `GET path`.
+    async fn open(
+        &self,
+        base: &str,
+        path: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let (secure, host) = if let Some(host) = base.strip_prefix("https://") {
             (true, host)
         } else if let Some(host) = base.strip_prefix("http://") {
@@ -100,13 +145,12 @@ impl Client {
             ));
         };
         let host = host.trim_end_matches('/');
-        let started = std::time::Instant::now();
         let stream = tokio::net::TcpStream::connect(host)
             .await
             .map_err(|e| format!("connect {host}: {e}"))?;
         let _ = stream.set_nodelay(true);
         if !secure {
-            return exchange(stream, host, path, started).await;
+            return send(stream, host, path).await;
         }
         let Some(tls) = &self.tls else {
             return Err(format!("{base} is HTTPS but the check has no TLS settings"));
@@ -116,17 +160,16 @@ impl Client {
             .connect(tls.server_name.clone(), stream)
             .await
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        exchange(stream, host, path, started).await
+        send(stream, host, path).await
     }
 }
 
-/// One request and its response on a connected stream.
-async fn exchange<S>(
+/// Sends `GET path` on a connected stream; the response's body is still to read.
+async fn send<S>(
     stream: S,
     host: &str,
     path: &str,
-    started: std::time::Instant,
-) -> Result<Fetched, String>
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -139,20 +182,26 @@ where
         .header(hyper::header::USER_AGENT, "healthd")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad request: {e}"))?;
-    let response = sender
+    sender
         .send_request(request)
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("GET {path}: body: {e}"))?
-        .to_bytes();
-    Ok(Fetched {
-        status,
-        body,
-        elapsed: started.elapsed(),
-    })
+        .map_err(|e| format!("GET {path}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_base_and_path() {
+        assert_eq!(
+            split("http://10.0.0.1:8080/status/stream"),
+            Some(("http://10.0.0.1:8080", "/status/stream"))
+        );
+        assert_eq!(
+            split("https://node.example:443"),
+            Some(("https://node.example:443", "/"))
+        );
+        assert_eq!(split("node:8080/status"), None);
+    }
 }

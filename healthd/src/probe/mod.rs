@@ -60,6 +60,11 @@ impl Prober {
         &self.profile
     }
 
+    /// The channels an `hls` probe plays (the profile's, else the node's services').
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
     /// Runs one probe against `node`, bounded by the profile's timeout.
     pub async fn probe(&mut self, node: &Node) -> Outcome {
         let started = Instant::now();

@@ -1,0 +1,112 @@
+//! healthd with real stream nodes through their status streams: a node that stops (SIGSTOP)
+//! is out after the missed heartbeats, a node killed is out at once, and a node whose ingest is
+//! lost is out as soon as it says so: with it the last node, the prefix is withdrawn at BIRD.
+//! The times are printed (`-- --nocapture`); the bounds are generous for loaded machines.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::bird::{Bird, BirdCtl};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+mod support;
+
+use support::{PREFIX, bird_config, deployment, feed_health};
+
+fn spawn_in(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
+    let path = support::binary(name);
+    assert!(
+        path.exists(),
+        "{} is missing: test the whole workspace (cargo test --workspace)",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.arg("--config").arg(config).args(args);
+    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
+    Daemon::spawn(name, cmd, &log).unwrap()
+}
+
+#[test]
+fn stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_streams() {
+    let test = "stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_streams";
+    let Some(_) = testkit::require(test, Bird::PROGRAMS, false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-pushed");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(net, dir.path())).unwrap();
+    let bird = Bird::start(&bird_config(net));
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
+    let mut node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let _speaker = spawn("bgp-speaker", &[]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let mut ctl = BirdCtl::connect(&bird).unwrap();
+    let both = wait_for(Duration::from_secs(30), || {
+        (ctl.has_route(PREFIX)
+            && ["ams-1", "ams-2"]
+                .iter()
+                .all(|n| feed_health(feed, n) == Some(true)))
+        .then_some(())
+    });
+    assert!(both.is_some(), "never healthy:\n{}", healthd.log_text());
+    let leaves = |node: &str, within: Duration| {
+        let started = Instant::now();
+        wait_for(within, || {
+            (feed_health(feed, node) == Some(false)).then(|| started.elapsed())
+        })
+    };
+
+    // Stopped: the stream falls silent; out after 6 missed 50 ms heartbeats.
+    node1.signal("STOP");
+    let silent = leaves("ams-1", Duration::from_secs(3));
+    node1.signal("CONT");
+    let silent =
+        silent.unwrap_or_else(|| panic!("a stopped node stayed in:\n{}", healthd.log_text()));
+    println!("node stopped -> out of the feed: {} ms", silent.as_millis());
+    assert!(silent >= Duration::from_millis(200), "{silent:?}");
+    assert!(healthd.log_text().contains("heartbeats missed"));
+    let back = wait_for(Duration::from_secs(10), || {
+        (feed_health(feed, "ams-1") == Some(true)).then_some(())
+    });
+    assert!(back.is_some(), "never back:\n{}", healthd.log_text());
+
+    // Killed: the stream closes; out at once, long before a probe could tell.
+    node1.signal("KILL");
+    let killed = leaves("ams-1", Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("a killed node stayed in:\n{}", healthd.log_text()));
+    println!("node killed -> out of the feed: {} ms", killed.as_millis());
+    assert!(killed < Duration::from_millis(400), "{killed:?}");
+    node1.wait_exit(Duration::from_secs(5));
+    assert!(ctl.has_route(PREFIX), "one node left: still announced");
+
+    // Ingest lost on the last node: withdrawn once the node says so (stall_timeout 500 ms).
+    let started = Instant::now();
+    let admin2 = SocketAddr::from((net.host(12), 8081));
+    assert_eq!(
+        testkit::http::post(admin2, "/cut-ingest").map(|r| r.0),
+        Some(200)
+    );
+    let withdrawn = wait_for(Duration::from_secs(5), || {
+        (!ctl.has_route(PREFIX)).then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| panic!("never withdrawn:\n{}", healthd.log_text()));
+    println!(
+        "ingest cut -> withdrawn at BIRD: {} ms",
+        withdrawn.as_millis()
+    );
+    assert!(withdrawn < Duration::from_millis(1500), "{withdrawn:?}");
+    assert!(healthd.log_text().contains("ingest is lost"));
+    assert_eq!(
+        testkit::http::post(admin2, "/restore-ingest").map(|r| r.0),
+        Some(200)
+    );
+    let announced = wait_for(Duration::from_secs(10), || {
+        ctl.has_route(PREFIX).then_some(())
+    });
+    assert!(announced.is_some(), "{}", healthd.log_text());
+}
