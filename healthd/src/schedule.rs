@@ -146,7 +146,9 @@ impl Probes {
         watch: Option<WatchSettings>,
     ) -> ProbeTask {
         let profile = prober.profile().clone();
-        let watcher = watch.map(|settings| {
+        // Status streams are what stream nodes offer: watched where the check plays one.
+        let streams = profile.kind == config::CheckKind::Hls;
+        let watcher = watch.filter(|_| streams).map(|settings| {
             let watcher = Watcher {
                 node: node.clone(),
                 client: prober.client().clone(),

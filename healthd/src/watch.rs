@@ -11,8 +11,9 @@
 //! - a node that says the ingest of a channel it is probed for is lost is out at once, before
 //!   its playlist stalls.
 //!
-//! A node that offers no stream, or refuses one (404, 503), is left to its probes: only a
-//! node's own account or its silence takes it out. What the stream says goes to the site task
+//! Only nodes probed with an `hls` check (stream nodes) are watched. A node that offers no
+//! stream, refuses one (404, 503), or has never had one flow since healthd started is left to
+//! its probes: only a node's own account, or the loss of a stream that flowed, takes it out. What the stream says goes to the site task
 //! as a [`Watched`]; how it combines with the probes is [`crate::nodes::NodeEntry::up`].
 
 use std::sync::Arc;
@@ -110,11 +111,13 @@ impl Watcher {
     pub async fn run(self) {
         let mut last = Watched::Unknown;
         let mut backoff = BACKOFF_MIN;
+        let mut flowed = false;
         loop {
             let mut heard = false;
             let ended = self.once(&mut last, &mut heard).await;
             if heard {
                 backoff = BACKOFF_MIN;
+                flowed = true;
             }
             let wait = match ended {
                 Ok(Ended::Refused(why)) => {
@@ -124,6 +127,8 @@ impl Watcher {
                     warn!(node = %self.node.name, "no status stream from the node, probes alone decide: {why}");
                     REFUSED_RETRY
                 }
+                // A stream that never flowed says nothing about the node: the probes decide.
+                Ok(Ended::Gone(_)) | Err(_) if !flowed => backoff,
                 Ok(Ended::Gone(why)) | Err(why) => {
                     if !self.say(&mut last, Watched::Gone(why)).await {
                         return;
