@@ -102,18 +102,7 @@ impl Client {
     async fn fetch(&self, base: &str, path: &str) -> Result<Fetched, String> {
         let started = std::time::Instant::now();
         let response = self.open(base, path).await?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("GET {path}: body: {e}"))?
-            .to_bytes();
-        Ok(Fetched {
-            status,
-            body,
-            elapsed: started.elapsed(),
-        })
+        collect(response, path, started).await
     }
 
     /// GETs `BASE/path` and returns the response with its body still to read (a stream), the
@@ -135,6 +124,13 @@ impl Client {
         base: &str,
         path: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let mut connection = self.connect(base).await?;
+        connection.send(path).await
+    }
+
+    /// A connection to `BASE` (`http://HOST:PORT` or `https://HOST:PORT`), over TLS for
+    /// `https://`.
+    async fn connect(&self, base: &str) -> Result<Connection, String> {
         let (secure, host) = if let Some(host) = base.strip_prefix("https://") {
             (true, host)
         } else if let Some(host) = base.strip_prefix("http://") {
@@ -144,13 +140,13 @@ impl Client {
                 "unsupported URL {base:?}: expected http://HOST:PORT or https://HOST:PORT"
             ));
         };
-        let host = host.trim_end_matches('/');
-        let stream = tokio::net::TcpStream::connect(host)
+        let host = host.trim_end_matches('/').to_owned();
+        let stream = tokio::net::TcpStream::connect(&host)
             .await
             .map_err(|e| format!("connect {host}: {e}"))?;
         let _ = stream.set_nodelay(true);
         if !secure {
-            return send(stream, host, path).await;
+            return Connection::handshake(stream, host).await;
         }
         let Some(tls) = &self.tls else {
             return Err(format!("{base} is HTTPS but the check has no TLS settings"));
@@ -160,32 +156,105 @@ impl Client {
             .connect(tls.server_name.clone(), stream)
             .await
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        send(stream, host, path).await
+        Connection::handshake(stream, host).await
+    }
+
+    /// Requests to `base` that share one connection while it lasts, as a player's do.
+    pub fn session(&self, base: &str) -> Session {
+        Session {
+            client: self.clone(),
+            base: base.to_owned(),
+            connection: None,
+        }
     }
 }
 
-/// Sends `GET path` on a connected stream; the response's body is still to read.
-async fn send<S>(
-    stream: S,
-    host: &str,
+/// One HTTP/1.1 connection.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn handshake<S>(stream: S, host: String) -> Result<Self, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Self { sender, host })
+    }
+
+    /// Sends `GET path`; the response's body is still to read.
+    async fn send(&mut self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::USER_AGENT, "healthd")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad request: {e}"))?;
+        self.sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+}
+
+/// Requests that share a connection (see [`Client::session`]).
+pub struct Session {
+    client: Client,
+    base: String,
+    connection: Option<Connection>,
+}
+
+impl Session {
+    /// GETs `path`, on the session's connection while the server keeps it open.
+    pub async fn get(&mut self, path: &str, timeout: Duration) -> Result<Fetched, String> {
+        tokio::time::timeout(timeout, self.fetch(path))
+            .await
+            .map_err(|_| format!("GET {path}: no answer within {}ms", timeout.as_millis()))?
+    }
+
+    async fn fetch(&mut self, path: &str) -> Result<Fetched, String> {
+        let reusable = match &mut self.connection {
+            Some(c) => c.sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            self.connection = Some(self.client.connect(&self.base).await?);
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        let started = std::time::Instant::now();
+        let fetched = match connection.send(path).await {
+            Ok(response) => collect(response, path, started).await,
+            Err(e) => Err(e),
+        };
+        if fetched.is_err() {
+            self.connection = None;
+        }
+        fetched
+    }
+}
+
+/// Reads a whole response.
+async fn collect(
+    response: hyper::Response<hyper::body::Incoming>,
     path: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    started: std::time::Instant,
+) -> Result<Fetched, String> {
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::USER_AGENT, "healthd")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad request: {e}"))?;
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("GET {path}: {e}"))
+        .map_err(|e| format!("GET {path}: body: {e}"))?
+        .to_bytes();
+    Ok(Fetched {
+        status,
+        body,
+        elapsed: started.elapsed(),
+    })
 }
 
 #[cfg(test)]

@@ -162,26 +162,28 @@ impl Prober {
                 "hls check without channels: list them in the service or the profile".into(),
             );
         }
+        // One connection for the whole round, as a player keeps one.
+        let mut session = self.client.session(base);
         let mut playlists = 0;
         for channel in self.channels.clone() {
             let path = format!("/{channel}/index.m3u8");
-            let (text, playlist) = self.fetch_playlist(base, &path, timeout).await?;
+            let (text, playlist) = self.fetch_playlist(&mut session, &path, timeout).await?;
             match hls::parse_master(&text) {
                 Some(variants) => {
                     for uri in variants {
                         let variant = hls::resolve(&path, &uri);
-                        let (_, media) = self.fetch_playlist(base, &variant, timeout).await?;
+                        let (_, media) = self.fetch_playlist(&mut session, &variant, timeout).await?;
                         let media = media.ok_or_else(|| {
                             format!("{variant} (in {path}) is not a media playlist")
                         })?;
-                        self.check_media(base, &variant, &media, timeout, factor, min_speed)
+                        self.check_media(&mut session, &variant, &media, timeout, factor, min_speed)
                             .await?;
                         playlists += 1;
                     }
                 }
                 None => {
                     let media = playlist.ok_or_else(|| format!("{path} is not an HLS playlist"))?;
-                    self.check_media(base, &path, &media, timeout, factor, min_speed)
+                    self.check_media(&mut session, &path, &media, timeout, factor, min_speed)
                         .await?;
                     playlists += 1;
                 }
@@ -196,11 +198,11 @@ impl Prober {
     /// GETs a playlist: its text, and the media playlist it is if it is one.
     async fn fetch_playlist(
         &mut self,
-        base: &str,
+        session: &mut http::Session,
         path: &str,
         timeout: Duration,
     ) -> Result<(String, Option<hls::Playlist>), String> {
-        let got = self.client.get(base, path, timeout).await?;
+        let got = session.get(path, timeout).await?;
         if got.status != 200 {
             return Err(format!("GET {path} answered {}", got.status));
         }
@@ -213,7 +215,7 @@ impl Prober {
     /// that arrives fast enough.
     async fn check_media(
         &mut self,
-        base: &str,
+        session: &mut http::Session,
         path: &str,
         playlist: &hls::Playlist,
         timeout: Duration,
@@ -230,7 +232,7 @@ impl Prober {
             .clone()
             .ok_or_else(|| format!("{path} lists no segment"))?;
         let segment = hls::resolve(path, &uri);
-        let seg = self.client.get(base, &segment, timeout).await?;
+        let seg = session.get(&segment, timeout).await?;
         if seg.status != 200 {
             return Err(format!("GET {segment} answered {}", seg.status));
         }
