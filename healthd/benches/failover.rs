@@ -3,7 +3,13 @@
 //!
 //! 1. node killed -> the node leaves the feed;
 //! 2. every node killed -> the prefix is withdrawn at BIRD;
-//! 3. stream frozen (HTTP still 200) on every node -> the prefix is withdrawn at BIRD.
+//! 3. stream frozen (HTTP still 200, ingest alive) on every node -> the prefix is withdrawn at
+//!    BIRD (only the player-like probe can see it);
+//! 4. ingest lost on every node (stall_timeout 500 ms) -> the prefix is withdrawn at BIRD;
+//! 5. node stopped (SIGSTOP: a silent host) -> the node leaves the feed.
+//!
+//! Then the cost of the status streams' heartbeats on a node: its CPU with none open, then with
+//! as many as it serves (16) at 50 ms.
 //!
 //! Then the same harness with ExaBGP's healthcheck in healthd's place, at its defaults
 //! (interval 5 s, fast interval 1 s, rise 3, fall 3, plus `--withdraw-on-down`, without which it
@@ -98,6 +104,10 @@ fn main() {
     assert!(announced(&mut ctl), "the prefix never appeared at BIRD");
 
     let (mut feed_change, mut killed, mut frozen) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ingest_lost, mut stopped) = (Vec::new(), Vec::new());
+    let admin = |host: u8, path: &str| {
+        testkit::http::post(SocketAddr::from((net.host(host), 8081)), path);
+    };
     let all_healthy = || {
         wait_for(Duration::from_secs(30), || {
             ["ams-1", "ams-2"]
@@ -156,7 +166,7 @@ fn main() {
         // 3: freeze both streams.
         let started = Instant::now();
         for host in [11, 12] {
-            testkit::http::post(SocketAddr::from((net.host(host), 8081)), "/freeze");
+            admin(host, "/freeze");
         }
         if wait_for(Duration::from_secs(15), || {
             (!ctl.has_route(PREFIX)).then_some(())
@@ -166,25 +176,106 @@ fn main() {
             frozen.push(started.elapsed());
         }
         for host in [11, 12] {
-            testkit::http::post(SocketAddr::from((net.host(host), 8081)), "/unfreeze");
+            admin(host, "/unfreeze");
         }
         assert!(
             announced(&mut ctl),
             "not announced again after the streams resumed"
         );
+
+        // 4: cut both nodes' ingest.
+        assert!(all_healthy(), "the nodes never became healthy again");
+        let started = Instant::now();
+        for host in [11, 12] {
+            admin(host, "/cut-ingest");
+        }
+        if wait_for(Duration::from_secs(15), || {
+            (!ctl.has_route(PREFIX)).then_some(())
+        })
+        .is_some()
+        {
+            ingest_lost.push(started.elapsed());
+        }
+        for host in [11, 12] {
+            admin(host, "/restore-ingest");
+        }
+        assert!(
+            announced(&mut ctl),
+            "not announced again after ingest came back"
+        );
+
+        // 5: stop ams-1, as a host that died without a word.
+        assert!(all_healthy(), "the nodes never became healthy again");
+        if let Some(n) = &nodes[0] {
+            let started = Instant::now();
+            n.signal("STOP");
+            if wait_for(Duration::from_secs(10), || {
+                (feed_health(feed, "ams-1") == Some(false)).then_some(())
+            })
+            .is_some()
+            {
+                stopped.push(started.elapsed());
+            }
+            n.signal("CONT");
+        }
     }
     println!(
-        "healthd failover (hls check every 500 ms, fast re-probe 100 ms, rise 2, fall 3, 2 s segments)\n"
+        "healthd failover (status streams at 50 ms x 6; hls check every 500 ms, fast re-probe 100 ms, rise 2, fall 3, 2 s segments)\n"
     );
     report("1. node killed -> feed change", &mut feed_change);
     report("2. every node killed -> withdrawn at BIRD", &mut killed);
     report(
-        "3. every stream frozen (HTTP 200) -> withdrawn at BIRD",
+        "3. every stream frozen (HTTP 200, ingest alive) -> withdrawn at BIRD",
         &mut frozen,
     );
+    report(
+        "4. ingest lost on every node (stall 500 ms) -> withdrawn at BIRD",
+        &mut ingest_lost,
+    );
+    report("5. node stopped (silent) -> feed change", &mut stopped);
+    assert!(all_healthy(), "the nodes never became healthy again");
+    heartbeat_cost(&nodes, SocketAddr::from((net.host(11), 8080)));
     if !ours_only {
         exabgp_comparison();
     }
+}
+
+/// The CPU a node spends on status streams: 10 s with only healthd's stream open, then 10 s
+/// with every place the node grants taken by a stream at 50 ms.
+fn heartbeat_cost(nodes: &[Option<Daemon>], addr: SocketAddr) {
+    let Some(node) = nodes[0].as_ref() else {
+        return;
+    };
+    let window = Duration::from_secs(10);
+    let cpu = || testkit::process::cpu_seconds(node.pid());
+    let before = cpu();
+    std::thread::sleep(window);
+    let base = cpu() - before;
+    // As many as the node grants.
+    let streams: Vec<_> = (0..64)
+        .map_while(|_| {
+            testkit::http::EventStream::open(addr, "/status/stream?heartbeat_ms=50")
+                .filter(|s| s.status == 200)
+        })
+        .collect();
+    let count = streams.len();
+    let before = cpu();
+    let counting: Vec<_> = streams
+        .into_iter()
+        .map(|s| std::thread::spawn(move || s.during(window).len()))
+        .collect();
+    let heartbeats: usize = counting.into_iter().map(|c| c.join().unwrap_or(0)).sum();
+    let loaded = cpu() - before;
+    let per_stream = (loaded - base).max(0.0) / count.max(1) as f64 / window.as_secs_f64();
+    println!(
+        "\nstatus stream cost on a node (release build, built-in channel): {:.2}% of a core with healthd's stream, {:.2}% with {} more at 50 ms ({} events); per stream {:.3}% of a core, {:.1} us per heartbeat",
+        base / window.as_secs_f64() * 100.0,
+        loaded / window.as_secs_f64() * 100.0,
+        count,
+        heartbeats,
+        per_stream * 100.0,
+        (loaded - base).max(0.0) / heartbeats.max(1) as f64 * 1e6,
+    );
 }
 
 /// ExaBGP's healthcheck against one stream node, announcing a /32 to BIRD.

@@ -65,6 +65,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "chaos",
             "site-down",
             "node-kill",
+            "ingest-loss",
             "feeds-cut",
             "all-sites-down",
             "healthd-restart",

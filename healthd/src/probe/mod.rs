@@ -172,12 +172,20 @@ impl Prober {
                 Some(variants) => {
                     for uri in variants {
                         let variant = hls::resolve(&path, &uri);
-                        let (_, media) = self.fetch_playlist(&mut session, &variant, timeout).await?;
+                        let (_, media) =
+                            self.fetch_playlist(&mut session, &variant, timeout).await?;
                         let media = media.ok_or_else(|| {
                             format!("{variant} (in {path}) is not a media playlist")
                         })?;
-                        self.check_media(&mut session, &variant, &media, timeout, factor, min_speed)
-                            .await?;
+                        self.check_media(
+                            &mut session,
+                            &variant,
+                            &media,
+                            timeout,
+                            factor,
+                            min_speed,
+                        )
+                        .await?;
                         playlists += 1;
                     }
                 }

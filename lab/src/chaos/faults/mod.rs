@@ -46,6 +46,9 @@ pub enum Scenario {
     NodeFreeze,
     /// Kill every stream node of the site.
     SiteDown,
+    /// Cut the ingest of every stream node of the site: the nodes keep serving, but have
+    /// nothing new to serve.
+    IngestLoss,
     /// Kill every stream node of every site, whatever `--site` says: nothing can be played,
     /// but the prefix must stay announced somewhere and DNS must keep answering (fail open).
     AllSitesDown,
@@ -79,6 +82,7 @@ impl Scenario {
             Scenario::NodeKill => "node-kill",
             Scenario::NodeFreeze => "node-freeze",
             Scenario::SiteDown => "site-down",
+            Scenario::IngestLoss => "ingest-loss",
             Scenario::AllSitesDown => "all-sites-down",
             Scenario::HealthdKill => "healthd-kill",
             Scenario::HealthdRestart => "healthd-restart",
@@ -104,6 +108,7 @@ impl Scenario {
             Scenario::HealthdRestart => Box::new(processes::HealthdRestart::new(world, site)?),
             Scenario::NodeFlap => Box::new(processes::NodeFlap::new(world, site)?),
             Scenario::NodeFreeze => Box::new(streams::NodeFreeze::new(world, site)?),
+            Scenario::IngestLoss => Box::new(streams::IngestLoss::new(world, site)?),
             Scenario::LinkCut => Box::new(network::LinkCut::new(world, site)?),
             Scenario::Netem => Box::new(network::Netem::new(world, site)?),
             Scenario::FeedsCut => Box::new(network::FeedsCut::new(world)?),

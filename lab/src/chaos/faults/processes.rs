@@ -84,18 +84,21 @@ impl Fault for Kill {
         match self.what {
             KillWhat::OneNode => {
                 checks.extend(run.stays_announced());
-                checks.extend(run.dropped_from_dns(&self.nodes, Duration::from_millis(1500)));
+                // The node's status stream closes with it: out at once.
+                checks.extend(run.dropped_from_dns(&self.nodes, Duration::from_millis(500)));
                 checks.push(run.never_empty());
                 checks.extend(run.viewers_unharmed(Duration::ZERO));
             }
             KillWhat::SiteNodes => {
+                // Status streams close at once; the site listed first also waits its
+                // withdraw_settle.
                 checks.extend(run.withdrawn_within(
-                    Duration::from_secs(1),
+                    Duration::from_millis(500),
                     "every node down",
                     None,
                     &[],
                 ));
-                checks.extend(run.answers_move(Duration::from_millis(1500), None));
+                checks.extend(run.answers_move(Duration::from_millis(500), None));
                 checks.push(run.never_empty());
                 checks.extend(run.viewers_unharmed(Duration::ZERO));
             }

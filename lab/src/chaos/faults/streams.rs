@@ -1,4 +1,5 @@
-//! Faults in the streams themselves: an encoder that freezes while HTTP keeps answering.
+//! Faults in the streams themselves: a packager that freezes while HTTP keeps answering, and
+//! the ingest of every node of a site lost (the encoders or their network failed).
 
 use std::time::Duration;
 
@@ -50,6 +51,57 @@ impl Fault for NodeFreeze {
         checks.push(run.never_empty());
         // A frozen node still answers 200: its viewers leave only when their player finds the
         // playlist stuck (3.5 target durations), which a 3-segment buffer nearly covers.
+        checks.extend(run.viewers_unharmed(Duration::from_secs(2)));
+        Ok(checks)
+    }
+}
+
+/// Every stream node of the site loses its ingest (fault injection on its admin API): each
+/// node finds out after its `stall_timeout` and says so on its status stream, so the site is
+/// withdrawn before any playlist is seen to stall.
+pub struct IngestLoss {
+    nodes: Vec<String>,
+}
+
+impl IngestLoss {
+    pub fn new(world: &World<'_>, site: &str) -> Result<Self> {
+        let nodes = stream_nodes(world, site);
+        first(nodes.clone(), site, "streamnode")?;
+        Ok(Self { nodes })
+    }
+}
+
+impl Fault for IngestLoss {
+    fn describe(&self) -> String {
+        format!("cut the ingest of {}", self.nodes.join(", "))
+    }
+
+    fn target(&self) -> String {
+        self.nodes.join(", ")
+    }
+
+    fn inject(&self, world: &World<'_>, _: &Timeline, _: Duration) -> Result<()> {
+        for node in &self.nodes {
+            admin_post(world, node, "/cut-ingest")?;
+        }
+        Ok(())
+    }
+
+    fn restore(&self, world: &World<'_>) -> Result<()> {
+        for node in &self.nodes {
+            admin_post(world, node, "/restore-ingest")?;
+        }
+        Ok(())
+    }
+
+    fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
+        // The stall timeout (500 ms by default), then the push, the decision and BGP.
+        let bound = Duration::from_secs(1);
+        let mut checks = run.withdrawn_within(bound, "ingest lost on every node", None, &[]);
+        checks.extend(run.answers_move(bound, None));
+        checks.push(run.never_empty());
+        // The site's viewers hold a few segments; their playlist stops only for as long as
+        // the withdraw and the answers take.
         checks.extend(run.viewers_unharmed(Duration::from_secs(2)));
         Ok(checks)
     }
