@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::packet::{Diag, Packet, State};
@@ -31,7 +31,7 @@ pub struct Peer {
 }
 
 /// A session's state as the driver reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub state: State,
     pub remote_state: State,
@@ -39,53 +39,56 @@ pub struct Status {
     pub diag: Diag,
     /// Changes to Up so far: a session that has been Up and goes down is a failure.
     pub ups: u64,
+    /// Why the session cannot run at all (a socket that cannot be bound).
+    pub problem: Option<String>,
+}
+
+impl Status {
+    fn new() -> Self {
+        Self {
+            state: State::Down,
+            remote_state: State::Down,
+            diag: Diag::None,
+            ups: 0,
+            problem: None,
+        }
+    }
 }
 
 enum Command {
-    Add(Peer, oneshot::Sender<io::Result<watch::Receiver<Status>>>),
+    Add(Peer, watch::Sender<Status>),
     Remove(IpAddr),
 }
 
-/// The handle on the driver task; dropping every handle stops it.
+/// The handle on the driver task; dropping every handle stops it (its sessions tell their
+/// peers they go administratively down).
 #[derive(Clone)]
 pub struct Bfd {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Bfd {
-    /// Binds port 3784 for IPv4 and/or IPv6 and starts the driver.
-    pub async fn start(v4: bool, v6: bool) -> io::Result<Self> {
-        let (datagrams, received) = mpsc::channel(64);
-        for (wanted, addr) in [
-            (v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT))),
-            (v6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, PORT))),
-        ] {
-            if wanted {
-                let receiver = Receiver::bind(addr).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot receive BFD on {addr}: {e}"))
-                })?;
-                tokio::spawn(receiver.read(datagrams.clone()));
-            }
-        }
-        let (commands, rx) = mpsc::channel(16);
-        tokio::spawn(Driver::new().run(rx, received));
-        Ok(Self { commands })
+    /// Starts the driver (in the current tokio runtime). Port 3784 is bound for each address
+    /// family when its first session is added.
+    pub fn start() -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(Driver::new().run(rx));
+        Self { commands }
     }
 
-    /// Starts a session with `peer`; its state comes on the receiver.
-    pub async fn add(&self, peer: Peer) -> io::Result<watch::Receiver<Status>> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = || io::Error::other("the BFD driver stopped");
-        self.commands
-            .send(Command::Add(peer, tx))
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+    /// Starts a session with `peer`; its state comes on the receiver (with `problem` set if
+    /// it cannot run).
+    pub fn add(&self, peer: Peer) -> watch::Receiver<Status> {
+        let (tx, rx) = watch::channel(Status::new());
+        if self.commands.send(Command::Add(peer, tx.clone())).is_err() {
+            tx.send_modify(|s| s.problem = Some("the BFD driver stopped".into()));
+        }
+        rx
     }
 
     /// Ends the session with `remote`, telling the peer (AdminDown).
-    pub async fn remove(&self, remote: IpAddr) {
-        let _ = self.commands.send(Command::Remove(remote)).await;
+    pub fn remove(&self, remote: IpAddr) {
+        let _ = self.commands.send(Command::Remove(remote));
     }
 }
 
@@ -107,6 +110,9 @@ struct Datagram {
 
 struct Driver {
     sessions: HashMap<u32, Entry>,
+    /// Datagrams from the receiving sockets, and whether each family's is bound.
+    datagrams: (mpsc::Sender<Datagram>, mpsc::Receiver<Datagram>),
+    bound: [bool; 2],
     next_discr: u32,
     seed: u64,
 }
@@ -119,6 +125,8 @@ impl Driver {
                 .map_or(0, |d| d.as_nanos() as u64);
         Self {
             sessions: HashMap::new(),
+            datagrams: mpsc::channel(64),
+            bound: [false; 2],
             // Discriminators start somewhere unpredictable, so a restarted speaker's sessions
             // are not taken for its previous ones.
             next_discr: (seed as u32).max(1),
@@ -133,11 +141,7 @@ impl Driver {
         self.seed
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut received: mpsc::Receiver<Datagram>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         loop {
             self.send_due(Instant::now()).await;
             let wake = self
@@ -153,9 +157,7 @@ impl Driver {
             };
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Add(peer, reply)) => {
-                        let _ = reply.send(self.add(peer));
-                    }
+                    Some(Command::Add(peer, status)) => self.add(peer, status),
                     Some(Command::Remove(remote)) => self.remove(remote).await,
                     None => {
                         let remotes: Vec<IpAddr> =
@@ -166,7 +168,7 @@ impl Driver {
                         return;
                     }
                 },
-                Some(d) = received.recv() => self.receive(&d.bytes, d.from, d.ttl),
+                Some(d) = self.datagrams.1.recv() => self.receive(&d.bytes, d.from, d.ttl),
                 _ = sleep => {}
             }
             let now = Instant::now();
@@ -178,15 +180,21 @@ impl Driver {
         }
     }
 
-    fn add(&mut self, peer: Peer) -> io::Result<watch::Receiver<Status>> {
-        if let Some(entry) = self
-            .sessions
-            .values()
-            .find(|e| e.peer.remote == peer.remote)
-        {
-            return Ok(entry.status.subscribe());
+    fn add(&mut self, peer: Peer, status: watch::Sender<Status>) {
+        if let Err(e) = self.listen(peer.remote.is_ipv6()) {
+            warn!(peer = %peer.remote, "BFD session cannot run: {e}");
+            status.send_modify(|s| s.problem = Some(e.to_string()));
+            return;
         }
-        let socket = bind_sender(peer.local, peer.remote, self.random())?;
+        let socket = match bind_sender(peer.local, peer.remote, self.random()) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = format!("cannot send BFD from {}: {e}", peer.local);
+                warn!(peer = %peer.remote, "BFD session cannot run: {e}");
+                status.send_modify(|s| s.problem = Some(e));
+                return;
+            }
+        };
         let discr = loop {
             let d = self.next_discr;
             self.next_discr = self.next_discr.wrapping_add(1).max(1);
@@ -194,14 +202,8 @@ impl Driver {
                 break d;
             }
         };
-        let session = Session::new(peer.config, discr);
-        let (status, rx) = watch::channel(Status {
-            state: session.state(),
-            remote_state: session.remote_state(),
-            diag: session.diag(),
-            ups: 0,
-        });
         info!(peer = %peer.remote, local = %peer.local, discriminator = discr, "BFD session started");
+        let session = Session::new(peer.config, discr);
         self.sessions.insert(
             discr,
             Entry {
@@ -211,7 +213,23 @@ impl Driver {
                 status,
             },
         );
-        Ok(rx)
+    }
+
+    /// Binds port 3784 for the family, the first time a session needs it.
+    fn listen(&mut self, v6: bool) -> io::Result<()> {
+        if self.bound[usize::from(v6)] {
+            return Ok(());
+        }
+        let addr = if v6 {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, PORT))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT))
+        };
+        let receiver = Receiver::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot receive BFD on {addr}: {e}")))?;
+        tokio::spawn(receiver.read(self.datagrams.0.clone()));
+        self.bound[usize::from(v6)] = true;
+        Ok(())
     }
 
     async fn remove(&mut self, remote: IpAddr) {
@@ -224,6 +242,7 @@ impl Driver {
             return;
         };
         if let Some(mut entry) = self.sessions.remove(&discr) {
+            entry.status.send_modify(|s| s.state = State::AdminDown);
             // Tell the peer, so it does not take our going for a failure.
             let _ = entry.session.set_admin_down(true);
             if let Some(p) = entry.session.transmit(Instant::now(), 0.0) {

@@ -14,8 +14,8 @@ pub fn neighbors_table(peers: &[Value]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<26} {:>10}  {:<12} {:>10}  {:>6} {:>6}  {:>5}  LAST ERROR",
-        "PEER", "ADDRESS", "AS", "STATE", "UPTIME", "ADV", "RCV", "FLAPS"
+        "{:<10} {:<26} {:>10}  {:<12} {:>10}  {:>6} {:>6}  {:>5}  {:<8}  LAST ERROR",
+        "PEER", "ADDRESS", "AS", "STATE", "UPTIME", "ADV", "RCV", "FLAPS", "BFD"
     );
     for p in peers {
         let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -26,7 +26,7 @@ pub fn neighbors_table(peers: &[Value]) -> String {
             .map_or(0, |d| d.as_secs());
         let _ = writeln!(
             out,
-            "{:<10} {:<26} {:>10}  {:<12} {:>10}  {:>6} {:>6}  {:>5}  {}",
+            "{:<10} {:<26} {:>10}  {:<12} {:>10}  {:>6} {:>6}  {:>5}  {:<8}  {}",
             s("name"),
             s("address"),
             n("remote_asn"),
@@ -35,6 +35,7 @@ pub fn neighbors_table(peers: &[Value]) -> String {
             n("prefixes_advertised"),
             n("prefixes_received"),
             n("flaps"),
+            p.get("bfd").and_then(Value::as_str).unwrap_or("-"),
             s("last_error"),
         );
     }

@@ -90,6 +90,8 @@ impl TablePages {
 struct Spawner {
     liveness: Liveness,
     site: Site,
+    /// BFD sessions, started with the first peer that asks for one.
+    bfd: Option<bfd::Bfd>,
     rib: watch::Receiver<Arc<Snapshot>>,
     gate: watch::Receiver<bool>,
     listener: Option<Arc<TcpListener>>,
@@ -316,6 +318,13 @@ impl SpeakerHandle {
             stop.push(name.clone());
         }
         spawner.site = new_site;
+        for name in &stop {
+            if let (Some(bfd), Some(peer)) = (&spawner.bfd, old.get(name))
+                && peer.bfd.is_some()
+            {
+                bfd.remove(peer.address);
+            }
+        }
         let mut handles = Vec::new();
         for peer in &start {
             handles.push(spawner.spawn(peer)?);
@@ -338,8 +347,23 @@ impl SpeakerHandle {
 }
 
 impl Spawner {
-    /// Starts the task of one peer (and installs its TCP-MD5 key on the listener).
-    fn spawn(&self, peer: &Peer) -> Result<PeerHandle, StartError> {
+    /// Starts the task of one peer (and installs its TCP-MD5 key on the listener, and its BFD
+    /// session).
+    fn spawn(&mut self, peer: &Peer) -> Result<PeerHandle, StartError> {
+        let bfd = peer.bfd.and_then(|settings| {
+            let local = peer.local_address?;
+            let driver = self.bfd.get_or_insert_with(bfd::Bfd::start);
+            Some(driver.add(bfd::Peer {
+                remote: peer.address,
+                local,
+                config: bfd::Config {
+                    desired_min_tx: settings.interval.get(),
+                    required_min_rx: settings.interval.get(),
+                    detect_mult: settings.multiplier,
+                    passive: settings.passive,
+                },
+            }))
+        });
         let site = &self.site;
         let md5_key = match &peer.md5_key {
             Some(secret) => Some(
@@ -381,6 +405,7 @@ impl Spawner {
             transport,
             rib: self.rib.clone(),
             startup_gate: self.gate.clone(),
+            bfd,
             beat: self.liveness.heartbeat(
                 format!("session task of peer {}", peer.name),
                 task::LIVENESS_BOUND,
@@ -462,7 +487,8 @@ pub async fn start(
         None => None,
     };
     let liveness = Liveness::default();
-    let spawner = Spawner {
+    let mut spawner = Spawner {
+        bfd: None,
         liveness: liveness.clone(),
         site: site.clone(),
         rib: rib_rx.clone(),

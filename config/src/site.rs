@@ -87,12 +87,45 @@ pub struct Peer {
     /// Advertise graceful restart (RFC 4724) and help the peer when it restarts.
     #[serde(default = "default_true")]
     pub graceful_restart: bool,
+    /// BFD (RFC 5880/5881, single hop) with this router: when it goes down the BGP session
+    /// is torn down at once, as BIRD and FRR do with `bfd on`. Needs `local_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSettings>,
     /// What we announce to this router.
     #[serde(default)]
     pub export: ExportPolicy,
     /// What we do with routes this router sends us.
     #[serde(default)]
     pub import: ImportPolicy,
+}
+
+/// A peer's BFD session: FRR's defaults (300 ms, multiplier 3) unless the operator asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdSettings {
+    /// How often we send, and how often we can take the router's packets, once up.
+    #[serde(default = "default_bfd_interval")]
+    pub interval: HumanDuration,
+    /// Packets the router may miss before the session is down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+    /// Wait for the router to speak first.
+    #[serde(default)]
+    pub passive: bool,
+}
+
+impl BfdSettings {
+    /// How long a dead link takes to be found: the interval times the multiplier.
+    pub fn detection_time(&self) -> std::time::Duration {
+        self.interval.get() * u32::from(self.multiplier)
+    }
+}
+
+fn default_bfd_interval() -> HumanDuration {
+    HumanDuration::from_millis(300)
+}
+fn default_bfd_multiplier() -> u8 {
+    3
 }
 
 /// Per-peer export policy: upstreams use different community schemes.

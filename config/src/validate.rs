@@ -285,6 +285,39 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         if peer.ttl_security && peer.multihop.is_some() {
             f.push(key.key("ttl_security"), "ttl_security and multihop are mutually exclusive: GTSM requires TTL 255; expected one of them");
         }
+        if let Some(bfd) = &peer.bfd {
+            let bfd_key = key.key("bfd");
+            if peer.local_address.is_none() {
+                f.push(
+                    bfd_key.clone(),
+                    "bfd needs local_address: the BFD session is sent from it (expected this site's address on the link to the router)",
+                );
+            }
+            if peer.multihop.is_some_and(|ttl| ttl > 1) {
+                f.push(
+                    key.key("multihop"),
+                    "BFD here is single hop (RFC 5881): the router must be on a directly connected link; expected no multihop, or multihop = 1",
+                );
+            }
+            let interval = bfd.interval.get();
+            if interval < std::time::Duration::from_millis(10)
+                || interval > std::time::Duration::from_secs(60)
+            {
+                f.push(
+                    bfd_key.key("interval"),
+                    format!(
+                        "interval {} is out of range: expected 10ms to 60s (e.g. \"300ms\")",
+                        bfd.interval
+                    ),
+                );
+            }
+            if bfd.multiplier == 0 {
+                f.push(
+                    bfd_key.key("multiplier"),
+                    "multiplier 0 is not allowed: expected 1-255 (3 is usual)",
+                );
+            }
+        }
         if peer.multihop == Some(0) {
             f.push(
                 key.key("multihop"),

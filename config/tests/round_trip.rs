@@ -10,7 +10,7 @@ use config::dns::{Dns, Override, Record, RecordType, Soa, Zone};
 use config::service::{
     AnswerMode, Channel, ChannelSource, Clip, DegradeAction, DegradePolicy, Failback, Rendition,
 };
-use config::site::{ExportPolicy, ImportPolicy, MaxPrefixAction, Node, Peer, Site};
+use config::site::{BfdSettings, ExportPolicy, ImportPolicy, MaxPrefixAction, Node, Peer, Site};
 use config::types::{Community, ControlEndpoint, HumanDuration, LargeCommunity, Secret};
 use config::{CheckKind, Deployment, Service};
 
@@ -32,6 +32,11 @@ fn built_in_code() -> Deployment {
         next_hop: Some(Ipv4Addr::new(127, 0, 0, 1)),
         next_hop_v6: Some("fd00::1".parse().unwrap()),
         graceful_restart: true,
+        bfd: Some(BfdSettings {
+            interval: HumanDuration::from_millis(100),
+            multiplier: 4,
+            passive: true,
+        }),
         export: ExportPolicy {
             services: Some(vec!["live".into()]),
             prepend: 1,

@@ -563,6 +563,60 @@ fn ttl_security_excludes_multihop() {
 }
 
 #[test]
+fn bfd_is_accepted_with_defaults_like_frr() {
+    let text = replace("port = 1179", "port = 1179\nbfd = {}");
+    let deployment = parse(&text).expect("valid");
+    let bfd = deployment.sites[0].peers[0].bfd.expect("bfd");
+    assert_eq!(bfd.detection_time(), std::time::Duration::from_millis(900));
+    assert!(!bfd.passive);
+}
+
+#[test]
+fn bfd_needs_local_address() {
+    let text = replace(
+        "port = 1179\nlocal_address = \"127.0.0.1\"",
+        "port = 1179\nbfd = { interval = \"100ms\" }",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].bfd",
+        "bfd = {",
+        "bfd needs local_address",
+    );
+}
+
+#[test]
+fn bfd_is_single_hop() {
+    let text = replace("port = 1179", "port = 1179\nmultihop = 2\nbfd = {}");
+    assert_problem(
+        &text,
+        "sites[0].peers[0].multihop",
+        "multihop = 2",
+        "single hop",
+    );
+}
+
+#[test]
+fn bfd_interval_and_multiplier_are_bounded() {
+    let text = replace(
+        "port = 1179",
+        "port = 1179\nbfd = { interval = \"1ms\", multiplier = 0 }",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].bfd.interval",
+        "bfd = {",
+        "expected 10ms to 60s",
+    );
+    assert_problem(
+        &text,
+        "sites[0].peers[0].bfd.multiplier",
+        "bfd = {",
+        "expected 1-255",
+    );
+}
+
+#[test]
 fn secret_needs_exactly_one_source() {
     let text = replace(
         "port = 1179",

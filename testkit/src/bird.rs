@@ -21,13 +21,21 @@ impl Bird {
 
     /// Starts BIRD with `config` (the text of bird.conf) and waits until it answers.
     pub fn start(config: &str) -> Self {
+        Self::start_in(None, config)
+    }
+
+    /// [`Bird::start`] inside a network namespace of the test's.
+    pub fn start_in(namespace: Option<&crate::netns::Namespace>, config: &str) -> Self {
         let dir = TempDir::new("bird");
         let conf = dir.path().join("bird.conf");
         std::fs::write(&conf, config).expect("write bird.conf");
         let socket = dir.path().join("bird.ctl");
         let bird = crate::find_program("bird").expect("bird (checked by require)");
         let birdc = crate::find_program("birdc").expect("birdc (checked by require)");
-        let mut cmd = Command::new(bird);
+        let mut cmd = match namespace {
+            Some(ns) => ns.command(bird),
+            None => Command::new(bird),
+        };
         cmd.arg("-f")
             .arg("-c")
             .arg(&conf)

@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod gobgp;
 pub mod http;
 pub mod net;
+pub mod netns;
 pub mod nginx;
 pub mod process;
 

@@ -21,6 +21,8 @@ pub mod cease {
     pub const CONNECTION_REJECTED: u8 = 5;
     pub const COLLISION_RESOLUTION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
+    /// RFC 9384: the BFD session with the peer went down.
+    pub const BFD_DOWN: u8 = 10;
 }
 
 impl Notification {
@@ -117,6 +119,7 @@ impl Notification {
             (6, 7) => "Connection Collision Resolution",
             (6, 8) => "Out of Resources",
             (6, 9) => "Hard Reset",
+            (6, 10) => "BFD Down",
             _ => "",
         }
     }

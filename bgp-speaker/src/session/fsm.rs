@@ -72,6 +72,8 @@ pub enum Event {
     /// The peer sent something we must answer with this NOTIFICATION (bad header, bad OPEN,
     /// an UPDATE that RFC 7606 says resets the session).
     ProtocolError(Notification),
+    /// The BFD session with the peer went down: the path is gone, whatever TCP still thinks.
+    BfdDown,
     /// A connection collision (RFC 4271 section 6.8) was resolved for the other connection
     /// ([`Fsm::collision_keeps_other`]): our OPEN already went out on it and this is the
     /// peer's OPEN from it. The session carries on there as if that OPEN had just arrived.
@@ -269,6 +271,10 @@ impl Fsm {
                     ))));
                 }
                 actions
+            }
+            (_, E::BfdDown) => {
+                let n = Notification::cease(crate::packet::notification::cease::BFD_DOWN, "");
+                self.fail(DownReason::Sent(n.clone()), Some(n))
             }
             (_, E::HoldTimerExpired) => {
                 let n = Notification::hold_timer_expired();
@@ -521,6 +527,24 @@ mod tests {
         );
         assert!(actions.contains(&Action::Disconnect));
         assert_ne!(f.state(), State::Established);
+    }
+
+    #[test]
+    fn bfd_down_tears_the_session_down_with_a_cease_and_means_nothing_before_tcp() {
+        let mut f = fsm(false);
+        f.handle(Event::Start);
+        assert_eq!(
+            f.handle(Event::BfdDown),
+            Vec::new(),
+            "no session to tear down"
+        );
+        up(&mut f);
+        let actions = f.handle(Event::BfdDown);
+        let n = Notification::cease(crate::packet::notification::cease::BFD_DOWN, "");
+        assert_eq!(actions[0], Action::Send(n.encode()));
+        assert!(actions.contains(&Action::Disconnect));
+        assert_ne!(f.state(), State::Established);
+        assert_eq!(n.subcode_name(), "BFD Down");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct PeerStatus {
     /// Times the session left Established.
     pub flaps: u64,
     pub last_error: Option<String>,
+    /// The BFD session's state, when the peer has one.
+    pub bfd: Option<String>,
 }
 
 fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -87,6 +89,7 @@ impl PeerStatus {
             messages_out: MessageCounts::default(),
             flaps: 0,
             last_error: None,
+            bfd: None,
         }
     }
 

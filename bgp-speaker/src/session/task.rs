@@ -92,6 +92,8 @@ pub struct PeerSetup {
     pub startup_gate: watch::Receiver<bool>,
     /// Beaten while the task runs (`/healthz`), retired when it ends.
     pub beat: daemon::Beat,
+    /// The peer's BFD session, when it has one: its going down tears the session down.
+    pub bfd: Option<watch::Receiver<bfd::Status>>,
 }
 
 /// How often an idle peer task proves it is alive, and the most it may go without.
@@ -161,6 +163,7 @@ pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
         eor_pending: false,
         exported_from: None,
         stale_until: None,
+        bfd_up: false,
     };
     // The span goes with the task's future (entering it inside the task would leak it to
     // whatever else the thread runs).
@@ -199,6 +202,8 @@ struct PeerTask {
     stale_until: Option<Instant>,
     /// The table version `adj_out` was computed from; `None` forces a full comparison.
     exported_from: Option<OrdMap<IpNet, Arc<Originated>>>,
+    /// The BFD session was Up when last heard of.
+    bfd_up: bool,
 }
 
 impl PeerTask {
@@ -285,6 +290,12 @@ impl PeerTask {
                         self.sync_routes().await;
                     }
                 }
+                changed = async { self.setup.bfd.as_mut().expect("guarded").changed().await }, if self.setup.bfd.is_some() => {
+                    match changed {
+                        Ok(()) => self.bfd_changed().await,
+                        Err(_) => self.setup.bfd = None,
+                    }
+                }
                 () = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                     self.fire_timers().await;
                 }
@@ -365,6 +376,26 @@ impl PeerTask {
             warn!("{error}");
             self.down_cause = Some(error);
             self.feed(Event::TcpFailed).await;
+        }
+    }
+
+    /// The BFD session changed: one that was Up and is not any more means the path to the
+    /// peer is gone, so the BGP session goes at once rather than after the hold time.
+    async fn bfd_changed(&mut self) {
+        let Some(status) = self.setup.bfd.as_ref().map(|b| b.borrow().clone()) else {
+            return;
+        };
+        let up = status.state == bfd::State::Up;
+        let was_up = std::mem::replace(&mut self.bfd_up, up);
+        self.status_mut().bfd = Some(match &status.problem {
+            Some(problem) => format!("cannot run: {problem}"),
+            None => status.state.name().to_owned(),
+        });
+        if was_up && !up && status.state != bfd::State::AdminDown {
+            let cause = format!("BFD session down ({})", status.diag.describe());
+            warn!("{cause}: BGP session torn down");
+            self.down_cause = Some(cause);
+            self.feed(Event::BfdDown).await;
         }
     }
 

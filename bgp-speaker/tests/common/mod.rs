@@ -84,7 +84,20 @@ impl Speaker {
     }
 
     pub fn start_with(dir: TempDir, config: std::path::PathBuf) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bgp-speaker"));
+        Self::start_in(None, dir, config)
+    }
+
+    /// [`Speaker::start_with`] inside a network namespace of the test's.
+    pub fn start_in(
+        namespace: Option<&testkit::netns::Namespace>,
+        dir: TempDir,
+        config: std::path::PathBuf,
+    ) -> Self {
+        let binary = env!("CARGO_BIN_EXE_bgp-speaker");
+        let mut cmd = match namespace {
+            Some(ns) => ns.command(binary),
+            None => Command::new(binary),
+        };
         cmd.arg("--config").arg(&config).env("RUST_LOG", "debug");
         let log = dir.path().join(format!(
             "speaker-{}.log",
