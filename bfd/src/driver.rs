@@ -4,6 +4,9 @@
 //!
 //! One task owns every session: it reads the sockets, runs the timers and reports each
 //! session's state on a `watch` channel. The sessions themselves are [`crate::session`].
+//! The task runs on a thread and runtime of its own, as bfdd is a process of its own beside
+//! bgpd: a busy daemon around it (a table being rebuilt, a slow peer) must not delay a
+//! packet by the detection time and take a healthy link down.
 
 use std::collections::HashMap;
 use std::io;
@@ -68,11 +71,25 @@ pub struct Bfd {
 }
 
 impl Bfd {
-    /// Starts the driver (in the current tokio runtime). Port 3784 is bound for each address
-    /// family when its first session is added.
+    /// Starts the driver on a thread of its own. Port 3784 is bound for each address family
+    /// when its first session is added. A driver that cannot start says so in every session's
+    /// [`Status::problem`].
     pub fn start() -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Driver::new().run(rx));
+        let thread = std::thread::Builder::new()
+            .name("bfd".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(Driver::new().run(rx)),
+                    Err(e) => tracing::error!("the BFD driver cannot start: {e}"),
+                }
+            });
+        if let Err(e) = thread {
+            tracing::error!("the BFD driver cannot start: {e}");
+        }
         Self { commands }
     }
 

@@ -78,6 +78,18 @@ pub fn render(speaker: &SpeakerHandle) -> String {
         "The last error of the session, as a label",
         &["peer", "error"],
     );
+    let bfd_up = gauge(
+        &r,
+        "bgp_peer_bfd_up",
+        "1 while the peer's BFD session is Up (only peers with BFD)",
+        &["peer"],
+    );
+    let bfd_downs = counter(
+        &r,
+        "bgp_peer_bfd_down_total",
+        "Times BFD going down took the BGP session down",
+        &["peer"],
+    );
     for s in speaker.statuses() {
         let peer = s.name.as_str();
         state
@@ -102,6 +114,12 @@ pub fn render(speaker: &SpeakerHandle) -> String {
             .with_label_values(&[peer])
             .set(s.prefixes_received as i64);
         flaps.with_label_values(&[peer]).inc_by(s.flaps);
+        if let Some(state) = &s.bfd {
+            bfd_up
+                .with_label_values(&[peer])
+                .set(i64::from(state == "Up"));
+            bfd_downs.with_label_values(&[peer]).inc_by(s.bfd_downs);
+        }
         if let Some(error) = &s.last_error {
             last_error.with_label_values(&[peer, error]).set(1);
         }

@@ -25,6 +25,7 @@ fn programs(router: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'sta
     let mut p = router.to_vec();
     p.extend_from_slice(netns::PROGRAMS);
     p.push(("nft", "nftables"));
+    p.push(("curl", "curl"));
     p
 }
 
@@ -63,7 +64,7 @@ fn our_bfd_up(speaker: &Speaker) -> bool {
 }
 
 /// Established, announced, BFD up on both sides; then silence, then the link back.
-fn silence_and_restore(speaker: &Speaker, router: &Router<'_>) {
+fn silence_and_restore(us: &Namespace, local: &str, speaker: &Speaker, router: &Router<'_>) {
     let name = router.name;
     assert!(
         speaker.wait_state("up1", "Established", Duration::from_secs(30)),
@@ -119,6 +120,19 @@ fn silence_and_restore(speaker: &Speaker, router: &Router<'_>) {
         speaker.daemon.log_text()
     );
 
+    let metrics = us
+        .command("curl")
+        .args(["-sf", &format!("http://{local}:9179/metrics")])
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "bgp_peer_bfd_down_total{peer=\"up1\"} 1",
+        "bgp_peer_bfd_up{peer=\"up1\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
+
     router.namespace.nft("delete table inet silence\n");
     let back = wait_for(Duration::from_secs(30), || {
         (speaker.peer_state("up1") == "Established" && our_bfd_up(speaker) && (router.has_route)())
@@ -160,6 +174,8 @@ protocol bgp up1 {
     );
     let speaker = speaker(&us_ns, "10.203.0.1", "10.203.0.2");
     silence_and_restore(
+        &us_ns,
+        "10.203.0.1",
         &speaker,
         &Router {
             name: "BIRD",
@@ -211,6 +227,8 @@ fn a_silent_link_takes_the_session_down_within_the_bfd_detection_time_with_frr()
             .unwrap_or(false)
     };
     silence_and_restore(
+        &us_ns,
+        "10.204.0.1",
         &speaker,
         &Router {
             name: "FRR",

@@ -64,6 +64,8 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// The BFD session's state, when the peer has one.
     pub bfd: Option<String>,
+    /// Times BFD going down took the BGP session down.
+    pub bfd_downs: u64,
 }
 
 fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -90,6 +92,7 @@ impl PeerStatus {
             flaps: 0,
             last_error: None,
             bfd: None,
+            bfd_downs: 0,
         }
     }
 

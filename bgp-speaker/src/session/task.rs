@@ -135,7 +135,11 @@ const YIELD_EVERY: usize = 2048;
 pub fn spawn(setup: PeerSetup) -> (PeerHandle, JoinHandle<()>) {
     let (incoming_tx, incoming_rx) = mpsc::channel(4);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let status = Arc::new(RwLock::new(PeerStatus::new(&setup.peer)));
+    let mut first = PeerStatus::new(&setup.peer);
+    if setup.bfd.is_some() {
+        first.bfd = Some(bfd::State::Down.name().to_owned());
+    }
+    let status = Arc::new(RwLock::new(first));
     let handle = PeerHandle {
         name: setup.peer.name.clone(),
         address: setup.peer.address,
@@ -380,7 +384,9 @@ impl PeerTask {
     }
 
     /// The BFD session changed: one that was Up and is not any more means the path to the
-    /// peer is gone, so the BGP session goes at once rather than after the hold time.
+    /// peer is gone, so the BGP session goes at once rather than after the hold time. A BFD
+    /// session taken down on purpose, by us or by the router (AdminDown), says nothing about
+    /// the path and leaves BGP alone (RFC 5882 section 3.2).
     async fn bfd_changed(&mut self) {
         let Some(status) = self.setup.bfd.as_ref().map(|b| b.borrow().clone()) else {
             return;
@@ -391,9 +397,12 @@ impl PeerTask {
             Some(problem) => format!("cannot run: {problem}"),
             None => status.state.name().to_owned(),
         });
-        if was_up && !up && status.state != bfd::State::AdminDown {
+        let on_purpose =
+            status.state == bfd::State::AdminDown || status.remote_state == bfd::State::AdminDown;
+        if was_up && !up && !on_purpose {
             let cause = format!("BFD session down ({})", status.diag.describe());
             warn!("{cause}: BGP session torn down");
+            self.status_mut().bfd_downs += 1;
             self.down_cause = Some(cause);
             self.feed(Event::BfdDown).await;
         }
