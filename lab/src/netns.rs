@@ -407,11 +407,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs `ip -n NAMESPACE ARGS...`.
-pub fn ip_in(namespace: &str, args: &[&str]) -> Result<String, RunError> {
-    run(Command::new("ip").args(["-n", namespace]).args(args))
-}
-
 fn ip(args: &[&str]) -> Result<String, RunError> {
     run(Command::new("ip").args(args))
 }

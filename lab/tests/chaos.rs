@@ -1,7 +1,7 @@
 //! End to end in network namespaces: `lab up` builds the three-sites topology (BIRD, FRR,
 //! unbound and our daemons), `lab chaos` kills stream nodes, cuts every site's feed, restarts a
-//! healthd, stops an upstream router, sends garbage at geodns and kills a speaker while viewers
-//! in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
+//! healthd, stops an upstream router, sends garbage at geodns, kills a speaker and silences the
+//! path between a speaker and a router (found by BFD) while viewers in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
 //! their bounds, answers moved (or kept), DNS always answering, no viewer stalled. Needs root;
 //! `lab down` removes everything afterwards.
 
@@ -34,6 +34,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         ("bird", "bird2"),
         ("bgpd", "frr"),
         ("zebra", "frr"),
+        ("bfdd", "frr"),
         ("unbound", "unbound"),
     ];
     let Some(_) = testkit::require(test, &programs, true) else {
@@ -72,6 +73,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "router-stall",
             "dns-garbage",
             "speaker-kill",
+            "link-cut",
             "-t",
             TOPOLOGY,
             "--observe",
@@ -133,6 +135,8 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass geodns at dns2 serves every worker",
         "pass answers for Dublin unchanged while garbage arrives",
         "pass session lost: withdrawn at ams-r1",
+        "pass the transit network's traffic leaves ams-r1",
+        "pass the site stays announced at ams-r2",
     ] {
         assert!(
             stdout.contains(expected),

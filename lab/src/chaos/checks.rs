@@ -75,10 +75,11 @@ impl Run<'_> {
             .collect()
     }
 
-    /// Every router of the site kept the route throughout.
-    pub fn stays_announced(&self) -> Vec<Check> {
+    /// Every router of the site but `skip` kept the route throughout.
+    pub fn stays_announced_except(&self, skip: &[String]) -> Vec<Check> {
         self.withdrawals(None)
             .into_iter()
+            .filter(|(router, _)| !skip.contains(router))
             .map(|(router, at)| Check {
                 what: format!("the site stays announced at {router}"),
                 bound: "no withdraw".into(),
@@ -88,6 +89,48 @@ impl Run<'_> {
                 passed: at.is_none(),
             })
             .collect()
+    }
+
+    /// Every router of the site kept the route throughout.
+    pub fn stays_announced(&self) -> Vec<Check> {
+        self.stays_announced_except(&[])
+    }
+
+    /// The transit network stopped sending the prefix to `hop` (`router`'s uplink address)
+    /// within `bound` of the fault: traffic is off that router. It must have been sending it
+    /// there just before, or the check proves nothing.
+    pub fn transit_leaves(&self, hop: &str, router: &str, bound: Duration) -> Check {
+        let lanes: Vec<String> = self
+            .world
+            .lab
+            .topology()
+            .nodes_labelled("lab.role", "transit")
+            .map(|n| lane::route(&n.name))
+            .collect();
+        let via = |e: &Event| match &e.what {
+            What::TransitRoute { hops } => Some(hops.iter().any(|h| h == hop)),
+            _ => None,
+        };
+        let before = self
+            .events
+            .iter()
+            .rfind(|e| lanes.contains(&e.lane) && e.at < self.fault_at && via(e).is_some())
+            .and_then(via);
+        let left = self
+            .events
+            .iter()
+            .find(|e| lanes.contains(&e.lane) && self.during(e) && via(e) == Some(false))
+            .map(|e| e.at - self.fault_at);
+        Check {
+            what: format!("the transit network's traffic leaves {router}"),
+            bound: format!("< {}", ms(bound)),
+            measured: match (before, left) {
+                (Some(true), Some(at)) => ms(at),
+                (Some(true), None) => "still via it".into(),
+                _ => format!("not via {router} before the fault"),
+            },
+            passed: before == Some(true) && left.is_some_and(|at| at < bound),
+        }
     }
 
     /// The cities whose answers came from the site just before the fault.

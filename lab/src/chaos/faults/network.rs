@@ -22,61 +22,107 @@ fn interfaces(topology: &crate::topology::Topology, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// The link between the site's first upstream router and the transit network, down.
+/// The path between the site's speaker and its first upstream router goes silent: the router
+/// drops every packet to and from the speaker's address, its interfaces stay up (a failed
+/// switch port or fibre, not a link the kernel sees go down). BFD must take the session down
+/// on both sides, so that the router withdraws and the transit network moves the traffic to
+/// the other upstream, long before the BGP hold time would.
 pub struct LinkCut {
     router: String,
-    interface: String,
+    speaker: std::net::IpAddr,
+    /// The router's address on its link to the transit network: where the transit sends the
+    /// site's traffic while the router carries it.
+    uplink: String,
 }
+
+/// The nftables table of a silent path.
+const LINK_CUT_TABLE: &str = "lab_link_cut";
+
+/// Once BFD has found the silent path (its detection time), the router's withdraw reaches the
+/// transit network in one BGP update.
+const LINK_CUT_PROPAGATION: Duration = Duration::from_millis(100);
 
 impl LinkCut {
     pub fn new(world: &World<'_>, site: &str) -> Result<Self> {
         let router = first(world.site_nodes(site, "router"), site, "router")?;
+        let speaker = world.speaker_address(site)?;
         let topology = world.lab.topology();
         let transit =
             |n: &str| topology.node(n).and_then(|n| n.label("lab.role")) == Some("transit");
-        let interface = topology
+        let uplink = topology
             .links
             .iter()
             .find_map(|l| {
                 let [a, b] = &l.ends;
-                if a.node == router && transit(&b.node) {
-                    Some(a.interface.clone())
+                let ours = if a.node == router && transit(&b.node) {
+                    a
                 } else if b.node == router && transit(&a.node) {
-                    Some(b.interface.clone())
+                    b
                 } else {
-                    None
-                }
+                    return None;
+                };
+                ours.addresses.first().map(|a| a.addr().to_string())
             })
-            .ok_or_else(|| anyhow!("{router} has no link to a transit node"))?;
-        Ok(Self { router, interface })
+            .ok_or_else(|| anyhow!("{router} has no addressed link to a transit node"))?;
+        Ok(Self {
+            router,
+            speaker,
+            uplink,
+        })
     }
 
-    fn set(&self, world: &World<'_>, state: &str) -> Result<()> {
-        let ns = world.lab.namespace(&self.router)?;
-        crate::netns::ip_in(&ns, &["link", "set", &self.interface, state])?;
-        Ok(())
+    /// The slowest BFD detection among the site's sessions, if every one runs BFD.
+    fn bfd_detection(world: &World<'_>, site: &str) -> Option<Duration> {
+        let peers = &world.deployment.site(site)?.peers;
+        peers
+            .iter()
+            .map(|p| p.bfd.map(|b| b.detection_time()))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
     }
 }
 
 impl Fault for LinkCut {
     fn describe(&self) -> String {
-        format!("cut {}", self.target())
+        format!("silence {}", self.target())
     }
 
     fn target(&self) -> String {
-        format!("{}:{}", self.router, self.interface)
+        format!("{} <-> {}", self.router, self.speaker)
     }
 
     fn inject(&self, world: &World<'_>, _: &Timeline, _: Duration) -> Result<()> {
-        self.set(world, "down")
+        let family = if self.speaker.is_ipv4() { "ip" } else { "ip6" };
+        let s = self.speaker;
+        let ruleset = format!(
+            "table inet {LINK_CUT_TABLE} {{\n  chain input {{ type filter hook input priority -10; {family} saddr {s} drop; }}\n  chain output {{ type filter hook output priority -10; {family} daddr {s} drop; }}\n  chain forward {{ type filter hook forward priority -10; {family} saddr {s} drop; {family} daddr {s} drop; }}\n}}\n"
+        );
+        nft_load(&world.lab.namespace(&self.router)?, &ruleset)
     }
 
     fn restore(&self, world: &World<'_>) -> Result<()> {
-        self.set(world, "up")
+        nft_delete(&world.lab.namespace(&self.router)?, LINK_CUT_TABLE);
+        Ok(())
     }
 
     fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
-        let mut checks = vec![run.transit_keeps_route(&format!(" without {}", self.router))];
+        let mut checks = Vec::new();
+        match Self::bfd_detection(run.world, run.site) {
+            Some(detection) => checks.push(run.transit_leaves(
+                &self.uplink,
+                &self.router,
+                detection + LINK_CUT_PROPAGATION,
+            )),
+            None => checks.push(Check {
+                what: format!("BFD runs on every session of {}", run.site),
+                bound: "every peer has `bfd`".into(),
+                measured: "a peer without BFD: the silent path lasts until the hold time".into(),
+                passed: false,
+            }),
+        }
+        checks.extend(run.stays_announced_except(std::slice::from_ref(&self.router)));
+        checks.push(run.transit_keeps_route(&format!(" without {}", self.router)));
         checks.push(run.never_empty());
         checks.extend(run.viewers_unharmed(Duration::ZERO));
         Ok(checks)
