@@ -11,6 +11,11 @@
 //! Then the cost of the status streams' heartbeats on a node: its CPU with none open, then with
 //! as many as it serves (16) at 50 ms.
 //!
+//! 6. the path between the speaker and its router goes silent (nftables drops everything in the
+//!    router's network namespace, interfaces up) -> withdrawn at BIRD: BFD at 50 ms x 4 (the
+//!    lab's) against the hold timer at its 3 s minimum, all a speaker without BFD (ExaBGP among
+//!    them) has. Needs root; skipped otherwise.
+//!
 //! Then the same harness with ExaBGP's healthcheck in healthd's place, at its defaults
 //! (interval 5 s, fast interval 1 s, rise 3, fall 3, plus `--withdraw-on-down`, without which it
 //! only lowers the route's MED), checking a node's playlist with curl as an HTTP check does,
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 use testkit::bird::{Bird, BirdCtl};
 use testkit::exabgp::ExaBgp;
 use testkit::net::Loopback;
+use testkit::netns::{self, Namespace};
 use testkit::process::{Daemon, TempDir, wait_for};
 
 const TRIALS: usize = 20;
@@ -62,6 +68,10 @@ fn main() {
     // `-- healthd` our part alone.
     if std::env::args().any(|a| a == "exabgp") {
         exabgp_comparison();
+        return;
+    }
+    if std::env::args().any(|a| a == "link") {
+        link_cut();
         return;
     }
     let ours_only = std::env::args().any(|a| a == "healthd");
@@ -235,6 +245,7 @@ fn main() {
     report("5. node stopped (silent) -> feed change", &mut stopped);
     assert!(all_healthy(), "the nodes never became healthy again");
     heartbeat_cost(&nodes, SocketAddr::from((net.host(11), 8080)));
+    link_cut();
     if !ours_only {
         exabgp_comparison();
     }
@@ -279,6 +290,139 @@ fn heartbeat_cost(nodes: &[Option<Daemon>], addr: SocketAddr) {
 }
 
 /// ExaBGP's healthcheck against one stream node, announcing a /32 to BIRD.
+/// Drops every packet in and out of a namespace: the link is dead, its interfaces are up.
+const SILENCE: &str = "table inet silence {\n  chain input { type filter hook input priority -10; policy drop; }\n  chain output { type filter hook output priority -10; policy drop; }\n}\n";
+
+/// 6: a silent path between the speaker and BIRD, each in a network namespace of its own.
+fn link_cut() {
+    if !testkit::is_root()
+        || ["bird", "nft", "ip"]
+            .iter()
+            .any(|p| testkit::find_program(p).is_none())
+    {
+        println!("\n6. link cut skipped: needs root, bird2, nftables and iproute2");
+        return;
+    }
+    println!();
+    let modes: [(&str, Option<&str>, usize); 2] = [
+        (
+            "BFD 50 ms x 4, hold 9 s",
+            Some("bfd = { interval = \"50ms\", multiplier = 4 }"),
+            TRIALS,
+        ),
+        ("no BFD, hold 3 s", None, 5),
+    ];
+    for (label, bfd, trials) in modes {
+        let (us, router) = (Namespace::new("fo-us"), Namespace::new("fo-bird"));
+        netns::link(&us, "10.205.0.1/30", &router, "10.205.0.2/30", "up1");
+        let hold = if bfd.is_some() { 9 } else { 3 };
+        let bird_bfd = if bfd.is_some() {
+            "protocol bfd {\n  interface \"*\" { min rx interval 50 ms; min tx interval 50 ms; multiplier 4; };\n}\n"
+        } else {
+            ""
+        };
+        let bird = Bird::start_in(
+            Some(&router),
+            &format!(
+                "router id 10.205.0.2;\nprotocol device {{}}\n{bird_bfd}protocol bgp up1 {{\n  local 10.205.0.2 as 65000;\n  neighbor 10.205.0.1 as 65001;\n  hold time {hold};\n  error wait time 1, 2;\n  bfd {};\n  ipv4 {{ import all; export none; }};\n}}\n",
+                if bfd.is_some() { "on" } else { "off" }
+            ),
+        );
+        let dir = TempDir::new("failover-link");
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[[sites]]
+name = "ams"
+country = "NL"
+latitude = 52.37
+longitude = 4.90
+asn = 65001
+router_id = "10.205.0.1"
+speaker = {{ control = "unix:{sock}", admin = "10.205.0.1:9179", startup_hold = "0s" }}
+
+[[sites.peers]]
+name = "up1"
+address = "10.205.0.2"
+remote_asn = 65000
+local_address = "10.205.0.1"
+hold_time = {hold}
+{bfd}
+
+[[sites.nodes]]
+name = "ams-1"
+ipv4 = "10.205.0.1"
+listen = "10.205.0.1:8080"
+capacity_mbps = 1000
+services = ["live"]
+
+[[services]]
+name = "live"
+hostnames = ["live.tv.example.net"]
+prefixes = ["{PREFIX}"]
+check = "stream"
+
+[[checks]]
+name = "stream"
+kind = "hls"
+"#,
+                sock = dir.path().join("speaker.sock").display(),
+                bfd = bfd.unwrap_or_default(),
+            ),
+        )
+        .expect("deployment");
+        let mut cmd = us.command(binary("bgp-speaker"));
+        cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
+        let _speaker =
+            Daemon::spawn("bgp-speaker", cmd, &dir.path().join("speaker.log")).expect("spawn");
+        let cli = |args: &[&str]| {
+            Command::new(binary("bgp-speaker"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let ready = wait_for(Duration::from_secs(10), || {
+            cli(&["announce", PREFIX]).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "the speaker never took the route:\n{}",
+            std::fs::read_to_string(dir.path().join("speaker.log")).unwrap_or_default()
+        );
+        let mut ctl = BirdCtl::connect(&bird).expect("birdc");
+        let mut cut = Vec::new();
+        for _ in 0..trials {
+            let back = wait_for(Duration::from_secs(30), || {
+                ctl.has_route(PREFIX).then_some(())
+            });
+            assert!(
+                back.is_some(),
+                "no route at BIRD ({label}):\n{}",
+                bird.daemon.log_text()
+            );
+            // Let BFD come up too before the next cut.
+            std::thread::sleep(Duration::from_secs(1));
+            let started = Instant::now();
+            router.nft(SILENCE);
+            if wait_for(Duration::from_secs(15), || {
+                (!ctl.has_route(PREFIX)).then_some(())
+            })
+            .is_some()
+            {
+                cut.push(started.elapsed());
+            }
+            router.nft("delete table inet silence\n");
+        }
+        report(
+            &format!("6. link silent -> withdrawn at BIRD, {label}"),
+            &mut cut,
+        );
+    }
+}
+
 fn exabgp_comparison() {
     let python = Path::new("/usr/bin/python3");
     let has_module = Command::new(python)
