@@ -66,6 +66,10 @@ enum Command {
         /// Seconds watched after the fault before it is repaired.
         #[arg(long, default_value_t = 10)]
         observe: u64,
+        /// Runs of each scenario; with more than one, each check's p50, p95 and worst time over
+        /// the runs are printed and put first in the report.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        trials: u32,
         /// Where report.md and the timelines go.
         #[arg(long, default_value = "lab-report")]
         report: PathBuf,
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             topology,
             site,
             observe,
+            trials,
             report,
         } => with_topology(&topology, |t| {
             daemon::logging::init();
@@ -132,18 +137,39 @@ fn main() -> ExitCode {
             };
             let mut outcomes = Vec::new();
             for scenario in scenarios {
-                println!("{}: running", scenario.name());
-                let outcome = lab::chaos::run(&lab, scenario, &options)?;
-                for check in &outcome.checks {
-                    println!(
-                        "  {} {}: {} (bound {})",
-                        if check.passed { "pass" } else { "FAIL" },
-                        check.what,
-                        check.measured,
-                        check.bound
-                    );
+                let first = outcomes.len();
+                for trial in 1..=trials {
+                    if trials == 1 {
+                        println!("{}: running", scenario.name());
+                    } else {
+                        println!("{}: trial {trial} of {trials}", scenario.name());
+                    }
+                    let outcome = lab::chaos::run(&lab, scenario, &options)?;
+                    for check in &outcome.checks {
+                        println!(
+                            "  {} {}: {} (bound {})",
+                            if check.passed { "pass" } else { "FAIL" },
+                            check.what,
+                            check.measured,
+                            check.bound
+                        );
+                    }
+                    outcomes.push(outcome);
                 }
-                outcomes.push(outcome);
+                if trials > 1 {
+                    println!("{} over {trials} trials:", scenario.name());
+                    for s in lab::report::spreads(&outcomes[first..]) {
+                        println!(
+                            "  {} {}: {} (bound {}; {} of {} passed)",
+                            if s.passed == s.trials { "pass" } else { "FAIL" },
+                            s.what,
+                            s.figures(),
+                            s.bound,
+                            s.passed,
+                            s.trials
+                        );
+                    }
+                }
             }
             let path = lab::report::write(&report, &t.name, &outcomes)?;
             println!("report: {}", path.display());

@@ -10,11 +10,106 @@ use anyhow::{Context, Result};
 use crate::chaos::Outcome;
 use crate::timeline::EventKind;
 
-/// Writes `report.md` and one `SCENARIO.svg` per outcome into `dir`; returns the report path.
+/// One check over every trial of its scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spread {
+    pub scenario: &'static str,
+    pub what: String,
+    pub bound: String,
+    /// The times measured, sorted.
+    pub times: Vec<Duration>,
+    pub passed: usize,
+    pub trials: usize,
+}
+
+impl Spread {
+    /// The `p`th percentile (0 to 1) of the times, nearest rank.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let last = self.times.len().checked_sub(1)?;
+        let i = ((last as f64) * p).round() as usize;
+        self.times.get(i.min(last)).copied()
+    }
+
+    /// `p50 X ms, p95 Y ms, max Z ms`, or what was seen when nothing was timed.
+    pub fn figures(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
+        if self.times.is_empty() {
+            return "not timed".into();
+        }
+        format!(
+            "p50 {}, p95 {}, max {}",
+            ms(self.percentile(0.5)),
+            ms(self.percentile(0.95)),
+            ms(self.times.last().copied())
+        )
+    }
+}
+
+/// Every check, over the trials of its scenario, in the order first run.
+pub fn spreads(outcomes: &[Outcome]) -> Vec<Spread> {
+    let mut spreads: Vec<Spread> = Vec::new();
+    for o in outcomes {
+        for c in &o.checks {
+            let scenario = o.scenario.name();
+            let i = match spreads
+                .iter()
+                .position(|s| s.scenario == scenario && s.what == c.what)
+            {
+                Some(i) => i,
+                None => {
+                    spreads.push(Spread {
+                        scenario,
+                        what: c.what.clone(),
+                        bound: c.bound.clone(),
+                        times: Vec::new(),
+                        passed: 0,
+                        trials: 0,
+                    });
+                    spreads.len() - 1
+                }
+            };
+            let s = &mut spreads[i];
+            s.trials += 1;
+            s.passed += usize::from(c.passed);
+            s.times.extend(c.time());
+        }
+    }
+    for s in &mut spreads {
+        s.times.sort();
+    }
+    spreads
+}
+
+/// Writes `report.md` and one `SCENARIO.svg` per outcome (`SCENARIO-N.svg` for the Nth trial
+/// after the first) into `dir`; returns the report path. Scenarios run more than once get a
+/// table of their figures over the trials first.
 pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut md = String::new();
     let _ = writeln!(md, "# Chaos report: {topology}\n");
+    let repeated: Vec<Spread> = spreads(outcomes)
+        .into_iter()
+        .filter(|s| s.trials > 1)
+        .collect();
+    if !repeated.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Over the trials\n\n| scenario | check | bound | figures | passed |\n|---|---|---|---|---|"
+        );
+        for s in &repeated {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} of {} |",
+                s.scenario,
+                s.what,
+                s.bound,
+                s.figures(),
+                s.passed,
+                s.trials
+            );
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(
         md,
         "| scenario | site | fault | result |\n|---|---|---|---|"
@@ -29,9 +124,16 @@ pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf
             if o.passed() { "pass" } else { "**FAIL**" }
         );
     }
+    let mut seen: Vec<&str> = Vec::new();
     for o in outcomes {
         let name = o.scenario.name();
-        let svg = format!("{name}.svg");
+        let trial = seen.iter().filter(|n| **n == name).count();
+        seen.push(name);
+        let svg = if trial == 0 {
+            format!("{name}.svg")
+        } else {
+            format!("{name}-{trial}.svg")
+        };
         std::fs::write(dir.join(&svg), timeline_svg(o))
             .with_context(|| format!("cannot write {svg}"))?;
         let _ = writeln!(md, "\n## {name}\n");
@@ -190,4 +292,54 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::{Check, Scenario};
+
+    fn outcome(checks: &[(&str, &str, bool)]) -> Outcome {
+        Outcome {
+            scenario: Scenario::SiteDown,
+            site: "ams".into(),
+            target: "ams-1, ams-2".into(),
+            fault_at: Duration::from_secs(8),
+            restore_at: Duration::from_secs(14),
+            end: Duration::from_secs(20),
+            events: Vec::new(),
+            checks: checks
+                .iter()
+                .map(|(what, measured, passed)| Check {
+                    what: (*what).into(),
+                    bound: "< 300 ms".into(),
+                    measured: (*measured).into(),
+                    passed: *passed,
+                })
+                .collect(),
+            viewers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn checks_are_summed_up_over_the_trials() {
+        let outcomes: Vec<Outcome> = [120, 180, 110, 400]
+            .iter()
+            .map(|ms| {
+                let t = format!("{ms} ms");
+                outcome(&[
+                    ("withdrawn at r1", &t, *ms < 300),
+                    ("never empty", "always answered", true),
+                ])
+            })
+            .collect();
+        let spreads = spreads(&outcomes);
+        assert_eq!(spreads.len(), 2);
+        let w = &spreads[0];
+        assert_eq!((w.passed, w.trials), (3, 4));
+        assert_eq!(w.percentile(0.5), Some(Duration::from_millis(180)));
+        assert_eq!(w.figures(), "p50 180 ms, p95 400 ms, max 400 ms");
+        assert_eq!(spreads[1].figures(), "not timed");
+        assert_eq!((spreads[1].passed, spreads[1].trials), (4, 4));
+    }
 }

@@ -20,8 +20,19 @@ pub(crate) struct Run<'a> {
     pub viewers: &'a [(String, Experience)],
 }
 
+/// A measured time as a check states it.
 pub fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
+}
+
+/// The time in a check's `measured` when it is one written by [`ms`] (not "not withdrawn",
+/// "kept"...), for the figures over several trials.
+pub fn parse_ms(measured: &str) -> Option<Duration> {
+    let n = measured.strip_suffix(" ms")?;
+    n.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| n.parse().ok().map(Duration::from_millis))
+        .flatten()
 }
 
 impl Run<'_> {
@@ -412,5 +423,25 @@ impl Run<'_> {
             .iter()
             .find(|e| e.lane == lane::FAULT && matches!(&e.what, What::Info(t) if t == text))
             .map(|e| e.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_times_read_back() {
+        let d = Duration::from_millis(188);
+        assert_eq!(parse_ms(&ms(d)), Some(d));
+        for not_a_time in [
+            "not withdrawn",
+            "changed after 12 ms",
+            "12ms",
+            " ms",
+            "-1 ms",
+        ] {
+            assert_eq!(parse_ms(not_a_time), None, "{not_a_time}");
+        }
     }
 }

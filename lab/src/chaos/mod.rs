@@ -61,6 +61,13 @@ pub struct Check {
     pub passed: bool,
 }
 
+impl Check {
+    /// The time it measured, when it measured one.
+    pub fn time(&self) -> Option<Duration> {
+        checks::parse_ms(&self.measured)
+    }
+}
+
 /// Everything a run found.
 #[derive(Debug, Clone)]
 pub struct Outcome {

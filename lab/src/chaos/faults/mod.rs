@@ -195,6 +195,34 @@ fn http_in(
     .map_err(|_| anyhow!("HTTP request panicked"))?
 }
 
+/// BFD sessions that went down and took a BGP session with them, summed over every site's
+/// speaker (`bgp_peer_bfd_down_total`, read from inside each site's controller).
+fn bfd_downs(world: &World<'_>) -> Result<u64> {
+    let mut total = 0;
+    for site in &world.deployment.sites {
+        let controller = first(
+            world.site_nodes(&site.name, "speaker"),
+            &site.name,
+            "speaker",
+        )?;
+        let ns = world.lab.namespace(&controller)?;
+        let admin = site.speaker.admin;
+        let (status, body) = http_in(ns, daemon::http::Method::GET, admin, "/metrics", None)?;
+        if status != 200 {
+            bail!(
+                "GET /metrics from the speaker of {} at {admin}: {status}",
+                site.name
+            );
+        }
+        total += body
+            .lines()
+            .filter(|l| l.starts_with("bgp_peer_bfd_down_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// POSTs to a stream node's admin endpoint from inside the site (the node's namespace), with
 /// the node's admin token.
 fn admin_post(world: &World<'_>, node: &str, path: &str) -> Result<()> {

@@ -8,7 +8,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::super::checks::Run;
 use super::super::{Check, World};
-use super::{Fault, each_geodns, first, kill, nft_delete, nft_load, start, stream_nodes};
+use super::{
+    Fault, bfd_downs, each_geodns, first, kill, nft_delete, nft_load, start, stream_nodes,
+};
 use crate::timeline::{Timeline, What, lane};
 
 /// A node's link interfaces.
@@ -135,6 +137,8 @@ const LOSS_TABLE: &str = "table inet lab_loss {\n  chain input {\n    type filte
 /// Latency and 1% loss on the path to every stream node of the site.
 pub struct Netem {
     nodes: Vec<String>,
+    /// BFD downs at every speaker when the fault went in: none may follow.
+    bfd_downs: std::sync::Mutex<Option<u64>>,
 }
 
 impl Netem {
@@ -143,7 +147,10 @@ impl Netem {
         if nodes.is_empty() {
             bail!("site {site} has no stream node in the topology");
         }
-        Ok(Self { nodes })
+        Ok(Self {
+            nodes,
+            bfd_downs: std::sync::Mutex::new(None),
+        })
     }
 }
 
@@ -157,6 +164,7 @@ impl Fault for Netem {
     }
 
     fn inject(&self, world: &World<'_>, timeline: &Timeline, _: Duration) -> Result<()> {
+        *self.bfd_downs.lock().expect("not poisoned") = Some(bfd_downs(world)?);
         let lab = world.lab;
         for node in &self.nodes {
             let ns = lab.namespace(node)?;
@@ -207,6 +215,18 @@ impl Fault for Netem {
     fn checks(&self, run: &Run<'_>) -> Result<Vec<Check>> {
         let mut checks = run.stays_announced();
         checks.extend(run.answers_unchanged(&run.served_cities(), " (no false positive)"));
+        // A BFD session taken down by a busy machine would drop a BGP session while the site
+        // is healthy; with a sister router re-advertising the route it shows in no route.
+        let before = *self.bfd_downs.lock().expect("not poisoned");
+        let after = bfd_downs(run.world)?;
+        checks.push(Check {
+            what: "no BFD session goes down (no false positive)".into(),
+            bound: "0".into(),
+            measured: before.map_or("not read at the fault".into(), |b| {
+                after.saturating_sub(b).to_string()
+            }),
+            passed: before == Some(after),
+        });
         checks.extend(run.viewers_unharmed(Duration::ZERO));
         Ok(checks)
     }

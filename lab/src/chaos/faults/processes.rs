@@ -47,6 +47,9 @@ impl Kill {
     }
 }
 
+/// Node or site death to withdrawn at every upstream and to DNS moved: the failover aim's p95.
+const FAILOVER_BOUND: Duration = Duration::from_millis(300);
+
 impl Fault for Kill {
     fn describe(&self) -> String {
         format!("kill {}", self.target())
@@ -85,20 +88,15 @@ impl Fault for Kill {
             KillWhat::OneNode => {
                 checks.extend(run.stays_announced());
                 // The node's status stream closes with it: out at once.
-                checks.extend(run.dropped_from_dns(&self.nodes, Duration::from_millis(500)));
+                checks.extend(run.dropped_from_dns(&self.nodes, FAILOVER_BOUND));
                 checks.push(run.never_empty());
                 checks.extend(run.viewers_unharmed(Duration::ZERO));
             }
             KillWhat::SiteNodes => {
                 // Status streams close at once; the site listed first also waits its
                 // withdraw_settle.
-                checks.extend(run.withdrawn_within(
-                    Duration::from_millis(500),
-                    "every node down",
-                    None,
-                    &[],
-                ));
-                checks.extend(run.answers_move(Duration::from_millis(500), None));
+                checks.extend(run.withdrawn_within(FAILOVER_BOUND, "every node down", None, &[]));
+                checks.extend(run.answers_move(FAILOVER_BOUND, None));
                 checks.push(run.never_empty());
                 checks.extend(run.viewers_unharmed(Duration::ZERO));
             }
