@@ -67,6 +67,8 @@ pub struct Decider {
     verdicts: HashMap<String, VerdictState>,
     /// Services whose verdict turned to withdraw, and when: they settle before withdrawing.
     settling: HashMap<String, Instant>,
+    /// When the last decision was made: a settle due after it still needs a round.
+    decided_at: Option<Instant>,
 }
 
 /// The label of an announcement in logs, metrics and the feed.
@@ -88,6 +90,7 @@ impl Decider {
     pub fn decide(&mut self, now: Instant, ctx: &Context<'_>) -> Decision {
         let lease_ms = ctx.site.healthd.lease.get().as_millis() as u64;
         let settle = ctx.site.healthd.withdraw_settle.get();
+        self.decided_at = Some(now);
         let mut services = Vec::new();
         for svc in &ctx.deployment.services {
             let nodes: Vec<NodeHealth> = ctx
@@ -161,12 +164,15 @@ impl Decider {
         Decision { services, feed }
     }
 
-    /// When the next settling withdraw is due (a round must come then), if any is pending.
-    pub fn next_settled(&self, now: Instant, settle: Duration) -> Option<Instant> {
+    /// When the next settling withdraw is due (a round must come then), if one is pending: due
+    /// after the last decision, which may be in the past when that decision took long to act
+    /// on (a slow speaker). An overdue settle must still wake the site task at once, not wait
+    /// for its next round.
+    pub fn next_settled(&self, settle: Duration) -> Option<Instant> {
         self.settling
             .values()
             .map(|t| *t + settle)
-            .filter(|due| *due > now)
+            .filter(|due| self.decided_at.is_none_or(|at| *due > at))
             .min()
     }
 }
@@ -306,7 +312,7 @@ mod tests {
             !first.feed.services[0].healthy,
             "the feed says down at once"
         );
-        assert_eq!(decider.next_settled(t0, settle), Some(t0 + settle));
+        assert_eq!(decider.next_settled(settle), Some(t0 + settle));
         let later = decide_at(
             &mut decider,
             &d,
@@ -317,6 +323,37 @@ mod tests {
         );
         assert_eq!(live(&later).verdict.announcement, Announcement::Withdraw);
         assert!(matches!(live(&later).op, Some(Op::Withdraw { .. })));
+        assert_eq!(
+            decider.next_settled(settle),
+            None,
+            "acted on: no more rounds"
+        );
+    }
+
+    /// Found in the lab: a round that took longer than the settle to act on (the speaker was
+    /// slow to answer) left the settle overdue, and an overdue settle woke nobody; the withdraw
+    /// waited for the next probe round, 400 ms later.
+    #[test]
+    fn an_overdue_settle_still_asks_for_a_round() {
+        let d = deployment();
+        let table = nodes(&d, 0);
+        let mut decider = Decider::default();
+        let t0 = Instant::now();
+        let settle = d.site("ams").unwrap().healthd.withdraw_settle.get();
+        decide_at(&mut decider, &d, &table, false, Elsewhere::Unsure, t0);
+        // Whenever the site task looks, even after the settle is due, a round is asked for.
+        let due = decider.next_settled(settle).expect("a round is due");
+        assert_eq!(due, t0 + settle);
+        let later = decide_at(
+            &mut decider,
+            &d,
+            &table,
+            false,
+            Elsewhere::Unsure,
+            due + Duration::from_millis(300),
+        );
+        assert_eq!(live(&later).verdict.announcement, Announcement::Withdraw);
+        assert_eq!(decider.next_settled(settle), None);
     }
 
     #[test]
@@ -329,7 +366,7 @@ mod tests {
             let decision = decide_at(&mut decider, &d, &table, false, elsewhere, t0);
             assert_eq!(live(&decision).verdict.announcement, Announcement::Withdraw);
             assert!(matches!(live(&decision).op, Some(Op::Withdraw { .. })));
-            assert_eq!(decider.next_settled(t0, Duration::from_secs(1)), None);
+            assert_eq!(decider.next_settled(Duration::from_secs(1)), None);
         }
     }
 

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub announcements: IntCounterVec,
     pub fail_open: IntGaugeVec,
     pub speaker_errors: IntCounterVec,
+    pub speaker_calls: HistogramVec,
 }
 
 impl Metrics {
@@ -77,8 +78,20 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let speaker_calls = HistogramVec::new(
+            HistogramOpts::new(
+                "healthd_speaker_call_seconds",
+                "Time for the speaker to answer one request (a withdraw waits on it)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            &["op"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(fail_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(speaker_calls.clone()),
             Box::new(speaker_errors.clone()),
             Box::new(node_up.clone()),
             Box::new(node_stream.clone()),
@@ -99,6 +112,7 @@ impl Metrics {
             announcements,
             fail_open,
             speaker_errors,
+            speaker_calls,
         }
     }
 }

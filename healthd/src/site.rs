@@ -102,7 +102,7 @@ impl SiteTask {
         let other_sites = self.other_sites.clone();
         loop {
             let settle = self.site.healthd.withdraw_settle.get();
-            let settled_at = self.decider.next_settled(Instant::now(), settle);
+            let settled_at = self.decider.next_settled(settle);
             let settled = settled_at.unwrap_or_else(Instant::now);
             tokio::select! {
                 Some(new) = control.recv() => {

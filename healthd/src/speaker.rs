@@ -15,6 +15,18 @@ use crate::metrics::Metrics;
 /// How long a call to the speaker may take before healthd gives up on it this round.
 pub const DEADLINE: Duration = Duration::from_secs(1);
 
+/// A call slower than this is logged: every withdraw waits on the speaker's answer.
+const SLOW_CALL: Duration = Duration::from_millis(100);
+
+/// The request's name, for metrics and logs.
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Announce { .. } => "announce",
+        Op::Withdraw { .. } => "withdraw",
+        _ => "other",
+    }
+}
+
 /// The connection to the speaker, made again after any failure.
 pub struct SpeakerLink {
     client: Option<Client>,
@@ -67,7 +79,22 @@ impl SpeakerLink {
             return;
         };
         for op in ops {
-            match client.call(op).await {
+            let kind = op_name(&op);
+            let started = std::time::Instant::now();
+            let reply = client.call(op).await;
+            let took = started.elapsed();
+            self.metrics
+                .speaker_calls
+                .with_label_values(&[kind])
+                .observe(took.as_secs_f64());
+            if took >= SLOW_CALL {
+                warn!(
+                    op = kind,
+                    "the speaker took {} ms to answer",
+                    took.as_millis()
+                );
+            }
+            match reply {
                 Ok(Reply::Error(e)) => warn!("the speaker refused a request: {e}"),
                 Ok(_) => {}
                 Err(e) => {
