@@ -16,32 +16,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use geodns::geo::{Place, synthetic_db};
+use geodns::geo::synthetic_db;
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, cpu_times, run, wait_for};
 
-#[path = "../tests/common/gdnsd.rs"]
-mod gdnsd;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{example_on, gdnsd, three_cities};
 
 const SECONDS: u32 = 8;
-const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 /// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
 const ECS: &str = "8:000118006333c8";
-
-fn places() -> Vec<Place<'static>> {
-    let p = |net: &str, country, latitude, longitude| Place {
-        network: net.parse().unwrap(),
-        country,
-        continent: "EU",
-        latitude,
-        longitude,
-    };
-    vec![
-        p("198.51.100.0/24", "NL", 52.37, 4.90),
-        p("203.0.113.0/24", "DE", 50.11, 8.68),
-        p("192.0.2.0/24", "GB", 51.51, -0.13),
-    ]
-}
 
 struct Figures {
     qps: f64,
@@ -108,15 +94,7 @@ fn start_geodns_under(
     threads: usize,
     wrapper: &[String],
 ) -> Daemon {
-    let text = EXAMPLE
-        .replace(
-            "listen = [\"127.0.0.1:5353\"]",
-            &format!("listen = [\"{addr}\"]\ngeoip_db = \"geo.mmdb\""),
-        )
-        .replace(
-            "admin = \"127.0.0.1:9153\"",
-            &format!("admin = \"{admin}\""),
-        );
+    let text = example_on(addr, admin);
     let config = dir.join(format!("geodns-{threads}.toml"));
     std::fs::write(&config, text).expect("write deployment");
     let mut cmd = match wrapper.split_first() {
@@ -168,7 +146,7 @@ fn main() {
     let dir = TempDir::new("bench-dns");
     std::fs::write(
         dir.path().join("geo.mmdb"),
-        synthetic_db(&places()).expect("database"),
+        synthetic_db(&three_cities()).expect("database"),
     )
     .expect("write database");
     let queries = dir.path().join("queries.txt");

@@ -4,54 +4,32 @@
 //! queries answered and none lost. Then its per-query ECS: each city's query gets that city's
 //! answer. The figures are printed (`-- --nocapture`).
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use geodns::geo::{Place, synthetic_db};
+use common::{example_on, three_cities};
+use geodns::geo::synthetic_db;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, run, wait_for};
 
-const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 const NAME: &str = "live.tv.example.net.";
 const RATE: u32 = 2_000;
 const SECONDS: u64 = 2;
 
-fn places() -> Vec<Place<'static>> {
-    let p = |net: &str, country, latitude, longitude| Place {
-        network: net.parse().unwrap(),
-        country,
-        continent: "EU",
-        latitude,
-        longitude,
-    };
-    vec![
-        p("198.51.100.0/24", "NL", 52.37, 4.90),
-        p("203.0.113.0/24", "DE", 50.11, 8.68),
-        p("192.0.2.0/24", "GB", 51.51, -0.13),
-    ]
-}
-
 fn start(dir: &TempDir, dns: SocketAddr, admin: SocketAddr) -> Daemon {
     std::fs::write(
         dir.path().join("geo.mmdb"),
-        synthetic_db(&places()).unwrap(),
+        synthetic_db(&three_cities()).unwrap(),
     )
     .unwrap();
-    let text = EXAMPLE
-        .replace(
-            "listen = [\"127.0.0.1:5353\"]",
-            &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\""),
-        )
-        .replace(
-            "admin = \"127.0.0.1:9153\"",
-            &format!("admin = \"{admin}\""),
-        );
     let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, example_on(dns, admin)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
     cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
     Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).expect("start geodns")

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::gdnsd;
+use common::{EXAMPLE, gdnsd};
 use geodns::geo::{Place, synthetic_db};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
@@ -18,7 +18,6 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
-const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 const NETWORKS: u32 = 300;
 const QUERIES: usize = 1000;
 

@@ -102,6 +102,16 @@ impl Run<'_> {
             .collect()
     }
 
+    /// The timeline lanes of the transit network's routes.
+    fn transit_lanes(&self) -> Vec<String> {
+        self.world
+            .lab
+            .topology()
+            .nodes_labelled("lab.role", "transit")
+            .map(|n| lane::route(&n.name))
+            .collect()
+    }
+
     /// Every router of the site kept the route throughout.
     pub fn stays_announced(&self) -> Vec<Check> {
         self.stays_announced_except(&[])
@@ -111,13 +121,7 @@ impl Run<'_> {
     /// within `bound` of the fault: traffic is off that router. It must have been sending it
     /// there just before, or the check proves nothing.
     pub fn transit_leaves(&self, hop: &str, router: &str, bound: Duration) -> Check {
-        let lanes: Vec<String> = self
-            .world
-            .lab
-            .topology()
-            .nodes_labelled("lab.role", "transit")
-            .map(|n| lane::route(&n.name))
-            .collect();
+        let lanes = self.transit_lanes();
         let via = |e: &Event| match &e.what {
             What::TransitRoute { hops } => Some(hops.iter().any(|h| h == hop)),
             _ => None,
@@ -291,13 +295,7 @@ impl Run<'_> {
 
     /// Never a black hole: the transit network had a route to the prefix throughout.
     pub fn transit_keeps_route(&self, condition: &str) -> Check {
-        let lanes: Vec<String> = self
-            .world
-            .lab
-            .topology()
-            .nodes_labelled("lab.role", "transit")
-            .map(|n| lane::route(&n.name))
-            .collect();
+        let lanes = self.transit_lanes();
         let lost = self.events.iter().find(|e| {
             lanes.contains(&e.lane)
                 && self.during(e)
