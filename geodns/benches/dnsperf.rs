@@ -129,7 +129,196 @@ fn ready(server: SocketAddr) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("127.0.11."))
 }
 
+/// Cities of the real-size database: coordinates spread over the inhabited latitudes.
+const CITIES: usize = 300;
+/// /24s of the real-size database, each split into four /26s: 1,048,576 networks.
+const SLASH24S: usize = 262_144;
+/// Distinct client /24s in the spread load, as resolvers all over the world.
+const CLIENTS: usize = 200_000;
+const SPREAD_RATE: u32 = 20_000;
+const SPREAD_SECONDS: u64 = 10;
+const SPREAD_REPETITIONS: usize = 3;
+
+/// What one server did under one load.
+struct Spread {
+    load: testkit::dnsload::Report,
+    cpu_us: f64,
+    user_us: f64,
+    rss_mib: f64,
+}
+
+fn spread_run(pid: u32, load: &testkit::dnsload::Load) -> Spread {
+    let (user_before, sys_before) = cpu_times(pid);
+    let report = testkit::dnsload::run(load).expect("the load runs");
+    let (user_after, sys_after) = cpu_times(pid);
+    let answered = (report.answered as f64).max(1.0);
+    Spread {
+        cpu_us: (user_after + sys_after - user_before - sys_before) / answered * 1e6,
+        user_us: (user_after - user_before) / answered * 1e6,
+        rss_mib: testkit::process::memory_mib(pid, false),
+        load: report,
+    }
+}
+
+/// geodns and gdnsd, one UDP thread each, on a real-size database (1,048,576 /26 networks in
+/// 300 cities), first with 200,000 distinct client /24s in ECS, then with one hot /24, each at
+/// 20,000 queries per second for 10 s from `testkit::dnsload`, three times in alternating
+/// order: CPU per answered query, losses, latency and memory, side by side.
+fn spread() {
+    use testkit::dnsload::{Load, Pace};
+    let dir = TempDir::new("bench-dns-spread");
+    let mut state = 0x5EED_2026_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let cities: Vec<(f64, f64)> = (0..CITIES)
+        .map(|_| {
+            let lat = -50.0 + (next() % 12_000) as f64 / 100.0;
+            let lon = -180.0 + (next() % 36_000) as f64 / 100.0;
+            (lat, lon)
+        })
+        .collect();
+    let slash24s = testkit::dnsload::spread_v4(SLASH24S, 24, 0x24);
+    let started = std::time::Instant::now();
+    let mut networks = Vec::with_capacity(SLASH24S * 4);
+    for net in &slash24s {
+        let std::net::IpAddr::V4(base) = net.network() else {
+            continue;
+        };
+        for quarter in 0..4u32 {
+            let (latitude, longitude) = cities[(next() % CITIES as u64) as usize];
+            networks.push(geodns::geo::Place {
+                network: format!(
+                    "{}/26",
+                    std::net::Ipv4Addr::from(u32::from(base) + quarter * 64)
+                )
+                .parse()
+                .expect("a /26"),
+                country: "US",
+                continent: "NA",
+                latitude,
+                longitude,
+            });
+        }
+    }
+    let db = dir.path().join("geo.mmdb");
+    std::fs::write(&db, synthetic_db(&networks).expect("database")).expect("write database");
+    println!(
+        "database: {} networks in {CITIES} cities, {:.1} MB, written in {:.1} s",
+        networks.len(),
+        std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let clients: Vec<ipnet::IpNet> = slash24s[..CLIENTS].to_vec();
+    let loads = [
+        ("200,000 client /24s", clients),
+        ("one hot /24", vec![slash24s[0]]),
+    ];
+    let net = Loopback::fresh();
+    let ours_addr = SocketAddr::from((net.host(1), 5353));
+    let theirs_addr = SocketAddr::from((net.host(2), 5353));
+    let line = |who: &str, s: &Spread| {
+        println!(
+            "  {who:<6} {:.2} cpu-us/query (user {:.2}), {:.0} answers/s, lost {:.2}%, latency p50 {:.3} ms p99 {:.3} ms, RSS {:.0} MiB",
+            s.cpu_us,
+            s.user_us,
+            s.load.answer_rate(),
+            s.load.loss() * 100.0,
+            s.load
+                .latency(0.5)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            s.load
+                .latency(0.99)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            s.rss_mib
+        );
+    };
+    for (label, subnets) in loads {
+        println!("\n{label}, {SPREAD_RATE}/s for {SPREAD_SECONDS} s, one UDP thread each:");
+        let load = |addr| {
+            let mut l = Load::new(
+                addr,
+                "live.tv.example.net.",
+                subnets.clone(),
+                Pace::Rate(SPREAD_RATE),
+                Duration::from_secs(SPREAD_SECONDS),
+            );
+            l.sockets = 2;
+            l
+        };
+        let run_ours = || {
+            let started = std::time::Instant::now();
+            let ours = start_geodns(
+                dir.path(),
+                ours_addr,
+                SocketAddr::from((net.host(1), 9153)),
+                1,
+            );
+            let up = wait_for(Duration::from_secs(120), || {
+                ready_for(ours_addr, slash24s[0]).then_some(())
+            });
+            assert!(up.is_some(), "geodns did not start: {}", ours.log_text());
+            println!(
+                "  geodns answered {:.1} s after it started",
+                started.elapsed().as_secs_f64()
+            );
+            spread_run(ours.pid(), &load(ours_addr))
+        };
+        let run_theirs = || {
+            let theirs = gdnsd::start(dir.path(), &db, theirs_addr, 1);
+            let up = wait_for(Duration::from_secs(120), || {
+                ready_for(theirs_addr, slash24s[0]).then_some(())
+            });
+            assert!(up.is_some(), "gdnsd did not start: {}", theirs.log_text());
+            spread_run(theirs.pid(), &load(theirs_addr))
+        };
+        // The order alternates: a machine that gets busier or quieter during a run favours
+        // neither server.
+        for repetition in 0..SPREAD_REPETITIONS {
+            let (a, b) = if repetition % 2 == 0 {
+                let a = run_ours();
+                (a, run_theirs())
+            } else {
+                let b = run_theirs();
+                (run_ours(), b)
+            };
+            line("geodns", &a);
+            line("gdnsd", &b);
+            println!(
+                "  CPU per query geodns/gdnsd {:.2}x (user {:.2}x), RSS geodns/gdnsd {:.2}x",
+                a.cpu_us / b.cpu_us.max(1e-9),
+                a.user_us / b.user_us.max(1e-9),
+                a.rss_mib / b.rss_mib.max(1e-9)
+            );
+        }
+    }
+}
+
+/// Whether `server` answers the service's A query for a client in `subnet`.
+fn ready_for(server: SocketAddr, subnet: ipnet::IpNet) -> bool {
+    let load = testkit::dnsload::Load::new(
+        server,
+        "live.tv.example.net.",
+        vec![subnet],
+        testkit::dnsload::Pace::Rate(20),
+        Duration::from_millis(200),
+    );
+    testkit::dnsload::run(&load).is_ok_and(|r| r.rcodes.get(&0).is_some_and(|n| *n > 0))
+}
+
 fn main() {
+    // `cargo bench -p geodns --bench dnsperf -- spread`: the real-size database and clients.
+    if std::env::args().any(|a| a == "spread") {
+        if testkit::find_program("gdnsd").is_none() {
+            println!("geodns spread benchmark skipped: install gdnsd");
+            return;
+        }
+        spread();
+        return;
+    }
     let missing: Vec<&str> = [
         ("gdnsd", "gdnsd"),
         ("dnsperf", "dnsperf"),
