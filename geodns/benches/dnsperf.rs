@@ -161,7 +161,8 @@ fn spread_run(pid: u32, load: &testkit::dnsload::Load) -> Spread {
 }
 
 /// geodns and gdnsd, one UDP thread each, on a real-size database (1,048,576 /26 networks in
-/// 300 cities), first with 200,000 distinct client /24s in ECS, then with one hot /24, each at
+/// 300 cities), first with 200,000 distinct client /24s in ECS, then the same clients in a
+/// Zipf-like mix, then one hot /24, each at
 /// 20,000 queries per second for 10 s from `testkit::dnsload`, three times in alternating
 /// order: CPU per answered query, losses, latency and memory, side by side.
 fn spread() {
@@ -213,8 +214,31 @@ fn spread() {
         started.elapsed().as_secs_f64()
     );
     let clients: Vec<ipnet::IpNet> = slash24s[..CLIENTS].to_vec();
+    // Busy resolvers ask far more than quiet ones: the k-th most active client's share is
+    // proportional to 1/k (Zipf, s = 1), drawn for as many queries as the run sends.
+    let zipf = {
+        let mut cumulative = Vec::with_capacity(clients.len());
+        let mut total = 0.0;
+        for k in 1..=clients.len() {
+            total += 1.0 / k as f64;
+            cumulative.push(total);
+        }
+        let draws = SPREAD_RATE as usize * SPREAD_SECONDS as usize;
+        (0..draws)
+            .map(|_| {
+                let u = (next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+                clients[cumulative
+                    .partition_point(|c| *c < u)
+                    .min(clients.len() - 1)]
+            })
+            .collect::<Vec<_>>()
+    };
     let loads = [
-        ("200,000 client /24s", clients),
+        ("200,000 client /24s, each in turn", clients),
+        (
+            "the same clients, Zipf-like (the k-th busiest asks 1/k as often)",
+            zipf,
+        ),
         ("one hot /24", vec![slash24s[0]]),
     ];
     let net = Loopback::fresh();
