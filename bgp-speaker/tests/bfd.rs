@@ -18,9 +18,6 @@ use testkit::process::{TempDir, wait_for};
 
 const PREFIX: &str = "198.51.100.0/24";
 
-/// Drops every packet in and out of a namespace: the link is dead, the interfaces are up.
-const SILENCE: &str = "table inet silence {\n  chain input { type filter hook input priority -10; policy drop; }\n  chain output { type filter hook output priority -10; policy drop; }\n}\n";
-
 fn programs(router: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     let mut p = router.to_vec();
     p.extend_from_slice(netns::PROGRAMS);
@@ -93,7 +90,7 @@ fn silence_and_restore(us: &Namespace, local: &str, speaker: &Speaker, router: &
     );
 
     let cut = Instant::now();
-    router.namespace.nft(SILENCE);
+    router.namespace.silence();
     let ours = wait_for(Duration::from_secs(5), || {
         (speaker.peer_state("up1") != "Established").then(|| cut.elapsed())
     });
@@ -133,7 +130,7 @@ fn silence_and_restore(us: &Namespace, local: &str, speaker: &Speaker, router: &
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }
 
-    router.namespace.nft("delete table inet silence\n");
+    router.namespace.unsilence();
     let back = wait_for(Duration::from_secs(30), || {
         (speaker.peer_state("up1") == "Established" && our_bfd_up(speaker) && (router.has_route)())
             .then_some(())

@@ -43,18 +43,14 @@ mod support;
 
 use support::{PREFIX, binary, bird_config, deployment, feed_health};
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i.min(samples.len() - 1)]
-}
-
 fn report(what: &str, samples: &mut [Duration]) {
     if samples.is_empty() {
         println!("{what}: no samples");
         return;
     }
-    let (p50, p95) = (percentile(samples, 0.5), percentile(samples, 0.95));
+    samples.sort();
+    let percentile = |p| testkit::percentile(samples, p).unwrap_or_default();
+    let (p50, p95) = (percentile(0.5), percentile(0.95));
     println!(
         "{what} ({} trials): p50 {:.0} ms, p95 {:.0} ms",
         samples.len(),
@@ -290,9 +286,6 @@ fn heartbeat_cost(nodes: &[Option<Daemon>], addr: SocketAddr) {
 }
 
 /// ExaBGP's healthcheck against one stream node, announcing a /32 to BIRD.
-/// Drops every packet in and out of a namespace: the link is dead, its interfaces are up.
-const SILENCE: &str = "table inet silence {\n  chain input { type filter hook input priority -10; policy drop; }\n  chain output { type filter hook output priority -10; policy drop; }\n}\n";
-
 /// 6: a silent path between the speaker and BIRD, each in a network namespace of its own.
 fn link_cut() {
     if !testkit::is_root()
@@ -406,7 +399,7 @@ kind = "hls"
             // Let BFD come up too before the next cut.
             std::thread::sleep(Duration::from_secs(1));
             let started = Instant::now();
-            router.nft(SILENCE);
+            router.silence();
             if wait_for(Duration::from_secs(15), || {
                 (!ctl.has_route(PREFIX)).then_some(())
             })
@@ -414,7 +407,7 @@ kind = "hls"
             {
                 cut.push(started.elapsed());
             }
-            router.nft("delete table inet silence\n");
+            router.unsilence();
         }
         report(
             &format!("6. link silent -> withdrawn at BIRD, {label}"),

@@ -4,8 +4,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RData, RecordType};
 use ipnet::IpNet;
 
@@ -27,22 +26,10 @@ pub fn ask_a(
     timeout: Duration,
 ) -> Result<Answer> {
     let id: u16 = rand_id();
-    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(
-        Name::from_ascii(name).with_context(|| format!("bad name {name:?}"))?,
-        RecordType::A,
-    ));
+    let name = Name::from_ascii(name).with_context(|| format!("bad name {name:?}"))?;
+    let mut query = testkit::dnsload::query(&name, RecordType::A, subnet);
+    query.metadata.id = id;
     query.metadata.recursion_desired = recursion;
-    let mut edns = Edns::new();
-    if let Some(net) = subnet {
-        edns.options_mut()
-            .insert(EdnsOption::Subnet(ClientSubnet::new(
-                net.network(),
-                net.prefix_len(),
-                0,
-            )));
-    }
-    query.set_edns(edns);
     socket.set_read_timeout(Some(timeout))?;
     socket
         .send_to(&query.to_vec()?, server)

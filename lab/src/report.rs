@@ -25,9 +25,7 @@ pub struct Spread {
 impl Spread {
     /// The `p`th percentile (0 to 1) of the times, nearest rank.
     pub fn percentile(&self, p: f64) -> Option<Duration> {
-        let last = self.times.len().checked_sub(1)?;
-        let i = ((last as f64) * p).round() as usize;
-        self.times.get(i.min(last)).copied()
+        testkit::percentile(&self.times, p)
     }
 
     /// `p50 X ms, p95 Y ms, max Z ms`, or what was seen when nothing was timed.

@@ -101,10 +101,7 @@ impl Report {
 
     /// The `p`th latency percentile (0 to 1), nearest rank.
     pub fn latency(&self, p: f64) -> Option<Duration> {
-        let last = self.latencies.len().checked_sub(1)?;
-        self.latencies
-            .get(((last as f64) * p).round() as usize)
-            .copied()
+        crate::percentile(&self.latencies, p)
     }
 
     /// The share of sent queries lost, 0 to 1.
@@ -159,6 +156,25 @@ struct Received {
     answers: Vec<(usize, Vec<u8>)>,
 }
 
+/// A query for `record_type` records of `name`, ID 0, with EDNS and, when `subnet` is given,
+/// an EDNS Client Subnet option for it (source prefix = its length), as a resolver sends for a
+/// client there.
+pub fn query(name: &Name, record_type: RecordType, subnet: Option<IpNet>) -> Message {
+    let mut query = Message::new(0, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(name.clone(), record_type));
+    let mut edns = Edns::new();
+    if let Some(net) = subnet {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                net.network(),
+                net.prefix_len(),
+                0,
+            )));
+    }
+    query.set_edns(edns);
+    query
+}
+
 /// One query per subnet (a single one without ECS when there are none), ID 0.
 fn build_queries(load: &Load) -> io::Result<Vec<Vec<u8>>> {
     let name = Name::from_ascii(&load.name).map_err(|e| {
@@ -168,19 +184,9 @@ fn build_queries(load: &Load) -> io::Result<Vec<Vec<u8>>> {
         )
     })?;
     let build = |subnet: Option<IpNet>| -> io::Result<Vec<u8>> {
-        let mut query = Message::new(0, MessageType::Query, OpCode::Query);
-        query.add_query(Query::query(name.clone(), load.record_type));
-        let mut edns = Edns::new();
-        if let Some(net) = subnet {
-            edns.options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(
-                    net.network(),
-                    net.prefix_len(),
-                    0,
-                )));
-        }
-        query.set_edns(edns);
-        query.to_vec().map_err(io::Error::other)
+        query(&name, load.record_type, subnet)
+            .to_vec()
+            .map_err(io::Error::other)
     };
     if load.subnets.is_empty() {
         return Ok(vec![build(None)?]);
@@ -401,7 +407,8 @@ pub fn spread_v4(count: usize, prefix_len: u8, seed: u64) -> Vec<IpNet> {
     let mut state = seed | 1;
     let mut seen = std::collections::HashSet::with_capacity(count);
     let mut nets = Vec::with_capacity(count);
-    let shift = 32 - u32::from(prefix_len.min(32));
+    let prefix_len = prefix_len.min(32);
+    let shift = 32 - u32::from(prefix_len);
     while nets.len() < count {
         state ^= state << 13;
         state ^= state >> 7;

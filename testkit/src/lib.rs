@@ -61,6 +61,13 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The `p`th percentile (0 to 1) of `sorted` samples, nearest rank; `None` when there are none.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    let i = ((last as f64) * p.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(i.min(last)).copied()
+}
+
 /// Whether the test process runs as root.
 pub fn is_root() -> bool {
     // Reading /proc avoids a libc dependency for one call.

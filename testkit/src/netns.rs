@@ -64,6 +64,22 @@ impl Namespace {
     }
 }
 
+/// The nftables table of [`Namespace::silence`].
+const SILENCE: &str = "table inet silence {\n  chain input { type filter hook input priority -10; policy drop; }\n  chain output { type filter hook output priority -10; policy drop; }\n}\n";
+
+impl Namespace {
+    /// Drops every packet in and out of the namespace: its links are dead while their
+    /// interfaces stay up, as with a failed switch or fibre.
+    pub fn silence(&self) {
+        self.nft(SILENCE);
+    }
+
+    /// Undoes [`Namespace::silence`].
+    pub fn unsilence(&self) {
+        self.nft("delete table inet silence\n");
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         if let Ok(out) = Command::new("ip")
