@@ -136,11 +136,16 @@ pub fn steer(
     client: IpAddr,
 ) -> (Vec<Record>, Steered, u8) {
     let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+    let atlas = shared.atlas();
     let location = shared.geo().and_then(|g| g.locate(client));
     let location = location.as_ref();
     let svc = &prepared.deployment.services[service];
     let health: &HealthState = &health;
-    let ranking: Ranking = prepared.steering.rank(client, location);
+    // The order and scope are the atlas's, as on the fast path; ranking the client again gives
+    // `explain` the distances and the reason (the atlas was compiled with this same rule).
+    let placed = atlas.place(client);
+    let mut ranking: Ranking = prepared.steering.rank(client, location);
+    ranking.order = placed.order.to_vec();
     let family = if qtype == RecordType::AAAA {
         Family::V6
     } else {
@@ -235,7 +240,7 @@ pub fn steer(
     let scope = if svc.answer == AnswerMode::Anycast {
         0
     } else {
-        shared.scope(prepared, location, &ranking)
+        placed.scope
     };
     (records, steered, scope)
 }

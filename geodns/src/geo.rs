@@ -95,24 +95,51 @@ impl GeoDb {
         network: IpNet,
     ) -> Option<Location> {
         // City databases have location and country; Country databases only the latter. Both
-        // decode as City, whose extra fields are simply empty. An address in a block without
-        // data still has a location: "unknown, for this whole block", which is what the ECS
-        // scope of its answer must say (scope 0 would claim the answer holds everywhere).
-        let Some(city) = found.decode::<geoip2::City<'_>>().ok().flatten() else {
-            return Some(Location {
-                network,
-                country: None,
-                continent: None,
-                coordinates: None,
-            });
-        };
+        // decode as `Record`, whose missing fields are simply empty. An address in a block
+        // without data still has a location: "unknown, for this whole block", which is what the
+        // ECS scope of its answer must say (scope 0 would claim the answer holds everywhere).
+        let record = found
+            .decode::<Record<'_>>()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Some(Location {
             network,
-            country: city.country.iso_code.and_then(|c| c.parse().ok()),
-            continent: city.continent.code.and_then(continent),
-            coordinates: city.location.latitude.zip(city.location.longitude),
+            country: record.country.and_then(|c| c.iso_code?.parse().ok()),
+            continent: record.continent.and_then(|c| continent(c.code?)),
+            coordinates: record.location.and_then(|l| l.latitude.zip(l.longitude)),
         })
     }
+}
+
+/// The fields steering reads from a GeoIP2 City or Country record. Decoding a whole
+/// `geoip2::City` allocates its name maps and subdivisions, which steering never reads: this
+/// shape skips them (compiling a full-size database decodes every distinct record once).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    country: Option<Code<'a>>,
+    #[serde(borrow, default)]
+    continent: Option<Code<'a>>,
+    #[serde(default)]
+    location: Option<Coordinates>,
+}
+
+/// `country.iso_code` or `continent.code`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Code<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Coordinates {
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
 }
 
 fn continent(code: &str) -> Option<Continent> {

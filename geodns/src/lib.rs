@@ -6,11 +6,13 @@
 //!   udp (workers, batched I/O) ─┐
 //!                               ├─▶ query: hot (fast path, memo) │ slow (hickory-proto) ─▶ answer
 //!   tcp (a task per connection) ┘                                                  │
-//!   feeds ──▶ state (configuration, database, health; swapped whole) ◀── steering ─┘
+//!   feeds ──▶ state (configuration, atlas, health; swapped whole) ◀── steering ─┘
+//!                    ▲ atlas: database + steering rules, compiled off the serving threads
 //! ```
 
 mod admin_state;
 mod answer;
+mod atlas;
 mod feeds;
 pub mod fuzzing;
 pub mod geo;
@@ -19,7 +21,6 @@ mod memo;
 mod metrics;
 mod prepared;
 pub mod query;
-mod scope;
 pub mod server;
 mod state;
 mod steering;

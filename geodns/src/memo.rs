@@ -1,71 +1,41 @@
 //! What a UDP worker remembers between queries, so the fast path does not redo per query what
-//! changes only with the configuration, the location database or health.
+//! changes only with the configuration or health.
 //!
-//! Why: profiled with `perf record` under `cargo bench -p geodns --bench dnsperf`, the user-space
-//! part of a geo answer cost about twice gdnsd's (0.88 vs 0.40 µs per query), spread over
-//! decoding the client's database record, ranking sites by great-circle distance, allocating
-//! the candidate lists, prometheus's label lookups (a hash and a lock per call), and the locks
-//! and reference counts of the shared state, which every core writes to. So each worker keeps:
-//! - a [`View`]: its own references to configuration, database and health, re-read only when
-//!   `Shared::generation` moves (health changes still apply to the next query);
-//! - a [`Cache`]: location and ranking per database network (a pure function of configuration
-//!   and database), and metric handles, dropped when either input is swapped.
+//! Why: profiled with `perf record` under `cargo bench -p geodns --bench dnsperf`, the locks and
+//! reference counts of the shared state (which every core writes to), prometheus's label
+//! lookups (a hash and a lock per call) and allocating candidate lists cost more than the
+//! answer. So each worker keeps:
+//! - a [`View`]: its own references to configuration, atlas and health, re-read only when
+//!   `Shared::generation` moves (health changes still apply to the next query), with what
+//!   health allows worked out once per view ([`Choices`]);
+//! - scratch space for choosing nodes, and its counts not yet added to the shared metrics.
+//!
+//! Nothing here grows with the number of clients: where a client is and how it ranks sites is
+//! the atlas's, compiled once and shared.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use prometheus::IntCounterVec;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use crate::answer::spare;
-use crate::geo::{GeoDb, Location};
+use crate::atlas::Atlas;
 use crate::health::Family;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
 use crate::prepared::Prepared;
 use crate::state::Shared;
-use crate::steering::{Ranking, SiteState, serves, site_state};
-
-/// Database networks remembered per worker; past it the memo starts over, which bounds memory
-/// whatever the spread of clients.
-const NETWORKS: usize = 1 << 16;
-
-/// How a client is steered, before health: its location and the ranking of sites.
-#[derive(Debug, Clone)]
-pub struct Steered {
-    pub location: Option<Location>,
-    pub ranking: Ranking,
-    /// The widened ECS scope, worked out when an answer first needs it.
-    scope: Option<u8>,
-}
-
-impl Steered {
-    fn new(prepared: &Prepared, client: IpAddr, location: Option<Location>) -> Self {
-        let ranking = prepared.steering.rank(client, location.as_ref());
-        Self {
-            location,
-            ranking,
-            scope: None,
-        }
-    }
-
-    /// The ECS scope to answer with (see `scope`).
-    pub fn scope(&mut self, shared: &Shared, prepared: &Arc<Prepared>) -> u8 {
-        *self
-            .scope
-            .get_or_insert_with(|| shared.scope(prepared, self.location.as_ref(), &self.ranking))
-    }
-}
+use crate::steering::{SiteState, serves, site_state};
 
 /// What a worker reads for its queries: its own references to the current configuration,
-/// database and health, taken again only when `Shared::generation` moves.
+/// atlas and health, taken again only when `Shared::generation` moves.
 pub struct View {
     generation: u64,
     pub prepared: Arc<Prepared>,
-    pub geo: Option<Arc<GeoDb>>,
+    pub atlas: Arc<Atlas>,
     pub health: Arc<HealthState>,
     /// What health allows, worked out once per view rather than per query.
     pub choices: Choices,
@@ -81,7 +51,7 @@ impl View {
                 std::hint::spin_loop();
                 continue;
             }
-            let (prepared, health, geo) = (shared.prepared(), shared.health(), shared.geo());
+            let (prepared, health, atlas) = (shared.prepared(), shared.health(), shared.atlas());
             if shared.generation() != generation {
                 continue;
             }
@@ -89,7 +59,7 @@ impl View {
                 generation,
                 choices: Choices::new(&prepared, &health),
                 prepared,
-                geo,
+                atlas,
                 health,
             };
         }
@@ -170,11 +140,11 @@ impl Choices {
     }
 }
 
-/// One worker's memo: its view, what it remembers from it, and its counts not yet added to
-/// the shared metrics.
+/// One worker's memo: its view, scratch space, and its counts not yet added to the shared
+/// metrics.
 pub struct Memo {
     pub view: View,
-    pub cache: Cache,
+    pub scratch: Scratch,
     pub tally: Tally,
 }
 
@@ -182,105 +152,42 @@ impl Memo {
     pub fn new(shared: &Shared) -> Self {
         Self {
             view: View::read(shared),
-            cache: Cache::default(),
+            scratch: Scratch::default(),
             tally: Tally::new(&shared.metrics),
         }
     }
 
-    /// Takes the current view if anything changed; what was remembered from an older
-    /// configuration or database is forgotten.
+    /// Takes the current view if anything changed.
     pub fn refresh(&mut self, shared: &Shared) {
         if shared.generation() == self.view.generation {
             return;
         }
         let view = View::read(shared);
-        let same_geo = match (&view.geo, &self.view.geo) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
         if !Arc::ptr_eq(&view.prepared, &self.view.prepared) {
             // Service and site indices change meaning with the configuration.
             self.tally.flush();
             self.tally.answers.clear();
         }
-        if !Arc::ptr_eq(&view.prepared, &self.view.prepared) || !same_geo {
-            self.cache = Cache::default();
-        }
         self.view = view;
     }
 }
 
-/// A database network as two integers: `IpNet`'s derived hash feeds the hasher field by field
-/// and byte by byte, which cost more than the rest of the lookup. IPv4 networks are keyed as
-/// their IPv4-mapped IPv6 form, so the two families never collide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct NetKey(u128, u8);
-
-impl NetKey {
-    fn of(net: IpNet) -> Self {
-        match net {
-            IpNet::V4(n) => Self(n.addr().to_ipv6_mapped().to_bits(), n.prefix_len() + 96),
-            IpNet::V6(n) => Self(n.addr().to_bits(), n.prefix_len()),
-        }
-    }
-}
-
-/// What a worker remembers per database network and per metric label set, valid for one
-/// (configuration, database) pair.
-pub struct Cache {
-    steered: foldhash::HashMap<NetKey, Steered>,
-    /// For clients whose ranking is not the network's (a network override names them).
-    unshared: Option<Steered>,
-    /// Scratch space for choosing nodes: (node index, weight) and the chosen indices.
+/// Scratch space for choosing nodes, reused by every query.
+pub struct Scratch {
+    /// (node index, weight) and the chosen indices.
     pub pool: Vec<(usize, f64)>,
     pub picked: Vec<usize>,
     /// The chosen nodes' addresses, in answer order.
     pub addresses: Vec<IpAddr>,
 }
 
-impl Default for Cache {
+impl Default for Scratch {
     fn default() -> Self {
         Self {
-            steered: foldhash::HashMap::default(),
-            unshared: None,
             pool: Vec::with_capacity(16),
             picked: Vec::with_capacity(16),
             addresses: Vec::with_capacity(16),
         }
-    }
-}
-
-impl Cache {
-    /// The location and ranking for `client`. Every address of a database network ranks sites
-    /// alike unless a network override names it, so the result is kept per network.
-    pub fn steer(
-        &mut self,
-        prepared: &Prepared,
-        geo: Option<&Arc<GeoDb>>,
-        client: IpAddr,
-    ) -> &mut Steered {
-        let found = geo.and_then(|g| g.lookup(client));
-        let (Some(geo), Some((network, record))) = (geo, found) else {
-            return self.unshared.insert(Steered::new(prepared, client, None));
-        };
-        let canonical = client.to_canonical();
-        if prepared
-            .steering
-            .override_networks()
-            .any(|n| n.contains(&canonical))
-        {
-            let location = geo.locate_result(&record, network);
-            return self
-                .unshared
-                .insert(Steered::new(prepared, client, location));
-        }
-        let key = NetKey::of(network);
-        if self.steered.len() >= NETWORKS && !self.steered.contains_key(&key) {
-            self.steered.clear();
-        }
-        self.steered
-            .entry(key)
-            .or_insert_with(|| Steered::new(prepared, client, geo.locate_result(&record, network)))
     }
 }
 
@@ -356,7 +263,7 @@ impl Drop for Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::{Place, synthetic_db};
+    use crate::geo::{GeoDb, Place, synthetic_db};
 
     fn shared(overrides: &str) -> Shared {
         let text = format!(
@@ -374,38 +281,16 @@ mod tests {
         }])
         .unwrap();
         let shared = crate::server::offline(deployment).unwrap();
-        shared.set_geo(GeoDb::from_bytes(db).unwrap());
+        shared.set_geo(GeoDb::from_bytes(db).unwrap()).unwrap();
         shared
     }
 
     #[test]
-    fn a_network_is_ranked_once_and_agrees_with_a_fresh_ranking() {
+    fn changes_reach_the_view_and_a_new_configuration_brings_its_atlas() {
         let shared = shared("");
         let mut memo = Memo::new(&shared);
-        let Memo { view, cache, .. } = &mut memo;
-        let geo = view.geo.clone().unwrap();
-        for last in [1u8, 77, 254] {
-            let client = IpAddr::from([198, 51, 100, last]);
-            let fresh = view
-                .prepared
-                .steering
-                .rank(client, geo.locate(client).as_ref());
-            assert_eq!(
-                cache.steer(&view.prepared, Some(&geo), client).ranking,
-                fresh
-            );
-        }
-        assert_eq!(cache.steered.len(), 1, "one database network, one entry");
-    }
-
-    #[test]
-    fn changes_reach_the_view_and_a_new_configuration_clears_the_cache() {
-        let shared = shared("");
-        let mut memo = Memo::new(&shared);
-        let client = IpAddr::from([198, 51, 100, 1]);
-        let geo = memo.view.geo.clone();
-        memo.cache.steer(&memo.view.prepared, geo.as_ref(), client);
-        // Health changes: the next refresh sees them, and the cache stays.
+        let atlas = memo.view.atlas.clone();
+        // Health changes: the next refresh sees them, and the atlas stays.
         let ams = &memo.view.health.sites[0].name.clone();
         shared.update_health(|h| h.set_admin(ams, None, Some(crate::health::AdminState::Down)));
         memo.refresh(&shared);
@@ -413,12 +298,15 @@ mod tests {
             memo.view.health.sites[0].admin,
             Some(crate::health::AdminState::Down)
         );
-        assert_eq!(memo.cache.steered.len(), 1);
-        // A reloaded configuration starts the cache over.
-        shared.set_prepared(Prepared::new(memo.view.prepared.deployment.clone()).unwrap());
+        assert!(Arc::ptr_eq(&memo.view.atlas, &atlas));
+        // A reloaded configuration comes with the atlas compiled for it.
+        shared
+            .set_prepared(Prepared::new(memo.view.prepared.deployment.clone()).unwrap())
+            .unwrap();
         memo.refresh(&shared);
         assert!(Arc::ptr_eq(&memo.view.prepared, &shared.prepared()));
-        assert!(memo.cache.steered.is_empty());
+        assert!(Arc::ptr_eq(&memo.view.atlas, &shared.atlas()));
+        assert!(!Arc::ptr_eq(&memo.view.atlas, &atlas));
     }
 
     #[test]
@@ -490,32 +378,10 @@ mod tests {
         assert_eq!(shared.metrics.answered[0].get(), 1);
         // A reload flushes before the indices change meaning.
         memo.tally.answer((0, "live"), (0, "ams"));
-        shared.set_prepared(Prepared::new(memo.view.prepared.deployment.clone()).unwrap());
+        shared
+            .set_prepared(Prepared::new(memo.view.prepared.deployment.clone()).unwrap())
+            .unwrap();
         memo.refresh(&shared);
         assert_eq!(by_site("ams"), 2);
-    }
-
-    #[test]
-    fn a_network_override_inside_a_database_network_is_not_shared() {
-        let rule = "\n[[dns.overrides]]\nnetworks = [\"198.51.100.128/25\"]\nsites = [\"fra\"]\n";
-        let shared = shared(rule);
-        let memo = &mut Memo::new(&shared);
-        let geo = memo.view.geo.clone();
-        let mut first_site = |client: IpAddr| {
-            memo.cache
-                .steer(&memo.view.prepared, geo.as_ref(), client)
-                .ranking
-                .order[0]
-        };
-        let outside = first_site(IpAddr::from([198, 51, 100, 1]));
-        let named = first_site(IpAddr::from([198, 51, 100, 200]));
-        let again = first_site(IpAddr::from([198, 51, 100, 1]));
-        let sites = &memo.view.prepared.deployment.sites;
-        assert_eq!(sites[outside].name, "lon", "London's coordinates");
-        assert_eq!(sites[named].name, "fra", "the override");
-        assert_eq!(
-            again, outside,
-            "the override did not leak into the network's entry"
-        );
     }
 }

@@ -1,6 +1,11 @@
 //! geodns metrics: queries by type and rcode, answers by site, latency.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::atlas::Stats;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -13,6 +18,75 @@ pub struct Metrics {
     /// `queries{qtype="A"|"AAAA", rcode="No Error"}`, resolved once: the UDP fast path counts
     /// every answer, and a label lookup per query is a hash and a lock.
     pub answered: [IntCounter; 2],
+    /// The atlas in use: what its compile took and holds (see `atlas`).
+    pub atlas: AtlasMetrics,
+}
+
+pub struct AtlasMetrics {
+    compiles: IntCounter,
+    seconds: Gauge,
+    bytes: IntGauge,
+    networks: IntGauge,
+    records: IntGauge,
+    classes: IntGauge,
+    runs: IntGaugeVec,
+}
+
+impl AtlasMetrics {
+    fn new(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let compiles = IntCounter::new(
+            "geodns_atlas_compiles_total",
+            "Atlases compiled (at start, and on every configuration or database reload)",
+        )
+        .expect("valid metric");
+        let seconds = Gauge::new(
+            "geodns_atlas_compile_seconds",
+            "How long compiling the atlas in use took",
+        )
+        .expect("valid metric");
+        let runs = IntGaugeVec::new(
+            Opts::new(
+                "geodns_atlas_runs",
+                "Address runs with one site order in the atlas in use",
+            ),
+            &["family"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(compiles.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(seconds.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(runs.clone()))
+            .expect("unique metric");
+        Self {
+            compiles,
+            seconds,
+            runs,
+            bytes: gauge("geodns_atlas_bytes", "Memory held by the atlas in use"),
+            networks: gauge(
+                "geodns_atlas_networks",
+                "Location database networks compiled into the atlas in use",
+            ),
+            records: gauge(
+                "geodns_atlas_records",
+                "Distinct location records decoded for the atlas in use",
+            ),
+            classes: gauge(
+                "geodns_atlas_classes",
+                "Distinct site orders in the atlas in use",
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -60,7 +134,9 @@ impl Metrics {
             registry.register(m).expect("unique metric");
         }
         let answered = ["A", "AAAA"].map(|t| queries.with_label_values(&[t, "No Error"]));
+        let atlas = AtlasMetrics::new(&registry);
         Self {
+            atlas,
             registry,
             answered,
             queries,
@@ -69,6 +145,25 @@ impl Metrics {
             latency,
             worker_panics,
         }
+    }
+}
+
+impl Metrics {
+    /// A new atlas was compiled (and is about to be swapped in).
+    pub fn compiled(&self, stats: &Stats) {
+        let m = &self.atlas;
+        m.compiles.inc();
+        m.seconds.set(stats.took.as_secs_f64());
+        m.bytes.set(stats.bytes as i64);
+        m.networks.set(stats.networks as i64);
+        m.records.set(stats.records as i64);
+        m.classes.set(stats.classes as i64);
+        m.runs
+            .with_label_values(&["ipv4"])
+            .set(stats.runs_v4 as i64);
+        m.runs
+            .with_label_values(&["ipv6"])
+            .set(stats.runs_v6 as i64);
     }
 }
 

@@ -35,6 +35,10 @@ pub enum RunError {
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
     #[error(transparent)]
+    Atlas(#[from] crate::atlas::AtlasError),
+    #[error("compiling the location atlas stopped: {0}")]
+    Compile(String),
+    #[error(transparent)]
     Admin(#[from] daemon::admin::AdminError),
     #[error("the deployment file has no [dns] section: nothing to serve")]
     NoDns,
@@ -65,7 +69,12 @@ pub async fn run(
     if geo.is_none() {
         warn!("no location database (dns.geoip_db): every client gets the default site order");
     }
-    let shared = Arc::new(Shared::new(Prepared::new(deployment)?, geo));
+    let prepared = Prepared::new(deployment)?;
+    // Compiling a full-size database takes seconds: off the runtime's threads.
+    let shared = tokio::task::spawn_blocking(move || Shared::new(prepared, geo))
+        .await
+        .map_err(|e| RunError::Compile(e.to_string()))??;
+    let shared = Arc::new(shared);
     if let Some(path) = &dns.admin_state {
         // A file that cannot be read stops the start: silently dropping an operator's
         // "keep this site out" would put it back into service.
@@ -111,7 +120,13 @@ pub async fn run(
         cause,
     })?;
     while signals.next().await == daemon::signals::Request::Reload {
-        if reload(&shared, &config_path) {
+        // Parsing and compiling happen off the serving threads and the runtime's; the running
+        // configuration answers until the new one is swapped in.
+        let (reloading, path) = (shared.clone(), config_path.clone());
+        let reloaded = tokio::task::spawn_blocking(move || reload(&reloading, &path))
+            .await
+            .unwrap_or(false);
+        if reloaded {
             // Sites, feed URLs, token or grace may have changed: follow the new set.
             followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
         }
@@ -130,23 +145,30 @@ pub async fn run(
 
 /// Applies a changed deployment file; false when it is invalid and the running one is kept.
 fn reload(shared: &Shared, path: &Path) -> bool {
-    match Deployment::load(path)
+    let prepared = match Deployment::load(path)
         .map_err(|e| e.to_string())
         .and_then(|d| Prepared::new(d).map_err(|e| e.to_string()))
     {
-        Ok(prepared) => {
-            shared.set_prepared(prepared);
+        Ok(prepared) => prepared,
+        Err(e) => {
+            warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}");
+            return false;
+        }
+    };
+    match shared.set_prepared(prepared) {
+        Ok(()) => {
             info!("SIGHUP: deployment file reloaded");
             true
         }
         Err(e) => {
-            warn!("SIGHUP: keeping the running configuration, the new one is invalid:\n{e}");
+            warn!("SIGHUP: keeping the running configuration, its atlas cannot be compiled: {e}");
             false
         }
     }
 }
 
-/// Reloads the location database when its file changes (checked every two seconds).
+/// Reloads the location database when its file changes (checked every two seconds), opening
+/// and compiling it off the runtime's threads.
 async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last: Option<SystemTime> = mtime(&path);
@@ -157,15 +179,19 @@ async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
             continue;
         }
         last = now;
-        match GeoDb::open(&path) {
-            Ok(db) => {
-                shared.set_geo(db);
-                info!(path = %path.display(), "location database reloaded");
+        let (shared, path) = (shared.clone(), path.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let installed = GeoDb::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|db| shared.set_geo(db).map_err(|e| e.to_string()));
+            match installed {
+                Ok(()) => info!(path = %path.display(), "location database reloaded"),
+                Err(e) => {
+                    warn!("location database changed but cannot be used, keeping the old one: {e}")
+                }
             }
-            Err(e) => {
-                warn!("location database changed but cannot be read, keeping the old one: {e}")
-            }
-        }
+        })
+        .await;
     }
 }
 
@@ -326,5 +352,5 @@ async fn health_handler(State(shared): State<Arc<Shared>>) -> Response {
 /// Answers for `explain` and tests without a running server.
 pub fn offline(deployment: Deployment) -> Result<Shared, RunError> {
     let geo = open_geo(&deployment)?;
-    Ok(Shared::new(Prepared::new(deployment)?, geo))
+    Ok(Shared::new(Prepared::new(deployment)?, geo)?)
 }

@@ -1,42 +1,48 @@
 //! Everything a query needs, swapped whole on reload so a query never sees half of a change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use crate::atlas::{Atlas, AtlasError};
 use crate::geo::GeoDb;
-use crate::geo::Location;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
 use crate::prepared::Prepared;
-use crate::scope::ScopeCache;
-use crate::steering::Ranking;
 
 /// Shared by every query and the background tasks.
 ///
-/// Configuration, database and health are each an `Arc` swapped whole (health copy-on-write)
-/// through the setters below, which bump `generation`: a UDP worker keeps its own snapshot and
-/// re-reads it only when the generation has moved, so a query costs one load of a counter that
-/// changes rarely instead of locks and reference counts every core writes to (see `memo`).
+/// Configuration, database (with the atlas compiled from both) and health are each an `Arc`
+/// swapped whole (health copy-on-write) through the setters below, which bump `generation`: a
+/// UDP worker keeps its own snapshot and re-reads it only when the generation has moved, so a
+/// query costs one load of a counter that changes rarely instead of locks and reference counts
+/// every core writes to (see `memo`).
 pub struct Shared {
     pub prepared: RwLock<Arc<Prepared>>,
     pub health: RwLock<Arc<HealthState>>,
     pub geo: RwLock<Option<Arc<GeoDb>>>,
+    pub atlas: RwLock<Arc<Atlas>>,
     pub metrics: Metrics,
-    pub scopes: ScopeCache,
+    /// Held while an atlas is compiled and swapped in: a configuration reload and a database
+    /// reload at once must not swap in an atlas of the older of the two.
+    compiling: Mutex<()>,
     generation: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(prepared: Prepared, geo: Option<GeoDb>) -> Self {
+    /// Compiles the atlas of `prepared` and `geo` (seconds for a full-size database).
+    pub fn new(prepared: Prepared, geo: Option<GeoDb>) -> Result<Self, AtlasError> {
+        let metrics = Metrics::new();
+        let atlas = compile(&metrics, &prepared, geo.as_ref())?;
         let health = HealthState::from_deployment(&prepared.deployment);
-        Self {
+        Ok(Self {
             prepared: RwLock::new(Arc::new(prepared)),
             health: RwLock::new(Arc::new(health)),
             geo: RwLock::new(geo.map(Arc::new)),
-            metrics: Metrics::new(),
-            scopes: ScopeCache::default(),
+            atlas: RwLock::new(atlas),
+            metrics,
+            compiling: Mutex::new(()),
             generation: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Moves whenever configuration, database or health changes: odd while a change is being
@@ -61,20 +67,31 @@ impl Shared {
         write()
     }
 
-    /// Swaps in a reloaded configuration, and health rebuilt for its sites and nodes (state
-    /// carried over by name), as one change: site indices always mean the same in both.
-    pub fn set_prepared(&self, prepared: Prepared) {
+    /// Swaps in a reloaded configuration with its atlas, and health rebuilt for its sites and
+    /// nodes (state carried over by name), as one change: site indices always mean the same in
+    /// all three. Compiles on the calling thread, which must not be a serving one; until the
+    /// swap the running configuration answers. On error nothing changes.
+    pub fn set_prepared(&self, prepared: Prepared) -> Result<(), AtlasError> {
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        let atlas = compile(&self.metrics, &prepared, self.geo().as_deref())?;
         self.change(|| {
             let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
             *health = Arc::new(health.carried_over(&prepared.deployment));
             *self.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
+            *self.atlas.write().unwrap_or_else(|e| e.into_inner()) = atlas;
         });
+        Ok(())
     }
 
-    pub fn set_geo(&self, geo: GeoDb) {
+    /// Swaps in a reloaded location database with its atlas (compiled as for `set_prepared`).
+    pub fn set_geo(&self, geo: GeoDb) -> Result<(), AtlasError> {
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        let atlas = compile(&self.metrics, &self.prepared(), Some(&geo))?;
         self.change(|| {
             *self.geo.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(geo));
+            *self.atlas.write().unwrap_or_else(|e| e.into_inner()) = atlas;
         });
+        Ok(())
     }
 
     /// Changes health: `f` works on a copy when snapshots of the current state are held, and
@@ -104,20 +121,30 @@ impl Shared {
     pub fn geo(&self) -> Option<Arc<GeoDb>> {
         self.geo.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn atlas(&self) -> Arc<Atlas> {
+        self.atlas.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
-impl Shared {
-    /// The ECS scope for an answer ranked `ranking` for a client at `location`: the database
-    /// network widened to every neighbour with the same site order (see `scope`).
-    pub fn scope(
-        &self,
-        prepared: &Arc<Prepared>,
-        location: Option<&Location>,
-        ranking: &Ranking,
-    ) -> u8 {
-        match (self.geo(), location) {
-            (Some(geo), Some(l)) => self.scopes.scope(prepared, &geo, l.network, ranking),
-            _ => ranking.scope,
-        }
-    }
+/// Compiles the atlas of `prepared` and `geo`, logged and counted.
+fn compile(
+    metrics: &Metrics,
+    prepared: &Prepared,
+    geo: Option<&GeoDb>,
+) -> Result<Arc<Atlas>, AtlasError> {
+    let atlas = Atlas::compile(&prepared.steering, geo)?;
+    metrics.compiled(&atlas.stats);
+    let s = &atlas.stats;
+    tracing::info!(
+        networks = s.networks,
+        records = s.records,
+        runs_v4 = s.runs_v4,
+        runs_v6 = s.runs_v6,
+        classes = s.classes,
+        bytes = s.bytes,
+        took_ms = s.took.as_millis() as u64,
+        "location atlas compiled"
+    );
+    Ok(Arc::new(atlas))
 }

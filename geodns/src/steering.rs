@@ -38,8 +38,6 @@ pub struct Ranking {
     /// Distance in km per site index, when known.
     pub distances: Vec<Option<f64>>,
     pub reason: RankReason,
-    /// The prefix length the decision depended on (the ECS scope to answer with).
-    pub scope: u8,
 }
 
 /// Site coordinates and the rules, prepared once per configuration.
@@ -81,7 +79,9 @@ impl Steering {
         }
     }
 
-    /// Ranks every site for a client at `ip` whose location is `location`.
+    /// Ranks every site for a client at `ip` whose location is `location` (its country,
+    /// continent and coordinates; its network does not matter). This is the rule itself: the
+    /// atlas ranks every database network with it when compiling.
     pub fn rank(&self, ip: IpAddr, location: Option<&Location>) -> Ranking {
         let distances: Vec<Option<f64>> = self
             .coordinates
@@ -92,14 +92,12 @@ impl Steering {
                     .map(|c| distance_km(c, *site))
             })
             .collect();
-        let db_scope = location.map_or(0, |l| l.network.prefix_len());
         for (index, (rule, order)) in self.overrides.iter().enumerate() {
-            if let Some(net) = rule.networks.iter().find(|n| n.contains(&ip)) {
+            if rule.networks.iter().any(|n| n.contains(&ip)) {
                 return Ranking {
                     order: complete(order, &self.default_order),
                     distances,
                     reason: RankReason::Override { index },
-                    scope: net.prefix_len(),
                 };
             }
             let by_place = location.is_some_and(|l| {
@@ -107,12 +105,10 @@ impl Steering {
                     || l.continent.is_some_and(|c| rule.continents.contains(&c))
             });
             if by_place {
-                let scope = self.scope(db_scope, location);
                 return Ranking {
                     order: complete(order, &self.default_order),
                     distances,
                     reason: RankReason::Override { index },
-                    scope,
                 };
             }
         }
@@ -127,35 +123,18 @@ impl Steering {
                 order,
                 distances,
                 reason: RankReason::Distance,
-                scope: self.scope(db_scope, location),
             };
         }
         Ranking {
             order: self.default_order.clone(),
             distances,
             reason: RankReason::Default,
-            scope: self.scope(db_scope, location),
         }
     }
 
     /// Every network named by an override.
     pub fn override_networks(&self) -> impl Iterator<Item = &IpNet> {
         self.override_networks.iter()
-    }
-
-    /// The database network's prefix, made longer when a network override inside it would
-    /// answer part of it differently: the scope must cover only clients with this answer.
-    fn scope(&self, db_scope: u8, location: Option<&Location>) -> u8 {
-        let Some(net) = location.map(|l| l.network) else {
-            return db_scope;
-        };
-        self.overrides
-            .iter()
-            .flat_map(|(rule, _)| rule.networks.iter())
-            .filter(|inner: &&IpNet| net.contains(*inner) && inner.prefix_len() > db_scope)
-            .map(|inner| inner.prefix_len())
-            .max()
-            .unwrap_or(db_scope)
     }
 }
 

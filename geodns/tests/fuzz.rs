@@ -37,7 +37,7 @@ fn shared() -> Arc<geodns::Shared> {
         place("2001:db8:1::/48", 50.11, 8.68),
     ])
     .unwrap();
-    shared.set_geo(GeoDb::from_bytes(db).unwrap());
+    shared.set_geo(GeoDb::from_bytes(db).unwrap()).unwrap();
     Arc::new(shared)
 }
 

@@ -1,5 +1,5 @@
-//! One query in, one answer out, whatever the transport: the hot shape through [`fast`] (a
-//! worker's memo, no general parser), everything else and every error through [`slow`].
+//! One query in, one answer out, whatever the transport: the hot shape through [`fast`] (the
+//! atlas and a worker's memo, no general parser), everything else and every error through [`slow`].
 //!
 //! The two paths must agree; `tests/paths_agree.rs` checks the fast answer against the slow
 //! one over generated queries.
@@ -66,7 +66,11 @@ fn fast(
     out: &mut Vec<u8>,
 ) -> bool {
     memo.refresh(shared);
-    let Memo { view, cache, tally } = memo;
+    let Memo {
+        view,
+        scratch,
+        tally,
+    } = memo;
     let prepared = &view.prepared;
     let raw = &q[hot.name.clone()];
     // Names nearly always arrive in lower case, as the keys are: look the name up as it came
@@ -92,13 +96,13 @@ fn fast(
         return false;
     }
     let client = hot.client(q, source);
-    let steered = cache.steer(prepared, view.geo.as_ref(), client);
+    let placed = view.atlas.place(client);
     let health = &view.health;
     let v4 = hot.is_v4();
     let family = if v4 { Family::V4 } else { Family::V6 };
     let sites = view.choices.sites(service, family);
     let state = |i: usize| sites.get(i).map_or(SiteState::default(), |s| s.state);
-    let Some((site, fail_open)) = pick_site(&steered.ranking.order, state) else {
+    let Some((site, fail_open)) = pick_site(placed.order, state) else {
         return false;
     };
     let changing_ttl = prepared
@@ -109,36 +113,31 @@ fn fast(
     // Most of the time no site changed lately and the walk down the ranking can be skipped.
     let ttl = match view.choices.last_change {
         Some(t) if now.saturating_duration_since(t) < changing_window(svc.ttl) => {
-            let order = &steered.ranking.order;
-            health.answer_ttl(order, site, svc.ttl, changing_ttl, now)
+            health.answer_ttl(placed.order, site, svc.ttl, changing_ttl, now)
         }
         _ => svc.ttl,
     };
-    let scope = if hot.wants_scope() {
-        steered.scope(shared, prepared)
-    } else {
-        0
-    };
+    let scope = if hot.wants_scope() { placed.scope } else { 0 };
     let nodes = &health.sites[site].nodes;
     pick_weighted_into(
         sites[site].candidates(fail_open).iter().copied(),
         usize::from(svc.answer_count),
-        &mut cache.pool,
-        &mut cache.picked,
+        &mut scratch.pool,
+        &mut scratch.picked,
     );
-    cache.addresses.clear();
-    for &i in &cache.picked {
+    scratch.addresses.clear();
+    for &i in &scratch.picked {
         let node = &nodes[i];
         match (node.ipv4, node.ipv6) {
-            (Some(a), _) if v4 => cache.addresses.push(IpAddr::V4(a)),
-            (_, Some(a)) if !v4 => cache.addresses.push(IpAddr::V6(a)),
+            (Some(a), _) if v4 => scratch.addresses.push(IpAddr::V4(a)),
+            (_, Some(a)) if !v4 => scratch.addresses.push(IpAddr::V6(a)),
             _ => return false,
         }
     }
-    if cache.addresses.is_empty() {
+    if scratch.addresses.is_empty() {
         return false;
     }
-    hot::write_answer(q, hot, ttl, scope, &cache.addresses, out);
+    hot::write_answer(q, hot, ttl, scope, &scratch.addresses, out);
     let site_name = health.sites[site].name.as_str();
     if sampled(prepared) {
         let qname = String::from_utf8_lossy(raw);
