@@ -135,9 +135,16 @@ const CITIES: usize = 300;
 const SLASH24S: usize = 262_144;
 /// Distinct client /24s in the spread load, as resolvers all over the world.
 const CLIENTS: usize = 200_000;
+/// IPv6 /48s of the real-size database, and the distinct ones asking in the IPv6 load.
+const SLASH48S: usize = 262_144;
+const V6_CLIENTS: usize = 100_000;
 const SPREAD_RATE: u32 = 20_000;
 const SPREAD_SECONDS: u64 = 10;
 const SPREAD_REPETITIONS: usize = 3;
+/// Queries kept in flight to find the rate at saturation: enough to keep a server busy over
+/// loopback, few enough that the generator's own work does not dominate.
+const SATURATION_OUTSTANDING: u32 = 64;
+const SATURATION_SECONDS: u64 = 5;
 
 /// What one server did under one load.
 struct Spread {
@@ -145,6 +152,10 @@ struct Spread {
     cpu_us: f64,
     user_us: f64,
     rss_mib: f64,
+    /// Answers per second with [`SATURATION_OUTSTANDING`] queries always in flight.
+    saturated: f64,
+    /// From the server's start to its first answer (geodns compiles its atlas meanwhile).
+    started_s: f64,
 }
 
 fn spread_run(pid: u32, load: &testkit::dnsload::Load) -> Spread {
@@ -157,14 +168,16 @@ fn spread_run(pid: u32, load: &testkit::dnsload::Load) -> Spread {
         user_us: (user_after - user_before) / answered * 1e6,
         rss_mib: testkit::process::memory_mib(pid, false),
         load: report,
+        saturated: 0.0,
+        started_s: 0.0,
     }
 }
 
-/// geodns and gdnsd, one UDP thread each, on a real-size database (1,048,576 /26 networks in
-/// 300 cities), first with 200,000 distinct client /24s in ECS, then the same clients in a
-/// Zipf-like mix, then one hot /24, each at
-/// 20,000 queries per second for 10 s from `testkit::dnsload`, three times in alternating
-/// order: CPU per answered query, losses, latency and memory, side by side.
+/// geodns and gdnsd on a real-size database (1,048,576 IPv4 /26 networks and 262,144 IPv6 /48s
+/// in 300 cities): (a) 200,000 distinct client /24s in ECS, each in turn, (b) one hot /24, (c)
+/// the clients of (a) in a Zipf-like mix, (d) 100,000 distinct IPv6 client /48s; each paced at 20,000 queries per second for 10 s (CPU per answered query,
+/// losses, latency, memory), then saturated (the answer rate with queries always in flight),
+/// from `testkit::dnsload`; one UDP thread each, then every core; repeated in alternating order.
 fn spread() {
     use testkit::dnsload::{Load, Pace};
     let dir = TempDir::new("bench-dns-spread");
@@ -205,11 +218,34 @@ fn spread() {
             });
         }
     }
+    // IPv6 /48s in the regional registries' blocks (2400::/12 ... 2c00::/12), as many as a real
+    // database holds, also in the 300 cities.
+    let mut slash48s = std::collections::BTreeSet::new();
+    while slash48s.len() < SLASH48S {
+        let first = [0x2400u128, 0x2600, 0x2800, 0x2a00, 0x2c00][(next() % 5) as usize];
+        let bits = (first | (next() as u128 & 0xF)) << 112 | u128::from(next() as u32) << 80;
+        slash48s.insert(bits);
+    }
+    let slash48s: Vec<ipnet::IpNet> = slash48s
+        .into_iter()
+        .map(|bits| ipnet::IpNet::new(std::net::Ipv6Addr::from(bits).into(), 48).expect("a /48"))
+        .collect();
+    for net in &slash48s {
+        let (latitude, longitude) = cities[(next() % CITIES as u64) as usize];
+        networks.push(geodns::geo::Place {
+            network: *net,
+            country: "US",
+            continent: "NA",
+            latitude,
+            longitude,
+        });
+    }
     let db = dir.path().join("geo.mmdb");
     std::fs::write(&db, synthetic_db(&networks).expect("database")).expect("write database");
     println!(
-        "database: {} networks in {CITIES} cities, {:.1} MB, written in {:.1} s",
+        "database: {} networks ({} IPv6) in {CITIES} cities, {:.1} MB, written in {:.1} s",
         networks.len(),
+        slash48s.len(),
         std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
@@ -234,19 +270,24 @@ fn spread() {
             .collect::<Vec<_>>()
     };
     let loads = [
-        ("200,000 client /24s, each in turn", clients),
+        ("(a) 200,000 client /24s, each in turn", clients),
+        ("(b) one hot /24", vec![slash24s[0]]),
         (
-            "the same clients, Zipf-like (the k-th busiest asks 1/k as often)",
+            "(c) the same clients as (a), Zipf-like (the k-th busiest asks 1/k as often)",
             zipf,
         ),
-        ("one hot /24", vec![slash24s[0]]),
+        (
+            "(d) 100,000 IPv6 client /48s, each in turn",
+            slash48s[..V6_CLIENTS].to_vec(),
+        ),
     ];
     let net = Loopback::fresh();
     let ours_addr = SocketAddr::from((net.host(1), 5353));
+    let ours_admin = SocketAddr::from((net.host(1), 9153));
     let theirs_addr = SocketAddr::from((net.host(2), 5353));
     let line = |who: &str, s: &Spread| {
         println!(
-            "  {who:<6} {:.2} cpu-us/query (user {:.2}), {:.0} answers/s, lost {:.2}%, latency p50 {:.3} ms p99 {:.3} ms, RSS {:.0} MiB",
+            "  {who:<6} {:.2} cpu-us/query (user {:.2}), {:.0} answers/s, lost {:.2}%, latency p50 {:.3} ms p99 {:.3} ms, RSS {:.0} MiB; saturated {:.0} answers/s; answering {:.1} s after start",
             s.cpu_us,
             s.user_us,
             s.load.answer_rate(),
@@ -257,68 +298,106 @@ fn spread() {
             s.load
                 .latency(0.99)
                 .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-            s.rss_mib
+            s.rss_mib,
+            s.saturated,
+            s.started_s,
         );
     };
-    for (label, subnets) in loads {
-        println!("\n{label}, {SPREAD_RATE}/s for {SPREAD_SECONDS} s, one UDP thread each:");
-        let load = |addr| {
-            let mut l = Load::new(
-                addr,
-                "live.tv.example.net.",
-                subnets.clone(),
-                Pace::Rate(SPREAD_RATE),
-                Duration::from_secs(SPREAD_SECONDS),
-            );
-            l.sockets = 2;
-            l
-        };
-        let run_ours = || {
-            let started = std::time::Instant::now();
-            let ours = start_geodns(
-                dir.path(),
-                ours_addr,
-                SocketAddr::from((net.host(1), 9153)),
-                1,
-            );
-            let up = wait_for(Duration::from_secs(120), || {
-                ready_for(ours_addr, slash24s[0]).then_some(())
-            });
-            assert!(up.is_some(), "geodns did not start: {}", ours.log_text());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for (threads, repetitions) in [(1, SPREAD_REPETITIONS), (cores, 2)] {
+        for (label, subnets) in &loads {
             println!(
-                "  geodns answered {:.1} s after it started",
-                started.elapsed().as_secs_f64()
+                "\n{label}, {SPREAD_RATE}/s for {SPREAD_SECONDS} s then saturated ({SATURATION_OUTSTANDING} outstanding) for {SATURATION_SECONDS} s, {threads} UDP thread(s) each:"
             );
-            spread_run(ours.pid(), &load(ours_addr))
-        };
-        let run_theirs = || {
-            let theirs = gdnsd::start(dir.path(), &db, theirs_addr, 1);
-            let up = wait_for(Duration::from_secs(120), || {
-                ready_for(theirs_addr, slash24s[0]).then_some(())
-            });
-            assert!(up.is_some(), "gdnsd did not start: {}", theirs.log_text());
-            spread_run(theirs.pid(), &load(theirs_addr))
-        };
-        // The order alternates: a machine that gets busier or quieter during a run favours
-        // neither server.
-        for repetition in 0..SPREAD_REPETITIONS {
-            let (a, b) = if repetition % 2 == 0 {
-                let a = run_ours();
-                (a, run_theirs())
-            } else {
-                let b = run_theirs();
-                (run_ours(), b)
+            let paced = |addr| {
+                let mut l = Load::new(
+                    addr,
+                    "live.tv.example.net.",
+                    subnets.clone(),
+                    Pace::Rate(SPREAD_RATE),
+                    Duration::from_secs(SPREAD_SECONDS),
+                );
+                l.sockets = 2;
+                l
             };
-            line("geodns", &a);
-            line("gdnsd", &b);
-            println!(
-                "  CPU per query geodns/gdnsd {:.2}x (user {:.2}x), RSS geodns/gdnsd {:.2}x",
-                a.cpu_us / b.cpu_us.max(1e-9),
-                a.user_us / b.user_us.max(1e-9),
-                a.rss_mib / b.rss_mib.max(1e-9)
-            );
+            let saturated = |addr| {
+                let mut l = paced(addr);
+                l.pace = Pace::Outstanding(SATURATION_OUTSTANDING);
+                l.duration = Duration::from_secs(SATURATION_SECONDS);
+                l
+            };
+            let measure = |pid: u32, addr: SocketAddr, started: std::time::Instant| {
+                let started_s = started.elapsed().as_secs_f64();
+                let mut s = spread_run(pid, &paced(addr));
+                s.started_s = started_s;
+                s.saturated = testkit::dnsload::run(&saturated(addr))
+                    .expect("the load runs")
+                    .answer_rate();
+                s
+            };
+            let run_ours = || {
+                let started = std::time::Instant::now();
+                let ours = start_geodns(dir.path(), ours_addr, ours_admin, threads);
+                let up = wait_for(Duration::from_secs(120), || {
+                    ready_for(ours_addr, slash24s[0]).then_some(())
+                });
+                assert!(up.is_some(), "geodns did not start: {}", ours.log_text());
+                let s = measure(ours.pid(), ours_addr, started);
+                let atlas = atlas_figures(ours_admin);
+                (s, atlas)
+            };
+            let run_theirs = || {
+                let started = std::time::Instant::now();
+                let theirs = gdnsd::start(dir.path(), &db, theirs_addr, threads);
+                let up = wait_for(Duration::from_secs(120), || {
+                    ready_for(theirs_addr, slash24s[0]).then_some(())
+                });
+                assert!(up.is_some(), "gdnsd did not start: {}", theirs.log_text());
+                measure(theirs.pid(), theirs_addr, started)
+            };
+            // The order alternates: a machine that gets busier or quieter during a run favours
+            // neither server.
+            for repetition in 0..repetitions {
+                let ((a, atlas), b) = if repetition % 2 == 0 {
+                    let a = run_ours();
+                    (a, run_theirs())
+                } else {
+                    let b = run_theirs();
+                    (run_ours(), b)
+                };
+                line("geodns", &a);
+                line("gdnsd", &b);
+                println!(
+                    "  geodns/gdnsd: CPU per query {:.2}x (user {:.2}x), saturated rate {:.2}x, RSS {:.2}x; geodns's atlas: {atlas}",
+                    a.cpu_us / b.cpu_us.max(1e-9),
+                    a.user_us / b.user_us.max(1e-9),
+                    a.saturated / b.saturated.max(1e-9),
+                    a.rss_mib / b.rss_mib.max(1e-9)
+                );
+            }
         }
     }
+}
+
+/// What geodns's metrics say its atlas took to compile and holds.
+fn atlas_figures(admin: SocketAddr) -> String {
+    let Some((200, text)) = testkit::http::get(admin, "/metrics") else {
+        return "(metrics unavailable)".to_owned();
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    format!(
+        "compiled in {:.2} s, {:.1} MB, {} runs, {} site orders",
+        value("geodns_atlas_compile_seconds"),
+        value("geodns_atlas_bytes") / 1e6,
+        value("geodns_atlas_runs{family=\"ipv4\"}"),
+        value("geodns_atlas_classes"),
+    )
 }
 
 /// Whether `server` answers the service's A query for a client in `subnet`.
