@@ -188,60 +188,12 @@ fn spread() {
         state ^= state << 17;
         state
     };
-    let cities: Vec<(f64, f64)> = (0..CITIES)
-        .map(|_| {
-            let lat = -50.0 + (next() % 12_000) as f64 / 100.0;
-            let lon = -180.0 + (next() % 36_000) as f64 / 100.0;
-            (lat, lon)
-        })
-        .collect();
-    let slash24s = testkit::dnsload::spread_v4(SLASH24S, 24, 0x24);
     let started = std::time::Instant::now();
-    let mut networks = Vec::with_capacity(SLASH24S * 4);
-    for net in &slash24s {
-        let std::net::IpAddr::V4(base) = net.network() else {
-            continue;
-        };
-        for quarter in 0..4u32 {
-            let (latitude, longitude) = cities[(next() % CITIES as u64) as usize];
-            networks.push(geodns::geo::Place {
-                network: format!(
-                    "{}/26",
-                    std::net::Ipv4Addr::from(u32::from(base) + quarter * 64)
-                )
-                .parse()
-                .expect("a /26"),
-                country: "US",
-                continent: "NA",
-                latitude,
-                longitude,
-            });
-        }
-    }
-    // IPv6 /48s in the regional registries' blocks (2400::/12 ... 2c00::/12), as many as a real
-    // database holds, also in the 300 cities.
-    let mut slash48s = std::collections::BTreeSet::new();
-    while slash48s.len() < SLASH48S {
-        let first = [0x2400u128, 0x2600, 0x2800, 0x2a00, 0x2c00][(next() % 5) as usize];
-        let bits = (first | (next() as u128 & 0xF)) << 112 | u128::from(next() as u32) << 80;
-        slash48s.insert(bits);
-    }
-    let slash48s: Vec<ipnet::IpNet> = slash48s
-        .into_iter()
-        .map(|bits| ipnet::IpNet::new(std::net::Ipv6Addr::from(bits).into(), 48).expect("a /48"))
-        .collect();
-    for net in &slash48s {
-        let (latitude, longitude) = cities[(next() % CITIES as u64) as usize];
-        networks.push(geodns::geo::Place {
-            network: *net,
-            country: "US",
-            continent: "NA",
-            latitude,
-            longitude,
-        });
-    }
+    let generated = common::Generated::new(SLASH24S, SLASH48S, CITIES, 0x5EED_2026);
+    let (networks, slash24s, slash48s) =
+        (&generated.places, &generated.slash24s, &generated.slash48s);
     let db = dir.path().join("geo.mmdb");
-    std::fs::write(&db, synthetic_db(&networks).expect("database")).expect("write database");
+    std::fs::write(&db, synthetic_db(networks).expect("database")).expect("write database");
     println!(
         "database: {} networks ({} IPv6) in {CITIES} cities, {:.1} MB, written in {:.1} s",
         networks.len(),

@@ -66,3 +66,42 @@ pub fn zone_file(bytes: &[u8]) {
         let _ = data.negative_soa();
     }
 }
+
+/// A location database file's bytes, opened, compiled into an atlas under the example
+/// deployment's rules and looked up: a damaged file must be refused or compiled, never panic,
+/// and every lookup of the atlas must name a site order.
+pub fn location_db(bytes: &[u8]) {
+    let Ok(db) = crate::geo::GeoDb::from_bytes(bytes.to_vec()) else {
+        return;
+    };
+    let deployment = config::Deployment::parse(
+        include_str!("../../config/examples/three-sites.toml"),
+        std::path::Path::new("three-sites.toml"),
+    )
+    .expect("the example parses");
+    let steering = crate::steering::Steering::new(&deployment);
+    let Ok(atlas) = crate::atlas::Atlas::compile(&steering, Some(&db)) else {
+        return;
+    };
+    for client in [
+        "0.0.0.0",
+        "198.51.100.77",
+        "255.255.255.255",
+        "::",
+        "::198.51.100.77",
+        "::ffff:198.51.100.77",
+        "2001:0:c633:644d::1",
+        "2002:c633:644d::1",
+        "2001:db8:1::5",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ] {
+        let client: IpAddr = client.parse().expect("a valid address");
+        let placed = atlas.place(client);
+        assert_eq!(
+            placed.order.len(),
+            deployment.sites.len(),
+            "{client}: every site ranked"
+        );
+        let _ = db.locate(client);
+    }
+}

@@ -145,6 +145,7 @@ pub async fn run(
 
 /// Applies a changed deployment file; false when it is invalid and the running one is kept.
 fn reload(shared: &Shared, path: &Path) -> bool {
+    info!(path = %path.display(), "SIGHUP: reloading the deployment file");
     let prepared = match Deployment::load(path)
         .map_err(|e| e.to_string())
         .and_then(|d| Prepared::new(d).map_err(|e| e.to_string()))
@@ -179,6 +180,7 @@ async fn watch_geo(shared: Arc<Shared>, path: PathBuf) {
             continue;
         }
         last = now;
+        info!(path = %path.display(), "location database changed: compiling it");
         let (shared, path) = (shared.clone(), path.clone());
         let _ = tokio::task::spawn_blocking(move || {
             let installed = GeoDb::open(&path)

@@ -1,8 +1,9 @@
 //! Generated and mutated DNS queries through every decoder of geodns, on stable Rust, bounded
 //! (see `testkit::fuzz`): the UDP path (hot codec and general path with a worker's memo), the
-//! TCP path, and the OPT scanner. Every answer must decode as DNS and carry the query's id;
-//! afterwards the worker must still answer a real query right. The fast path is also checked
-//! against the general one over generated hot queries.
+//! TCP path, the OPT scanner, and location database files through the atlas compiler. Every
+//! answer must decode as DNS and carry the query's id; afterwards the worker must still answer
+//! a real query right. The fast path is also checked against the general one over generated
+//! hot queries.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -145,6 +146,33 @@ fn zone_files_never_panic_the_parser_or_the_lookups() {
         &seeds,
         3000,
         geodns::fuzzing::zone_file,
+    );
+}
+
+#[test]
+fn location_databases_never_panic_the_compiler_or_the_lookups() {
+    let place = |net: &str, country, latitude, longitude| Place {
+        network: net.parse().unwrap(),
+        country,
+        continent: "EU",
+        latitude,
+        longitude,
+    };
+    let seeds = vec![
+        synthetic_db(&[
+            place("198.51.100.0/24", "NL", 52.37, 4.90),
+            place("198.51.100.128/26", "DE", 50.11, 8.68),
+            place("2001:db8:1::/48", "GB", 51.51, -0.13),
+        ])
+        .unwrap(),
+        synthetic_db(&[place("0.0.0.0/1", "IE", 53.35, -6.26)]).unwrap(),
+    ];
+    fuzz::run_n(
+        "dns-location-db",
+        &regressions(),
+        &seeds,
+        2000,
+        geodns::fuzzing::location_db,
     );
 }
 

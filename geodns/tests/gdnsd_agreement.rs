@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{EXAMPLE, gdnsd};
+use common::{EXAMPLE, Generated, gdnsd};
 use geodns::geo::{Place, synthetic_db};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
@@ -148,27 +148,8 @@ fn geodns_and_gdnsd_agree_on_a_large_generated_database() {
         return;
     };
     let mut rng = Rng(0x5EED_1234_ABCD_0002);
-    let cities: Vec<(f64, f64)> = (0..300)
-        .map(|_| (rng.float(-50.0, 70.0), rng.float(-180.0, 180.0)))
-        .collect();
-    // /24s spread over the public IPv4 space, each split into four /26s in random cities.
-    let slash24s = testkit::dnsload::spread_v4(LARGE_SLASH24S, 24, 0x26);
-    let mut networks: Vec<Place<'static>> = Vec::with_capacity(LARGE_SLASH24S * 4);
-    for net in &slash24s {
-        let base = u32::from(first_v4_of(net));
-        for quarter in 0..4u32 {
-            let (latitude, longitude) = cities[(rng.next() % cities.len() as u64) as usize];
-            networks.push(Place {
-                network: format!("{}/26", Ipv4Addr::from(base + quarter * 64))
-                    .parse()
-                    .unwrap(),
-                country: "US",
-                continent: "NA",
-                latitude,
-                longitude,
-            });
-        }
-    }
+    let generated = Generated::new(LARGE_SLASH24S, 0, 300, 0x26);
+    let slash24s = &generated.slash24s;
     // Client /24s from the database and, one in ten, from anywhere in the public space.
     let anywhere = testkit::dnsload::spread_v4(QUERIES, 24, 0xA11);
     let clients = (0..QUERIES)
@@ -180,7 +161,7 @@ fn geodns_and_gdnsd_agree_on_a_large_generated_database() {
             }
         })
         .collect();
-    agree_with_gdnsd("agreement-large", &networks, clients);
+    agree_with_gdnsd("agreement-large", &generated.places, clients);
 }
 
 /// /24s of the large generated database.

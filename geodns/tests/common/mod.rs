@@ -39,3 +39,88 @@ pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
             &format!("admin = \"{admin}\""),
         )
 }
+
+/// A generated real-size location database: /24s spread over the public IPv4 space (each
+/// split into four /26s) and IPv6 /48s in the regional registries' blocks, every network in
+/// one of `cities` random cities between 50°S and 70°N.
+pub struct Generated {
+    pub places: Vec<Place<'static>>,
+    pub slash24s: Vec<ipnet::IpNet>,
+    pub slash48s: Vec<ipnet::IpNet>,
+}
+
+impl Generated {
+    pub fn new(slash24s: usize, slash48s: usize, cities: usize, seed: u64) -> Self {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let cities: Vec<(f64, f64)> = (0..cities)
+            .map(|_| {
+                let lat = -50.0 + (next() % 12_000) as f64 / 100.0;
+                let lon = -180.0 + (next() % 36_000) as f64 / 100.0;
+                (lat, lon)
+            })
+            .collect();
+        let mut city = || cities[(next() % cities.len() as u64) as usize];
+        let place = |network, (latitude, longitude)| Place {
+            network,
+            country: "US",
+            continent: "NA",
+            latitude,
+            longitude,
+        };
+        let v4 = testkit::dnsload::spread_v4(slash24s, 24, seed ^ 0x24);
+        let mut places = Vec::with_capacity(v4.len() * 4 + slash48s);
+        for net in &v4 {
+            let std::net::IpAddr::V4(base) = net.network() else {
+                continue;
+            };
+            for quarter in 0..4u32 {
+                let first = std::net::Ipv4Addr::from(u32::from(base) + quarter * 64);
+                let network = ipnet::IpNet::new(first.into(), 26).expect("a /26");
+                places.push(place(network, city()));
+            }
+        }
+        let mut v6 = std::collections::BTreeSet::new();
+        let mut state6 = seed ^ 0x48 | 1;
+        while v6.len() < slash48s {
+            state6 ^= state6 << 13;
+            state6 ^= state6 >> 7;
+            state6 ^= state6 << 17;
+            let first = [0x2400u128, 0x2600, 0x2800, 0x2a00, 0x2c00][(state6 % 5) as usize];
+            let bits = (first | u128::from(state6 >> 8 & 0xF)) << 112
+                | u128::from((state6 >> 16) as u32) << 80;
+            v6.insert(bits);
+        }
+        let v6: Vec<ipnet::IpNet> = v6
+            .into_iter()
+            .map(|bits| {
+                ipnet::IpNet::new(std::net::Ipv6Addr::from(bits).into(), 48).expect("a /48")
+            })
+            .collect();
+        for net in &v6 {
+            places.push(place(*net, city()));
+        }
+        Self {
+            places,
+            slash24s: v4,
+            slash48s: v6,
+        }
+    }
+
+    /// Every network moved to one place (a database that changed under a running server).
+    pub fn moved_to(&self, latitude: f64, longitude: f64) -> Vec<Place<'static>> {
+        self.places
+            .iter()
+            .map(|p| Place {
+                latitude,
+                longitude,
+                ..p.clone()
+            })
+            .collect()
+    }
+}
