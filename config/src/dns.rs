@@ -50,6 +50,107 @@ pub struct Dns {
     /// Site orders forced for countries, continents or networks, first match wins.
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// Response rate limiting over UDP, per client prefix.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    /// DNS cookies' shared secret; without it each instance makes up its own, and a resolver
+    /// that anycast moves to another instance presents a cookie that one does not accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Cookies>,
+}
+
+/// DNS cookies (RFC 7873, RFC 9018): the secret every geodns of the deployment derives its
+/// server cookies from, so that each accepts the others'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cookies {
+    /// The shared secret (at least 16 characters).
+    pub secret: Secret,
+    /// The secret being replaced, still accepted while every instance moves to the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<Secret>,
+    /// How often the key derived from the secret changes (a cookie stays valid an hour, across
+    /// a change).
+    #[serde(default = "default_cookie_rotate")]
+    pub rotate: HumanDuration,
+}
+
+fn default_cookie_rotate() -> HumanDuration {
+    HumanDuration::from_secs(86_400)
+}
+
+/// Response rate limiting (RRL): UDP responses to each source prefix are limited to a
+/// sustained rate with a burst allowance; past it, every `slip`-th response goes out truncated
+/// (an honest resolver retries over TCP, which is never limited) and the rest are dropped, so
+/// a spoofed flood's victim receives at most as many bytes as the flood carried.
+///
+/// The defaults must never limit a real resolver. A resolver asks us once per name, client
+/// subnet (ECS) and TTL: a large ISP's resolver behind one /24 serving 10,000 client /24s
+/// asks for a 20-second service name at about 500 queries per second, a few names at about
+/// 1,500. Hence 2,000 per second sustained, 4,000 in a burst (a resolver restarting with an
+/// empty cache), per /24 and /56 (how resolvers' addresses are allocated). A flood from one
+/// prefix above that is cut to the rate; a resolver with a valid DNS cookie is exempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Off: every response is sent.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Responses per second per prefix, sustained.
+    #[serde(default = "default_rrl_rate")]
+    pub rate: u32,
+    /// Responses a prefix may receive at once after being quiet (the bucket's size).
+    #[serde(default = "default_rrl_burst")]
+    pub burst: u32,
+    /// Every `slip`-th limited response is sent truncated; 0 drops them all, 1 truncates all.
+    #[serde(default = "default_rrl_slip")]
+    pub slip: u32,
+    /// Prefix length grouping IPv4 sources.
+    #[serde(default = "default_rrl_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// Prefix length grouping IPv6 sources.
+    #[serde(default = "default_rrl_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Buckets in the limiter's table (a power of two, 12 bytes each): prefixes beyond it share
+    /// buckets, so memory stays bounded whatever the number of sources.
+    #[serde(default = "default_rrl_table_size")]
+    pub table_size: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate: default_rrl_rate(),
+            burst: default_rrl_burst(),
+            slip: default_rrl_slip(),
+            ipv4_prefix: default_rrl_ipv4_prefix(),
+            ipv6_prefix: default_rrl_ipv6_prefix(),
+            table_size: default_rrl_table_size(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_rrl_rate() -> u32 {
+    2_000
+}
+fn default_rrl_burst() -> u32 {
+    4_000
+}
+fn default_rrl_slip() -> u32 {
+    2
+}
+fn default_rrl_ipv4_prefix() -> u8 {
+    24
+}
+fn default_rrl_ipv6_prefix() -> u8 {
+    56
+}
+fn default_rrl_table_size() -> u32 {
+    1 << 20
 }
 
 impl Default for Dns {
@@ -67,6 +168,8 @@ impl Default for Dns {
             query_log_sample: 0.0,
             zones: Vec::new(),
             overrides: Vec::new(),
+            rate_limit: RateLimit::default(),
+            cookies: None,
         }
     }
 }

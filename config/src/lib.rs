@@ -208,6 +208,12 @@ impl Deployment {
             }
             fix_secret(&mut dns.feed_token);
             fix_secret(&mut dns.admin_token);
+            if let Some(cookies) = dns.cookies.as_mut() {
+                if let Some(file) = cookies.secret.file.as_mut() {
+                    fix(file);
+                }
+                fix_secret(&mut cookies.previous_secret);
+            }
             for zone in &mut dns.zones {
                 if let Some(file) = zone.file.as_mut() {
                     fix(file);

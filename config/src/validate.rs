@@ -848,6 +848,68 @@ fn feeds(
     }
 }
 
+/// The rate limiter's settings: limits that can be met, prefixes that group addresses, a table
+/// of a size the limiter can index.
+fn rate_limit(f: &mut Findings, key: &KeyPath, rl: &crate::dns::RateLimit) {
+    if rl.rate == 0 {
+        f.push(
+            key.key("rate"),
+            "rate 0 would answer nothing: expected responses per second, at least 1 (or enabled = false)",
+        );
+    }
+    if rl.burst < rl.rate.max(1) {
+        f.push(
+            key.key("burst"),
+            format!(
+                "burst {} is below rate {}: expected at least one second's worth of responses",
+                rl.burst, rl.rate
+            ),
+        );
+    }
+    if rl.rate > 1_000_000 || rl.burst > 4_000_000 {
+        f.push(
+            key.key("rate"),
+            "rate above 1,000,000 or burst above 4,000,000 per prefix: expected a limit (or enabled = false)",
+        );
+    }
+    if rl.slip > 100 {
+        f.push(
+            key.key("slip"),
+            format!(
+                "slip {} out of range: expected 0 (drop every limited response) to 100",
+                rl.slip
+            ),
+        );
+    }
+    if !(8..=32).contains(&rl.ipv4_prefix) {
+        f.push(
+            key.key("ipv4_prefix"),
+            format!(
+                "ipv4_prefix {} out of range: expected 8 to 32",
+                rl.ipv4_prefix
+            ),
+        );
+    }
+    if !(16..=128).contains(&rl.ipv6_prefix) {
+        f.push(
+            key.key("ipv6_prefix"),
+            format!(
+                "ipv6_prefix {} out of range: expected 16 to 128",
+                rl.ipv6_prefix
+            ),
+        );
+    }
+    if !rl.table_size.is_power_of_two() || !(1 << 10..=1 << 26).contains(&rl.table_size) {
+        f.push(
+            key.key("table_size"),
+            format!(
+                "table_size {} is not a power of two from 1024 to 67108864",
+                rl.table_size
+            ),
+        );
+    }
+}
+
 fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
     let Some(dns) = &ctx.d.dns else { return };
     if !(0.0..=1.0).contains(&dns.query_log_sample) {
@@ -864,6 +926,23 @@ fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
             key.key("listen"),
             "geodns has nothing to listen on: expected at least one address",
         );
+    }
+    rate_limit(f, &key.key("rate_limit"), &dns.rate_limit);
+    if let Some(cookies) = &dns.cookies {
+        let key = key.key("cookies");
+        secret(f, key.key("secret"), &cookies.secret);
+        if let Some(previous) = &cookies.previous_secret {
+            secret(f, key.key("previous_secret"), previous);
+        }
+        if cookies.rotate.get() < std::time::Duration::from_secs(60) {
+            f.push(
+                key.key("rotate"),
+                format!(
+                    "rotate {} is too short: expected at least a minute",
+                    cookies.rotate
+                ),
+            );
+        }
     }
     for (s, site) in dns.default_order.iter().enumerate() {
         ctx.require(f, key.key("default_order").index(s), "site", site);

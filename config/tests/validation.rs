@@ -863,3 +863,68 @@ fn fault_injection_needs_an_admin_api() {
         "expected `admin`",
     );
 }
+
+#[test]
+fn rate_limits_must_be_meetable_and_their_table_bounded() {
+    let at_end = |settings: &str| format!("{MINIMAL}\n[dns.rate_limit]\n{settings}\n");
+    let cases = [
+        (
+            "rate = 0 # zero",
+            "dns.rate_limit.rate",
+            "rate 0 would answer nothing",
+        ),
+        (
+            "rate = 100\nburst = 50 # small",
+            "dns.rate_limit.burst",
+            "below rate 100",
+        ),
+        ("slip = 101 # slip", "dns.rate_limit.slip", "expected 0"),
+        (
+            "ipv4_prefix = 33 # v4",
+            "dns.rate_limit.ipv4_prefix",
+            "expected 8 to 32",
+        ),
+        (
+            "ipv6_prefix = 8 # v6",
+            "dns.rate_limit.ipv6_prefix",
+            "expected 16 to 128",
+        ),
+        (
+            "table_size = 1000 # table",
+            "dns.rate_limit.table_size",
+            "power of two",
+        ),
+    ];
+    for (settings, key, says) in cases {
+        let marker = settings.rsplit('\n').next().unwrap();
+        assert_problem(&at_end(settings), key, marker, says);
+    }
+    let fine = parse(&at_end("rate = 50\nburst = 125\nslip = 1")).unwrap();
+    let rl = &fine.dns.unwrap().rate_limit;
+    assert_eq!(
+        (rl.rate, rl.burst, rl.slip, rl.ipv4_prefix),
+        (50, 125, 1, 24)
+    );
+    let defaults = parse(MINIMAL).unwrap().dns.unwrap().rate_limit;
+    assert!(defaults.enabled && defaults.rate >= 1_000, "{defaults:?}");
+}
+
+#[test]
+fn cookies_need_one_secret_and_a_rotation_of_a_minute_or_more() {
+    let at_end = |settings: &str| format!("{MINIMAL}\n[dns.cookies]\n{settings}\n");
+    assert_problem(
+        &at_end("secret = {} # none"),
+        "dns.cookies.secret",
+        "secret = {} # none",
+        "neither `file` nor `env`",
+    );
+    assert_problem(
+        &at_end("secret = { env = \"S\" }\nrotate = \"10s\" # short"),
+        "dns.cookies.rotate",
+        "rotate = \"10s\" # short",
+        "at least a minute",
+    );
+    let fine = parse(&at_end("secret = { file = \"cookie.secret\" }")).unwrap();
+    let cookies = fine.dns.unwrap().cookies.unwrap();
+    assert_eq!(cookies.rotate.get().as_secs(), 86_400, "a day by default");
+}

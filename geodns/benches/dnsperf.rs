@@ -5,6 +5,9 @@
 //! Run: `cargo bench -p geodns --bench dnsperf` (needs gdnsd and dnsperf installed).
 //! Machines are shared and noisy: compare the ratios, not the absolute figures.
 //!
+//! `cargo bench -p geodns --bench dnsperf -- rrl` measures what response rate limiting costs
+//! clean traffic: geodns with the limiter off and on (checked, never limiting), alternately.
+//!
 //! `cargo bench -p geodns --bench dnsperf -- instructions` (needs valgrind) counts instead the
 //! user-space instructions each server executes per answered query, under callgrind, with the
 //! counters zeroed once the server is ready and dumped after a fixed number of queries: a
@@ -23,7 +26,7 @@ use testkit::process::{Daemon, TempDir, cpu_times, run, wait_for};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{example_on, gdnsd, three_cities};
+use common::{UNLIMITED, example_on, gdnsd, three_cities};
 
 const SECONDS: u32 = 8;
 /// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
@@ -82,19 +85,23 @@ fn dnsperf(server: SocketAddr, queries: &Path, pid: u32) -> Figures {
     }
 }
 
+/// geodns with its rate limiter on the path but never limiting: every load here comes from
+/// one source, far above any real resolver's rate.
 fn start_geodns(dir: &Path, addr: SocketAddr, admin: SocketAddr, threads: usize) -> Daemon {
-    start_geodns_under(dir, addr, admin, threads, &[])
+    start_geodns_under(dir, addr, admin, threads, UNLIMITED, &[])
 }
 
-/// [`start_geodns`], run by `wrapper` (a program and its arguments) when not empty.
+/// [`start_geodns`] with `extra` appended to its deployment file, run by `wrapper` (a program
+/// and its arguments) when not empty.
 fn start_geodns_under(
     dir: &Path,
     addr: SocketAddr,
     admin: SocketAddr,
     threads: usize,
+    extra: &str,
     wrapper: &[String],
 ) -> Daemon {
-    let text = example_on(addr, admin);
+    let text = example_on(addr, admin) + extra;
     let config = dir.join(format!("geodns-{threads}.toml"));
     std::fs::write(&config, text).expect("write deployment");
     let mut cmd = match wrapper.split_first() {
@@ -399,6 +406,10 @@ fn main() {
         instructions(dir.path(), &queries);
         return;
     }
+    if std::env::args().any(|a| a == "rrl") {
+        rate_limiting_cost(dir.path(), &queries);
+        return;
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "geodns vs gdnsd, dnsperf {SECONDS}s each, A with ECS 198.51.100.0/24, 4 clients, 200 outstanding\n"
@@ -454,6 +465,49 @@ fn main() {
     }
 }
 
+/// What response rate limiting costs clean traffic: geodns with the limiter off, then on (every
+/// response checked against its source prefix's bucket, none limited), one UDP thread, dnsperf
+/// at saturation, three times in alternating order.
+fn rate_limiting_cost(dir: &Path, queries: &Path) {
+    println!(
+        "geodns, rate limiting off vs on (never limiting), dnsperf {SECONDS}s each, one UDP thread\n"
+    );
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 5353));
+    let admin = SocketAddr::from((net.host(1), 9153));
+    let run = |extra: &str| {
+        let server = start_geodns_under(dir, addr, admin, 1, extra, &[]);
+        assert!(
+            wait_for(Duration::from_secs(10), || ready(addr).then_some(())).is_some(),
+            "geodns did not start: {}",
+            server.log_text()
+        );
+        dnsperf(addr, queries, server.pid())
+    };
+    let off = "\n[dns.rate_limit]\nenabled = false\n";
+    for repetition in 0..3 {
+        let (a, b) = if repetition % 2 == 0 {
+            let a = run(off);
+            (a, run(UNLIMITED))
+        } else {
+            let b = run(UNLIMITED);
+            (run(off), b)
+        };
+        println!(
+            "off {:.0} qps, {:.2} cpu-us/query (user {:.2}) | on {:.0} qps, {:.2} cpu-us/query (user {:.2}) -> rate on/off {:.3}x, CPU per query on/off {:.3}x (user {:.3}x)",
+            a.qps,
+            a.cpu_us,
+            a.user_us,
+            b.qps,
+            b.cpu_us,
+            b.user_us,
+            b.qps / a.qps,
+            b.cpu_us / a.cpu_us,
+            b.user_us / a.user_us.max(1e-9)
+        );
+    }
+}
+
 /// Queries sent in the instruction count, and their rate: slow enough for a server running
 /// under callgrind (tens of times slower than native) to answer every one.
 const COUNTED: u32 = 20_000;
@@ -485,6 +539,7 @@ fn instructions(dir: &Path, queries: &Path) {
         ours_addr,
         SocketAddr::from((net.host(1), 9153)),
         1,
+        UNLIMITED,
         &wrapper("geodns"),
     );
     let a = counted(&ours, ours_addr, queries, dir, "geodns");

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use crate::query::Worker;
 
 /// A datagram from a client, answered over UDP (hot codec and general path, with the worker's
-/// memo) and over TCP: nothing may panic, and every answer must decode as DNS and carry the
-/// query's id.
+/// memo), over TCP and as a rate-limited source's truncated answer: nothing may panic, and every
+/// answer must decode as DNS and carry the query's id.
 pub fn query(worker: &mut Worker, data: &[u8]) {
     let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 5300);
     let mut out = Vec::new();
@@ -18,6 +18,14 @@ pub fn query(worker: &mut Worker, data: &[u8]) {
         check_answer(data, &out);
     }
     let _ = crate::query::edns::scan(data);
+    // What a rate-limited source gets: the question, truncated, never longer than the query.
+    if crate::rrl::slipped(data, &mut out) {
+        assert!(
+            out.len() <= data.len(),
+            "a slipped answer outgrew its query"
+        );
+        check_answer(data, &out);
+    }
 }
 
 fn check_answer(query: &[u8], answer: &[u8]) {

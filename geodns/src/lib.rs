@@ -13,6 +13,7 @@
 mod admin_state;
 mod answer;
 mod atlas;
+mod cookie;
 mod feeds;
 pub mod fuzzing;
 pub mod geo;
@@ -21,6 +22,7 @@ mod memo;
 mod metrics;
 mod prepared;
 pub mod query;
+mod rrl;
 pub mod server;
 mod state;
 mod steering;

@@ -27,6 +27,7 @@ use crate::health::Family;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
 use crate::prepared::Prepared;
+use crate::rrl::Limiter;
 use crate::state::Shared;
 use crate::steering::{SiteState, serves, site_state};
 
@@ -36,6 +37,7 @@ pub struct View {
     generation: u64,
     pub prepared: Arc<Prepared>,
     pub atlas: Arc<Atlas>,
+    pub limiter: Option<Arc<Limiter>>,
     pub health: Arc<HealthState>,
     /// What health allows, worked out once per view rather than per query.
     pub choices: Choices,
@@ -52,6 +54,7 @@ impl View {
                 continue;
             }
             let (prepared, health, atlas) = (shared.prepared(), shared.health(), shared.atlas());
+            let limiter = shared.limiter();
             if shared.generation() != generation {
                 continue;
             }
@@ -60,6 +63,7 @@ impl View {
                 choices: Choices::new(&prepared, &health),
                 prepared,
                 atlas,
+                limiter,
                 health,
             };
         }
@@ -203,6 +207,11 @@ pub struct Tally {
     pub latency: LocalHistogram,
     /// `dns_queries_total{rcode="No Error"}` for A and AAAA.
     pub answered: [LocalIntCounter; 2],
+    /// Responses limited by the rate limiter: slipped (sent truncated) and dropped.
+    pub slipped: LocalIntCounter,
+    pub dropped: LocalIntCounter,
+    /// Responses this worker has limited, for the rate limiter's slip.
+    pub limited: u64,
     /// `dns_answers_by_site_total` by service index, then site index.
     answers: Vec<Vec<Option<LocalIntCounter>>>,
     /// When the counts are next added to the shared metrics.
@@ -215,6 +224,9 @@ impl Tally {
             answers_by_site: metrics.answers_by_site.clone(),
             latency: metrics.latency.local(),
             answered: [metrics.answered[0].local(), metrics.answered[1].local()],
+            slipped: metrics.rate_limited[0].local(),
+            dropped: metrics.rate_limited[1].local(),
+            limited: 0,
             answers: Vec::new(),
             due: Instant::now() + FLUSH,
         }
@@ -247,7 +259,8 @@ impl Tally {
     pub fn flush(&mut self) {
         self.latency.flush();
         let by_site = self.answers.iter().flatten().flatten();
-        for counter in self.answered.iter().chain(by_site) {
+        let limited = [&self.slipped, &self.dropped].into_iter();
+        for counter in self.answered.iter().chain(limited).chain(by_site) {
             counter.flush();
         }
         self.due = Instant::now() + FLUSH;

@@ -18,6 +18,8 @@ pub struct Metrics {
     /// `queries{qtype="A"|"AAAA", rcode="No Error"}`, resolved once: the UDP fast path counts
     /// every answer, and a label lookup per query is a hash and a lock.
     pub answered: [IntCounter; 2],
+    /// `geodns_rate_limited_responses_total{action="slipped"|"dropped"}`, resolved once.
+    pub rate_limited: [IntCounter; 2],
     /// The atlas in use: what its compile took and holds (see `atlas`).
     pub atlas: AtlasMetrics,
 }
@@ -135,7 +137,20 @@ impl Metrics {
         }
         let answered = ["A", "AAAA"].map(|t| queries.with_label_values(&[t, "No Error"]));
         let atlas = AtlasMetrics::new(&registry);
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "geodns_rate_limited_responses_total",
+                "UDP responses over their source prefix's rate limit: sent truncated (slipped) or dropped",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(limited.clone()))
+            .expect("unique metric");
+        let rate_limited = ["slipped", "dropped"].map(|a| limited.with_label_values(&[a]));
         Self {
+            rate_limited,
             atlas,
             registry,
             answered,

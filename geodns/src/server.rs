@@ -31,7 +31,7 @@ pub enum RunError {
         cause: std::io::Error,
     },
     #[error(transparent)]
-    Zone(#[from] crate::zone::ZoneError),
+    Prepare(#[from] crate::prepared::PrepareError),
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
     #[error(transparent)]
@@ -242,6 +242,9 @@ pub struct Explanation {
     pub steering: Option<serde_json::Value>,
     pub answer: Vec<String>,
     pub scope: u8,
+    /// The rate limiter's bucket for `client` as a UDP source (absent when limiting is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::rrl::PrefixState>,
 }
 
 /// Explains the answer to `name` for `client` with the state `shared` holds now.
@@ -271,6 +274,9 @@ pub fn explain(
             .and_then(|s: &Steered| serde_json::to_value(s).ok()),
         answer: outcome.answers.iter().map(|r| r.data.to_string()).collect(),
         scope: outcome.scope,
+        rate_limit: shared
+            .limiter()
+            .map(|l| l.state(client, std::time::Instant::now())),
     })
 }
 

@@ -8,6 +8,7 @@ use crate::geo::GeoDb;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
 use crate::prepared::Prepared;
+use crate::rrl::Limiter;
 
 /// Shared by every query and the background tasks.
 ///
@@ -21,6 +22,8 @@ pub struct Shared {
     pub health: RwLock<Arc<HealthState>>,
     pub geo: RwLock<Option<Arc<GeoDb>>>,
     pub atlas: RwLock<Arc<Atlas>>,
+    /// Response rate limiting (`None`: off); kept across reloads that leave its settings be.
+    pub limiter: RwLock<Option<Arc<Limiter>>>,
     pub metrics: Metrics,
     /// Held while an atlas is compiled and swapped in: a configuration reload and a database
     /// reload at once must not swap in an atlas of the older of the two.
@@ -34,7 +37,9 @@ impl Shared {
         let metrics = Metrics::new();
         let atlas = compile(&metrics, &prepared, geo.as_ref())?;
         let health = HealthState::from_deployment(&prepared.deployment);
+        let limiter = Limiter::new(&rate_limit(&prepared)).map(Arc::new);
         Ok(Self {
+            limiter: RwLock::new(limiter),
             prepared: RwLock::new(Arc::new(prepared)),
             health: RwLock::new(Arc::new(health)),
             geo: RwLock::new(geo.map(Arc::new)),
@@ -77,6 +82,12 @@ impl Shared {
         self.change(|| {
             let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
             *health = Arc::new(health.carried_over(&prepared.deployment));
+            let settings = rate_limit(&prepared);
+            let mut limiter = self.limiter.write().unwrap_or_else(|e| e.into_inner());
+            if limiter.as_ref().map(|l| l.settings()) != Some(&settings).filter(|s| s.enabled) {
+                *limiter = Limiter::new(&settings).map(Arc::new);
+            }
+            drop(limiter);
             *self.prepared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(prepared);
             *self.atlas.write().unwrap_or_else(|e| e.into_inner()) = atlas;
         });
@@ -125,6 +136,23 @@ impl Shared {
     pub fn atlas(&self) -> Arc<Atlas> {
         self.atlas.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.limiter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The rate limiting settings of a configuration.
+fn rate_limit(prepared: &Prepared) -> config::dns::RateLimit {
+    prepared
+        .deployment
+        .dns
+        .as_ref()
+        .map(|d| d.rate_limit.clone())
+        .unwrap_or_default()
 }
 
 /// Compiles the atlas of `prepared` and `geo`, logged and counted.

@@ -21,8 +21,10 @@ use testkit::fuzz::{self, Rng};
 const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 
 fn shared() -> Arc<geodns::Shared> {
+    // One source asks everything here, far past any rate limit.
+    let text = format!("{EXAMPLE}\n[dns.rate_limit]\nenabled = false\n");
     let deployment =
-        config::Deployment::parse(EXAMPLE, Path::new("three-sites.toml")).expect("example parses");
+        config::Deployment::parse(&text, Path::new("three-sites.toml")).expect("example parses");
     let shared = geodns::server::offline(deployment).expect("example builds");
     let place = |net: &str, latitude, longitude| Place {
         network: net.parse().unwrap(),
@@ -89,6 +91,25 @@ fn seeds() -> Vec<Vec<u8>> {
         query("live.tv.example.net.", RecordType::ANY, Some(None)),
         query("live.tv.example.net.", RecordType::MX, Some(None)),
     ];
+    // Cookies: a client cookie alone, and with a server cookie beside Client Subnet.
+    let with_cookie = |cookie: &[u8], subnet: bool| {
+        let mut m = Message::new(0x4243, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("live.tv.example.net.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        if subnet {
+            let cs = ClientSubnet::new(v4([198, 51, 100, 0]), 24, 0);
+            e.options_mut().insert(EdnsOption::Subnet(cs));
+        }
+        e.options_mut()
+            .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    };
+    seeds.push(with_cookie(b"resolver", false));
+    seeds.push(with_cookie(&[7u8; 24], true));
     // The datagram that once silenced a worker: labels of 63, 63, 63, 62 and 63 bytes.
     let mut long = vec![0x13, 0x37, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1];
     for len in [63, 63, 63, 62, 63] {
@@ -193,7 +214,7 @@ fn the_hot_codec_and_the_opt_scanner_take_anything() {
                     }
                 })
                 .collect();
-            write_answer(input, &hot, 30, 24, &addresses, &mut out);
+            write_answer(input, &hot, 30, 24, None, &addresses, &mut out);
             let m = Message::from_vec(&out).expect("a hot answer decodes");
             assert_eq!(m.answers.len(), addresses.len());
         }

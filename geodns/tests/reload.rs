@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Generated, example_on};
+use common::{Generated, UNLIMITED, example_on};
 use geodns::geo::synthetic_db;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
@@ -76,7 +76,7 @@ fn answers_go_on_through_configuration_and_database_reloads() {
         SocketAddr::from((net.host(1), 9153)),
     );
     let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, example_on(dns, admin)).unwrap();
+    std::fs::write(&config, example_on(dns, admin) + UNLIMITED).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
     cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
     let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();

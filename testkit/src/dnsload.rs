@@ -46,6 +46,9 @@ pub struct Load {
     pub timeout: Duration,
     /// Keep the first answer seen for each subnet (for agreement checks).
     pub keep_answers: bool,
+    /// The address to send from (any of 127.0.0.0/8 on loopback): one resolver among many.
+    /// `None`: the system's choice.
+    pub source: Option<IpAddr>,
 }
 
 impl Load {
@@ -68,6 +71,7 @@ impl Load {
             sockets: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             timeout: Duration::from_secs(1),
             keep_answers: false,
+            source: None,
         }
     }
 }
@@ -194,10 +198,11 @@ fn build_queries(load: &Load) -> io::Result<Vec<Vec<u8>>> {
     load.subnets.iter().map(|n| build(Some(*n))).collect()
 }
 
-fn bind(server: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = match server.ip() {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+fn bind(server: SocketAddr, source: Option<IpAddr>) -> io::Result<UdpSocket> {
+    let local: SocketAddr = match (source, server.ip()) {
+        (Some(source), _) => (source, 0).into(),
+        (None, IpAddr::V4(_)) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        (None, IpAddr::V6(_)) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(local),
@@ -218,7 +223,7 @@ fn bind(server: SocketAddr) -> io::Result<UdpSocket> {
 pub fn run(load: &Load) -> io::Result<Report> {
     let queries = build_queries(load)?;
     let sockets: Vec<Arc<UdpSocket>> = (0..load.sockets.max(1))
-        .map(|_| bind(load.server).map(Arc::new))
+        .map(|_| bind(load.server, load.source).map(Arc::new))
         .collect::<io::Result<_>>()?;
     let tables: Vec<Arc<InFlight>> = sockets.iter().map(|_| Arc::new(InFlight::new())).collect();
     let in_flight = Arc::new(AtomicU64::new(0));

@@ -6,17 +6,31 @@
 //! that the FORMERR carries OPT as RFC 6891 asks.
 
 /// A query's OPT records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OptScan {
     /// OPT records found in the additional section.
     pub count: usize,
     pub subnet: SubnetCheck,
+    /// The COOKIE option of the (first) OPT record: where its data is in the query, or
+    /// `Malformed` for a length RFC 7873 section 4 does not allow.
+    pub cookie: CookieCheck,
+}
+
+/// The COOKIE option of the (first) OPT record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CookieCheck {
+    #[default]
+    Absent,
+    Present(std::ops::Range<usize>),
+    Malformed,
 }
 
 impl OptScan {
     /// A query that must be answered FORMERR, whatever else it asks.
     pub fn malformed(&self) -> bool {
-        self.count > 1 || self.subnet == SubnetCheck::Malformed
+        self.count > 1
+            || self.subnet == SubnetCheck::Malformed
+            || self.cookie == CookieCheck::Malformed
     }
 }
 
@@ -80,6 +94,7 @@ fn walk(q: &[u8], found: &mut OptScan) -> Option<()> {
         found.count += 1;
         if found.count == 1 {
             found.subnet = subnet(q.get(rdata..at)?);
+            found.cookie = cookie(q.get(rdata..at)?, rdata);
         }
     }
     Some(())
@@ -106,7 +121,29 @@ fn subnet(rdata: &[u8]) -> SubnetCheck {
     SubnetCheck::Absent
 }
 
-fn valid_subnet(data: &[u8]) -> bool {
+/// The COOKIE check over an OPT record's data, which starts at `base` in the query.
+fn cookie(rdata: &[u8], base: usize) -> CookieCheck {
+    let mut at = 0;
+    while at + 4 <= rdata.len() {
+        let code = be16(rdata, at).unwrap_or(0);
+        let len = usize::from(be16(rdata, at + 2).unwrap_or(0));
+        let Some(data) = rdata.get(at + 4..at + 4 + len) else {
+            return CookieCheck::Absent;
+        };
+        if code == crate::cookie::OPTION {
+            return match crate::cookie::presented(data) {
+                crate::cookie::Presented::Malformed => CookieCheck::Malformed,
+                _ => CookieCheck::Present(base + at + 4..base + at + 4 + len),
+            };
+        }
+        at += 4 + len;
+    }
+    CookieCheck::Absent
+}
+
+/// Whether a Client Subnet option's data is valid for a query (RFC 7871 sections 6 and
+/// 7.1.2).
+pub(crate) fn valid_subnet(data: &[u8]) -> bool {
     let (Some(family), Some(&source), Some(&scope)) = (be16(data, 0), data.get(2), data.get(3))
     else {
         return false;

@@ -38,18 +38,33 @@ pub struct HotQuery {
     /// An OPT record (EDNS version 0) is present.
     pub edns: bool,
     pub subnet: Option<Subnet>,
+    /// A COOKIE option's data (8 bytes, or 16 to 40), where it is in the query.
+    pub cookie: Option<Range<usize>>,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// A Client Subnet option's data at `data` in `q`, when valid (see `edns::valid_subnet`).
+fn subnet(q: &[u8], data: Range<usize>) -> Option<Subnet> {
+    if !super::edns::valid_subnet(q.get(data.clone())?) {
+        return None;
+    }
+    Some(Subnet {
+        family: be16(q, data.start)?,
+        source_prefix: *q.get(data.start + 2)?,
+        address: data.start + 4..data.end,
+    })
+}
+
 impl HotQuery {
     /// Accepts only: a query (QR 0, opcode 0) with one question of type A or AAAA and class IN
     /// whose name is at most [`MAX_NAME`] bytes without compression, no answer or authority
-    /// records, and at most an OPT record (version 0) whose only option is a valid Client
-    /// Subnet (RFC 7871 section 6: as many address bytes as the source prefix needs, no bits
-    /// set past it, scope 0). Anything else is `None`.
+    /// records, and at most an OPT record (version 0) whose options are at most one valid
+    /// Client Subnet (RFC 7871 section 6: as many address bytes as the source prefix needs, no
+    /// bits set past it, scope 0) and one COOKIE of a valid length (RFC 7873 section 4).
+    /// Anything else is `None`.
     pub fn parse(q: &[u8]) -> Option<Self> {
         let flags = *q.get(2)?;
         let opcode = (flags >> 3) & 0x0F;
@@ -91,6 +106,7 @@ impl HotQuery {
             qtype,
             edns: false,
             subnet: None,
+            cookie: None,
         };
         match additional {
             0 if question_end == q.len() => Some(hot),
@@ -106,35 +122,23 @@ impl HotQuery {
                     return None;
                 }
                 hot.edns = true;
-                if rdlen == 0 {
-                    return Some(hot);
+                // Options: at most one Client Subnet and one COOKIE, in any order.
+                let mut at = rdata;
+                while at < q.len() {
+                    let (code, len) = (be16(q, at)?, usize::from(be16(q, at + 2)?));
+                    let data = at + 4..at + 4 + len;
+                    if data.end > q.len() {
+                        return None;
+                    }
+                    match code {
+                        8 if hot.subnet.is_none() => hot.subnet = Some(subnet(q, data.clone())?),
+                        10 if hot.cookie.is_none() && (len == 8 || (16..=40).contains(&len)) => {
+                            hot.cookie = Some(data.clone());
+                        }
+                        _ => return None,
+                    }
+                    at = data.end;
                 }
-                let (code, len) = (be16(q, rdata)?, usize::from(be16(q, rdata + 2)?));
-                if code != 8 || 4 + len != rdlen || len < 4 {
-                    return None;
-                }
-                let family = be16(q, rdata + 4)?;
-                let source_prefix = *q.get(rdata + 6)?;
-                let scope = *q.get(rdata + 7)?;
-                let max = match family {
-                    1 => 32,
-                    2 => 128,
-                    _ => return None,
-                };
-                let bytes = usize::from(source_prefix).div_ceil(8);
-                if scope != 0 || source_prefix > max || len - 4 != bytes {
-                    return None;
-                }
-                let address = rdata + 8..rdata + 8 + bytes;
-                if source_prefix % 8 != 0 && q[address.end - 1] & (0xFF >> (source_prefix % 8)) != 0
-                {
-                    return None;
-                }
-                hot.subnet = Some(Subnet {
-                    family,
-                    source_prefix,
-                    address,
-                });
                 Some(hot)
             }
             _ => None,
@@ -169,23 +173,23 @@ impl HotQuery {
 }
 
 /// Writes the answer to `hot` into `out`: the addresses (all of the question's family) with
-/// `ttl`, and the subnet echoed with `scope`. Flags: QR, AA, RD and CD copied, NOERROR.
+/// `ttl`, the subnet echoed with `scope`, and `cookie` (the client's cookie and ours) when the
+/// query carried one. Flags: QR, AA, RD and CD copied, NOERROR.
 pub fn write_answer(
     q: &[u8],
     hot: &HotQuery,
     ttl: u32,
     scope: u8,
+    cookie: Option<&[u8; 24]>,
     addresses: &[IpAddr],
     out: &mut Vec<u8>,
 ) {
     let v4 = hot.is_v4();
     // The answer's length is known before its first byte: one resize, then plain stores.
     let rdlen = if v4 { 4 } else { 16 };
-    let opt = match (&hot.edns, &hot.subnet) {
-        (false, _) => 0,
-        (true, None) => 11,
-        (true, Some(s)) => 11 + 8 + s.address.len(),
-    };
+    let ecs = hot.subnet.as_ref().map_or(0, |s| 8 + s.address.len());
+    let cookie_len = cookie.map_or(0, |c| 4 + c.len());
+    let opt = if hot.edns { 11 + ecs + cookie_len } else { 0 };
     out.clear();
     out.resize(hot.question_end + addresses.len() * (12 + rdlen) + opt, 0);
     let mut w = Cursor { buf: out, at: 0 };
@@ -213,17 +217,19 @@ pub fn write_answer(
         w.put(&[0, 0, 41]);
         w.put(&MAX_UDP_PAYLOAD.to_be_bytes());
         w.put(&[0, 0, 0, 0]);
-        match &hot.subnet {
-            None => w.put(&[0, 0]),
-            Some(s) => {
-                let len = 4 + s.address.len() as u16;
-                w.put(&(len + 4).to_be_bytes());
-                w.put(&[0, 8]);
-                w.put(&len.to_be_bytes());
-                w.put(&s.family.to_be_bytes());
-                w.put(&[s.source_prefix, scope]);
-                w.put(&q[s.address.clone()]);
-            }
+        w.put(&((ecs + cookie_len) as u16).to_be_bytes());
+        if let Some(s) = &hot.subnet {
+            let len = 4 + s.address.len() as u16;
+            w.put(&[0, 8]);
+            w.put(&len.to_be_bytes());
+            w.put(&s.family.to_be_bytes());
+            w.put(&[s.source_prefix, scope]);
+            w.put(&q[s.address.clone()]);
+        }
+        if let Some(c) = cookie {
+            w.put(&crate::cookie::OPTION.to_be_bytes());
+            w.put(&(c.len() as u16).to_be_bytes());
+            w.put(c);
         }
     }
     debug_assert_eq!(w.at, out.len(), "answer length worked out beforehand");
@@ -272,13 +278,49 @@ mod tests {
         let hot = HotQuery::parse(DIG_ECS).unwrap();
         let mut out = Vec::new();
         let addresses = [IpAddr::from([192, 0, 2, 10])];
-        write_answer(DIG_ECS, &hot, 20, 22, &addresses, &mut out);
+        write_answer(DIG_ECS, &hot, 20, 22, None, &addresses, &mut out);
         let mut expected = vec![0x1d, 0x2c, 0x85, 0x00, 0, 1, 0, 1, 0, 0, 0, 1];
         expected.extend_from_slice(&DIG_ECS[12..37]);
         expected.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 192, 0, 2, 10]);
         expected.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11]);
         expected.extend_from_slice(&[0, 8, 0, 7, 0, 1, 24, 22, 198, 51, 100]);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_cookie_beside_client_subnet_is_hot_and_answered_with_ours() {
+        // DIG_ECS with a COOKIE option (client cookie only) after the subnet.
+        let mut q = DIG_ECS.to_vec();
+        q.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        q[47] += 12; // rdlen
+        let hot = HotQuery::parse(&q).unwrap();
+        assert_eq!(hot.cookie, Some(63..71));
+        assert!(hot.subnet.is_some());
+        let mut cookie = [0u8; 24];
+        cookie[..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        cookie[8] = 1;
+        let mut out = Vec::new();
+        let addresses = [IpAddr::from([192, 0, 2, 10])];
+        write_answer(&q, &hot, 20, 22, Some(&cookie), &addresses, &mut out);
+        let reply = hickory_proto::op::Message::from_vec(&out).unwrap();
+        let edns = reply.edns.as_ref().unwrap();
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        assert!(matches!(
+            edns.option(EdnsCode::Cookie),
+            Some(EdnsOption::Unknown(10, data)) if data[..] == cookie[..]
+        ));
+        assert!(
+            matches!(edns.option(EdnsCode::Subnet), Some(EdnsOption::Subnet(cs)) if cs.scope_prefix() == 22)
+        );
+        // Two cookies, or a cookie of a length RFC 7873 does not allow: not hot.
+        let mut twice = q.clone();
+        twice.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        twice[47] += 12;
+        assert!(HotQuery::parse(&twice).is_none());
+        let mut short = DIG_ECS.to_vec();
+        short.extend_from_slice(&[0, 10, 0, 5, 1, 2, 3, 4, 5]);
+        short[47] += 9;
+        assert!(HotQuery::parse(&short).is_none());
     }
 
     /// A name of labels 63, 63, 63, 62 and 63 bytes: 320 bytes on the wire.

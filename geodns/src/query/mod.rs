@@ -16,13 +16,16 @@ use crate::answer::{pick_weighted_into, sampled};
 use crate::health::Family;
 use crate::health::changing_window;
 use crate::memo::Memo;
+use crate::rrl::Verdict;
 use crate::state::Shared;
 use crate::steering::{SiteState, pick_site};
 use hot::HotQuery;
 pub use slow::Transport;
 
 /// Writes the answer to a UDP datagram into `out`; false when nothing must be sent. `memo` is
-/// the calling worker's (see `memo`), `now` when its batch of datagrams arrived.
+/// the calling worker's (see `memo`), `now` when its batch of datagrams arrived. Responses are
+/// rate limited per source prefix first (see `rrl`); TCP, whose sources cannot be spoofed, is
+/// not.
 pub fn handle_udp(
     shared: &Shared,
     memo: &mut Memo,
@@ -34,12 +37,56 @@ pub fn handle_udp(
     if !plausible(query, from) {
         return false;
     }
-    if let Some(hot) = HotQuery::parse(query)
+    memo.refresh(shared);
+    let hot = HotQuery::parse(query);
+    if let Some(limiter) = &memo.view.limiter
+        && !proven(&memo.view.prepared.cookies, hot.as_ref(), query, from.ip())
+    {
+        match limiter.check(from.ip(), now, &mut memo.tally.limited) {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                memo.tally.slipped.inc();
+                return crate::rrl::slipped(query, out);
+            }
+            Verdict::Drop => {
+                memo.tally.dropped.inc();
+                return false;
+            }
+        }
+    }
+    if let Some(hot) = hot
         && fast(shared, memo, &hot, query, from.ip(), now, out)
     {
         return true;
     }
     slow::answer(shared, query, from.ip(), Transport::Udp, out)
+}
+
+/// Whether `query` presents a server cookie issued to `source` (by any instance sharing the
+/// secret): its source is then proven, not spoofed, and exempt from rate limiting. The hot
+/// shape's cookie was found while parsing; any other query's OPT is scanned for it.
+fn proven(
+    cookies: &crate::cookie::Jar,
+    hot: Option<&HotQuery>,
+    query: &[u8],
+    source: IpAddr,
+) -> bool {
+    let at = match hot {
+        Some(hot) => hot.cookie.clone(),
+        None => match edns::scan(query).cookie {
+            edns::CookieCheck::Present(at) => Some(at),
+            _ => None,
+        },
+    };
+    let Some(data) = at.and_then(|at| query.get(at)) else {
+        return false;
+    };
+    match crate::cookie::presented(data) {
+        crate::cookie::Presented::Both(client, server) => {
+            cookies.valid(client, server, source, crate::cookie::now())
+        }
+        _ => false,
+    }
 }
 
 /// Writes the answer to a query that came over TCP into `out` (the general path: TCP carries
@@ -118,6 +165,14 @@ fn fast(
         _ => svc.ttl,
     };
     let scope = if hot.wants_scope() { placed.scope } else { 0 };
+    let cookie = hot
+        .cookie
+        .as_ref()
+        .and_then(|at| q.get(at.start..at.start + crate::cookie::CLIENT_LEN))
+        .and_then(|client| client.try_into().ok())
+        .map(|client| {
+            crate::cookie::answer(&prepared.cookies, client, source, crate::cookie::now())
+        });
     let nodes = &health.sites[site].nodes;
     pick_weighted_into(
         sites[site].candidates(fail_open).iter().copied(),
@@ -137,7 +192,7 @@ fn fast(
     if scratch.addresses.is_empty() {
         return false;
     }
-    hot::write_answer(q, hot, ttl, scope, &scratch.addresses, out);
+    hot::write_answer(q, hot, ttl, scope, cookie.as_ref(), &scratch.addresses, out);
     let site_name = health.sites[site].name.as_str();
     if sampled(prepared) {
         let qname = String::from_utf8_lossy(raw);

@@ -7,9 +7,12 @@ use std::net::IpAddr;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-use super::edns::{OptScan, scan};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+
+use super::edns::{CookieCheck, OptScan, scan};
 use super::hot::MAX_UDP_PAYLOAD;
 use super::respond::{Question, respond};
+use crate::cookie;
 use crate::state::Shared;
 
 /// Where the answer goes, which bounds its size.
@@ -49,13 +52,23 @@ pub fn answer(
                     class: q.query_class(),
                 }
             });
-            let reply = respond(
+            let mut reply = respond(
                 shared,
                 &request.metadata,
                 question,
                 request.edns.as_ref(),
                 source,
             );
+            // A client cookie gets it back with a server cookie (RFC 7873 section 5.2).
+            if let (CookieCheck::Present(at), Some(edns)) = (&opts.cookie, reply.edns.as_mut())
+                && let Some(client) = query.get(at.start..at.start + cookie::CLIENT_LEN)
+                && let Ok(client) = client.try_into()
+            {
+                let cookies = &shared.prepared().cookies;
+                let option = cookie::answer(cookies, client, source, cookie::now());
+                edns.options_mut()
+                    .insert(EdnsOption::Unknown(cookie::OPTION, option.to_vec()));
+            }
             let mut message = Message::new(
                 reply.metadata.id,
                 MessageType::Response,

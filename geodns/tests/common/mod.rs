@@ -10,6 +10,10 @@ pub mod gdnsd;
 /// The three-site example deployment, the one the tests and the benchmark serve.
 pub const EXAMPLE: &str = include_str!("../../../config/examples/three-sites.toml");
 
+/// A rate limit section no test load reaches (one source asks thousands of times a second), so
+/// that the limiter is on the path but never limits.
+pub const UNLIMITED: &str = "\n[dns.rate_limit]\nrate = 1000000\nburst = 4000000\n";
+
 /// One network in each site's city: Amsterdam, Frankfurt, London.
 pub fn three_cities() -> Vec<Place<'static>> {
     let p = |net: &str, country, latitude, longitude| Place {

@@ -1,0 +1,232 @@
+//! Response rate limiting under a flood, over loopback (any 127.0.0.0/8 address is a source):
+//! one /24 floods at 5,000 queries per second while 50 resolvers, each from its own /24, ask
+//! at a normal rate. Every resolver's query is answered; the flooding prefix receives at most
+//! its burst plus its rate in full answers, every second limited answer truncated (slip 2) and
+//! the rest dropped, and fewer bytes than it sent; the limiter's counts and `explain` say so.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{example_on, three_cities};
+use geodns::geo::synthetic_db;
+use hickory_proto::op::Message;
+use testkit::dnsload::{self, Load, Pace};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+const NAME: &str = "live.tv.example.net.";
+const RATE: u32 = 100;
+const BURST: u32 = 200;
+const FLOOD_RATE: u32 = 5_000;
+const SECONDS: u64 = 3;
+const RESOLVERS: u8 = 50;
+
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    testkit::http::get(admin, "/metrics")
+        .and_then(|(_, text)| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// What the flooding source saw.
+#[derive(Debug, Default)]
+struct Flood {
+    sent: u64,
+    bytes_out: u64,
+    full: u64,
+    truncated: u64,
+    bytes_in: u64,
+}
+
+/// Sends `rate` A queries per second from `source` for `seconds`, counting every answer.
+fn flood(server: SocketAddr, source: IpAddr, rate: u32, seconds: u64) -> Flood {
+    let socket = UdpSocket::bind((source, 0)).unwrap();
+    socket.connect(server).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let query = dnsload::query(
+        &hickory_proto::rr::Name::from_ascii(NAME).unwrap(),
+        hickory_proto::rr::RecordType::A,
+        Some("198.51.100.0/24".parse().unwrap()),
+    )
+    .to_vec()
+    .unwrap();
+    let mut seen = Flood::default();
+    let mut buf = [0u8; 2048];
+    let mut drain = |seen: &mut Flood| {
+        while let Ok(n) = socket.recv(&mut buf) {
+            seen.bytes_in += n as u64;
+            match Message::from_vec(&buf[..n]) {
+                Ok(m) if m.metadata.truncation => seen.truncated += 1,
+                Ok(_) => seen.full += 1,
+                Err(_) => {}
+            }
+        }
+    };
+    let started = Instant::now();
+    // Every 10 ms, the queries due by then.
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+        while seen.sent < due {
+            if socket.send(&query).is_ok() {
+                seen.sent += 1;
+                seen.bytes_out += query.len() as u64;
+            }
+        }
+        drain(&mut seen);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        drain(&mut seen);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+#[test]
+fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
+    let dir = TempDir::new("geodns-rrl");
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        synthetic_db(&three_cities()).unwrap(),
+    )
+    .unwrap();
+    let net = Loopback::fresh();
+    let (dns, admin) = (
+        SocketAddr::from((net.host(1), 5353)),
+        SocketAddr::from((net.host(1), 9153)),
+    );
+    let config = dir.path().join("deploy.toml");
+    let text = format!(
+        "{}\n[dns.rate_limit]\nrate = {RATE}\nburst = {BURST}\nslip = 2\n",
+        example_on(dns, admin)
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let up = wait_for(Duration::from_secs(20), || {
+        let probe = Load::new(
+            dns,
+            NAME,
+            Vec::new(),
+            Pace::Rate(10),
+            Duration::from_millis(200),
+        );
+        dnsload::run(&probe)
+            .ok()
+            .filter(|r| r.answered > 0)
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
+
+    // 50 resolvers, 127.78.N.1, 20 queries per second each, many client subnets.
+    let resolvers: Vec<_> = (0..RESOLVERS)
+        .map(|n| {
+            let load = Load {
+                source: Some(IpAddr::V4(Ipv4Addr::new(127, 78, n, 1))),
+                sockets: 1,
+                ..Load::new(
+                    dns,
+                    NAME,
+                    testkit::dnsload::spread_v4(200, 24, u64::from(n) + 1),
+                    Pace::Rate(20),
+                    Duration::from_secs(SECONDS),
+                )
+            };
+            std::thread::spawn(move || dnsload::run(&load).expect("the load runs"))
+        })
+        .collect();
+    let flooder = IpAddr::V4(Ipv4Addr::new(127, 77, 7, 1));
+    let flooding = std::thread::spawn(move || flood(dns, flooder, FLOOD_RATE, SECONDS));
+    // Halfway through the flood, `explain` shows its prefix limited.
+    std::thread::sleep(Duration::from_millis(SECONDS * 500));
+    let explained = testkit::http::get(
+        admin,
+        &format!("/explain?name=live.tv.example.net&client={flooder}"),
+    )
+    .map(|(_, body)| body)
+    .unwrap_or_default();
+    let seen = flooding.join().unwrap();
+    for (n, resolver) in resolvers.into_iter().enumerate() {
+        let report = resolver.join().unwrap();
+        assert!(
+            report.sent >= SECONDS * 20 - 2 && report.lost == 0,
+            "resolver {n}: {report}"
+        );
+        assert_eq!(
+            report.rcodes.keys().copied().collect::<Vec<_>>(),
+            vec![0],
+            "resolver {n}: {report}"
+        );
+    }
+    eprintln!("flood: {seen:?}");
+    eprintln!("explain for the flooding source: {explained}");
+    assert!(
+        seen.sent >= u64::from(FLOOD_RATE) * SECONDS * 9 / 10,
+        "{seen:?}"
+    );
+    // The burst, the rate for the run (and a little: the flood's last answers may come late).
+    let allowed = u64::from(BURST) + u64::from(RATE) * (SECONDS + 1);
+    assert!(
+        seen.full <= allowed && seen.full >= u64::from(BURST),
+        "full answers {} (allowed {allowed}): {seen:?}",
+        seen.full
+    );
+    let limited = seen.sent - seen.full;
+    assert!(
+        seen.truncated.abs_diff(limited / 2) <= limited / 20 + 2,
+        "every second limited answer is truncated: {seen:?}"
+    );
+    assert!(
+        seen.bytes_in <= seen.bytes_out,
+        "the flooding prefix receives fewer bytes than it sends: {seen:?}"
+    );
+    // Workers publish their counts every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let slipped = metric(
+        admin,
+        "geodns_rate_limited_responses_total{action=\"slipped\"}",
+    );
+    let dropped = metric(
+        admin,
+        "geodns_rate_limited_responses_total{action=\"dropped\"}",
+    );
+    assert!(
+        slipped + dropped >= (limited as f64) * 0.98 && slipped + dropped <= limited as f64 + 2.0,
+        "limited {limited}, counted slipped {slipped} + dropped {dropped}"
+    );
+    assert!(
+        explained.contains("\"limited\":true") && explained.contains("127.77.7.0/24"),
+        "explain shows the flooding prefix limited: {explained}"
+    );
+    // TCP is never limited: the flooding source still gets a full answer over it.
+    if testkit::require(
+        "a_flooding_prefix_is_limited_and_everyone_else_answered (TCP)",
+        &[("dig", "dnsutils")],
+        false,
+    )
+    .is_some()
+    {
+        let out = Command::new("dig")
+            .args(["+tcp", "+time=2", "+tries=1", "-b", "127.77.7.1"])
+            .arg(format!("@{}", dns.ip()))
+            .args(["-p", &dns.port().to_string(), "live.tv.example.net", "A"])
+            .output()
+            .expect("dig runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("status: NOERROR") && text.contains("127.0."),
+            "{text}"
+        );
+    }
+}
