@@ -3,6 +3,8 @@
 //! at a normal rate. Every resolver's query is answered; the flooding prefix receives at most
 //! its burst plus its rate in full answers, every second limited answer truncated (slip 2) and
 //! the rest dropped, and fewer bytes than it sent; the limiter's counts and `explain` say so.
+//! And a real resolver (unbound) whose prefix is limited still resolves: its truncated answer
+//! sends it to TCP.
 
 mod common;
 
@@ -229,4 +231,115 @@ fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn a_resolver_whose_prefix_is_limited_still_resolves_over_tcp_after_slip() {
+    let Some(_) = testkit::require(
+        "a_resolver_whose_prefix_is_limited_still_resolves_over_tcp_after_slip",
+        &[("unbound", "unbound"), ("dig", "dnsutils")],
+        false,
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("geodns-rrl-unbound");
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        synthetic_db(&three_cities()).unwrap(),
+    )
+    .unwrap();
+    let net = Loopback::fresh();
+    let (dns, admin) = (
+        SocketAddr::from((net.host(1), 5353)),
+        SocketAddr::from((net.host(1), 9153)),
+    );
+    // One response a second per prefix, every limited one truncated.
+    let config = dir.path().join("deploy.toml");
+    let text = format!(
+        "{}\n[dns.rate_limit]\nrate = 1\nburst = 1\nslip = 1\n",
+        example_on(dns, admin)
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let up = wait_for(Duration::from_secs(20), || {
+        let probe = Load::new(
+            dns,
+            NAME,
+            Vec::new(),
+            Pace::Rate(10),
+            Duration::from_millis(200),
+        );
+        dnsload::run(&probe)
+            .ok()
+            .filter(|r| r.answered > 0)
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
+
+    // unbound on 127.80.0.1, asking geodns from that address for the zone.
+    let resolver = Ipv4Addr::new(127, 80, 0, 1);
+    let unbound_conf = dir.path().join("unbound.conf");
+    std::fs::write(
+        &unbound_conf,
+        format!(
+            "server:\n  interface: {resolver}\n  port: 5300\n  outgoing-interface: {resolver}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  pidfile: \"{dir}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  qname-minimisation: no\n  num-threads: 1\nstub-zone:\n  name: \"tv.example.net\"\n  stub-addr: {}@{}\nremote-control:\n  control-enable: no\n",
+            dns.ip(),
+            dns.port(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("unbound");
+    cmd.arg("-d").arg("-c").arg(&unbound_conf);
+    let unbound = Daemon::spawn("unbound", cmd, &dir.path().join("unbound.log")).unwrap();
+    let dig = |name: &str| {
+        Command::new("dig")
+            .args(["+time=3", "+tries=1", "-p", "5300"])
+            .arg(format!("@{resolver}"))
+            .args([name, "A"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let ready = wait_for(Duration::from_secs(15), || {
+        dig("tv.example.net").contains("status: ").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "unbound did not answer: {}",
+        unbound.log_text()
+    );
+
+    // Spend the resolver prefix's bucket from a neighbour in its /24, then resolve through
+    // unbound: its UDP query is truncated, it asks again over TCP and gets the answer.
+    let neighbour = UdpSocket::bind((Ipv4Addr::new(127, 80, 0, 2), 0)).unwrap();
+    let spend = dnsload::query(
+        &hickory_proto::rr::Name::from_ascii(NAME).unwrap(),
+        hickory_proto::rr::RecordType::A,
+        None,
+    )
+    .to_vec()
+    .unwrap();
+    for _ in 0..20 {
+        neighbour.send_to(&spend, dns).unwrap();
+    }
+    let answer = dig("live.tv.example.net");
+    assert!(
+        answer.contains("status: NOERROR") && answer.contains("127.0."),
+        "unbound resolved through TC and TCP:\n{answer}\n{}",
+        unbound.log_text()
+    );
+    // The neighbour's 20 queries got one answer and 19 truncated ones; anything past 19 is
+    // unbound's UDP query, truncated, whose answer therefore came over TCP.
+    std::thread::sleep(Duration::from_millis(300));
+    let slipped = metric(
+        admin,
+        "geodns_rate_limited_responses_total{action=\"slipped\"}",
+    );
+    assert!(
+        slipped >= 20.0,
+        "unbound's UDP query was truncated: {slipped} slipped"
+    );
 }
