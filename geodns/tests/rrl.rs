@@ -26,6 +26,10 @@ const FLOOD_RATE: u32 = 5_000;
 const SECONDS: u64 = 3;
 const RESOLVERS: u8 = 50;
 
+/// The tests here measure loss under load: one at a time, so that neither's servers take the
+/// other's cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn metric(admin: SocketAddr, name: &str) -> f64 {
     testkit::http::get(admin, "/metrics")
         .and_then(|(_, text)| {
@@ -96,6 +100,7 @@ fn flood(server: SocketAddr, source: IpAddr, rate: u32, seconds: u64) -> Flood {
 
 #[test]
 fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("geodns-rrl");
     std::fs::write(
         dir.path().join("geo.mmdb"),
@@ -242,6 +247,7 @@ fn a_resolver_whose_prefix_is_limited_still_resolves_over_tcp_after_slip() {
     ) else {
         return;
     };
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("geodns-rrl-unbound");
     std::fs::write(
         dir.path().join("geo.mmdb"),

@@ -31,9 +31,17 @@ pub const LIVENESS_BOUND: Duration = Duration::from_secs(2);
 /// How often a busy worker beats.
 const BEAT: Duration = Duration::from_millis(100);
 
+/// Receive buffer asked for each worker's socket (the kernel caps it at `net.core.rmem_max`):
+/// the default 208 KiB holds a few hundred datagrams, tens of milliseconds at a busy rate, so
+/// a worker descheduled that long (a loaded host, a flood being rate limited) would drop
+/// everyone's queries in the kernel before the limiter could tell flood from resolver.
+const RECV_BUFFER: usize = 4 << 20;
+
 /// Binds one `SO_REUSEPORT` socket for a worker.
 pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still serves.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&SockAddr::from(addr))?;
