@@ -6,7 +6,8 @@
 //! Machines are shared and noisy: compare the ratios, not the absolute figures.
 //!
 //! `cargo bench -p geodns --bench dnsperf -- rrl` measures what response rate limiting costs
-//! clean traffic: geodns with the limiter off and on (checked, never limiting), alternately.
+//! clean traffic: geodns with the limiter off and on (checked, never limiting), alternately;
+//! the `instructions` mode below also counts geodns without it.
 //!
 //! `cargo bench -p geodns --bench dnsperf -- instructions` (needs valgrind) counts instead the
 //! user-space instructions each server executes per answered query, under callgrind, with the
@@ -544,6 +545,18 @@ fn instructions(dir: &Path, queries: &Path) {
     );
     let a = counted(&ours, ours_addr, queries, dir, "geodns");
     drop(ours);
+    // The same without the rate limiter: what checking every answer against its source's
+    // bucket costs.
+    let unlimited = start_geodns_under(
+        dir,
+        ours_addr,
+        SocketAddr::from((net.host(1), 9153)),
+        1,
+        "\n[dns.rate_limit]\nenabled = false\n",
+        &wrapper("geodns-unlimited"),
+    );
+    let off = counted(&unlimited, ours_addr, queries, dir, "geodns-unlimited");
+    drop(unlimited);
     let theirs_addr = SocketAddr::from((net.host(2), 5353));
     let theirs = gdnsd::start_under(
         dir,
@@ -559,6 +572,11 @@ fn instructions(dir: &Path, queries: &Path) {
         a,
         b,
         b / a
+    );
+    println!(
+        "geodns without rate limiting {off:.0} instructions/query: the limiter costs {:.0} ({:+.1}%)",
+        a - off,
+        (a - off) / off * 100.0
     );
 }
 
