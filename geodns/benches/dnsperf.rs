@@ -341,16 +341,7 @@ fn spread() {
 
 /// What geodns's metrics say its atlas took to compile and holds.
 fn atlas_figures(admin: SocketAddr) -> String {
-    let Some((200, text)) = testkit::http::get(admin, "/metrics") else {
-        return "(metrics unavailable)".to_owned();
-    };
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
+    let value = |name: &str| common::metric(admin, name).unwrap_or(f64::NAN);
     format!(
         "compiled in {:.2} s, {:.1} MB, {} runs, {} site orders",
         value("geodns_atlas_compile_seconds"),

@@ -211,24 +211,11 @@ pub fn slipped(query: &[u8], out: &mut Vec<u8>) -> bool {
     if query.len() < 12 || query[4..6] != [0, 1] {
         return false;
     }
-    let mut at = 12;
-    loop {
-        let Some(&len) = query.get(at) else {
-            return false;
-        };
-        if len > 63 {
-            return false;
-        }
-        at += 1 + usize::from(len);
-        // A name past 255 bytes is not a name: such a query gets nothing back.
-        if at - 12 > crate::query::hot::MAX_NAME {
-            return false;
-        }
-        if len == 0 {
-            break;
-        }
-    }
-    let end = at + 4;
+    let Some(name) = crate::query::hot::question_name(query) else {
+        return false;
+    };
+    // The name, then type and class.
+    let end = name.end + 4;
     if end > query.len() {
         return false;
     }

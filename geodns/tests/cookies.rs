@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{example_on, three_cities};
+use common::{example_on, spawn_geodns, three_cities};
 use geodns::geo::synthetic_db;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
@@ -21,15 +21,11 @@ use testkit::process::{Daemon, TempDir, wait_for};
 const CLIENT_COOKIE: [u8; 8] = *b"resolver";
 
 fn start(dir: &TempDir, name: &str, dns: SocketAddr, admin: SocketAddr, extra: &str) -> Daemon {
-    let config = dir.path().join(format!("{name}.toml"));
     let text = format!(
         "{}\n[dns.cookies]\nsecret = {{ file = \"cookie.secret\" }}\n{extra}",
         example_on(dns, admin)
     );
-    std::fs::write(&config, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
-    Daemon::spawn(name, cmd, &dir.path().join(format!("{name}.log"))).unwrap()
+    spawn_geodns(dir.path(), name, &text)
 }
 
 /// An A query for the service with `cookie` as the COOKIE option's data (if any).

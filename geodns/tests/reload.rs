@@ -6,16 +6,15 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Generated, UNLIMITED, example_on};
+use common::{Generated, UNLIMITED, example_on, metric, spawn_geodns};
 use geodns::geo::synthetic_db;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, wait_for};
+use testkit::process::{TempDir, wait_for};
 
 const NAME: &str = "live.tv.example.net.";
 /// Frankfurt, where the replaced database puts every network.
@@ -54,16 +53,6 @@ fn sites(server: SocketAddr, clients: &[ipnet::IpNet]) -> Vec<Option<&'static st
         .collect()
 }
 
-fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
-    let (_, text) = testkit::http::get(admin, "/metrics")?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn answers_go_on_through_configuration_and_database_reloads() {
     let generated = Generated::new(65_536, 16_384, 300, 0x4E10AD);
@@ -75,11 +64,7 @@ fn answers_go_on_through_configuration_and_database_reloads() {
         SocketAddr::from((net.host(1), 5353)),
         SocketAddr::from((net.host(1), 9153)),
     );
-    let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, example_on(dns, admin) + UNLIMITED).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
-    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let geodns = spawn_geodns(dir.path(), "geodns", &(example_on(dns, admin) + UNLIMITED));
     let probe = &generated.slash24s[..50];
     let up = wait_for(Duration::from_secs(60), || {
         sites(dns, probe).iter().all(Option::is_some).then_some(())

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{example_on, three_cities};
+use common::{example_on, metric, spawn_geodns, three_cities};
 use geodns::geo::synthetic_db;
 use hickory_proto::op::Message;
 use testkit::dnsload::{self, Load, Pace};
@@ -30,17 +30,45 @@ const RESOLVERS: u8 = 50;
 /// other's cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn metric(admin: SocketAddr, name: &str) -> f64 {
-    testkit::http::get(admin, "/metrics")
-        .and_then(|(_, text)| {
-            text.lines()
-                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+/// The count of limited responses that were `action` (0 before the first).
+fn counted(admin: SocketAddr, action: &str) -> f64 {
+    let name = format!("geodns_rate_limited_responses_total{{action=\"{action}\"}}");
+    metric(admin, &name).unwrap_or(0.0)
+}
+
+/// geodns with the three cities' database and `rate_limit` as its `[dns.rate_limit]`,
+/// answering; its DNS and admin addresses.
+fn limited_geodns(dir: &TempDir, rate_limit: &str) -> (Daemon, SocketAddr, SocketAddr) {
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        synthetic_db(&three_cities()).unwrap(),
+    )
+    .unwrap();
+    let net = Loopback::fresh();
+    let (dns, admin) = (
+        SocketAddr::from((net.host(1), 5353)),
+        SocketAddr::from((net.host(1), 9153)),
+    );
+    let text = format!(
+        "{}\n[dns.rate_limit]\n{rate_limit}\n",
+        example_on(dns, admin)
+    );
+    let geodns = spawn_geodns(dir.path(), "geodns", &text);
+    let up = wait_for(Duration::from_secs(20), || {
+        let probe = Load::new(
+            dns,
+            NAME,
+            Vec::new(),
+            Pace::Rate(10),
+            Duration::from_millis(200),
+        );
+        dnsload::run(&probe)
+            .ok()
+            .filter(|r| r.answered > 0)
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
+    (geodns, dns, admin)
 }
 
 /// What the flooding source saw.
@@ -102,39 +130,8 @@ fn flood(server: SocketAddr, source: IpAddr, rate: u32, seconds: u64) -> Flood {
 fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("geodns-rrl");
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
-    let net = Loopback::fresh();
-    let (dns, admin) = (
-        SocketAddr::from((net.host(1), 5353)),
-        SocketAddr::from((net.host(1), 9153)),
-    );
-    let config = dir.path().join("deploy.toml");
-    let text = format!(
-        "{}\n[dns.rate_limit]\nrate = {RATE}\nburst = {BURST}\nslip = 2\n",
-        example_on(dns, admin)
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
-    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
-    let up = wait_for(Duration::from_secs(20), || {
-        let probe = Load::new(
-            dns,
-            NAME,
-            Vec::new(),
-            Pace::Rate(10),
-            Duration::from_millis(200),
-        );
-        dnsload::run(&probe)
-            .ok()
-            .filter(|r| r.answered > 0)
-            .map(|_| ())
-    });
-    assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
+    let (_geodns, dns, admin) =
+        limited_geodns(&dir, &format!("rate = {RATE}\nburst = {BURST}\nslip = 2"));
 
     // 50 resolvers, 127.78.N.1, 20 queries per second each, many client subnets.
     let resolvers: Vec<_> = (0..RESOLVERS)
@@ -200,14 +197,7 @@ fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
     );
     // Workers publish their counts every 100 ms.
     std::thread::sleep(Duration::from_millis(300));
-    let slipped = metric(
-        admin,
-        "geodns_rate_limited_responses_total{action=\"slipped\"}",
-    );
-    let dropped = metric(
-        admin,
-        "geodns_rate_limited_responses_total{action=\"dropped\"}",
-    );
+    let (slipped, dropped) = (counted(admin, "slipped"), counted(admin, "dropped"));
     assert!(
         slipped + dropped >= (limited as f64) * 0.98 && slipped + dropped <= limited as f64 + 2.0,
         "limited {limited}, counted slipped {slipped} + dropped {dropped}"
@@ -249,40 +239,8 @@ fn a_resolver_whose_prefix_is_limited_still_resolves_over_tcp_after_slip() {
     };
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("geodns-rrl-unbound");
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
-    let net = Loopback::fresh();
-    let (dns, admin) = (
-        SocketAddr::from((net.host(1), 5353)),
-        SocketAddr::from((net.host(1), 9153)),
-    );
     // One response a second per prefix, every limited one truncated.
-    let config = dir.path().join("deploy.toml");
-    let text = format!(
-        "{}\n[dns.rate_limit]\nrate = 1\nburst = 1\nslip = 1\n",
-        example_on(dns, admin)
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-    cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
-    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
-    let up = wait_for(Duration::from_secs(20), || {
-        let probe = Load::new(
-            dns,
-            NAME,
-            Vec::new(),
-            Pace::Rate(10),
-            Duration::from_millis(200),
-        );
-        dnsload::run(&probe)
-            .ok()
-            .filter(|r| r.answered > 0)
-            .map(|_| ())
-    });
-    assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
+    let (_geodns, dns, admin) = limited_geodns(&dir, "rate = 1\nburst = 1\nslip = 1");
 
     // unbound on 127.80.0.1, asking geodns from that address for the zone.
     let resolver = Ipv4Addr::new(127, 80, 0, 1);
@@ -340,10 +298,7 @@ fn a_resolver_whose_prefix_is_limited_still_resolves_over_tcp_after_slip() {
     // The neighbour's 20 queries got one answer and 19 truncated ones; anything past 19 is
     // unbound's UDP query, truncated, whose answer therefore came over TCP.
     std::thread::sleep(Duration::from_millis(300));
-    let slipped = metric(
-        admin,
-        "geodns_rate_limited_responses_total{action=\"slipped\"}",
-    );
+    let slipped = counted(admin, "slipped");
     assert!(
         slipped >= 20.0,
         "unbound's UDP query was truncated: {slipped} slipped"

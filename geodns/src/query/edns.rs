@@ -100,45 +100,41 @@ fn walk(q: &[u8], found: &mut OptScan) -> Option<()> {
     Some(())
 }
 
-/// The Client Subnet check over an OPT record's data.
-fn subnet(rdata: &[u8]) -> SubnetCheck {
+/// The first option `code` in an OPT record's data: its offset in `rdata` and its bytes;
+/// `None` when absent, or when the options run past the end before it.
+fn option(rdata: &[u8], code: u16) -> Option<(usize, &[u8])> {
     let mut at = 0;
     while at + 4 <= rdata.len() {
-        let code = be16(rdata, at).unwrap_or(0);
-        let len = usize::from(be16(rdata, at + 2).unwrap_or(0));
-        let Some(data) = rdata.get(at + 4..at + 4 + len) else {
-            return SubnetCheck::Absent;
-        };
-        if code == 8 {
-            return if valid_subnet(data) {
-                SubnetCheck::Valid
-            } else {
-                SubnetCheck::Malformed
-            };
+        let len = usize::from(be16(rdata, at + 2)?);
+        let data = rdata.get(at + 4..at + 4 + len)?;
+        if be16(rdata, at)? == code {
+            return Some((at + 4, data));
         }
         at += 4 + len;
     }
-    SubnetCheck::Absent
+    None
+}
+
+/// The Client Subnet check over an OPT record's data.
+fn subnet(rdata: &[u8]) -> SubnetCheck {
+    match option(rdata, 8) {
+        None => SubnetCheck::Absent,
+        Some((_, data)) if valid_subnet(data) => SubnetCheck::Valid,
+        Some(_) => SubnetCheck::Malformed,
+    }
 }
 
 /// The COOKIE check over an OPT record's data, which starts at `base` in the query.
 fn cookie(rdata: &[u8], base: usize) -> CookieCheck {
-    let mut at = 0;
-    while at + 4 <= rdata.len() {
-        let code = be16(rdata, at).unwrap_or(0);
-        let len = usize::from(be16(rdata, at + 2).unwrap_or(0));
-        let Some(data) = rdata.get(at + 4..at + 4 + len) else {
-            return CookieCheck::Absent;
-        };
-        if code == crate::cookie::OPTION {
-            return match crate::cookie::presented(data) {
-                crate::cookie::Presented::Malformed => CookieCheck::Malformed,
-                _ => CookieCheck::Present(base + at + 4..base + at + 4 + len),
-            };
+    match option(rdata, crate::cookie::OPTION) {
+        None => CookieCheck::Absent,
+        Some((_, data))
+            if crate::cookie::presented(data) == crate::cookie::Presented::Malformed =>
+        {
+            CookieCheck::Malformed
         }
-        at += 4 + len;
+        Some((at, data)) => CookieCheck::Present(base + at..base + at + data.len()),
     }
-    CookieCheck::Absent
 }
 
 /// Whether a Client Subnet option's data is valid for a query (RFC 7871 sections 6 and

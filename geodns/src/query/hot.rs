@@ -46,6 +46,28 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// Where the question's name is in a query: labels from byte 12 to the root, each at most 63
+/// bytes, at most [`MAX_NAME`] in all, without compression (which cannot appear in the
+/// question of a first-hand query); `None` otherwise.
+pub fn question_name(q: &[u8]) -> Option<Range<usize>> {
+    let start = 12;
+    let mut at = start;
+    loop {
+        let len = usize::from(*q.get(at)?);
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+        // Checked after every label, the root one included, before anything reads it.
+        if at - start > MAX_NAME {
+            return None;
+        }
+        if len == 0 {
+            return Some(start..at);
+        }
+    }
+}
+
 /// A Client Subnet option's data at `data` in `q`, when valid (see `edns::valid_subnet`).
 fn subnet(q: &[u8], data: Range<usize>) -> Option<Subnet> {
     if !super::edns::valid_subnet(q.get(data.clone())?) {
@@ -77,24 +99,8 @@ impl HotQuery {
             return None;
         }
         let additional = be16(q, 10)?;
-        let name_start = 12;
-        let mut at = name_start;
-        loop {
-            let len = usize::from(*q.get(at)?);
-            // Compression pointers cannot appear in the question of a first-hand query.
-            if len > 63 {
-                return None;
-            }
-            at += 1 + len;
-            // Checked after every label, the root one included, before anything reads it.
-            if at - name_start > MAX_NAME {
-                return None;
-            }
-            if len == 0 {
-                break;
-            }
-        }
-        let name = name_start..at;
+        let name = question_name(q)?;
+        let at = name.end;
         let qtype = be16(q, at)?;
         if !(qtype == 1 || qtype == 28) || be16(q, at + 2)? != 1 {
             return None;

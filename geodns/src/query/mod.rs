@@ -102,7 +102,7 @@ fn plausible(query: &[u8], from: SocketAddr) -> bool {
 }
 
 /// Answers a hot query for a service hostname whose chosen site has addresses; false hands
-/// it to the general path (static names, empty answers).
+/// it to the general path (static names, empty answers). `memo` was refreshed by the caller.
 fn fast(
     shared: &Shared,
     memo: &mut Memo,
@@ -112,7 +112,6 @@ fn fast(
     now: Instant,
     out: &mut Vec<u8>,
 ) -> bool {
-    memo.refresh(shared);
     let Memo {
         view,
         scratch,

@@ -2,13 +2,37 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 
 use geodns::geo::Place;
+use testkit::process::Daemon;
 
 pub mod gdnsd;
 
 /// The three-site example deployment, the one the tests and the benchmark serve.
 pub const EXAMPLE: &str = include_str!("../../../config/examples/three-sites.toml");
+
+/// geodns run by `name` from `dir` with the deployment file `text` (written as `NAME.toml`),
+/// logging to `NAME.log` (info: each atlas compile and reload is a line).
+pub fn spawn_geodns(dir: &Path, name: &str, text: &str) -> Daemon {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, text).expect("write the deployment file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
+    Daemon::spawn(name, cmd, &dir.join(format!("{name}.log"))).expect("start geodns")
+}
+
+/// The value of the sample `name` (with its labels, as exposed) on `admin`'s `/metrics`.
+pub fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (_, text) = testkit::http::get(admin, "/metrics")?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// A rate limit section no test load reaches (one source asks thousands of times a second), so
 /// that the limiter is on the path but never limits.
