@@ -117,6 +117,19 @@ pub struct RateLimit {
     pub table_size: u32,
 }
 
+impl RateLimit {
+    /// The buckets this limit keeps.
+    pub fn buckets(&self) -> crate::types::PrefixRate {
+        crate::types::PrefixRate {
+            rate: self.rate,
+            burst: self.burst,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            table_size: self.table_size,
+        }
+    }
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
         Self {

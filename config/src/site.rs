@@ -237,6 +237,98 @@ pub struct Node {
     /// keep-alives, viewers that stopped reading).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// What one client may take of the node: connections at once and requests per second.
+    #[serde(default)]
+    pub client_limits: ClientLimits,
+}
+
+/// Limits per client of a stream node, so that one client (a flood, a broken player in a loop)
+/// cannot take the node from everyone else: connections it may hold at once (more are closed
+/// as soon as they are accepted) and requests per second, a token bucket (past it, 429).
+///
+/// The defaults must never limit real viewers, many of whom share an address: behind a
+/// carrier-grade NAT, 64 subscribers or more per IPv4 address, each with a couple of players.
+/// A player asks for a media playlist and a segment every target duration (2 to 6 s), a few
+/// more at start-up: about one request per second per viewer, so 200 per second sustained and
+/// 1,000 at once (a match kicking off on every screen behind the address) per client; browsers
+/// open at most 6 connections per host and players keep them alive, so 256 connections. An IPv6
+/// client is its /64 (one subscriber's network), an IPv4 client its address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Off: no client is limited (the node's `max_connections` still holds).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Connections one client may hold open at once.
+    #[serde(default = "default_client_connections")]
+    pub connections: u32,
+    /// Requests per second per client, sustained.
+    #[serde(default = "default_client_rate")]
+    pub rate: u32,
+    /// Requests a client may make at once after being quiet.
+    #[serde(default = "default_client_burst")]
+    pub burst: u32,
+    /// Prefix length that makes one IPv4 client.
+    #[serde(default = "default_client_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// Prefix length that makes one IPv6 client.
+    #[serde(default = "default_client_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Entries in each table (connections, request buckets; a power of two): clients beyond it
+    /// share entries, so memory stays bounded whatever the number of clients.
+    #[serde(default = "default_client_table_size")]
+    pub table_size: u32,
+    /// Clients never limited: the site's edge proxies, probes from elsewhere. The addresses the
+    /// site's healthd listens on are always trusted, so its probes are never limited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+impl ClientLimits {
+    /// The request buckets these limits keep.
+    pub fn buckets(&self) -> crate::types::PrefixRate {
+        crate::types::PrefixRate {
+            rate: self.rate,
+            burst: self.burst,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            table_size: self.table_size,
+        }
+    }
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            connections: default_client_connections(),
+            rate: default_client_rate(),
+            burst: default_client_burst(),
+            ipv4_prefix: default_client_ipv4_prefix(),
+            ipv6_prefix: default_client_ipv6_prefix(),
+            table_size: default_client_table_size(),
+            trusted: Vec::new(),
+        }
+    }
+}
+
+fn default_client_connections() -> u32 {
+    256
+}
+fn default_client_rate() -> u32 {
+    200
+}
+fn default_client_burst() -> u32 {
+    1_000
+}
+fn default_client_ipv4_prefix() -> u8 {
+    32
+}
+fn default_client_ipv6_prefix() -> u8 {
+    64
+}
+fn default_client_table_size() -> u32 {
+    1 << 16
 }
 
 fn default_max_connections() -> u32 {

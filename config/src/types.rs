@@ -365,3 +365,16 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Token buckets per client prefix, as the rate limiters of geodns (`[dns.rate_limit]`) and
+/// streamnode (`client_limits`) take them: one bucket of `burst` tokens refilled at `rate` per
+/// second for each IPv4 `/ipv4_prefix` and IPv6 `/ipv6_prefix`, in a table of `table_size`
+/// buckets that prefixes share once there are more of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixRate {
+    pub rate: u32,
+    pub burst: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub table_size: u32,
+}

@@ -406,6 +406,7 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 "max_connections 0 would serve nobody: expected at least 1",
             );
         }
+        client_limits(f, &key.key("client_limits"), &node.client_limits);
         for (name, value) in [
             ("header_timeout", node.header_timeout),
             ("idle_timeout", node.idle_timeout),
@@ -851,27 +852,7 @@ fn feeds(
 /// The rate limiter's settings: limits that can be met, prefixes that group addresses, a table
 /// of a size the limiter can index.
 fn rate_limit(f: &mut Findings, key: &KeyPath, rl: &crate::dns::RateLimit) {
-    if rl.rate == 0 {
-        f.push(
-            key.key("rate"),
-            "rate 0 would answer nothing: expected responses per second, at least 1 (or enabled = false)",
-        );
-    }
-    if rl.burst < rl.rate.max(1) {
-        f.push(
-            key.key("burst"),
-            format!(
-                "burst {} is below rate {}: expected at least one second's worth of responses",
-                rl.burst, rl.rate
-            ),
-        );
-    }
-    if rl.rate > 1_000_000 || rl.burst > 4_000_000 {
-        f.push(
-            key.key("rate"),
-            "rate above 1,000,000 or burst above 4,000,000 per prefix: expected a limit (or enabled = false)",
-        );
-    }
+    prefix_rate(f, key, &rl.buckets(), "responses");
     if rl.slip > 100 {
         f.push(
             key.key("slip"),
@@ -879,6 +860,52 @@ fn rate_limit(f: &mut Findings, key: &KeyPath, rl: &crate::dns::RateLimit) {
                 "slip {} out of range: expected 0 (drop every limited response) to 100",
                 rl.slip
             ),
+        );
+    }
+}
+
+fn client_limits(f: &mut Findings, key: &KeyPath, limits: &crate::site::ClientLimits) {
+    prefix_rate(f, key, &limits.buckets(), "requests");
+    if limits.connections == 0 {
+        f.push(
+            key.key("connections"),
+            "connections 0 would refuse every viewer: expected at least 1 (or enabled = false)",
+        );
+    }
+    for (t, net) in limits.trusted.iter().enumerate() {
+        if net.trunc() != *net {
+            f.push(
+                key.key("trusted").index(t),
+                format!(
+                    "{net} has host bits set: expected a network address such as {}",
+                    net.trunc()
+                ),
+            );
+        }
+    }
+}
+
+/// The checks every limiter of token buckets per client prefix shares (`what` it counts).
+fn prefix_rate(f: &mut Findings, key: &KeyPath, rl: &crate::types::PrefixRate, what: &str) {
+    if rl.rate == 0 {
+        f.push(
+            key.key("rate"),
+            format!("rate 0 would allow nothing: expected {what} per second, at least 1 (or enabled = false)"),
+        );
+    }
+    if rl.burst < rl.rate.max(1) {
+        f.push(
+            key.key("burst"),
+            format!(
+                "burst {} is below rate {}: expected at least one second's worth of {what}",
+                rl.burst, rl.rate
+            ),
+        );
+    }
+    if rl.rate > 1_000_000 || rl.burst > 4_000_000 {
+        f.push(
+            key.key("rate"),
+            format!("rate above 1,000,000 or burst above 4,000,000 {what} per prefix: expected a limit (or enabled = false)"),
         );
     }
     if !(8..=32).contains(&rl.ipv4_prefix) {

@@ -80,6 +80,11 @@ fn built_in_code() -> Deployment {
                 env: Some("NODE_ADMIN_TOKEN".into()),
             }),
             fault_injection: true,
+            client_limits: config::site::ClientLimits {
+                rate: 50,
+                trusted: vec!["192.0.2.0/28".parse().unwrap()],
+                ..Default::default()
+            },
             max_connections: 5_000,
             header_timeout: HumanDuration::from_secs(5),
             idle_timeout: HumanDuration::from_secs(20),

@@ -871,7 +871,7 @@ fn rate_limits_must_be_meetable_and_their_table_bounded() {
         (
             "rate = 0 # zero",
             "dns.rate_limit.rate",
-            "rate 0 would answer nothing",
+            "rate 0 would allow nothing",
         ),
         (
             "rate = 100\nburst = 50 # small",
@@ -907,6 +907,42 @@ fn rate_limits_must_be_meetable_and_their_table_bounded() {
     );
     let defaults = parse(MINIMAL).unwrap().dns.unwrap().rate_limit;
     assert!(defaults.enabled && defaults.rate >= 1_000, "{defaults:?}");
+}
+
+#[test]
+fn client_limits_must_be_meetable_and_name_networks() {
+    let with = |limits: &str| {
+        replace(
+            "listen = \"127.0.1.1:8080\"",
+            &format!("listen = \"127.0.1.1:8080\"\nclient_limits = {{ {limits} }} # limits"),
+        )
+    };
+    let key = "sites[0].nodes[0].client_limits";
+    for (limits, field, says) in [
+        ("connections = 0", "connections", "refuse every viewer"),
+        ("rate = 0", "rate", "expected requests per second"),
+        ("rate = 100, burst = 10", "burst", "below rate 100"),
+        ("ipv6_prefix = 129", "ipv6_prefix", "expected 16 to 128"),
+        ("table_size = 3", "table_size", "power of two"),
+        ("trusted = [\"10.1.2.3/8\"]", "trusted[0]", "host bits set"),
+    ] {
+        assert_problem(&with(limits), &format!("{key}.{field}"), "# limits", says);
+    }
+    let fine = parse(&with(
+        "rate = 50, trusted = [\"192.0.2.0/28\", \"2001:db8::/48\"]",
+    ))
+    .unwrap();
+    let limits = &fine.sites[0].nodes[0].client_limits;
+    assert_eq!(
+        (limits.rate, limits.burst, limits.connections),
+        (50, 1_000, 256)
+    );
+    assert_eq!(limits.trusted.len(), 2);
+    let defaults = &parse(MINIMAL).unwrap().sites[0].nodes[0].client_limits;
+    assert!(
+        defaults.enabled && defaults.trusted.is_empty(),
+        "{defaults:?}"
+    );
 }
 
 #[test]

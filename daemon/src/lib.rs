@@ -1,8 +1,8 @@
 //! What every daemon of the control plane shares for operations: start-up and exit
 //! ([`process`]), `tracing` logs, the admin HTTP endpoint (`/metrics` in Prometheus text
 //! format, `/healthz` meaning "serving", credentials for state-changing routes), server-sent events ([`sse`]), liveness of
-//! the parts that serve, contained panics, and signal handling (SIGHUP reloads, SIGTERM and
-//! Ctrl-C stop).
+//! the parts that serve, contained panics, signal handling (SIGHUP reloads, SIGTERM and Ctrl-C
+//! stop), and limits per client prefix ([`ratelimit`]).
 
 pub mod admin;
 pub mod http;
@@ -10,6 +10,7 @@ pub mod liveness;
 pub mod logging;
 pub mod panics;
 pub mod process;
+pub mod ratelimit;
 pub mod signals;
 pub mod sse;
 

@@ -16,7 +16,7 @@ use crate::server::{NodeState, router};
 
 /// Starts node `name` of the deployment; it runs in background tasks until the runtime ends.
 pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>> {
-    let (_, node) = deployment
+    let (site, node) = deployment
         .nodes()
         .find(|(_, n)| n.name == name)
         .with_context(|| format!("node {name:?} is not in the deployment file"))?;
@@ -116,7 +116,10 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
             }
         }
     }
-    let mut state = NodeState::new(&node.name, node.capacity_mbps, channels);
+    // healthd's probes come from the addresses it listens on: never limited.
+    let healthd = [site.healthd.feed.ip(), site.healthd.admin.ip()];
+    let admission = crate::admission::Admission::new(&node.client_limits, healthd);
+    let mut state = NodeState::new(&node.name, node.capacity_mbps, channels, admission);
     state.renditions = renditions;
     state.faults = faults;
     state.changes = changes;
@@ -132,6 +135,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         router(state.clone()),
         tls,
         crate::listener::Limits::of(node),
+        state.admission.clone(),
         viewers,
     ));
     if let Some(admin) = node.admin {
@@ -147,14 +151,34 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
             Arc::new(move || crate::metrics::render(&scraped)),
             liveness,
         );
-        let routes = open.merge(daemon::admin::protected(
-            admin_routes(&state, node.fault_injection),
-            token,
-        ));
+        let routes = open
+            .merge(client_route(&state))
+            .merge(daemon::admin::protected(
+                admin_routes(&state, node.fault_injection),
+                token,
+            ));
         daemon::admin::serve(admin, routes).await?;
     }
     info!(node = %node.name, listen = %node.listen, channels = state.channels.len(), "streamnode running");
     Ok(state)
+}
+
+/// `GET /client?address=ADDR`: whether a client is trusted, the prefix it counts as, the
+/// connections it holds and its request bucket (limited within the last second or not).
+fn client_route(state: &Arc<NodeState>) -> axum::Router {
+    #[derive(serde::Deserialize)]
+    struct Query {
+        address: std::net::IpAddr,
+    }
+    let admission = state.admission.clone();
+    axum::Router::new().route(
+        "/client",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<Query>| async move {
+                axum::Json(admission.state(q.address))
+            },
+        ),
+    )
 }
 
 /// The state-changing admin routes: drain and undrain, and fault injection when the node's

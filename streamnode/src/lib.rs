@@ -1,5 +1,6 @@
 //! HLS live origin with redundant MPEG-TS ingest.
 
+pub mod admission;
 pub mod channel;
 pub mod daemon;
 mod feeder;

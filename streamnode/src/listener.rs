@@ -11,6 +11,9 @@
 //!   [`Limits::header_timeout`].
 //! - A connection on which no byte moves either way for [`Limits::idle_timeout`] is closed: an
 //!   idle keep-alive connection, or a viewer that stopped reading a segment.
+//! - A client holding its limit of connections has the next one closed (reset) as soon as it
+//!   is accepted, before any TLS; a client over its request rate is answered 429 (see
+//!   [`crate::admission`]).
 
 use std::future::Future;
 use std::io;
@@ -110,6 +113,7 @@ pub async fn serve(
     app: Router,
     tls: Option<TlsAcceptor>,
     limits: Limits,
+    admission: Arc<crate::admission::Admission>,
     beat: daemon::Beat,
 ) {
     let _serving = beat.serving_while();
@@ -134,15 +138,30 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(admitted) = admission.connect(peer.ip()) else {
+            // A reset frees the connection at once, with no FIN handshake or TIME-WAIT here.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            tracing::debug!(%peer, "connection refused: the client holds its limit of connections");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (app, tls, builder) = (app.clone(), tls.clone(), builder.clone());
+        let admission = admission.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let limited = admitted.limited;
+            let _admitted = admitted;
             let service = hyper::service::service_fn(move |mut request| {
+                let over = limited && !admission.request(peer.ip(), std::time::Instant::now());
                 request.extensions_mut().insert(ConnectInfo(Client(peer)));
                 let mut app = app.clone();
-                // The router is always ready: no poll_ready needed.
-                async move { tower_service::Service::call(&mut app, request).await }
+                async move {
+                    if over {
+                        return Ok(too_many_requests());
+                    }
+                    // The router is always ready: no poll_ready needed.
+                    tower_service::Service::call(&mut app, request).await
+                }
             });
             let stream = Idle::new(stream, limits.idle_timeout);
             let result = match tls {
@@ -172,6 +191,21 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The answer to a request over its client's rate: cheap to send, and a player retries after
+/// `Retry-After`.
+fn too_many_requests() -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    crate::server::cors(
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "too many requests from this client\n",
+        )
+            .into_response(),
+    )
 }
 
 /// A stream that fails with `TimedOut` once no byte has moved either way for `timeout`.

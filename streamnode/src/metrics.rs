@@ -46,6 +46,21 @@ pub fn render(node: &NodeState) -> String {
             .with_label_values(&[*outcome])
             .inc_by(node.requests[i].load(Ordering::Relaxed));
     }
+    let counter = |name: &str, help: &str, value: u64| {
+        let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+        c.inc_by(value);
+        registry.register(Box::new(c)).expect("unique metric");
+    };
+    counter(
+        "streamnode_refused_connections_total",
+        "Viewer connections closed at accept: their client held its limit of connections",
+        node.admission.refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "streamnode_limited_requests_total",
+        "Viewer requests answered 429: their client was over its request rate",
+        node.admission.limited.load(Ordering::Relaxed),
+    );
     let live = per_channel(
         "streamnode_channel_live",
         "1 while the channel has segments",

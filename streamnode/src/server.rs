@@ -41,6 +41,8 @@ pub struct NodeState {
     /// rate between status reads at least a second apart, so it follows the load of now, not
     /// the average since start.
     pub(crate) egress: std::sync::Mutex<(Instant, u64, u64)>,
+    /// Limits per client, and what they refused.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl NodeState {
@@ -48,6 +50,7 @@ impl NodeState {
         name: &str,
         capacity_mbps: u32,
         channels: HashMap<String, Arc<RwLock<Channel>>>,
+        admission: crate::admission::Admission,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -62,6 +65,7 @@ impl NodeState {
             requests: Default::default(),
             viewers: RwLock::new(HashMap::new()),
             egress: std::sync::Mutex::new((Instant::now(), 0, 0)),
+            admission: Arc::new(admission),
         }
     }
 

@@ -593,6 +593,157 @@ fn connections_past_the_limit_wait_their_turn() {
     );
 }
 
+/// A TCP connection to `to` from `source` (any loopback address can be a client).
+fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
+/// One HTTP/1.1 request on a kept-alive connection: the status, or `None` when the connection
+/// was closed or reset.
+fn ask(stream: &mut std::net::TcpStream, path: &str) -> Option<u16> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: node\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let status = line.split(' ').nth(1)?.parse().ok()?;
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(status)
+}
+
+#[test]
+fn a_client_over_its_limits_is_refused_and_everyone_else_is_served() {
+    let dir = TempDir::new("streamnode-clients");
+    let net = Loopback::fresh();
+    let (flood, viewer, trusted) = (net.host(50), net.host(60), net.host(70));
+    let limits = format!(
+        "client_limits = {{ connections = 4, rate = 20, burst = 40, trusted = [\"{trusted}/32\"] }}"
+    );
+    let (daemon, addr) = start_with(&limits, &dir);
+    let admin = SocketAddr::new(addr.ip(), 8081);
+    let live = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
+    });
+    assert!(live.is_some(), "{}", daemon.log_text());
+
+    // The flood asks as fast as it can on one connection for two seconds while a viewer plays
+    // (a playlist every 100 ms) from another address.
+    let started = std::time::Instant::now();
+    let flooding = std::thread::spawn(move || {
+        let mut c = connect_from(flood.into(), addr).unwrap();
+        let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+        while started.elapsed() < Duration::from_secs(2) {
+            *statuses
+                .entry(ask(&mut c, "/test/index.m3u8").unwrap_or(0))
+                .or_default() += 1;
+        }
+        statuses
+    });
+    let mut viewed = Vec::new();
+    let mut c = connect_from(viewer.into(), addr).unwrap();
+    while started.elapsed() < Duration::from_secs(2) {
+        viewed.push(ask(&mut c, "/test/index.m3u8"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let statuses = flooding.join().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        viewed.len() >= 10 && viewed.iter().all(|s| *s == Some(200)),
+        "the viewer was not served: {viewed:?}"
+    );
+    let served = statuses.get(&200).copied().unwrap_or(0);
+    let refused = statuses.get(&429).copied().unwrap_or(0);
+    // At most the burst and the rate over the time, give or take a refill.
+    assert!(
+        f64::from(served) <= 40.0 + 20.0 * elapsed + 2.0 && served >= 40,
+        "{statuses:?} in {elapsed:.1} s"
+    );
+    assert!(refused > 100, "the flood was not limited: {statuses:?}");
+    assert_eq!(
+        statuses.len(),
+        2,
+        "answers other than 200 and 429: {statuses:?}"
+    );
+
+    // The flooding address may hold 4 connections; the next is reset at once, before any
+    // request; others still connect. (The flood's first connection is closed: let the node see
+    // it.)
+    std::thread::sleep(Duration::from_millis(200));
+    let held: Vec<_> = (0..4)
+        .map(|_| connect_from(flood.into(), addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = connect_from(flood.into(), addr).unwrap();
+    assert_eq!(
+        ask(&mut fifth, "/healthz"),
+        None,
+        "a fifth connection was served"
+    );
+    let mut other = connect_from(viewer.into(), addr).unwrap();
+    assert_eq!(ask(&mut other, "/test/index.m3u8"), Some(200));
+
+    // The admin API tells where the flood stands.
+    let (code, body) = testkit::http::get(admin, &format!("/client?address={flood}")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["connections"], 4, "{state}");
+    assert_eq!(state["max_connections"], 4, "{state}");
+    assert_eq!(state["trusted"], false, "{state}");
+    assert_eq!(state["prefix"], format!("{flood}/32"), "{state}");
+    drop(held);
+
+    // Trusted clients, and healthd (its feed listens on 127.0.0.1 in this deployment), are
+    // never limited: connections or requests.
+    for client in [trusted, std::net::Ipv4Addr::LOCALHOST] {
+        let mut many: Vec<_> = (0..8)
+            .map(|_| connect_from(client.into(), addr).unwrap())
+            .collect();
+        let answers: Vec<_> = (0..200)
+            .map(|i| ask(&mut many[i % 8], "/test/index.m3u8"))
+            .collect();
+        assert!(
+            answers.iter().all(|s| *s == Some(200)),
+            "{client} limited: {answers:?}"
+        );
+    }
+
+    let (_, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("streamnode_limited_requests_total"),
+        f64::from(refused)
+    );
+    assert!(value("streamnode_refused_connections_total") >= 1.0);
+}
+
 #[test]
 fn the_built_in_channel_can_have_aligned_renditions() {
     let Some(_) = testkit::require(

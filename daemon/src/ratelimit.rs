@@ -1,0 +1,370 @@
+//! What a client may take, per client prefix, in tables of fixed size: token buckets for a rate
+//! ([`Buckets`]: geodns's responses, streamnode's requests) and counts of what it holds at once
+//! ([`Occupancy`]: streamnode's connections).
+//!
+//! A prefix (a /24 or /56 for DNS, an address or /64 for HTTP) is hashed with a per-process key
+//! to its entry; prefixes that collide share it, which only ever limits sooner, and the memory
+//! is the table's whatever the number of sources (Knot's `mod-rrl` makes the same trade). The
+//! key keeps a flood from aiming at a legitimate client's entry by choosing colliding prefixes.
+//! Entries are atomics shared by every thread: a client's packets or connections reach several
+//! workers, and per-worker tables would multiply its limit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use config::types::PrefixRate;
+use ipnet::IpNet;
+use serde::Serialize;
+
+/// Where in a table of `mask + 1` entries each client prefix lives.
+#[derive(Debug, Clone, Copy)]
+struct Prefixes {
+    ipv4: u8,
+    ipv6: u8,
+    key: u64,
+    mask: usize,
+}
+
+impl Prefixes {
+    fn new(ipv4: u8, ipv6: u8, table_size: u32) -> Self {
+        Self {
+            ipv4: ipv4.min(32),
+            ipv6: ipv6.min(128),
+            key: random_key(),
+            mask: table_size.max(1).next_power_of_two() as usize - 1,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// The prefix `source` counts as (IPv4-mapped IPv6 sources as IPv4).
+    fn of(&self, source: IpAddr) -> IpNet {
+        let source = source.to_canonical();
+        let len = match source {
+            IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(_) => self.ipv6,
+        };
+        IpNet::new(source, len).map_or(IpNet::from(source), |n| n.trunc())
+    }
+
+    #[inline]
+    fn index(&self, source: IpAddr) -> usize {
+        let h = match source.to_canonical() {
+            IpAddr::V4(a) => {
+                let bits = a.to_bits().checked_shr(32 - u32::from(self.ipv4));
+                mix(u64::from(bits.unwrap_or(0)) | 1 << 32, self.key)
+            }
+            IpAddr::V6(a) => {
+                let bits = a.to_bits().checked_shr(128 - u32::from(self.ipv6));
+                let bits = bits.unwrap_or(0);
+                mix((bits as u64) ^ mix((bits >> 64) as u64, self.key), self.key)
+            }
+        };
+        h as usize & self.mask
+    }
+}
+
+/// A keyed mix of 64 bits (the finaliser of MurmurHash3, keyed first).
+#[inline]
+fn mix(bits: u64, key: u64) -> u64 {
+    let mut h = bits ^ key;
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// A per-table key: the time and the address of a stack variable, mixed. Not secret against
+/// someone who can read the process, only unpredictable from the network.
+fn random_key() -> u64 {
+    let stack = 0u8;
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mix(time, &raw const stack as u64)
+}
+
+/// Milli-tokens per token: refills of a fraction of a token per millisecond add up exactly.
+const MILLI: u64 = 1_000;
+
+/// Token buckets per client prefix: `burst` tokens each, refilled at `rate` per second; each
+/// bucket is one 64-bit word (the time of its last use in milliseconds, and its milli-tokens),
+/// updated by compare-and-swap.
+pub struct Buckets {
+    settings: PrefixRate,
+    prefixes: Prefixes,
+    buckets: Box<[AtomicU64]>,
+    /// When each bucket last refused (ms as in `buckets`; 0: never), written only while
+    /// refusing, read by [`Buckets::state`].
+    last_limited: Box<[AtomicU32]>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buckets")
+            .field("settings", &self.settings)
+            .field("buckets", &self.buckets.len())
+            .finish()
+    }
+}
+
+/// A client prefix's bucket, for `explain` and admin queries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrefixState {
+    pub prefix: IpNet,
+    /// What it may take right now.
+    pub tokens: f64,
+    /// It was refused within the last second.
+    pub limited: bool,
+}
+
+impl Buckets {
+    pub fn new(settings: PrefixRate) -> Self {
+        let prefixes = Prefixes::new(
+            settings.ipv4_prefix,
+            settings.ipv6_prefix,
+            settings.table_size,
+        );
+        Self {
+            settings,
+            buckets: (0..prefixes.len()).map(|_| AtomicU64::new(0)).collect(),
+            last_limited: (0..prefixes.len()).map(|_| AtomicU32::new(0)).collect(),
+            prefixes,
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn settings(&self) -> &PrefixRate {
+        &self.settings
+    }
+
+    /// Takes a token for `source` at `now`: true when there was one, false when its prefix is
+    /// over its rate.
+    #[inline]
+    pub fn take(&self, source: IpAddr, now: Instant) -> bool {
+        let index = self.prefixes.index(source);
+        let bucket = &self.buckets[index];
+        let now_ms = self.now_ms(now);
+        let mut current = bucket.load(Ordering::Relaxed);
+        loop {
+            let tokens = self.refilled(current, now_ms);
+            let (next, allowed) = match tokens.checked_sub(MILLI) {
+                Some(left) => (left, true),
+                None => (tokens, false),
+            };
+            let packed = (u64::from(now_ms) << 32) | next;
+            match bucket.compare_exchange_weak(
+                current,
+                packed,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if allowed => return true,
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
+        self.last_limited[index].store(now_ms, Ordering::Relaxed);
+        false
+    }
+
+    /// The bucket of `source`'s prefix at `now`, without taking from it.
+    pub fn state(&self, source: IpAddr, now: Instant) -> PrefixState {
+        let index = self.prefixes.index(source);
+        let now_ms = self.now_ms(now);
+        let tokens = self.refilled(self.buckets[index].load(Ordering::Relaxed), now_ms);
+        let last = self.last_limited[index].load(Ordering::Relaxed);
+        PrefixState {
+            prefix: self.prefix(source),
+            tokens: tokens as f64 / MILLI as f64,
+            limited: last != 0 && now_ms.wrapping_sub(last) <= 1_000,
+        }
+    }
+
+    /// The prefix `source` is limited as.
+    pub fn prefix(&self, source: IpAddr) -> IpNet {
+        self.prefixes.of(source)
+    }
+
+    /// Milliseconds since the table was made, as stored (wraps after 49 days, when a bucket
+    /// untouched that long refills to full anyway).
+    #[inline]
+    fn now_ms(&self, now: Instant) -> u32 {
+        // Never 0, which marks a bucket that was never used.
+        (now.saturating_duration_since(self.epoch).as_millis() as u32).max(1)
+    }
+
+    /// A bucket's milli-tokens once refilled up to `now_ms`.
+    #[inline]
+    fn refilled(&self, packed: u64, now_ms: u32) -> u64 {
+        let full = u64::from(self.settings.burst) * MILLI;
+        let (then, tokens) = ((packed >> 32) as u32, packed & u64::from(u32::MAX));
+        if then == 0 {
+            return full;
+        }
+        let elapsed = u64::from(now_ms.wrapping_sub(then));
+        // `rate` tokens per second is `rate` milli-tokens per millisecond.
+        tokens
+            .saturating_add(elapsed.saturating_mul(u64::from(self.settings.rate)))
+            .min(full)
+    }
+}
+
+/// How many of something (connections) each client prefix holds at once, against a limit.
+#[derive(Debug)]
+pub struct Occupancy {
+    limit: u32,
+    prefixes: Prefixes,
+    counts: Box<[AtomicU32]>,
+}
+
+/// One thing a client holds; given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    table: Arc<Occupancy>,
+    index: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.table.counts[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Occupancy {
+    /// At most `limit` at once per IPv4 `/ipv4` or IPv6 `/ipv6` prefix, in a table of
+    /// `table_size` counts.
+    pub fn new(limit: u32, ipv4: u8, ipv6: u8, table_size: u32) -> Self {
+        let prefixes = Prefixes::new(ipv4, ipv6, table_size);
+        Self {
+            limit,
+            counts: (0..prefixes.len()).map(|_| AtomicU32::new(0)).collect(),
+            prefixes,
+        }
+    }
+
+    /// One more for `source`, or `None` when its prefix already holds its limit.
+    pub fn enter(self: &Arc<Self>, source: IpAddr) -> Option<Held> {
+        let index = self.prefixes.index(source);
+        self.counts[index]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Held {
+            table: self.clone(),
+            index,
+        })
+    }
+
+    /// What `source`'s prefix holds now.
+    pub fn held(&self, source: IpAddr) -> u32 {
+        self.counts[self.prefixes.index(source)].load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The prefix `source` counts as.
+    pub fn prefix(&self, source: IpAddr) -> IpNet {
+        self.prefixes.of(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn buckets(rate: u32, burst: u32) -> Buckets {
+        Buckets::new(PrefixRate {
+            rate,
+            burst,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            table_size: 1 << 16,
+        })
+    }
+
+    #[test]
+    fn a_prefix_gets_its_burst_then_its_rate() {
+        let b = buckets(100, 200);
+        let t0 = Instant::now();
+        let source: IpAddr = "192.0.2.7".parse().unwrap();
+        let taken = (0..1000).filter(|_| b.take(source, t0)).count();
+        assert_eq!(taken, 200, "the burst");
+        // A neighbour in the same /24 shares the bucket; another /24 has its own.
+        assert!(!b.take("192.0.2.200".parse().unwrap(), t0));
+        assert!(b.take("192.0.3.1".parse().unwrap(), t0));
+        // One second later: `rate` more.
+        let t1 = t0 + Duration::from_secs(1);
+        let taken = (0..1000).filter(|_| b.take(source, t1)).count();
+        assert!((99..=101).contains(&taken), "{taken}");
+        assert!(b.state(source, t1).limited);
+        assert!(b.state(source, t1 + Duration::from_millis(900)).limited);
+        assert!(!b.state(source, t1 + Duration::from_secs(2)).limited);
+        assert!(!b.state("198.51.100.1".parse().unwrap(), t1).limited);
+        let later = b.state(source, t1 + Duration::from_secs(60));
+        assert_eq!(later.tokens, 200.0, "refilled to the burst, no further");
+        assert_eq!(later.prefix.to_string(), "192.0.2.0/24");
+    }
+
+    #[test]
+    fn ipv6_prefixes_and_mapped_ipv4() {
+        let b = buckets(1, 1);
+        let t = Instant::now();
+        assert!(b.take("2001:db8:1:2::9".parse().unwrap(), t));
+        // The /56 shares; the next /56 does not.
+        assert!(!b.take("2001:db8:1:ff::1".parse().unwrap(), t));
+        assert!(b.take("2001:db8:1:100::1".parse().unwrap(), t));
+        assert!(b.take("198.51.100.1".parse().unwrap(), t));
+        assert!(!b.take("::ffff:198.51.100.9".parse().unwrap(), t));
+        assert_eq!(
+            b.prefix("::ffff:198.51.100.9".parse().unwrap()).to_string(),
+            "198.51.100.0/24"
+        );
+    }
+
+    #[test]
+    fn host_prefixes_hash_every_address_apart() {
+        let b = Buckets::new(PrefixRate {
+            rate: 1,
+            burst: 1,
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+            table_size: 1 << 20,
+        });
+        let t = Instant::now();
+        // 1,000 neighbours in a table of a million: each its own bucket (collisions are
+        // possible but, with a good mix, far rarer than 1 in 10 here).
+        let fresh = (0..1000u32)
+            .filter(|i| b.take(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t))
+            .count();
+        assert!(fresh >= 990, "{fresh}");
+    }
+
+    #[test]
+    fn occupancy_holds_at_most_its_limit_and_gives_back_on_drop() {
+        let table = Arc::new(Occupancy::new(2, 32, 64, 1 << 10));
+        let a: IpAddr = "203.0.113.5".parse().unwrap();
+        let first = table.enter(a).unwrap();
+        let _second = table.enter(a).unwrap();
+        assert!(table.enter(a).is_none());
+        assert_eq!(table.held(a), 2);
+        // Another address is not affected; an IPv6 client is its /64.
+        assert!(table.enter("203.0.113.6".parse().unwrap()).is_some());
+        let v6 = table.enter("2001:db8::1".parse().unwrap()).unwrap();
+        let _v6b = table.enter("2001:db8::ffff".parse().unwrap()).unwrap();
+        assert!(table.enter("2001:db8::2".parse().unwrap()).is_none());
+        drop(v6);
+        assert!(table.enter("2001:db8::2".parse().unwrap()).is_some());
+        drop(first);
+        assert_eq!(table.held(a), 1);
+        assert!(table.enter(a).is_some());
+    }
+}
