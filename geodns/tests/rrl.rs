@@ -10,11 +10,11 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::flood::flood;
 use common::{example_on, metric, spawn_geodns, three_cities};
 use geodns::geo::synthetic_db;
-use hickory_proto::op::Message;
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
@@ -25,6 +25,8 @@ const BURST: u32 = 200;
 const FLOOD_RATE: u32 = 5_000;
 const SECONDS: u64 = 3;
 const RESOLVERS: u8 = 50;
+/// The flood asks for Amsterdam's answer.
+const ECS_SUBNET: &str = "198.51.100.0/24";
 
 /// The tests here measure loss under load: one at a time, so that neither's servers take the
 /// other's cores.
@@ -71,61 +73,6 @@ fn limited_geodns(dir: &TempDir, rate_limit: &str) -> (Daemon, SocketAddr, Socke
     (geodns, dns, admin)
 }
 
-/// What the flooding source saw.
-#[derive(Debug, Default)]
-struct Flood {
-    sent: u64,
-    bytes_out: u64,
-    full: u64,
-    truncated: u64,
-    bytes_in: u64,
-}
-
-/// Sends `rate` A queries per second from `source` for `seconds`, counting every answer.
-fn flood(server: SocketAddr, source: IpAddr, rate: u32, seconds: u64) -> Flood {
-    let socket = UdpSocket::bind((source, 0)).unwrap();
-    socket.connect(server).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let query = dnsload::query(
-        &hickory_proto::rr::Name::from_ascii(NAME).unwrap(),
-        hickory_proto::rr::RecordType::A,
-        Some("198.51.100.0/24".parse().unwrap()),
-    )
-    .to_vec()
-    .unwrap();
-    let mut seen = Flood::default();
-    let mut buf = [0u8; 2048];
-    let mut drain = |seen: &mut Flood| {
-        while let Ok(n) = socket.recv(&mut buf) {
-            seen.bytes_in += n as u64;
-            match Message::from_vec(&buf[..n]) {
-                Ok(m) if m.metadata.truncation => seen.truncated += 1,
-                Ok(_) => seen.full += 1,
-                Err(_) => {}
-            }
-        }
-    };
-    let started = Instant::now();
-    // Every 10 ms, the queries due by then.
-    while started.elapsed() < Duration::from_secs(seconds) {
-        let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while seen.sent < due {
-            if socket.send(&query).is_ok() {
-                seen.sent += 1;
-                seen.bytes_out += query.len() as u64;
-            }
-        }
-        drain(&mut seen);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let end = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < end {
-        drain(&mut seen);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    seen
-}
-
 #[test]
 fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,7 +98,9 @@ fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
         })
         .collect();
     let flooder = IpAddr::V4(Ipv4Addr::new(127, 77, 7, 1));
-    let flooding = std::thread::spawn(move || flood(dns, flooder, FLOOD_RATE, SECONDS));
+    let flooding = std::thread::spawn(move || {
+        flood(dns, flooder, NAME, Some(ECS_SUBNET), FLOOD_RATE, SECONDS)
+    });
     // Halfway through the flood, `explain` shows its prefix limited.
     std::thread::sleep(Duration::from_millis(SECONDS * 500));
     let explained = testkit::http::get(

@@ -8,7 +8,9 @@ use std::process::Command;
 use geodns::geo::Place;
 use testkit::process::Daemon;
 
+pub mod flood;
 pub mod gdnsd;
+pub mod knot;
 
 /// The three-site example deployment, the one the tests and the benchmark serve.
 pub const EXAMPLE: &str = include_str!("../../../config/examples/three-sites.toml");
