@@ -12,11 +12,10 @@
 //! source's datagrams reach several workers, each with its own `SO_REUSEPORT` socket).
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use config::dns::RateLimit;
 use daemon::ratelimit::Buckets;
-pub use daemon::ratelimit::PrefixState;
+pub use daemon::ratelimit::{PrefixState, Tick};
 
 /// What to do with one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +49,7 @@ impl Limiter {
     /// Counts one response to `source` at `now`: sent, or limited (slipped or dropped, by
     /// `limited`, the caller's count of limited responses so far).
     #[inline]
-    pub fn check(&self, source: IpAddr, now: Instant, limited: &mut u64) -> Verdict {
+    pub fn check(&self, source: IpAddr, now: Tick, limited: &mut u64) -> Verdict {
         if self.buckets.take(source, now) {
             return Verdict::Send;
         }
@@ -63,7 +62,7 @@ impl Limiter {
     }
 
     /// The bucket of `source`'s prefix at `now`, without counting a response.
-    pub fn state(&self, source: IpAddr, now: Instant) -> PrefixState {
+    pub fn state(&self, source: IpAddr, now: Tick) -> PrefixState {
         self.buckets.state(source, now)
     }
 }
@@ -110,7 +109,7 @@ mod tests {
     #[test]
     fn every_slip_th_limited_response_is_truncated() {
         let l = limiter(1, 1, 3);
-        let t = Instant::now();
+        let t = Tick::now();
         let source: IpAddr = "2001:db8:1:2::9".parse().unwrap();
         let mut limited = 0;
         assert_eq!(l.check(source, t, &mut limited), Verdict::Send);

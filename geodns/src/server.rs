@@ -276,7 +276,7 @@ pub fn explain(
         scope: outcome.scope,
         rate_limit: shared
             .limiter()
-            .map(|l| l.state(client, std::time::Instant::now())),
+            .map(|l| l.state(client, crate::rrl::Tick::now())),
     })
 }
 

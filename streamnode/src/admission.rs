@@ -8,10 +8,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use config::site::ClientLimits;
-use daemon::ratelimit::{Buckets, Held, Occupancy, PrefixState};
+use daemon::ratelimit::{Buckets, Held, Occupancy, PrefixState, Tick};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -109,7 +108,7 @@ impl Admission {
 
     /// Whether a request of `client`, on a connection whose requests are limited, is within
     /// its rate; counted when not.
-    pub fn request(&self, client: IpAddr, now: Instant) -> bool {
+    pub fn request(&self, client: IpAddr, now: Tick) -> bool {
         let Some(tables) = &self.tables else {
             return true;
         };
@@ -129,7 +128,7 @@ impl Admission {
             prefix: tables.map(|t| t.connections.prefix(client)),
             connections: tables.map_or(0, |t| t.connections.held(client)),
             max_connections: tables.map_or(0, |t| t.connections.limit()),
-            requests: tables.map(|t| t.requests.state(client, Instant::now())),
+            requests: tables.map(|t| t.requests.state(client, Tick::now())),
         }
     }
 }
@@ -157,7 +156,7 @@ mod tests {
         assert!(a.connect(flood).is_none());
         assert_eq!(a.refused.load(Ordering::Relaxed), 1);
         assert!(a.connect("198.51.100.8".parse().unwrap()).is_some());
-        let now = Instant::now();
+        let now = Tick::now();
         assert_eq!((0..50).filter(|_| a.request(flood, now)).count(), 10);
         assert_eq!(a.limited.load(Ordering::Relaxed), 40);
         assert!(a.request("198.51.100.8".parse().unwrap(), now));
@@ -195,7 +194,7 @@ mod tests {
         let client: IpAddr = "203.0.113.1".parse().unwrap();
         let held: Vec<_> = (0..10).map(|_| a.connect(client).unwrap()).collect();
         assert_eq!(held.len(), 10);
-        assert!((0..10).all(|_| a.request(client, Instant::now())));
+        assert!((0..10).all(|_| a.request(client, Tick::now())));
         assert!(a.state(client).prefix.is_none());
     }
 }

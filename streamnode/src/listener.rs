@@ -152,7 +152,7 @@ pub async fn serve(
             let limited = admitted.limited;
             let _admitted = admitted;
             let service = hyper::service::service_fn(move |mut request| {
-                let over = limited && !admission.request(peer.ip(), std::time::Instant::now());
+                let over = limited && !admission.request(peer.ip(), daemon::ratelimit::Tick::now());
                 request.extensions_mut().insert(ConnectInfo(Client(peer)));
                 let mut app = app.clone();
                 async move {

@@ -42,7 +42,8 @@ pub fn handle_udp(
     if let Some(limiter) = &memo.view.limiter
         && !proven(&memo.view.prepared.cookies, hot.as_ref(), query, from.ip())
     {
-        match limiter.check(from.ip(), now, &mut memo.tally.limited) {
+        let tick = crate::rrl::Tick::now();
+        match limiter.check(from.ip(), tick, &mut memo.tally.limited) {
             Verdict::Send => {}
             Verdict::Slip => {
                 memo.tally.slipped.inc();
