@@ -436,6 +436,11 @@ pub struct HealthdSettings {
     /// Admin API (drain) and metrics address.
     #[serde(default = "default_healthd_admin")]
     pub admin: SocketAddr,
+    /// The address probes and status streams leave from (bound before connecting); the
+    /// kernel's choice when absent. The site's stream nodes never limit it (nor the feed's and
+    /// admin API's addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_source: Option<IpAddr>,
     /// Token the admin API's state-changing requests (`/drain`, `/undrain`) must present as
     /// `Authorization: Bearer TOKEN`; required when `admin` is not a loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -481,6 +486,7 @@ impl Default for HealthdSettings {
             feed_url: None,
             feed_token: None,
             admin: default_healthd_admin(),
+            probe_source: None,
             admin_token: None,
             lease: default_lease(),
             drain_file: None,

@@ -474,6 +474,14 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     if let Some(t) = &site.healthd.feed_token {
         secret(f, key.key("healthd").key("feed_token"), t);
     }
+    if let Some(source) = site.healthd.probe_source
+        && (source.is_unspecified() || source.is_multicast())
+    {
+        f.push(
+            key.key("healthd").key("probe_source"),
+            format!("probe_source {source} cannot send probes: expected an address of this host"),
+        );
+    }
     admin_api(
         f,
         &key.key("healthd"),

@@ -946,6 +946,29 @@ fn client_limits_must_be_meetable_and_name_networks() {
 }
 
 #[test]
+fn healthd_probes_must_leave_from_an_address_of_the_host() {
+    let with = |source: &str| {
+        replace(
+            "router_id = \"10.0.0.1\"",
+            &format!("router_id = \"10.0.0.1\"\nhealthd.probe_source = \"{source}\" # src"),
+        )
+    };
+    for bad in ["0.0.0.0", "::", "224.0.0.1"] {
+        assert_problem(
+            &with(bad),
+            "sites[0].healthd.probe_source",
+            "# src",
+            "expected an address of this host",
+        );
+    }
+    let fine = parse(&with("192.0.2.10")).unwrap();
+    assert_eq!(
+        fine.sites[0].healthd.probe_source,
+        Some("192.0.2.10".parse().unwrap())
+    );
+}
+
+#[test]
 fn cookies_need_one_secret_and_a_rotation_of_a_minute_or_more() {
     let at_end = |settings: &str| format!("{MINIMAL}\n[dns.cookies]\n{settings}\n");
     assert_problem(

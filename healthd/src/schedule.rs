@@ -59,6 +59,7 @@ struct ProbeTask {
     node: Node,
     profile: CheckProfile,
     watch: Option<WatchSettings>,
+    source: Option<std::net::IpAddr>,
     task: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     beat: Beat,
@@ -106,8 +107,9 @@ impl Probes {
         site: &Site,
     ) -> Result<(Reprobed, Duration), StartError> {
         let mut planned = Vec::new();
+        let source = site.healthd.probe_source;
         for node in &site.nodes {
-            let (prober, interval) = prober_for(deployment, node)?;
+            let (prober, interval) = prober_for(deployment, node, source)?;
             planned.push((node.clone(), prober, interval));
         }
         let watch = WatchSettings::of(site);
@@ -120,14 +122,21 @@ impl Probes {
                 Some(running)
                     if running.node == node
                         && &running.profile == prober.profile()
-                        && running.watch == watch =>
+                        && running.watch == watch
+                        && running.source == source =>
                 {
                     summary.kept += 1;
                     next.insert(node.name.clone(), running);
                 }
                 _ => {
                     summary.started += 1;
-                    let task = self.spawn(index, deployment.clone(), node.clone(), prober, watch);
+                    let task = self.spawn(
+                        index,
+                        deployment.clone(),
+                        node.clone(),
+                        (prober, source),
+                        watch,
+                    );
                     next.insert(node.name.clone(), task);
                 }
             }
@@ -142,7 +151,7 @@ impl Probes {
         index: usize,
         deployment: Deployment,
         node: Node,
-        prober: Prober,
+        (prober, source): (Prober, Option<std::net::IpAddr>),
         watch: Option<WatchSettings>,
     ) -> ProbeTask {
         let profile = prober.profile().clone();
@@ -173,7 +182,7 @@ impl Probes {
         let task = tokio::spawn(supervised(name, move || {
             let prober = first
                 .take()
-                .or_else(|| prober_for(&deployment, &node).ok().map(|(p, _)| p));
+                .or_else(|| prober_for(&deployment, &node, source).ok().map(|(p, _)| p));
             let (node, updates, metrics, beat) = (
                 node.clone(),
                 updates.clone(),
@@ -190,6 +199,7 @@ impl Probes {
             node: config,
             profile,
             watch,
+            source,
             task,
             watcher,
             beat,
@@ -226,8 +236,13 @@ where
     }
 }
 
-/// The prober of a node: its own check profile, else its first service's.
-fn prober_for(d: &Deployment, node: &Node) -> Result<(Prober, Duration), StartError> {
+/// The prober of a node: its own check profile, else its first service's; its connections
+/// leave from `source` when set.
+fn prober_for(
+    d: &Deployment,
+    node: &Node,
+    source: Option<std::net::IpAddr>,
+) -> Result<(Prober, Duration), StartError> {
     let services: Vec<&config::Service> =
         node.services.iter().filter_map(|s| d.service(s)).collect();
     let name = node
@@ -245,8 +260,8 @@ fn prober_for(d: &Deployment, node: &Node) -> Result<(Prober, Duration), StartEr
         .flat_map(|s| s.channels.iter().cloned())
         .collect();
     let interval = profile.interval.get();
-    let mut prober = Prober::new(profile.clone(), channels);
-    if node.tls.is_some() {
+    let prober = Prober::new(profile.clone(), channels);
+    let client = if node.tls.is_some() {
         // The node's certificate must name what viewers ask for: its first service's hostname,
         // else its address.
         let name = services
@@ -255,13 +270,14 @@ fn prober_for(d: &Deployment, node: &Node) -> Result<(Prober, Duration), StartEr
             .unwrap_or_else(|| node.listen.ip().to_string());
         let ca = (profile.hls.as_ref().and_then(|h| h.ca_file.as_deref()))
             .or_else(|| profile.http.as_ref().and_then(|h| h.ca_file.as_deref()));
-        let client =
-            crate::probe::http::Client::with_tls(ca, &name).map_err(|reason| StartError::Tls {
-                node: node.name.clone(),
-                reason,
-            })?;
-        prober = prober.with_client(client);
-    }
+        crate::probe::http::Client::with_tls(ca, &name).map_err(|reason| StartError::Tls {
+            node: node.name.clone(),
+            reason,
+        })?
+    } else {
+        crate::probe::http::Client::default()
+    };
+    let prober = prober.with_client(client.from_source(source));
     Ok((prober, interval))
 }
 

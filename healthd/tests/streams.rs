@@ -274,6 +274,64 @@ fn nodes_serving_https_are_probed_over_tls_and_a_wrong_ca_fails_them() {
     );
 }
 
+#[test]
+fn probes_leave_from_the_probe_source_and_stream_nodes_never_limit_them() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-probe-source");
+    let config = dir.path().join("deploy.toml");
+    // Limits no player could live with: one connection, a request or two a second. healthd
+    // keeps a status stream open and plays the channel beside it.
+    let source = net.host(9);
+    let text = deployment(net, dir.path())
+        .replace(
+            "fault_injection = true\n",
+            "fault_injection = true\nclient_limits = { connections = 1, rate = 1, burst = 2 }\n",
+        )
+        .replace(
+            "lease = \"2s\" }",
+            &format!("lease = \"2s\", probe_source = \"{source}\" }}"),
+        );
+    std::fs::write(&config, &text).unwrap();
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
+    let _node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let both = wait_for(Duration::from_secs(20), || {
+        ["ams-1", "ams-2"]
+            .iter()
+            .all(|n| feed_health(feed, n) == Some(true))
+            .then_some(())
+    });
+    assert!(both.is_some(), "{}", healthd.log_text());
+    // Several rounds of probes later, still up, and nothing of healthd's was refused.
+    std::thread::sleep(Duration::from_secs(3));
+    for (node, host) in [("ams-1", 11), ("ams-2", 12)] {
+        assert_eq!(
+            feed_health(feed, node),
+            Some(true),
+            "{}",
+            healthd.log_text()
+        );
+        let admin = SocketAddr::from((net.host(host), 8081));
+        let (_, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+        for name in [
+            "streamnode_refused_connections_total 0",
+            "streamnode_limited_requests_total 0",
+        ] {
+            assert!(metrics.contains(name), "{node}: not {name}:\n{metrics}");
+        }
+        let (_, client) = testkit::http::get(admin, &format!("/client?address={source}")).unwrap();
+        assert!(client.contains("\"trusted\":true"), "{client}");
+    }
+    // The limits hold for anyone else: a client asking four times at once is refused.
+    let node = SocketAddr::from((net.host(11), 8080));
+    let statuses: Vec<u16> = (0..4)
+        .filter_map(|_| testkit::http::get(node, "/news/index.m3u8").map(|(s, _)| s))
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
 /// Node names listed in the site feed at `addr`.
 fn feed_nodes(addr: SocketAddr) -> Vec<String> {
     let Some((200, body)) = testkit::http::get(addr, "/feed") else {

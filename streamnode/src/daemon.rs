@@ -116,8 +116,11 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
             }
         }
     }
-    // healthd's probes come from the addresses it listens on: never limited.
-    let healthd = [site.healthd.feed.ip(), site.healthd.admin.ip()];
+    // healthd's probes leave from its probe source, or (most likely without one) an address
+    // it listens on: never limited.
+    let healthd = [site.healthd.feed.ip(), site.healthd.admin.ip()]
+        .into_iter()
+        .chain(site.healthd.probe_source);
     let admission = crate::admission::Admission::new(&node.client_limits, healthd);
     let mut state = NodeState::new(&node.name, node.capacity_mbps, channels, admission);
     state.renditions = renditions;

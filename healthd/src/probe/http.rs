@@ -43,6 +43,8 @@ pub async fn get(base: &str, path: &str, timeout: Duration) -> Result<Fetched, S
 #[derive(Clone, Default)]
 pub struct Client {
     tls: Option<Tls>,
+    /// The address connections leave from (`probe_source`); the kernel's choice when `None`.
+    source: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone)]
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("tls", &self.tls.as_ref().map(|t| t.server_name.to_str()))
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -89,7 +92,13 @@ impl Client {
                 connector: TlsConnector::from(Arc::new(config)),
                 server_name,
             }),
+            source: None,
         })
+    }
+
+    /// The client with its connections leaving from `source` (when set).
+    pub fn from_source(self, source: Option<std::net::IpAddr>) -> Self {
+        Self { source, ..self }
     }
 
     /// GETs `BASE/path`, `BASE` being `http://HOST:PORT` or `https://HOST:PORT`.
@@ -141,9 +150,11 @@ impl Client {
             ));
         };
         let host = host.trim_end_matches('/').to_owned();
-        let stream = tokio::net::TcpStream::connect(&host)
-            .await
-            .map_err(|e| format!("connect {host}: {e}"))?;
+        let stream = match self.source {
+            None => tokio::net::TcpStream::connect(&host).await,
+            Some(source) => connect_from(source, &host).await,
+        }
+        .map_err(|e| format!("connect {host}: {e}"))?;
         let _ = stream.set_nodelay(true);
         if !secure {
             return Connection::handshake(stream, host).await;
@@ -167,6 +178,43 @@ impl Client {
             connection: None,
         }
     }
+}
+
+/// A TCP connection to `host` (`ADDR:PORT` or `NAME:PORT`) from `source`.
+async fn connect_from(
+    source: std::net::IpAddr,
+    host: &str,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(host).await? {
+        if addr.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let bound = socket.bind(std::net::SocketAddr::new(source, 0));
+        match bound {
+            Ok(()) => match socket.connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            },
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot send from probe_source {source}: {e}"),
+                ));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("no address of the family of probe_source {source}"),
+        )
+    }))
 }
 
 /// One HTTP/1.1 connection.
