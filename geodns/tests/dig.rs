@@ -398,11 +398,22 @@ fn static_data_follows_the_standards() {
         log.contains("query") && log.contains("answered"),
         "every query sampled into the log: {log}"
     );
-    let any = g.dig(&["tv.example.net", "ANY"]);
-    assert!(
-        any.contains("status: NOERROR") && !any.contains("ANSWER: 0"),
-        "{any}"
-    );
+    // ANY gets one RRset, never everything (RFC 8482): no amplification through it.
+    for name in ["tv.example.net", "live.tv.example.net"] {
+        let any = g.dig(&[name, "ANY", "+subnet=198.51.100.0/24"]);
+        assert!(
+            any.contains("status: NOERROR") && !any.contains("ANSWER: 0"),
+            "{any}"
+        );
+        let types: std::collections::BTreeSet<&str> = any
+            .lines()
+            .skip_while(|l| !l.contains("ANSWER SECTION"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect();
+        assert_eq!(types.len(), 1, "one RRset for ANY: {any}");
+    }
 }
 
 #[test]
