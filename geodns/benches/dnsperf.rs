@@ -533,24 +533,15 @@ struct Mix {
 /// Sends the flood mix to `server` (process `pid`).
 fn flood_mix_run(server: SocketAddr, pid: u32) -> Mix {
     use std::net::{IpAddr, Ipv4Addr};
-    use testkit::dnsload::{Load, Pace};
     let (user, sys) = cpu_times(pid);
-    let resolvers: Vec<_> = (0..FLOOD_RESOLVERS)
-        .map(|n| {
-            let load = Load {
-                source: Some(IpAddr::V4(Ipv4Addr::new(127, 78, n, 1))),
-                sockets: 1,
-                ..Load::new(
-                    server,
-                    "live.tv.example.net.",
-                    testkit::dnsload::spread_v4(500, 24, u64::from(n) + 1),
-                    Pace::Rate(RESOLVER_RATE),
-                    Duration::from_secs(FLOOD_SECONDS),
-                )
-            };
-            std::thread::spawn(move || testkit::dnsload::run(&load).expect("the load runs"))
-        })
-        .collect();
+    let resolvers = common::flood::resolvers(
+        server,
+        "live.tv.example.net.",
+        FLOOD_RESOLVERS,
+        500,
+        RESOLVER_RATE,
+        FLOOD_SECONDS,
+    );
     let flood = common::flood::flood(
         server,
         IpAddr::V4(Ipv4Addr::new(127, 77, 7, 1)),

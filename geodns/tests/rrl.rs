@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::flood::flood;
+use common::flood::{flood, resolvers};
 use common::{example_on, metric, spawn_geodns, three_cities};
 use geodns::geo::synthetic_db;
 use testkit::dnsload::{self, Load, Pace};
@@ -81,22 +81,7 @@ fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
         limited_geodns(&dir, &format!("rate = {RATE}\nburst = {BURST}\nslip = 2"));
 
     // 50 resolvers, 127.78.N.1, 20 queries per second each, many client subnets.
-    let resolvers: Vec<_> = (0..RESOLVERS)
-        .map(|n| {
-            let load = Load {
-                source: Some(IpAddr::V4(Ipv4Addr::new(127, 78, n, 1))),
-                sockets: 1,
-                ..Load::new(
-                    dns,
-                    NAME,
-                    testkit::dnsload::spread_v4(200, 24, u64::from(n) + 1),
-                    Pace::Rate(20),
-                    Duration::from_secs(SECONDS),
-                )
-            };
-            std::thread::spawn(move || dnsload::run(&load).expect("the load runs"))
-        })
-        .collect();
+    let resolvers = resolvers(dns, NAME, RESOLVERS, 200, 20, SECONDS);
     let flooder = IpAddr::V4(Ipv4Addr::new(127, 77, 7, 1));
     let flooding = std::thread::spawn(move || {
         flood(dns, flooder, NAME, Some(ECS_SUBNET), FLOOD_RATE, SECONDS)

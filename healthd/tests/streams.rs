@@ -292,18 +292,7 @@ fn probes_leave_from_the_probe_source_and_stream_nodes_never_limit_them() {
             &format!("lease = \"2s\", probe_source = \"{source}\" }}"),
         );
     std::fs::write(&config, &text).unwrap();
-    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
-    let _node1 = spawn("streamnode", &["--node", "ams-1"]);
-    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
-    let healthd = spawn("healthd", &[]);
-    let feed = SocketAddr::from((net.host(1), 9180));
-    let both = wait_for(Duration::from_secs(20), || {
-        ["ams-1", "ams-2"]
-            .iter()
-            .all(|n| feed_health(feed, n) == Some(true))
-            .then_some(())
-    });
-    assert!(both.is_some(), "{}", healthd.log_text());
+    let (_nodes, healthd, feed) = both_nodes_up(net, dir.path(), &config);
     // Several rounds of probes later, still up, and nothing of healthd's was refused.
     std::thread::sleep(Duration::from_secs(3));
     for (node, host) in [("ams-1", 11), ("ams-2", 12)] {
@@ -332,6 +321,30 @@ fn probes_leave_from_the_probe_source_and_stream_nodes_never_limit_them() {
     assert!(statuses.contains(&429), "{statuses:?}");
 }
 
+/// Starts ams-1, ams-2 and healthd on the deployment at `config` and waits until the feed has
+/// both nodes healthy: the nodes, healthd, and the feed's address.
+fn both_nodes_up(
+    net: Loopback,
+    dir: &std::path::Path,
+    config: &std::path::Path,
+) -> ([Daemon; 2], Daemon, SocketAddr) {
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir, config, name, args);
+    let nodes = [
+        spawn("streamnode", &["--node", "ams-1"]),
+        spawn("streamnode", &["--node", "ams-2"]),
+    ];
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let both = wait_for(Duration::from_secs(20), || {
+        ["ams-1", "ams-2"]
+            .iter()
+            .all(|n| feed_health(feed, n) == Some(true))
+            .then_some(())
+    });
+    assert!(both.is_some(), "{}", healthd.log_text());
+    (nodes, healthd, feed)
+}
+
 /// Node names listed in the site feed at `addr`.
 fn feed_nodes(addr: SocketAddr) -> Vec<String> {
     let Some((200, body)) = testkit::http::get(addr, "/feed") else {
@@ -356,18 +369,7 @@ fn sighup_applies_node_changes_without_disturbing_unchanged_nodes() {
     let config = dir.path().join("deploy.toml");
     let full = deployment(net, dir.path());
     std::fs::write(&config, &full).unwrap();
-    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
-    let _node1 = spawn("streamnode", &["--node", "ams-1"]);
-    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
-    let healthd = spawn("healthd", &[]);
-    let feed = SocketAddr::from((net.host(1), 9180));
-    let both = wait_for(Duration::from_secs(20), || {
-        ["ams-1", "ams-2"]
-            .iter()
-            .all(|n| feed_health(feed, n) == Some(true))
-            .then_some(())
-    });
-    assert!(both.is_some(), "{}", healthd.log_text());
+    let (_nodes, healthd, feed) = both_nodes_up(net, dir.path(), &config);
 
     // ams-2 leaves the deployment: after SIGHUP it leaves the feed, ams-1 stays up throughout.
     let start = full.find("[[sites.nodes]]\nname = \"ams-2\"").unwrap();

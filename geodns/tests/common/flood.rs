@@ -5,7 +5,36 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
-use testkit::dnsload;
+use testkit::dnsload::{self, Load, Pace, Report};
+
+/// `count` resolvers, the Nth asking from 127.78.N.1 (each its own /24) `rate` queries per
+/// second for `name` for `seconds`, each query with the Client Subnet of one of `subnets`
+/// client /24s of its own: the legitimate side of a flood mix. Their reports when joined.
+pub fn resolvers(
+    server: SocketAddr,
+    name: &str,
+    count: u8,
+    subnets: usize,
+    rate: u32,
+    seconds: u64,
+) -> Vec<std::thread::JoinHandle<Report>> {
+    (0..count)
+        .map(|n| {
+            let load = Load {
+                source: Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 78, n, 1))),
+                sockets: 1,
+                ..Load::new(
+                    server,
+                    name,
+                    dnsload::spread_v4(subnets, 24, u64::from(n) + 1),
+                    Pace::Rate(rate),
+                    Duration::from_secs(seconds),
+                )
+            };
+            std::thread::spawn(move || dnsload::run(&load).expect("the load runs"))
+        })
+        .collect()
+}
 
 /// What the flooding source saw.
 #[derive(Debug, Default)]
