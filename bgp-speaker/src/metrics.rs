@@ -3,6 +3,7 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::session::fsm::DownReason;
 use crate::speaker::SpeakerHandle;
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -72,11 +73,17 @@ pub fn render(speaker: &SpeakerHandle) -> String {
         "Times the session left Established",
         &["peer"],
     );
-    let last_error = gauge(
+    let downs = counter(
         &r,
-        "bgp_peer_last_error_info",
-        "The last error of the session, as a label",
-        &["peer", "error"],
+        "bgp_peer_downs_total",
+        "Times the session went down, by reason (the text of the last error is in `show neighbors`)",
+        &["peer", "reason"],
+    );
+    let connect_failures = counter(
+        &r,
+        "bgp_peer_connect_failures_total",
+        "Connection attempts to the peer that failed",
+        &["peer"],
     );
     let bfd_up = gauge(
         &r,
@@ -120,9 +127,12 @@ pub fn render(speaker: &SpeakerHandle) -> String {
                 .set(i64::from(state == "Up"));
             bfd_downs.with_label_values(&[peer]).inc_by(s.bfd_downs);
         }
-        if let Some(error) = &s.last_error {
-            last_error.with_label_values(&[peer, error]).set(1);
+        for (reason, n) in DownReason::LABELS.iter().zip(s.downs) {
+            downs.with_label_values(&[peer, reason]).inc_by(n);
         }
+        connect_failures
+            .with_label_values(&[peer])
+            .inc_by(s.connect_failures);
     }
     let routes = gauge(
         &r,

@@ -129,6 +129,13 @@ fn silence_and_restore(us: &Namespace, local: &str, speaker: &Speaker, router: &
     ] {
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }
+    // The session went down once, for one reason.
+    let downs: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("bgp_peer_downs_total{peer=\"up1\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(downs, 1.0, "{metrics}");
 
     router.namespace.unsilence();
     let back = wait_for(Duration::from_secs(30), || {

@@ -205,14 +205,14 @@ const FLUSH: Duration = Duration::from_millis(100);
 pub struct Tally {
     answers_by_site: IntCounterVec,
     pub latency: LocalHistogram,
-    /// `dns_queries_total{rcode="No Error"}` for A and AAAA.
+    /// `geodns_queries_total{rcode="NOERROR"}` for A and AAAA.
     pub answered: [LocalIntCounter; 2],
     /// Responses limited by the rate limiter: slipped (sent truncated) and dropped.
     pub slipped: LocalIntCounter,
     pub dropped: LocalIntCounter,
     /// Responses this worker has limited, for the rate limiter's slip.
     pub limited: u64,
-    /// `dns_answers_by_site_total` by service index, then site index.
+    /// `geodns_answers_by_site_total` by service index, then site index.
     answers: Vec<Vec<Option<LocalIntCounter>>>,
     /// When the counts are next added to the shared metrics.
     due: Instant,

@@ -15,7 +15,7 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Panics contained while answering one query (UDP datagram or TCP connection).
     pub worker_panics: IntCounter,
-    /// `queries{qtype="A"|"AAAA", rcode="No Error"}`, resolved once: the UDP fast path counts
+    /// `queries{qtype="A"|"AAAA", rcode="NOERROR"}`, resolved once: the UDP fast path counts
     /// every answer, and a label lookup per query is a hash and a lock.
     pub answered: [IntCounter; 2],
     /// `geodns_rate_limited_responses_total{action="slipped"|"dropped"}`, resolved once.
@@ -96,7 +96,7 @@ impl Metrics {
         let registry = Registry::new();
         let queries = IntCounterVec::new(
             Opts::new(
-                "dns_queries_total",
+                "geodns_queries_total",
                 "Queries answered, by type and response code",
             ),
             &["qtype", "rcode"],
@@ -104,19 +104,19 @@ impl Metrics {
         .expect("valid metric");
         let answers_by_site = IntCounterVec::new(
             Opts::new(
-                "dns_answers_by_site_total",
+                "geodns_answers_by_site_total",
                 "Service answers, by the site chosen",
             ),
             &["service", "site"],
         )
         .expect("valid metric");
         let fail_open = IntCounter::new(
-            "dns_fail_open_answers_total",
+            "geodns_fail_open_answers_total",
             "Answers given while no site was healthy (fail open)",
         )
         .expect("valid metric");
         let latency = Histogram::with_opts(
-            HistogramOpts::new("dns_answer_seconds", "Time to build an answer").buckets(vec![
+            HistogramOpts::new("geodns_answer_seconds", "Time to build an answer").buckets(vec![
                 1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
             ]),
         )
@@ -135,7 +135,7 @@ impl Metrics {
         ] {
             registry.register(m).expect("unique metric");
         }
-        let answered = ["A", "AAAA"].map(|t| queries.with_label_values(&[t, "No Error"]));
+        let answered = ["A", "AAAA"].map(|t| queries.with_label_values(&[t, "NOERROR"]));
         let atlas = AtlasMetrics::new(&registry);
         let limited = IntCounterVec::new(
             Opts::new(
@@ -164,6 +164,17 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Every service and site of `deployment` in `geodns_answers_by_site_total` from the
+    /// start, at 0: a rule on the rate of answers to a site sees its first answer.
+    pub fn know(&self, deployment: &config::Deployment) {
+        for service in &deployment.services {
+            for site in &deployment.sites {
+                self.answers_by_site
+                    .with_label_values(&[service.name.as_str(), site.name.as_str()]);
+            }
+        }
+    }
+
     /// A new atlas was compiled (and is about to be swapped in).
     pub fn compiled(&self, stats: &Stats) {
         let m = &self.atlas;
@@ -198,7 +209,7 @@ pub fn health_text(health: &crate::health::HealthState) -> String {
     let registry = Registry::new();
     let admin = IntGaugeVec::new(
         Opts::new(
-            "dns_admin_state",
+            "geodns_admin_state",
             "Operator override: 1 forced up, -1 forced down, 0 none",
         ),
         &["site", "node"],
@@ -206,13 +217,13 @@ pub fn health_text(health: &crate::health::HealthState) -> String {
     .expect("valid metric");
     let healthy = IntGaugeVec::new(
         Opts::new(
-            "dns_site_healthy_nodes",
+            "geodns_site_healthy_nodes",
             "Nodes up at the site, after overrides",
         ),
         &["site"],
     )
     .expect("valid metric");
-    let feed_age = GaugeVec::new(Opts::new("dns_site_feed_age_seconds", "Seconds since the site's feed was last heard from (-1: never, or silent past its grace)"), &["site"]).expect("valid metric");
+    let feed_age = GaugeVec::new(Opts::new("geodns_site_feed_age_seconds", "Seconds since the site's feed was last heard from (-1: never, or silent past its grace)"), &["site"]).expect("valid metric");
     for m in [
         Box::new(admin.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(healthy.clone()),
@@ -242,4 +253,20 @@ pub fn health_text(health: &crate::health::HealthState) -> String {
             .set(site.last_feed.map_or(-1.0, |t| t.elapsed().as_secs_f64()));
     }
     daemon::admin::encode(&registry)
+}
+
+/// The `rcode` label of a response code: its mnemonic as the RFCs and dig print it (NOERROR,
+/// NXDOMAIN, ...), "OTHER" for codes geodns never sends.
+pub fn rcode_label(rcode: hickory_proto::op::ResponseCode) -> &'static str {
+    match u16::from(rcode) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        16 => "BADVERS",
+        23 => "BADCOOKIE",
+        _ => "OTHER",
+    }
 }

@@ -35,6 +35,7 @@ impl Shared {
     /// Compiles the atlas of `prepared` and `geo` (seconds for a full-size database).
     pub fn new(prepared: Prepared, geo: Option<GeoDb>) -> Result<Self, AtlasError> {
         let metrics = Metrics::new();
+        metrics.know(&prepared.deployment);
         let atlas = compile(&metrics, &prepared, geo.as_ref())?;
         let health = HealthState::from_deployment(&prepared.deployment);
         let limiter = Limiter::new(&rate_limit(&prepared)).map(Arc::new);
@@ -79,6 +80,7 @@ impl Shared {
     pub fn set_prepared(&self, prepared: Prepared) -> Result<(), AtlasError> {
         let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
         let atlas = compile(&self.metrics, &prepared, self.geo().as_deref())?;
+        self.metrics.know(&prepared.deployment);
         self.change(|| {
             let mut health = self.health.write().unwrap_or_else(|e| e.into_inner());
             *health = Arc::new(health.carried_over(&prepared.deployment));

@@ -295,7 +295,7 @@ fn a_site_forced_down_sends_its_clients_to_the_next_nearest() {
         .unwrap()
         .1;
     assert!(
-        metrics.contains("dns_admin_state{node=\"\",site=\"ams\"} -1"),
+        metrics.contains("geodns_admin_state{node=\"\",site=\"ams\"} -1"),
         "forced state visible in metrics: {metrics}"
     );
     assert!(g.cli(&["admin", "ams", "clear"]).contains("ok"));
@@ -330,7 +330,7 @@ fn every_site_down_fails_open_instead_of_answering_empty() {
         .unwrap()
         .1;
     assert!(
-        metrics.contains("dns_fail_open_answers_total 1"),
+        metrics.contains("geodns_fail_open_answers_total 1"),
         "{metrics}"
     );
 }

@@ -78,6 +78,10 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        // Every kind from the start, at 0: a rule on its increase sees the first error.
+        for kind in SpeakerError::ALL {
+            speaker_errors.with_label_values(&[kind.label()]);
+        }
         let speaker_calls = HistogramVec::new(
             HistogramOpts::new(
                 "healthd_speaker_call_seconds",
@@ -120,5 +124,25 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Why an exchange with the speaker failed: the `kind` of `healthd_speaker_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeakerError {
+    /// No connection to the speaker (down, wrong socket or token).
+    Connect,
+    /// The speaker stopped answering mid-exchange.
+    Call,
+}
+
+impl SpeakerError {
+    pub const ALL: [Self; 2] = [Self::Connect, Self::Call];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Call => "call",
+        }
     }
 }

@@ -10,7 +10,7 @@ use config::site::Site;
 use speaker_control::{Client, Op, Reply};
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SpeakerError};
 
 /// How long a call to the speaker may take before healthd gives up on it this round.
 pub const DEADLINE: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ impl SpeakerLink {
                 }
                 Err(e) => {
                     self.failed(
-                        "connect",
+                        SpeakerError::Connect,
                         &format!(
                             "cannot reach the speaker, routes will follow once it answers: {e}"
                         ),
@@ -100,7 +100,7 @@ impl SpeakerLink {
                 Err(e) => {
                     self.client = None;
                     self.failed(
-                        "call",
+                        SpeakerError::Call,
                         &format!("lost the speaker, dialling it again next round: {e}"),
                     );
                     return;
@@ -112,15 +112,18 @@ impl SpeakerLink {
                 Ok(_) => self.synced = true,
                 Err(e) => {
                     self.client = None;
-                    self.failed("call", &format!("lost the speaker: {e}"));
+                    self.failed(SpeakerError::Call, &format!("lost the speaker: {e}"));
                 }
             }
         }
     }
 
     /// Counts a failed exchange and logs it once per outage.
-    fn failed(&mut self, kind: &str, message: &str) {
-        self.metrics.speaker_errors.with_label_values(&[kind]).inc();
+    fn failed(&mut self, kind: SpeakerError, message: &str) {
+        self.metrics
+            .speaker_errors
+            .with_label_values(&[kind.label()])
+            .inc();
         if !self.failing {
             warn!("{message}");
             self.failing = true;

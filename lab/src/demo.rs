@@ -175,6 +175,7 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     };
     let mut sites = Vec::new();
     let mut controls = Vec::new();
+    let mut admins = Vec::new();
     // Each healthd runs as long as its handle is held (its probes and followers stop with it).
     let mut healthds = Vec::new();
     for site in &d.sites {
@@ -188,6 +189,20 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
                 handle.clone(),
             )
             .await?,
+        );
+        // Its metrics and liveness on its admin address, as the daemon serves them.
+        let scrape = handle.clone();
+        let admin = daemon::admin::router(
+            "bgp_speaker",
+            std::sync::Arc::new(move || bgp_speaker::metrics::render(&scrape)),
+            handle.liveness(),
+        );
+        admins.push(
+            daemon::admin::serve(site.speaker.admin, admin)
+                .await
+                .with_context(|| {
+                    format!("serving the admin endpoint of {}'s speaker", site.name)
+                })?,
         );
         // The site's stream nodes, and its healthd probing them and driving the speaker.
         for node in &site.nodes {
@@ -230,6 +245,9 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(controls);
     drop(healthds);
+    for admin in admins {
+        admin.abort();
+    }
     Ok(())
 }
 

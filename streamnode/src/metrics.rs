@@ -26,13 +26,11 @@ pub fn render(node: &NodeState) -> String {
         g
     };
     gauge("streamnode_draining", "1 while the node is draining").set(i64::from(node.draining()));
-    gauge("streamnode_capacity_mbps", "Configured egress capacity")
-        .set(i64::from(node.capacity_mbps));
     gauge(
-        "streamnode_served_bytes",
-        "Segment bytes served since start",
+        "streamnode_capacity_bytes_per_second",
+        "Configured egress capacity (capacity_mbps), in bytes per second",
     )
-    .set(node.served.load(Ordering::Relaxed) as i64);
+    .set(i64::from(node.capacity_mbps) * 1_000_000 / 8);
     let requests = IntCounterVec::new(
         Opts::new("streamnode_requests_total", "HTTP requests by outcome"),
         &["outcome"],
@@ -51,6 +49,11 @@ pub fn render(node: &NodeState) -> String {
         c.inc_by(value);
         registry.register(Box::new(c)).expect("unique metric");
     };
+    counter(
+        "streamnode_served_bytes_total",
+        "Segment bytes served since start",
+        node.served.load(Ordering::Relaxed),
+    );
     counter(
         "streamnode_refused_connections_total",
         "Viewer connections closed at accept: their client held its limit of connections",
@@ -71,11 +74,17 @@ pub fn render(node: &NodeState) -> String {
         "Newest segment's media sequence",
         &["channel"],
     );
-    let age = per_channel(
-        "streamnode_channel_newest_segment_age_ms",
-        "Milliseconds since the newest segment started",
+    let age = prometheus::GaugeVec::new(
+        Opts::new(
+            "streamnode_channel_newest_segment_age_seconds",
+            "Seconds since the newest segment started",
+        ),
         &["channel"],
-    );
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(age.clone()))
+        .expect("unique metric");
     let feed = per_channel(
         "streamnode_channel_active_feed",
         "1 for the feed the channel is taking (builtin, primary, backup)",
@@ -98,7 +107,7 @@ pub fn render(node: &NodeState) -> String {
                 .set(s.sequence as i64);
             age.with_label_values(&[name.as_str()]).set(
                 now.duration_since(s.started)
-                    .map_or(0, |d| d.as_millis() as i64),
+                    .map_or(0.0, |d| d.as_secs_f64()),
             );
         }
         feed.with_label_values(&[name.as_str(), c.active_feed])

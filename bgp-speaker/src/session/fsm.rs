@@ -113,6 +113,27 @@ pub enum DownReason {
     Stopped,
 }
 
+impl DownReason {
+    /// A short fixed name for each kind of reason, for metrics, in the order of
+    /// [`DownReason::index`].
+    pub const LABELS: [&'static str; 4] = [
+        "notification_sent",
+        "notification_received",
+        "connection_lost",
+        "stopped",
+    ];
+
+    /// The place of the reason's kind in [`DownReason::LABELS`].
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Sent(_) => 0,
+            Self::Received(_) => 1,
+            Self::ConnectionLost => 2,
+            Self::Stopped => 3,
+        }
+    }
+}
+
 impl std::fmt::Display for DownReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

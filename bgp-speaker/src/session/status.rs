@@ -61,6 +61,10 @@ pub struct PeerStatus {
     pub messages_out: MessageCounts,
     /// Times the session left Established.
     pub flaps: u64,
+    /// Times the session went down, by reason (as `DownReason::LABELS`).
+    pub downs: [u64; 4],
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
     pub last_error: Option<String>,
     /// The BFD session's state, when the peer has one.
     pub bfd: Option<String>,
@@ -90,6 +94,8 @@ impl PeerStatus {
             messages_in: MessageCounts::default(),
             messages_out: MessageCounts::default(),
             flaps: 0,
+            downs: [0; 4],
+            connect_failures: 0,
             last_error: None,
             bfd: None,
             bfd_downs: 0,

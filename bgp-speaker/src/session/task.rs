@@ -321,7 +321,9 @@ impl PeerTask {
         } else {
             debug!("connect failed: {error}");
         }
-        self.status_mut().last_error = Some(error);
+        let mut status = self.status_mut();
+        status.connect_failures += 1;
+        status.last_error = Some(error);
     }
 
     /// A connect error with what the operator should check.
@@ -749,6 +751,7 @@ impl PeerTask {
         if was_up {
             status.flaps += 1;
         }
+        status.downs[reason.index()] += 1;
         status.negotiated = None;
         status.prefixes_advertised = 0;
         status.prefixes_received = kept;

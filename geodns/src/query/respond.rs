@@ -130,11 +130,11 @@ pub fn respond(
             shared.metrics.fail_open.inc();
         }
     }
-    let rcode = outcome.rcode.to_string();
+    let rcode = crate::metrics::rcode_label(outcome.rcode);
     shared
         .metrics
         .queries
-        .with_label_values(&[qtype_label.as_str(), rcode.as_str()])
+        .with_label_values(&[qtype_label.as_str(), rcode])
         .inc();
     if crate::answer::sampled(&shared.prepared()) {
         let site = outcome

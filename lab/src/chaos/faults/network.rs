@@ -302,7 +302,7 @@ impl Fault for FeedsCut {
             Ok((200, text)) => {
                 let ages: Vec<&str> = text
                     .lines()
-                    .filter(|l| l.starts_with("dns_site_feed_age_seconds{"))
+                    .filter(|l| l.starts_with("geodns_site_feed_age_seconds{"))
                     .collect();
                 timeline.record(
                     lane::FAULT,
