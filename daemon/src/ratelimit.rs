@@ -190,12 +190,11 @@ impl Buckets {
         let now_ms = now.0;
         let mut current = bucket.load(Ordering::Relaxed);
         loop {
-            let tokens = self.refilled(current, now_ms);
+            let (tokens, stamp) = self.refilled(current, now_ms);
             let (next, allowed) = match tokens.checked_sub(MILLI) {
                 Some(left) => (left, true),
                 None => (tokens, false),
             };
-            let stamp = later(now_ms, (current >> 32) as u32);
             let packed = (u64::from(stamp) << 32) | next;
             match bucket.compare_exchange_weak(
                 current,
@@ -216,7 +215,7 @@ impl Buckets {
     pub fn state(&self, source: IpAddr, now: Tick) -> PrefixState {
         let index = self.prefixes.index(source);
         let now_ms = now.0;
-        let tokens = self.refilled(self.buckets[index].load(Ordering::Relaxed), now_ms);
+        let (tokens, _) = self.refilled(self.buckets[index].load(Ordering::Relaxed), now_ms);
         let last = self.last_limited[index].load(Ordering::Relaxed);
         PrefixState {
             prefix: self.prefix(source),
@@ -230,26 +229,29 @@ impl Buckets {
         self.prefixes.of(source)
     }
 
-    /// A bucket's milli-tokens once refilled up to `now_ms`.
+    /// A bucket's milli-tokens once refilled up to `now_ms`, and the moment to keep with them.
     #[inline]
-    fn refilled(&self, packed: u64, now_ms: u32) -> u64 {
+    fn refilled(&self, packed: u64, now_ms: u32) -> (u64, u32) {
         let (then, tokens) = ((packed >> 32) as u32, packed & u64::from(u32::MAX));
         if then == 0 {
-            return self.full;
+            return (self.full, now_ms);
         }
-        // Another thread may have stored a later moment than this one's `now`: no time passed.
-        let elapsed = u64::from(later(now_ms, then).wrapping_sub(then));
+        // Another thread may have stored a later moment than this one's `now`: then no time
+        // passed, and the bucket keeps its moment.
+        let at = later(now_ms, then);
+        let elapsed = u64::from(at.wrapping_sub(then));
         // `rate` tokens per second is `rate` milli-tokens per millisecond.
-        tokens
+        let tokens = tokens
             .saturating_add(elapsed.saturating_mul(self.rate))
-            .min(self.full)
+            .min(self.full);
+        (tokens, at)
     }
 }
 
 /// The later of two moments on the wrapping clock (then was at most 24 days before or after).
 #[inline]
 fn later(now: u32, then: u32) -> u32 {
-    if then == 0 || (now.wrapping_sub(then) as i32) >= 0 {
+    if (now.wrapping_sub(then) as i32) >= 0 {
         now
     } else {
         then
