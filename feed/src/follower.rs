@@ -70,6 +70,19 @@ fn parse(url: &str) -> Result<(String, String), FeedError> {
     Ok((host.to_owned(), prefix.trim_end_matches('/').to_owned()))
 }
 
+/// How long after start a feed that was never reached is "not up yet" rather than lost.
+const STARTUP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What has been said of the feed being unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    None,
+    /// Not reached yet since start, within the grace: said at INFO.
+    Starting,
+    /// Said at WARN.
+    Reported,
+}
+
 /// Follows the feed at `url` (its base URL) for as long as the task lives, calling `on_event`
 /// for each new document and each sign of life. `site` names the feed in logs.
 pub async fn follow(
@@ -80,7 +93,9 @@ pub async fn follow(
 ) {
     let mut seen: Option<Version> = None;
     let mut backoff = BACKOFF_MIN;
-    let mut reported = false;
+    let mut outage = Outage::None;
+    let mut ever = false;
+    let started = std::time::Instant::now();
     let mut jitter = Jitter::new(site);
     loop {
         let mut heard = false;
@@ -91,19 +106,28 @@ pub async fn follow(
         .await;
         if heard {
             backoff = BACKOFF_MIN;
-            if reported {
-                info!(%site, %url, "site feed followed again");
-                reported = false;
+            ever = true;
+            if outage == Outage::Reported {
+                // At the level of the loss, so both show where warnings do.
+                warn!(%site, %url, "site feed followed again");
             }
+            outage = Outage::None;
         }
-        match result {
-            // Say it once per outage, not on every retry.
-            Err(e) if !reported => {
-                warn!(%site, %url, "site feed lost, dialling again: {e}");
-                reported = true;
+        if let Err(e) = result {
+            // Sites start in any order: a feed not up yet is not an outage until the grace.
+            let starting = !ever && started.elapsed() < STARTUP_GRACE;
+            match (outage, starting) {
+                (Outage::None, true) => {
+                    info!(%site, %url, "site feed not up yet, dialling again: {e}");
+                    outage = Outage::Starting;
+                }
+                // Said once per outage, not on every retry.
+                (Outage::None | Outage::Starting, false) => {
+                    warn!(%site, %url, "site feed lost, dialling again: {e}");
+                    outage = Outage::Reported;
+                }
+                _ => debug!(%site, %url, "site feed still unavailable: {e}"),
             }
-            Err(e) => debug!(%site, %url, "site feed still unavailable: {e}"),
-            Ok(()) => {}
         }
         tokio::time::sleep(jitter.spread(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -63,6 +63,10 @@ pub struct NodeState {
     pub capacity_mbps: u32,
     #[serde(default)]
     pub draining: bool,
+    /// Why the node is not healthy (failed probes, its status stream gone, ingest lost); absent
+    /// while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl SiteFeed {

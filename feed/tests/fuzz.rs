@@ -26,6 +26,7 @@ fn seeds() -> Vec<Vec<u8>> {
             load: 0.1,
             capacity_mbps: 10_000,
             draining: false,
+            reason: None,
         }],
     };
     let json = serde_json::to_string(&doc).unwrap();

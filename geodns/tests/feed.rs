@@ -47,6 +47,7 @@ fn ams_feed(healthy: bool) -> SiteFeed {
         load: 0.1,
         capacity_mbps: 10_000,
         draining: false,
+        reason: None,
     };
     SiteFeed {
         site: "ams".into(),

@@ -192,6 +192,7 @@ fn document(ctx: &Context<'_>, services: &[ServiceDecision]) -> SiteFeed {
             load: (e.report.load * 100.0).round() / 100.0,
             capacity_mbps: e.node.capacity_mbps,
             draining: ctx.drained || e.draining(),
+            reason: e.reason(),
         })
         .collect();
     let services = services

@@ -21,7 +21,8 @@ pub struct NodeEntry {
     pub health: Option<Health>,
     /// The node's own account (load, draining), when it publishes one.
     pub report: NodeReport,
-    /// Why the last probe failed; empty when it passed.
+    /// Why its probes took it down (the failure that did, as the log said it); empty while
+    /// its probes pass.
     pub detail: String,
     /// What the node's status stream says.
     pub watched: Watched,
@@ -72,6 +73,21 @@ impl NodeEntry {
             }
             _ => None,
         }
+    }
+
+    /// Why the node is not up, for the feed: its status stream's veto, else its probes'
+    /// failure; `None` while it is up. Stable while the cause lasts, so the feed is not
+    /// republished for a changing detail.
+    pub fn reason(&self) -> Option<String> {
+        if self.up() {
+            return None;
+        }
+        self.stream_veto().or_else(|| match self.health {
+            None => Some("not probed yet".to_owned()),
+            Some(Health::Down) if self.detail.is_empty() => Some("probes failing".to_owned()),
+            Some(Health::Down) => Some(self.detail.clone()),
+            Some(Health::Up) => None,
+        })
     }
 
     /// What the site's decision reads of the node.

@@ -39,6 +39,7 @@ pub enum Said {
     Probe {
         health: Health,
         ok: bool,
+        /// Why the probes took the node down; empty while they pass.
         detail: String,
         /// The node's status document, when it publishes one.
         report: Option<NodeReport>,
@@ -293,6 +294,8 @@ async fn node_task(
 ) {
     let profile = prober.profile().clone();
     let mut tracker = NodeTracker::new(&profile, Instant::now());
+    let mut went_down = false;
+    let mut down_reason = String::new();
     let mut seed = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     loop {
         beat.beat();
@@ -306,9 +309,21 @@ async fn node_task(
                 .changes
                 .with_label_values(&[node.name.as_str()])
                 .inc();
+            // A recovery is logged at the level of the failure before it, so an operator
+            // watching warnings sees both ends; the first "up" after start is routine.
             match t.to {
+                Health::Up if went_down => {
+                    warn!(node = %node.name, "node up again: {}", t.reason)
+                }
                 Health::Up => info!(node = %node.name, "node up: {}", t.reason),
-                Health::Down => warn!(node = %node.name, "node down: {}", t.reason),
+                Health::Down => {
+                    went_down = true;
+                    warn!(node = %node.name, "node down: {}", t.reason)
+                }
+            }
+            down_reason = match t.to {
+                Health::Up => String::new(),
+                Health::Down => t.reason,
             }
         }
         let _ = tracker.tick(Instant::now());
@@ -324,7 +339,7 @@ async fn node_task(
             said: Said::Probe {
                 health: tracker.health(),
                 ok: outcome.ok,
-                detail: outcome.detail,
+                detail: down_reason.clone(),
                 report,
             },
         };

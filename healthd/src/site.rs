@@ -117,7 +117,6 @@ impl SiteTask {
                     let Some(u) = update else { return };
                     let changed = match u.said {
                         Said::Probe { health, ok, detail, report } => {
-                            let detail = if ok { String::new() } else { detail };
                             let report = report.unwrap_or_default();
                             self.nodes.update(&u.node, health, ok, report, detail)
                         }
@@ -190,11 +189,17 @@ impl SiteTask {
             let name = s.service.as_str();
             let verdict = &s.verdict;
             let kind = announcement_kind(&verdict.announcement);
-            let changed = self.last.get(name).is_none_or(|v| {
-                v.healthy != verdict.healthy || v.announcement != verdict.announcement
+            // A change of kind, not of detail: a graceful shutdown's deadline is part of its
+            // announcement, but it is one phase to the operator.
+            let last = self.last.get(name);
+            let changed = last.is_none_or(|v| {
+                v.healthy != verdict.healthy || announcement_kind(&v.announcement) != kind
             });
             if changed {
-                if verdict.healthy {
+                if verdict.healthy && last.is_some_and(|v| !v.healthy) {
+                    // At the level of the failure it ends, so both show where warnings do.
+                    warn!(service = %name, "service recovered at this site ({}): {kind}", verdict.reason);
+                } else if verdict.healthy {
                     info!(service = %name, "service healthy at this site ({}): {kind}", verdict.reason);
                 } else if s.fail_open() {
                     error!(service = %name, "EVERY SITE IS DOWN for this service: announcing it anyway ({})", verdict.reason);

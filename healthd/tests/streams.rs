@@ -140,6 +140,19 @@ fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {
         "the log says why:\n{}",
         healthd.log_text()
     );
+    // So does the feed, for each node that is out.
+    let (_, body) = testkit::http::get(feed, "/feed").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reason = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .and_then(|n| n["reason"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(reason("ams-1").contains("status stream"), "{body}");
+    assert!(reason("ams-2").contains("stream frozen"), "{body}");
 }
 
 #[test]

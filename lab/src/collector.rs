@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,6 +105,9 @@ impl Collector {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Its own process group: Ctrl-C in the terminal reaches the demo only, which closes
+            // its sessions with a Cease before it stops BIRD (else BIRD would drop them first).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("cannot start {}", bird.display()))?;
         let mut collector = BirdCollector {

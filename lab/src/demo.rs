@@ -256,35 +256,89 @@ fn print_help(config: &Path) {
     println!(
         "anycast-iptv demo: 3 sites, a route collector, geodns on 127.0.0.1:5353 (Ctrl-C stops)\n"
     );
-    println!(
-        "  dig @127.0.0.1 -p 5353 live.tv.example.net +subnet=198.51.100.0/24   # a viewer in Amsterdam"
-    );
-    println!(
-        "  cargo run -p geodns -- -c {c} admin ams down                      # take a site out of DNS"
-    );
-    println!(
-        "  cargo run -p bgp-speaker -- -c {c} -s ams drain --delay 10s       # drain its BGP announcement"
-    );
-    println!("  cargo run -p bgp-speaker -- -c {c} -s ams show neighbors");
-    println!(
-        "  ffplay http://127.0.11.1:8080/news/index.m3u8                        # watch a channel"
-    );
-    println!(
-        "  curl http://127.0.11.1:8080/sports/index.m3u8                        # a master playlist: two renditions"
-    );
-    println!(
-        "  for n in 1 2; do curl -X POST http://127.0.11.$n:8081/freeze; done  # freeze Amsterdam's streams"
-    );
-    println!(
-        "  curl -X POST http://127.0.10.1:9181/drain                            # drain Amsterdam\n"
-    );
+    // The daemons' commands in release, as the demo is built: only their binaries are linked.
+    let hints = [
+        (
+            "dig @127.0.0.1 -p 5353 live.tv.example.net +subnet=198.51.100.0/24".to_owned(),
+            "a viewer in Amsterdam",
+        ),
+        (
+            format!("cargo run --release -p geodns -- -c {c} admin ams down"),
+            "take a site out of DNS (undo: admin ams clear)",
+        ),
+        (
+            format!(
+                "cargo run --release -p geodns -- -c {c} explain live.tv.example.net 198.51.100.7"
+            ),
+            "why a client gets its answer",
+        ),
+        (
+            format!("cargo run --release -p bgp-speaker -- -c {c} -s ams drain --delay 10s"),
+            "drain its BGP announcement (undo: undrain)",
+        ),
+        (
+            format!("cargo run --release -p bgp-speaker -- -c {c} -s ams show neighbors"),
+            "",
+        ),
+        (
+            "ffplay http://127.0.11.1:8080/news/index.m3u8".to_owned(),
+            "watch a channel",
+        ),
+        (
+            "curl http://127.0.11.1:8080/sports/index.m3u8".to_owned(),
+            "a master playlist: two renditions",
+        ),
+        (
+            "for n in 1 2; do curl -X POST http://127.0.11.$n:8081/freeze; done".to_owned(),
+            "freeze Amsterdam's streams (undo: /unfreeze)",
+        ),
+        (
+            "curl -X POST http://127.0.10.1:9181/drain".to_owned(),
+            "drain Amsterdam (undo: /undrain)",
+        ),
+        (
+            "prometheus --config.file=ops/prometheus/prometheus.yml".to_owned(),
+            "scrape every daemon (dashboards: ops/grafana)",
+        ),
+    ];
+    for (command, what) in hints {
+        if what.is_empty() {
+            println!("  {command}");
+        } else {
+            println!("  {command:<72} # {what}");
+        }
+    }
+    println!();
+}
+
+/// How a site's speaker announces the live service's prefix: the phases a failover goes
+/// through (graceful shutdown before the withdraw, a degraded site's prepends).
+fn announcement(speaker: &SpeakerHandle) -> String {
+    let rib = speaker.rib.borrow().clone();
+    let Some(route) = rib
+        .routes
+        .values()
+        .find(|r| r.service.as_deref() == Some("live"))
+    else {
+        return "withdrawn".to_owned();
+    };
+    let shutdown = route.drain.is_some()
+        || route
+            .attrs
+            .communities
+            .contains(&config::types::Community::GRACEFUL_SHUTDOWN);
+    match (shutdown, route.attrs.prepend) {
+        (true, _) => "graceful-shutdown".to_owned(),
+        (false, 0) => "announced".to_owned(),
+        (false, n) => format!("announced, prepend {n}"),
+    }
 }
 
 /// The live table: sessions and announcements per site, and where each city is sent.
 async fn status(sites: &[(String, SpeakerHandle)], collector: &Collector) -> String {
     let mut out = format!(
-        "{:<6} {:<12} {:>10}  {}\n",
-        "SITE", "BGP", "ADVERTISED", "SEEN AT THE COLLECTOR"
+        "{:<6} {:<12} {:>10}  {:<20} {}\n",
+        "SITE", "BGP", "ADVERTISED", "LIVE PREFIX", "SEEN AT THE COLLECTOR"
     );
     let seen = collector.received().await;
     for (name, handle) in sites {
@@ -292,9 +346,10 @@ async fn status(sites: &[(String, SpeakerHandle)], collector: &Collector) -> Str
         let (state, advertised) = status.map_or(("-".to_owned(), 0), |s| {
             (s.state.name().to_owned(), s.prefixes_advertised)
         });
+        let live = announcement(handle);
         let at_collector = seen.get(name).map(|p| p.join(" ")).unwrap_or_default();
         out.push_str(&format!(
-            "{name:<6} {state:<12} {advertised:>10}  {at_collector}\n"
+            "{name:<6} {state:<12} {advertised:>10}  {live:<20} {at_collector}\n"
         ));
     }
     out.push_str(&format!(
