@@ -38,11 +38,15 @@ pub struct Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Steered {
     pub service: String,
-    pub location: Option<LocationView>,
+    /// Site names, best first.
     pub ranking: Vec<String>,
+    /// Each ranked site's distance from the client in km, when both have coordinates.
+    pub distances_km: Vec<Option<f64>>,
     pub ranked_by: crate::steering::RankReason,
     pub choice: Option<Choice>,
     pub site: Option<String>,
+    /// The answer's addresses (`explain` shows them once, as the answer).
+    #[serde(skip)]
     pub addresses: Vec<IpAddr>,
 }
 
@@ -160,8 +164,12 @@ pub fn steer(
     };
     let mut steered = Steered {
         service: svc.name.clone(),
-        location: location.map(LocationView::from),
         ranking: names(&ranking.order),
+        distances_km: ranking
+            .order
+            .iter()
+            .map(|i| ranking.distances.get(*i).copied().flatten().map(f64::round))
+            .collect(),
         ranked_by: ranking.reason.clone(),
         choice: choice.clone(),
         site: None,

@@ -14,6 +14,7 @@ mod admin_state;
 mod answer;
 mod atlas;
 mod cookie;
+pub mod explain;
 mod feeds;
 pub mod fuzzing;
 pub mod geo;

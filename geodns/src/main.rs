@@ -39,6 +39,9 @@ enum Command {
         /// Use the deployment file only (health assumed up) instead of the running server.
         #[arg(long)]
         offline: bool,
+        /// Print the explanation as JSON (as the admin API's `/explain` gives it).
+        #[arg(long)]
+        json: bool,
     },
     /// Force a site or node up or down in the running server, or clear the override.
     Admin {
@@ -84,6 +87,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             client,
             qtype,
             offline,
+            json,
         }) => {
             let live = if offline {
                 None
@@ -116,7 +120,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             let value: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("bad explain answer: {text}"))?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", geodns::explain::table(&value));
+            }
             Ok(())
         }
         Some(Command::Admin { site, node, state }) => {

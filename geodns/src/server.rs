@@ -266,7 +266,7 @@ pub fn explain(
     Ok(Explanation {
         name: qname.to_string(),
         client,
-        rcode: outcome.rcode.to_string(),
+        rcode: crate::metrics::rcode_label(outcome.rcode).to_owned(),
         location,
         steering: outcome
             .steering

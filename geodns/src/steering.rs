@@ -217,6 +217,8 @@ pub fn verdict(site: &SiteView, service: &Service, family: Family) -> SiteVerdic
 /// The site to answer with, and whether that is a fail-open choice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
+    /// The site's index in the configuration (`explain` names it: `Steered::site`).
+    #[serde(skip)]
     pub site: usize,
     pub fail_open: bool,
     pub verdicts: Vec<SiteVerdict>,

@@ -324,8 +324,12 @@ fn every_site_down_fails_open_instead_of_answering_empty() {
     }
     let (addrs, _) = g.service("198.51.100.0/24");
     assert_eq!(addrs, AMS, "the nearest site's nodes, fail open");
-    let explain = g.cli(&["explain", "live.tv.example.net", "198.51.100.1"]);
+    let explain = g.cli(&["explain", "live.tv.example.net", "198.51.100.1", "--json"]);
     assert!(explain.contains("\"fail_open\": true"), "{explain}");
+    // The table an operator reads says so too, naming the site.
+    let table = g.cli(&["explain", "live.tv.example.net", "198.51.100.1"]);
+    assert!(table.contains("chosen      ams (FAIL OPEN"), "{table}");
+    assert!(table.contains("  ams "), "{table}");
     let metrics = testkit::http::get(SocketAddr::from((g.dns.ip(), 9153)), "/metrics")
         .unwrap()
         .1;
