@@ -249,6 +249,7 @@ async fn run(
         speaker.liveness(),
     );
     let _admin = daemon::admin::serve(site.speaker.admin, admin).await?;
+    daemon::systemd::serving(&speaker.liveness());
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 
     let mut signals = daemon::signals::Signals::new()?;

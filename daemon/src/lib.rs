@@ -2,7 +2,8 @@
 //! ([`process`]), `tracing` logs, the admin HTTP endpoint (`/metrics` in Prometheus text
 //! format, `/healthz` meaning "serving", credentials for state-changing routes), server-sent events ([`sse`]), liveness of
 //! the parts that serve, contained panics, signal handling (SIGHUP reloads, SIGTERM and Ctrl-C
-//! stop), and limits per client prefix ([`ratelimit`]).
+//! stop), limits per client prefix ([`ratelimit`]) and systemd readiness and watchdog
+//! ([`systemd`]).
 
 pub mod admin;
 pub mod http;
@@ -13,5 +14,6 @@ pub mod process;
 pub mod ratelimit;
 pub mod signals;
 pub mod sse;
+pub mod systemd;
 
 pub use liveness::{Beat, Liveness};

@@ -46,6 +46,14 @@ impl Signals {
 
     /// Waits for the next request.
     pub async fn next(&mut self) -> Request {
+        let request = self.wait().await;
+        if request == Request::Stop {
+            crate::systemd::stopping();
+        }
+        request
+    }
+
+    async fn wait(&mut self) -> Request {
         tokio::select! {
             _ = self.hangup.recv() => Request::Reload,
             _ = self.terminate.recv() => Request::Stop,

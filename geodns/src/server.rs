@@ -110,6 +110,7 @@ pub async fn run(
     }
     let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
+    daemon::systemd::serving(&liveness);
     let _admin =
         daemon::admin::serve(dns.admin, admin_router(shared.clone(), liveness, token)).await?;
     if let Some(path) = dns.geoip_db.clone() {

@@ -191,6 +191,7 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
     let (updates, updates_rx) = mpsc::channel(1024);
     let mut probes = Probes::new(updates, metrics.clone(), liveness.clone());
     let (_, interval) = probes.apply(&deployment, &site)?;
+    daemon::systemd::serving(&liveness);
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
     let (control, control_rx) = mpsc::channel(4);
     let other_sites = Arc::new(OtherSites::default());

@@ -141,6 +141,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         state.admission.clone(),
         viewers,
     ));
+    daemon::systemd::serving(&liveness);
     if let Some(admin) = node.admin {
         let token = node
             .admin_token
