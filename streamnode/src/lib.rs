@@ -2,12 +2,14 @@
 
 pub mod admission;
 pub mod channel;
+pub mod cmcd;
 pub mod daemon;
 mod feeder;
 pub mod fuzzing;
 mod ingest;
 mod listener;
 mod metrics;
+mod qoe;
 mod server;
 pub mod status;
 pub mod ts;

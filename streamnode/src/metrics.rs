@@ -64,6 +64,7 @@ pub fn render(node: &NodeState) -> String {
         "Viewer requests answered 429: their client was over its request rate",
         node.admission.limited.load(Ordering::Relaxed),
     );
+    node.qoe.register(&registry);
     let live = per_channel(
         "streamnode_channel_live",
         "1 while the channel has segments",

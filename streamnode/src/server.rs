@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -43,6 +43,8 @@ pub struct NodeState {
     pub(crate) egress: std::sync::Mutex<(Instant, u64, u64)>,
     /// Limits per client, and what they refused.
     pub admission: Arc<crate::admission::Admission>,
+    /// Viewer QoE from the players' CMCD.
+    pub(crate) qoe: crate::qoe::Qoe,
 }
 
 impl NodeState {
@@ -52,6 +54,12 @@ impl NodeState {
         channels: HashMap<String, Arc<RwLock<Channel>>>,
         admission: crate::admission::Admission,
     ) -> Self {
+        // QoE is per channel: a channel with renditions is one.
+        let names: std::collections::BTreeSet<&str> = channels
+            .keys()
+            .map(|path| path.split('/').next().unwrap_or(path))
+            .collect();
+        let qoe = crate::qoe::Qoe::new(names);
         Self {
             name: name.to_owned(),
             channels,
@@ -65,6 +73,7 @@ impl NodeState {
             requests: Default::default(),
             viewers: RwLock::new(HashMap::new()),
             egress: std::sync::Mutex::new((Instant::now(), 0, 0)),
+            qoe,
             admission: Arc::new(admission),
         }
     }
@@ -121,7 +130,10 @@ async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
     axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
+    client_data(&node, &channel, query.as_deref(), &headers);
     // Segments never look at renditions: a channel with renditions has no packager of its
     // own, so anything but its master playlist misses in `serve`, which explains why.
     if file == "index.m3u8"
@@ -136,8 +148,41 @@ async fn rendition_file(
     State(node): State<Arc<NodeState>>,
     Path((channel, rendition, file)): Path<(String, String, String)>,
     axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
+    client_data(&node, &channel, query.as_deref(), &headers);
     serve(&node, &format!("{channel}/{rendition}"), &file, client)
+}
+
+/// Reads what the player says in CMCD (the `CMCD` query parameter, or the `CMCD-*` headers)
+/// into the channel's QoE. Never changes the answer: malformed CMCD is counted and ignored.
+fn client_data(node: &NodeState, channel: &str, query: Option<&str>, headers: &HeaderMap) {
+    if !node.channels.contains_key(channel) && !node.renditions.contains_key(channel) {
+        return;
+    }
+    let from_query = query.and_then(|q| crate::cmcd::query_value(q, "CMCD"));
+    let parsed = match &from_query {
+        Some(list) => crate::cmcd::Cmcd::parse([list.as_str()]),
+        None => {
+            let lists: Vec<&str> = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"]
+                .iter()
+                .filter_map(|h| headers.get(*h))
+                .map(|v| v.to_str().unwrap_or("\u{0}"))
+                .collect();
+            if lists.is_empty() {
+                return;
+            }
+            crate::cmcd::Cmcd::parse(lists)
+        }
+    };
+    match parsed {
+        Ok(cmcd) => node.qoe.observe(channel, &cmcd),
+        Err(e) => {
+            tracing::debug!(channel, "CMCD ignored: {e}");
+            node.qoe.malformed();
+        }
+    }
 }
 
 /// The master playlist of a channel with renditions.

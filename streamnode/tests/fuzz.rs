@@ -95,3 +95,22 @@ fn the_seeds_reach_the_segmenter() {
     assert!(channel.window().count() >= 1, "a segment cut from the seed");
     assert!(channel.playlist().is_some());
 }
+
+#[test]
+fn client_data_from_players_never_panics() {
+    let seeds: Vec<Vec<u8>> = [
+        r#"bl=21300,br=3200,bs,cid="faec5fc2",d=4004,mtp=48100,ot=v,sf=h,sid="6e2fb550",st=v,su,tb=6000"#,
+        "bl%3D300%2Cbr%3D800%2Csid%3D%22s%201%22",
+        "bl=1200,mtp=25400\nbr=3200,d=4004,ot=v\nbs\ncid=\"news\",sid=\"a\\\"b\",v=1",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    testkit::fuzz::run_n(
+        "cmcd",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/cmcd"),
+        &seeds,
+        3000,
+        streamnode::fuzzing::cmcd,
+    );
+}

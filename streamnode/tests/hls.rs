@@ -183,6 +183,57 @@ fn signals_drain_and_metrics_describe_the_node() {
 }
 
 #[test]
+fn players_cmcd_becomes_viewer_qoe_and_malformed_cmcd_is_only_counted() {
+    let node = start();
+    let admin = SocketAddr::from((node.addr.ip(), 8081));
+    let ask = |path: &str, headers: &[(&str, &str)]| {
+        let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n{extra}\r\n");
+        std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+        answer.split(' ').nth(1).unwrap_or_default().to_owned()
+    };
+    // As hls.js sends it: in the query, percent-encoded; a player starting up.
+    let start =
+        "/test/index.m3u8?CMCD=bl%3D0%2Cmtp%3D25000%2Cot%3Dm%2Csf%3Dh%2Csid%3D%22p1%22%2Csu";
+    assert_eq!(ask(start, &[]), "200");
+    // As headers: a player whose buffer ran dry, and another session.
+    let playlist = "/test/index.m3u8";
+    let headers = [
+        ("CMCD-Request", "bl=1200,mtp=8000"),
+        ("CMCD-Object", "br=800,d=2000,ot=av"),
+        ("CMCD-Status", "bs"),
+        ("CMCD-Session", "cid=\"test\",sid=\"p2\",sf=h,st=l"),
+    ];
+    assert_eq!(ask(playlist, &headers), "200");
+    // Malformed: still served, counted.
+    assert_eq!(ask("/test/index.m3u8?CMCD=bl%3Dlots", &[]), "200");
+    assert_eq!(ask(playlist, &[("CMCD-Session", "sid=unquoted")]), "200");
+
+    let (_, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+    for line in [
+        "streamnode_cmcd_requests_total{channel=\"test\"} 2",
+        "streamnode_cmcd_malformed_total 2",
+        "streamnode_viewer_startup_requests_total{channel=\"test\"} 1",
+        "streamnode_viewer_stalls_total{channel=\"test\"} 1",
+        "streamnode_viewer_sessions{channel=\"test\"} 2",
+        "streamnode_viewer_buffer_seconds_count{channel=\"test\"} 2",
+        "streamnode_viewer_buffer_seconds_bucket{channel=\"test\",le=\"0.5\"} 1",
+        "streamnode_viewer_bitrate_bytes_per_second_bucket{channel=\"test\",le=\"125000\"} 1",
+        "streamnode_viewer_throughput_bytes_per_second_count{channel=\"test\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing from:\n{metrics}");
+    }
+}
+
+#[test]
 fn the_admin_api_wants_its_token_and_offers_fault_injection_only_when_configured() {
     let dir = TempDir::new("streamnode-admin");
     std::fs::write(dir.path().join("admin.token"), "t0ken\n").unwrap();
