@@ -32,7 +32,7 @@ use testkit::process::{Daemon, TempDir, cpu_times, run, wait_for};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{UNLIMITED, example_on, gdnsd, three_cities};
+use common::{UNLIMITED, example_on, gdnsd, write_geo_db};
 
 const SECONDS: u32 = 8;
 /// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
@@ -392,11 +392,7 @@ fn main() {
         return;
     }
     let dir = TempDir::new("bench-dns");
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).expect("database"),
-    )
-    .expect("write database");
+    write_geo_db(dir.path());
     let queries = dir.path().join("queries.txt");
     std::fs::write(&queries, "live.tv.example.net A\n").expect("query file");
     if std::env::args().any(|a| a == "instructions") {

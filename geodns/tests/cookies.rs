@@ -10,8 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{example_on, spawn_geodns, three_cities};
-use geodns::geo::synthetic_db;
+use common::{example_on, spawn_geodns, write_geo_db};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -81,11 +80,7 @@ fn cookie_of(reply: &Message) -> Option<Vec<u8>> {
 #[test]
 fn a_cookie_from_one_instance_exempts_the_resolver_at_the_other() {
     let dir = TempDir::new("geodns-cookies");
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
+    write_geo_db(dir.path());
     std::fs::write(
         dir.path().join("cookie.secret"),
         "one secret for every instance\n",

@@ -10,8 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{example_on, three_cities};
-use geodns::geo::synthetic_db;
+use common::{example_on, write_geo_db};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 use testkit::dnsload::{self, Load, Pace};
@@ -23,11 +22,7 @@ const RATE: u32 = 2_000;
 const SECONDS: u64 = 2;
 
 fn start(dir: &TempDir, dns: SocketAddr, admin: SocketAddr) -> Daemon {
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
+    write_geo_db(dir.path());
     let config = dir.path().join("deploy.toml");
     std::fs::write(&config, example_on(dns, admin)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));

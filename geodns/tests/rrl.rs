@@ -13,8 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::flood::{flood, resolvers};
-use common::{example_on, metric, spawn_geodns, three_cities};
-use geodns::geo::synthetic_db;
+use common::{example_on, metric, spawn_geodns, write_geo_db};
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
@@ -41,11 +40,7 @@ fn counted(admin: SocketAddr, action: &str) -> f64 {
 /// geodns with the three cities' database and `rate_limit` as its `[dns.rate_limit]`,
 /// answering; its DNS and admin addresses.
 fn limited_geodns(dir: &TempDir, rate_limit: &str) -> (Daemon, SocketAddr, SocketAddr) {
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
+    write_geo_db(dir.path());
     let net = Loopback::fresh();
     let (dns, admin) = (
         SocketAddr::from((net.host(1), 5353)),

@@ -9,8 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{example_on, three_cities};
-use geodns::geo::synthetic_db;
+use common::{example_on, write_geo_db};
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir};
@@ -26,11 +25,7 @@ fn next(systemd: &UnixDatagram, timeout: Duration) -> Option<String> {
 #[test]
 fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
     let dir = TempDir::new("geodns-systemd");
-    std::fs::write(
-        dir.path().join("geo.mmdb"),
-        synthetic_db(&three_cities()).unwrap(),
-    )
-    .unwrap();
+    write_geo_db(dir.path());
     let net = Loopback::fresh();
     let (dns, admin) = (
         SocketAddr::from((net.host(1), 5353)),

@@ -56,6 +56,13 @@ pub fn three_cities() -> Vec<Place<'static>> {
     ]
 }
 
+/// Writes the three cities' location database into `dir` as `geo.mmdb`, where [`example_on`]
+/// looks for it.
+pub fn write_geo_db(dir: &Path) {
+    let db = geodns::geo::synthetic_db(&three_cities()).expect("the three cities' database");
+    std::fs::write(dir.join("geo.mmdb"), db).expect("write geo.mmdb");
+}
+
 /// [`EXAMPLE`] answering on `dns` with the location database `geo.mmdb` beside it, its admin
 /// endpoint on `admin`.
 pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
