@@ -7,7 +7,9 @@
 //! the answer, and asks the resolver again once every address failed, as players and their
 //! HTTP stacks do. A playlist that stops moving for 3.5 target durations counts as an error
 //! too, as ExoPlayer's "playlist stuck" does. Segments are fetched, not decoded: the probe and
-//! the ffmpeg tests check what is inside. Playlists are read with healthd's parser.
+//! the ffmpeg tests check what is inside. Playlists are read with healthd's parser. Each segment
+//! request carries CMCD in its query, as hls.js sends it: the buffer left, start-up, a stall
+//! since the previous request, the throughput measured, the session.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -72,12 +74,15 @@ impl Viewer {
         // When the buffered media runs out, once playing.
         let mut buffer_end: Option<Instant> = None;
         let mut stalled_since: Option<Instant> = None;
+        // A stall since the last request, for CMCD's `bs`.
+        let mut starved = false;
         let socket = UdpSocket::bind("0.0.0.0:0");
         while !stop.load(Ordering::Relaxed) {
             if let (Some(end), None) = (buffer_end, stalled_since)
                 && Instant::now() > end
             {
                 stalled_since = Some(end);
+                starved = true;
                 timeline.record_at(end - timeline.start(), &self.lane, What::StallStart);
             }
             if current >= addresses.len() {
@@ -117,8 +122,17 @@ impl Viewer {
             }
             let server = addresses[current];
             let base = format!("http://{}", SocketAddr::new(server, self.port));
+            let data = ClientData {
+                buffer: buffer_end.map_or(Duration::ZERO, |end| {
+                    end.saturating_duration_since(Instant::now())
+                }),
+                startup: buffer_end.is_none(),
+                starved: std::mem::take(&mut starved),
+                throughput_kbps: session.throughput_kbps,
+                session: self.lane.clone(),
+            };
             let result = self
-                .round(&base, &mut session, timeline, &mut seen, server)
+                .round(&base, &mut session, &data, timeline, &mut seen, server)
                 .await;
             match result {
                 Ok(Some((duration_sum, target))) => {
@@ -168,6 +182,7 @@ impl Viewer {
         &self,
         base: &str,
         session: &mut Session,
+        data: &ClientData,
         timeline: &Timeline,
         seen: &mut Experience,
         server: IpAddr,
@@ -176,6 +191,7 @@ impl Viewer {
             media,
             next,
             progress,
+            throughput_kbps,
         } = session;
         let (path, text) = match media {
             Some(path) => (path.clone(), playlist_text(base, path).await?),
@@ -220,7 +236,12 @@ impl Viewer {
         let mut added = 0.0;
         for (sequence, uri, duration) in segments.segments.iter().filter(|s| s.0 >= from) {
             let timeout = Duration::from_secs_f64((duration * 2.0).max(1.0));
-            let segment = http::get(base, &resolve(&path, uri), timeout).await?;
+            let url = resolve(&path, uri);
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{separator}CMCD={}", data.encoded());
+            let segment = http::get(base, &url, timeout).await?;
+            let ms = segment.elapsed.as_millis().max(1) as u64;
+            *throughput_kbps = Some(segment.body.len() as u64 * 8 / ms);
             if segment.status != 200 {
                 return Err(format!("{uri}: HTTP {}", segment.status));
             }
@@ -256,6 +277,57 @@ struct Session {
     next: Option<u64>,
     /// The newest segment the playlist listed, and since when.
     progress: Option<(u64, Instant)>,
+    /// Throughput of the last segment fetched, for CMCD's `mtp`.
+    throughput_kbps: Option<u64>,
+}
+
+/// What a player says of its playback on each request (CMCD, CTA-5004), as hls.js sends it:
+/// keys in alphabetical order, in the `CMCD` query parameter.
+#[derive(Debug, Clone, PartialEq)]
+struct ClientData {
+    /// Media left in the buffer (`bl`, rounded to 100 ms as the spec asks).
+    buffer: Duration,
+    /// Still starting (`su`).
+    startup: bool,
+    /// The buffer ran empty since the previous request (`bs`).
+    starved: bool,
+    /// Throughput measured on the last segment (`mtp`, kbit/s).
+    throughput_kbps: Option<u64>,
+    /// The playback session (`sid`).
+    session: String,
+}
+
+impl ClientData {
+    /// The list, percent-encoded for the query.
+    fn encoded(&self) -> String {
+        let mut keys = vec![format!("bl={}", self.buffer.as_millis() / 100 * 100)];
+        if self.starved {
+            keys.push("bs".to_owned());
+        }
+        if let Some(mtp) = self.throughput_kbps {
+            keys.push(format!("mtp={mtp}"));
+        }
+        keys.push("ot=av".to_owned());
+        keys.push("sf=h".to_owned());
+        let sid = self.session.replace('\\', "\\\\").replace('"', "\\\"");
+        keys.push(format!("sid=\"{sid}\""));
+        if self.startup {
+            keys.push("su".to_owned());
+        }
+        percent_encode(&keys.join(","))
+    }
+}
+
+/// Percent-encodes a query parameter's value: everything but unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// GETs a playlist's text.
@@ -265,4 +337,43 @@ async fn playlist_text(base: &str, path: &str) -> Result<String, String> {
         return Err(format!("{path}: HTTP {}", fetched.status));
     }
     String::from_utf8(fetched.body.to_vec()).map_err(|_| format!("{path}: not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_data_is_what_a_stream_node_reads() {
+        let data = ClientData {
+            buffer: Duration::from_millis(4_250),
+            startup: false,
+            starved: true,
+            throughput_kbps: Some(25_000),
+            session: "viewer Amsterdam \"1\"".to_owned(),
+        };
+        let query = format!("CMCD={}", data.encoded());
+        assert!(!query[5..].contains([',', '=', '"', ' ']), "{query}");
+        let list = streamnode::cmcd::query_value(&query, "CMCD").unwrap();
+        assert_eq!(
+            list,
+            r#"bl=4200,bs,mtp=25000,ot=av,sf=h,sid="viewer Amsterdam \"1\"""#
+        );
+        let read = streamnode::cmcd::Cmcd::parse([list.as_str()]).unwrap();
+        assert_eq!(read.buffer_ms, Some(4_200));
+        assert_eq!(read.throughput_kbps, Some(25_000));
+        assert!(read.starved && !read.startup);
+        assert_eq!(read.session.as_deref(), Some("viewer Amsterdam \"1\""));
+        let starting = ClientData {
+            buffer: Duration::ZERO,
+            startup: true,
+            starved: false,
+            throughput_kbps: None,
+            session: "v".to_owned(),
+        };
+        let list = streamnode::cmcd::query_value(&format!("CMCD={}", starting.encoded()), "CMCD");
+        let read = streamnode::cmcd::Cmcd::parse([list.unwrap().as_str()]).unwrap();
+        assert!(read.startup && !read.starved);
+        assert_eq!(read.buffer_ms, Some(0));
+    }
 }
