@@ -209,52 +209,60 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Distinct playback sessions per channel seen within a window, in bounded memory: past
-/// `capacity` sessions the oldest are forgotten first (the count is then a floor).
+/// Distinct playback sessions per channel seen within a window, in bounded memory and bounded
+/// work per request: while `capacity` sessions are remembered, a new one is counted only once
+/// expired ones are swept (at most once a second), so the count is then a floor and a client
+/// making up session ids cannot make each request scan the table.
 #[derive(Debug)]
 pub struct Sessions {
     window: Duration,
     capacity: usize,
-    seen: Mutex<HashMap<(String, String), Instant>>,
+    seen: Mutex<Heard>,
 }
+
+/// The sessions by (channel, id), when each was last heard; and when expired ones were last
+/// swept.
+type Heard = (HashMap<(String, String), Instant>, Option<Instant>);
+
+/// How often a full table is swept of expired sessions.
+const SWEEP: Duration = Duration::from_secs(1);
 
 impl Sessions {
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
             capacity,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new((HashMap::new(), None)),
         }
     }
 
     /// Session `sid` asked for `channel` at `now`.
     pub fn saw(&self, channel: &str, sid: &str, now: Instant) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= self.capacity && !seen.contains_key(&(channel.to_owned(), sid.to_owned()))
-        {
-            let window = self.window;
-            seen.retain(|_, at| now.saturating_duration_since(*at) < window);
+        let key = (channel.to_owned(), sid.chars().take(64).collect::<String>());
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, swept) = &mut *guard;
+        if seen.len() >= self.capacity && !seen.contains_key(&key) {
+            if swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP) {
+                let window = self.window;
+                seen.retain(|_, at| now.saturating_duration_since(*at) < window);
+                *swept = Some(now);
+            }
             if seen.len() >= self.capacity {
-                // Still full of live sessions: forget the oldest.
-                if let Some(oldest) = seen
-                    .iter()
-                    .min_by_key(|(_, at)| **at)
-                    .map(|(k, _)| k.clone())
-                {
-                    seen.remove(&oldest);
-                }
+                return;
             }
         }
-        seen.insert((channel.to_owned(), sid.chars().take(64).collect()), now);
+        seen.insert(key, now);
     }
 
     /// Sessions per channel seen within the window before `now`.
     pub fn count(&self, now: Instant) -> HashMap<String, u64> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let window = self.window;
-        seen.retain(|_, at| now.saturating_duration_since(*at) < window);
+        guard
+            .0
+            .retain(|_, at| now.saturating_duration_since(*at) < window);
         let mut counts = HashMap::new();
-        for (channel, _) in seen.keys() {
+        for (channel, _) in guard.0.keys() {
             *counts.entry(channel.clone()).or_default() += 1;
         }
         counts
@@ -331,11 +339,19 @@ mod tests {
         s.saw("news", "a", t + Duration::from_secs(1));
         s.saw("sports", "c", t);
         assert_eq!(s.count(t + Duration::from_secs(2)).get("news"), Some(&2));
-        // Full: a new session forgets the oldest.
+        // Full: a new session is not counted while every one remembered is recent...
         s.saw("sports", "d", t + Duration::from_secs(3));
         let counts = s.count(t + Duration::from_secs(3));
         assert_eq!(counts.values().sum::<u64>(), 3);
+        assert_eq!(counts.get("sports"), Some(&1));
+        // ...and is once old ones expire.
+        s.saw("sports", "d", t + Duration::from_secs(61));
+        assert_eq!(
+            s.count(t + Duration::from_secs(61)).get("sports"),
+            Some(&1),
+            "only d is recent"
+        );
         // Past the window, gone.
-        assert!(s.count(t + Duration::from_secs(120)).is_empty());
+        assert!(s.count(t + Duration::from_secs(130)).is_empty());
     }
 }
