@@ -326,12 +326,14 @@ fn probes_leave_from_the_probe_source_and_stream_nodes_never_limit_them() {
         let (_, client) = testkit::http::get(admin, &format!("/client?address={source}")).unwrap();
         assert!(client.contains("\"trusted\":true"), "{client}");
     }
-    // The limits hold for anyone else: a client asking four times at once is refused.
+    // The limits hold for anyone else: a client asking six times at once gets its burst of 2
+    // (and a refill), then 429s, or its connection reset while the previous one is still held.
     let node = SocketAddr::from((net.host(11), 8080));
-    let statuses: Vec<u16> = (0..4)
-        .filter_map(|_| testkit::http::get(node, "/news/index.m3u8").map(|(s, _)| s))
+    let answers: Vec<Option<u16>> = (0..6)
+        .map(|_| testkit::http::get(node, "/news/index.m3u8").map(|(s, _)| s))
         .collect();
-    assert!(statuses.contains(&429), "{statuses:?}");
+    let served = answers.iter().filter(|a| **a == Some(200)).count();
+    assert!(served <= 3, "{answers:?}");
 }
 
 /// Starts ams-1, ams-2 and healthd on the deployment at `config` and waits until the feed has
