@@ -130,7 +130,6 @@ const MILLI: u64 = 1_000;
 /// bucket is one 64-bit word (the time of its last use in milliseconds, and its milli-tokens),
 /// updated by compare-and-swap.
 pub struct Buckets {
-    settings: PrefixRate,
     /// `burst` and `rate` in milli-tokens (per millisecond for the rate).
     full: u64,
     rate: u64,
@@ -144,7 +143,8 @@ pub struct Buckets {
 impl std::fmt::Debug for Buckets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Buckets")
-            .field("settings", &self.settings)
+            .field("burst", &(self.full / MILLI))
+            .field("rate", &self.rate)
             .field("buckets", &self.buckets.len())
             .finish()
     }
@@ -168,17 +168,12 @@ impl Buckets {
             settings.table_size,
         );
         Self {
-            settings,
             full: u64::from(settings.burst) * MILLI,
             rate: u64::from(settings.rate),
             buckets: (0..prefixes.len()).map(|_| AtomicU64::new(0)).collect(),
             last_limited: (0..prefixes.len()).map(|_| AtomicU32::new(0)).collect(),
             prefixes,
         }
-    }
-
-    pub fn settings(&self) -> &PrefixRate {
-        &self.settings
     }
 
     /// Takes a token for `source` at `now`: true when there was one, false when its prefix is
