@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use.
 PACKAGES=(
   bird2 frr gobgpd exabgp gdnsd dnsperf ffmpeg bind9-dnsutils knot-dnsutils iproute2 nginx-light
-  unbound curl openssl nftables prometheus systemd
+  unbound curl openssl nftables prometheus systemd chromium
 )
 
 missing=()

@@ -35,6 +35,10 @@ pub struct SiteFeed {
     pub generation: u64,
     pub services: Vec<ServiceState>,
     pub nodes: Vec<NodeState>,
+    /// The site speaker's BGP sessions, as healthd last heard them (for operators: steering
+    /// does not read them). Absent from publishers that do not know them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerState>,
 }
 
 /// The site verdict for one service.
@@ -67,6 +71,21 @@ pub struct NodeState {
     /// while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// One BGP session of the site's speaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    pub name: String,
+    pub address: String,
+    /// The session's state as BGP names it (`Established`, `Active`, ...).
+    pub state: String,
+    /// When it entered that state, in seconds since the Unix epoch.
+    pub since: u64,
+    pub prefixes_advertised: u64,
+    /// The BFD session's state, when the peer has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }
 
 impl SiteFeed {

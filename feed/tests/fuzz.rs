@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use feed::{NodeState, ServiceState, SiteFeed};
+use feed::{NodeState, PeerState, ServiceState, SiteFeed};
 
 fn seeds() -> Vec<Vec<u8>> {
     let doc = SiteFeed {
@@ -27,6 +27,14 @@ fn seeds() -> Vec<Vec<u8>> {
             capacity_mbps: 10_000,
             draining: false,
             reason: None,
+        }],
+        peers: vec![PeerState {
+            name: "transit-a".into(),
+            address: "192.0.2.1".into(),
+            state: "Established".into(),
+            since: 1_790_000_000,
+            prefixes_advertised: 2,
+            bfd: Some("Up".into()),
         }],
     };
     let json = serde_json::to_string(&doc).unwrap();

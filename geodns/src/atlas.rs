@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use maxminddb::WithinOptions;
+use serde::Serialize;
 
 use crate::geo::{GeoDb, Location};
 use crate::steering::Steering;
@@ -76,12 +77,30 @@ pub struct Stats {
     pub took: Duration,
 }
 
+/// The clients one site order ranks, as operators see them (the console): how many located
+/// IPv4 addresses, and the countries most of them are in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Region {
+    /// Site indices, best first.
+    pub order: Vec<usize>,
+    /// Located IPv4 addresses ranked this way (addresses the database does not place are not
+    /// counted: they would swamp every other figure).
+    pub ipv4_addresses: u64,
+    /// The countries holding most of them, most first, with their address counts.
+    pub countries: Vec<(String, u64)>,
+}
+
+/// How many countries a region names.
+const REGION_COUNTRIES: usize = 5;
+
 /// The compiled atlas.
 #[derive(Debug)]
 pub struct Atlas {
     v4: Table<u32>,
     v6: Table<u128>,
     classes: Vec<Vec<usize>>,
+    /// One per class, the largest first.
+    pub regions: Vec<Region>,
     pub stats: Stats,
 }
 
@@ -98,12 +117,15 @@ impl Atlas {
             orders: Vec::new(),
             by_place: Vec::new(),
             networks: 0,
+            countries: Vec::new(),
         };
         let v4 = compiler.family::<u32>()?;
         let v6 = compiler.family::<u128>()?;
+        let regions = compiler.regions();
         let mut atlas = Self {
             v4,
             v6,
+            regions,
             classes: compiler.orders,
             stats: Stats {
                 networks: compiler.networks,
@@ -172,6 +194,7 @@ trait Bits: Copy + Ord + Eq + std::fmt::Debug {
     /// The most host bits a block inside `start..=end` can have: log2 of its size, rounded down.
     fn span_bits(start: Self, end: Self) -> u32;
     fn next(self) -> Option<Self>;
+    fn wide(self) -> u128;
     /// `self - 1`, for an address that is not the first.
     fn before(self) -> Self;
     fn net(self, prefix: u32) -> IpNet;
@@ -203,6 +226,9 @@ macro_rules! bits {
             }
             fn next(self) -> Option<Self> {
                 self.checked_add(1)
+            }
+            fn wide(self) -> u128 {
+                self as u128
             }
             fn before(self) -> Self {
                 self.wrapping_sub(1)
@@ -327,6 +353,8 @@ struct Compiler<'a> {
     /// override touches.
     by_place: Vec<u32>,
     networks: usize,
+    /// Per class, located IPv4 addresses per country (`None`: a place without one).
+    countries: Vec<HashMap<Option<config::types::CountryCode>, u64>>,
 }
 
 /// A stretch of addresses with one location, as walked from the database.
@@ -347,6 +375,8 @@ impl Compiler<'_> {
         let stretches = self.walk::<A>()?;
         let cuts = self.cuts::<A>();
         let mut runs: Vec<(A, Tag)> = Vec::with_capacity(stretches.len());
+        // The place of each run, for the regions' census.
+        let mut run_places: Vec<Option<u32>> = Vec::with_capacity(stretches.len());
         let mut cut = 0;
         for (i, &(start, stretch)) in stretches.iter().enumerate() {
             let end = stretches.get(i + 1).map(|(next, _)| next.before());
@@ -358,6 +388,10 @@ impl Compiler<'_> {
             loop {
                 let tag = self.tag(piece, stretch)?;
                 runs.push((piece, tag));
+                run_places.push(match stretch {
+                    Stretch::Place(place) => place,
+                    Stretch::Alias(_) => None,
+                });
                 match cuts.get(cut) {
                     Some(&next) if end.is_none_or(|end| next <= end) => {
                         piece = next;
@@ -367,7 +401,60 @@ impl Compiler<'_> {
                 }
             }
         }
+        if A::WIDTH == 32 {
+            self.census(&runs, &run_places);
+        }
         Ok(Table::new(runs))
+    }
+
+    /// Counts the located addresses of each IPv4 run by class and country.
+    fn census<A: Bits>(&mut self, runs: &[(A, Tag)], places: &[Option<u32>]) {
+        for (i, (&(start, tag), place)) in runs.iter().zip(places).enumerate() {
+            let Some(place) = place else { continue };
+            if tag.0 >= Tag::ALIAS {
+                continue;
+            }
+            let end = runs.get(i + 1).map_or(A::MAX.wide() + 1, |(s, _)| s.wide());
+            let class = tag.0 as usize;
+            if self.countries.len() <= class {
+                self.countries.resize_with(class + 1, HashMap::new);
+            }
+            let country = self.places[*place as usize].country;
+            *self.countries[class].entry(country).or_default() += (end - start.wide()) as u64;
+        }
+    }
+
+    /// Every class as a region, the largest first.
+    fn regions(&self) -> Vec<Region> {
+        let mut regions: Vec<Region> = self
+            .orders
+            .iter()
+            .enumerate()
+            .map(|(class, order)| {
+                let mut countries: Vec<(String, u64)> = self
+                    .countries
+                    .get(class)
+                    .into_iter()
+                    .flatten()
+                    .map(|(c, n)| {
+                        (
+                            c.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                            *n,
+                        )
+                    })
+                    .collect();
+                countries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let ipv4_addresses = countries.iter().map(|(_, n)| n).sum();
+                countries.truncate(REGION_COUNTRIES);
+                Region {
+                    order: order.clone(),
+                    ipv4_addresses,
+                    countries,
+                }
+            })
+            .collect();
+        regions.sort_by_key(|r| std::cmp::Reverse(r.ipv4_addresses));
+        regions
     }
 
     /// Every address where a network override starts or ends (one past its last address).

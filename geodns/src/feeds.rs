@@ -11,6 +11,7 @@ use feed::SiteFeed;
 use feed::follower::{FeedEvent, follow};
 use tracing::{info, warn};
 
+use crate::console::board::Level;
 use crate::state::Shared;
 
 /// The running followers and staleness watch; dropping it stops them (a reload starts a new
@@ -60,18 +61,16 @@ async fn follow_site(shared: Arc<Shared>, site: String, url: String, token: Opti
 
 /// Applies one event of `site`'s feed.
 pub fn apply(shared: &Shared, site: &str, event: FeedEvent) {
-    shared.update_health(|health| {
-        let Some(view) = health.sites.iter_mut().find(|s| s.name == site) else {
-            return;
-        };
+    let document = shared.update_health(|health| {
+        let view = health.sites.iter_mut().find(|s| s.name == site)?;
         let first = view.last_feed.is_none();
         view.last_feed = Some(Instant::now());
         let FeedEvent::Document(doc) = event else {
-            return;
+            return None;
         };
         if doc.site != site {
             warn!(%site, other = %doc.site, "feed document is for another site, ignored");
-            return;
+            return None;
         }
         // The follower passes only documents newer than the last one, or from a publisher
         // that restarted (whose generations start over).
@@ -82,7 +81,16 @@ pub fn apply(shared: &Shared, site: &str, event: FeedEvent) {
             let up = view.nodes.iter().filter(|n| n.healthy).count();
             info!(%site, generation = doc.generation, healthy_nodes = up, nodes = view.nodes.len(), "site feed applied");
         }
+        Some((doc, first))
     });
+    if let Some((doc, first)) = document {
+        if first && shared.console.document(site).is_some() {
+            shared
+                .console
+                .note(site, Level::Info, "feed heard again".to_owned());
+        }
+        shared.console.feed(&doc);
+    }
 }
 
 /// Copies node health and load from the document; true when something changed.
@@ -113,6 +121,14 @@ async fn watch_staleness(shared: Arc<Shared>, grace: Duration) {
         shared.update_health(|health| {
             for view in health.sites.iter_mut().filter(|v| silent(v)) {
                 warn!(site = %view.name, grace_secs = grace.as_secs(), "site feed silent past its grace period: answering as if all its nodes were up");
+                shared.console.note(
+                    &view.name,
+                    Level::Warn,
+                    format!(
+                        "feed silent past its grace ({} s): answering as if all its nodes were up",
+                        grace.as_secs()
+                    ),
+                );
                 view.last_feed = None;
                 view.changed_at = Some(Instant::now());
                 for node in &mut view.nodes {

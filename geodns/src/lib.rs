@@ -13,6 +13,7 @@
 mod admin_state;
 mod answer;
 mod atlas;
+mod console;
 mod cookie;
 pub mod explain;
 mod feeds;

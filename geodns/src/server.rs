@@ -206,6 +206,7 @@ pub fn admin_router(
     token: Option<String>,
 ) -> axum::Router {
     let scrape = shared.clone();
+    let shared_console = shared.clone();
     let open = axum::Router::new()
         .route("/explain", get(explain_handler))
         .route("/admin-state", get(health_handler))
@@ -222,6 +223,7 @@ pub fn admin_router(
         liveness,
     )
     .merge(open)
+    .merge(crate::console::router(shared_console))
     .merge(daemon::admin::protected(protected, token))
 }
 
@@ -328,6 +330,15 @@ async fn admin_state_handler(
     });
     if let Some(overrides) = set {
         info!(site = %q.site, node = q.node.as_deref().unwrap_or("-"), state = %q.state, "admin state set by an operator");
+        let what = q
+            .node
+            .as_deref()
+            .map_or_else(|| "the site".to_owned(), |n| format!("node {n}"));
+        shared.console.note(
+            &q.site,
+            crate::console::board::Level::Warn,
+            format!("an operator set {what} {} in geodns", q.state),
+        );
         let path = shared
             .prepared()
             .deployment

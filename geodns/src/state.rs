@@ -25,6 +25,8 @@ pub struct Shared {
     /// Response rate limiting (`None`: off); kept across reloads that leave its settings be.
     pub limiter: RwLock<Option<Arc<Limiter>>>,
     pub metrics: Metrics,
+    /// What the operators' console shows beyond health: feed documents and recent events.
+    pub console: crate::console::board::Board,
     /// Held while an atlas is compiled and swapped in: a configuration reload and a database
     /// reload at once must not swap in an atlas of the older of the two.
     compiling: Mutex<()>,
@@ -46,6 +48,7 @@ impl Shared {
             geo: RwLock::new(geo.map(Arc::new)),
             atlas: RwLock::new(atlas),
             metrics,
+            console: Default::default(),
             compiling: Mutex::new(()),
             generation: AtomicU64::new(0),
         })

@@ -55,6 +55,7 @@ fn ams_feed(healthy: bool) -> SiteFeed {
         generation: 0,
         services: vec![],
         nodes: vec![node("ams-1", "127.0.11.1"), node("ams-2", "127.0.11.2")],
+        peers: vec![],
     }
 }
 

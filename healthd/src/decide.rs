@@ -210,6 +210,7 @@ fn document(ctx: &Context<'_>, services: &[ServiceDecision]) -> SiteFeed {
         generation: 0,
         services,
         nodes,
+        peers: Vec::new(),
     }
 }
 

@@ -197,6 +197,7 @@ mod tests {
                 reason: String::new(),
             }],
             nodes: Vec::new(),
+            peers: Vec::new(),
         })
     }
 

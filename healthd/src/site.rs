@@ -171,8 +171,14 @@ impl SiteTask {
         );
         self.observe(&decision);
         let current = self.publisher.current();
-        if current.nodes != decision.feed.nodes || current.services != decision.feed.services {
-            self.publisher.publish(decision.feed.clone());
+        let mut feed = decision.feed.clone();
+        // The sessions as the speaker last told them: they follow the next round's drive.
+        feed.peers = self.speaker.peers().to_vec();
+        if current.nodes != feed.nodes
+            || current.services != feed.services
+            || current.peers != feed.peers
+        {
+            self.publisher.publish(feed);
         }
         self.speaker.drive(&self.site, decision.ops()).await;
     }

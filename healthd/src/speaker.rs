@@ -4,9 +4,10 @@
 //! themselves (the failure table: a stuck healthd's routes go within the lease).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use config::site::Site;
+use feed::PeerState;
 use speaker_control::{Client, Op, Reply};
 use tracing::{info, warn};
 
@@ -15,8 +16,24 @@ use crate::metrics::{Metrics, SpeakerError};
 /// How long a call to the speaker may take before healthd gives up on it this round.
 pub const DEADLINE: Duration = Duration::from_secs(1);
 
+/// How often the speaker's sessions are asked for: they go into the feed for operators.
+const PEERS_EVERY: Duration = Duration::from_secs(1);
+
 /// A call slower than this is logged: every withdraw waits on the speaker's answer.
 const SLOW_CALL: Duration = Duration::from_millis(100);
+
+/// A session as the speaker's `neighbors` answer describes it; `None` when it lacks the
+/// essentials (a speaker of another version).
+fn peer_state(v: &serde_json::Value) -> Option<PeerState> {
+    Some(PeerState {
+        name: v["name"].as_str()?.to_owned(),
+        address: v["address"].as_str()?.to_owned(),
+        state: v["state"].as_str()?.to_owned(),
+        since: v["since"].as_u64().unwrap_or(0),
+        prefixes_advertised: v["prefixes_advertised"].as_u64().unwrap_or(0),
+        bfd: v["bfd"].as_str().map(str::to_owned),
+    })
+}
 
 /// The request's name, for metrics and logs.
 fn op_name(op: &Op) -> &'static str {
@@ -35,6 +52,9 @@ pub struct SpeakerLink {
     /// A failure was logged and not followed by a success yet.
     failing: bool,
     metrics: Arc<Metrics>,
+    /// The speaker's sessions when last asked (none while it does not answer).
+    peers: Vec<PeerState>,
+    peers_asked: Option<Instant>,
 }
 
 impl SpeakerLink {
@@ -44,7 +64,14 @@ impl SpeakerLink {
             synced: false,
             failing: false,
             metrics,
+            peers: Vec::new(),
+            peers_asked: None,
         }
+    }
+
+    /// The speaker's BGP sessions as last heard.
+    pub fn peers(&self) -> &[PeerState] {
+        &self.peers
     }
 
     /// Sends a round's requests; after a speaker restart, everything is announced again at
@@ -65,6 +92,7 @@ impl SpeakerLink {
                     self.failing = false;
                 }
                 Err(e) => {
+                    self.peers.clear();
                     self.failed(
                         SpeakerError::Connect,
                         &format!(
@@ -112,6 +140,21 @@ impl SpeakerLink {
                 Ok(_) => self.synced = true,
                 Err(e) => {
                     self.client = None;
+                    self.failed(SpeakerError::Call, &format!("lost the speaker: {e}"));
+                    return;
+                }
+            }
+        }
+        if self.peers_asked.is_none_or(|t| t.elapsed() >= PEERS_EVERY) {
+            self.peers_asked = Some(Instant::now());
+            match client.call(Op::Neighbors).await {
+                Ok(Reply::Neighbors(peers)) => {
+                    self.peers = peers.iter().filter_map(peer_state).collect();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.client = None;
+                    self.peers.clear();
                     self.failed(SpeakerError::Call, &format!("lost the speaker: {e}"));
                 }
             }

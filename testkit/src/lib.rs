@@ -6,6 +6,7 @@
 //! by skipping.
 
 pub mod bird;
+pub mod browser;
 pub mod dnsload;
 pub mod exabgp;
 pub mod ffmpeg;
