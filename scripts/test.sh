@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use.
 PACKAGES=(
   bird2 frr gobgpd exabgp gdnsd dnsperf ffmpeg bind9-dnsutils knot-dnsutils iproute2 nginx-light
-  unbound curl openssl nftables prometheus systemd chromium
+  unbound curl openssl nftables prometheus systemd chromium dpkg-dev adduser
 )
 
 missing=()
@@ -51,6 +51,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The package `lab --test package` installs (a release build of the daemons).
+./scripts/package.sh
 echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
