@@ -153,6 +153,7 @@ pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf
             );
         }
         let _ = writeln!(md, "\n![timeline of {name}]({svg})\n");
+        qoe_table(&mut md, &o.viewers);
         let _ = writeln!(md, "<details><summary>Changes seen</summary>\n\n```");
         for e in o.events.iter().filter(|e| e.kind() != EventKind::Segment) {
             let at = e.at.as_secs_f64() - o.fault_at.as_secs_f64();
@@ -163,6 +164,41 @@ pub fn write(dir: &Path, topology: &str, outcomes: &[Outcome]) -> Result<PathBuf
     let path = dir.join("report.md");
     std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// What each city's viewer experienced over the run, as its player measured it (the figures it
+/// sends as CMCD): beside the timeline, what the routing and DNS changes meant to viewers.
+fn qoe_table(md: &mut String, viewers: &[(String, crate::viewer::Experience)]) {
+    if viewers.is_empty() {
+        return;
+    }
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let _ = writeln!(
+        md,
+        "Viewers (QoE per city, whole run):\n\n| city | start-up | stalls | stalled | lowest buffer | throughput | errors | segments | servers |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (city, e) in viewers {
+        let _ = writeln!(
+            md,
+            "| {city} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            e.startup.map_or("never".to_owned(), ms),
+            e.stalls,
+            ms(e.stalled),
+            e.lowest_buffer.map_or("-".to_owned(), ms),
+            e.throughput_kbps.map_or("-".to_owned(), |k| format!(
+                "{:.1} Mbit/s",
+                k as f64 / 1000.0
+            )),
+            e.errors,
+            e.segments,
+            e.servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" > ")
+        );
+    }
+    let _ = writeln!(md);
 }
 
 /// One scenario's timeline as SVG: lanes top to bottom, time left to right.
@@ -339,5 +375,35 @@ mod tests {
         assert_eq!(w.figures(), "p50 180 ms, p95 400 ms, max 400 ms");
         assert_eq!(spreads[1].figures(), "not timed");
         assert_eq!((spreads[1].passed, spreads[1].trials), (4, 4));
+    }
+
+    #[test]
+    fn the_report_shows_each_city_s_qoe_beside_the_timeline() {
+        let mut o = outcome(&[("withdrawn at r1", "69 ms", true)]);
+        o.viewers = vec![(
+            "amsterdam".into(),
+            crate::viewer::Experience {
+                startup: Some(Duration::from_millis(420)),
+                stalled: Duration::from_millis(1500),
+                stalls: 1,
+                lowest_buffer: Some(Duration::ZERO),
+                throughput_kbps: Some(24_500),
+                errors: 2,
+                segments: 30,
+                servers: vec!["10.0.1.1".parse().unwrap(), "10.0.3.1".parse().unwrap()],
+            },
+        )];
+        let dir = temp_dir();
+        let path = write(&dir, "three-sites", &[o]).unwrap();
+        let md = std::fs::read_to_string(path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            md.contains("| amsterdam | 420 ms | 1 | 1500 ms | 0 ms | 24.5 Mbit/s | 2 | 30 | 10.0.1.1 > 10.0.3.1 |"),
+            "{md}"
+        );
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("chaos-report-{}", std::process::id()))
     }
 }

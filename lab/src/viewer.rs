@@ -42,6 +42,12 @@ pub struct Experience {
     /// From start to the first segment in the buffer.
     pub startup: Option<Duration>,
     pub stalled: Duration,
+    /// Times the buffer ran empty while playing.
+    pub stalls: u32,
+    /// The least media left in the buffer at a request while playing (CMCD's `bl`).
+    pub lowest_buffer: Option<Duration>,
+    /// The median throughput measured over segment downloads (CMCD's `mtp`).
+    pub throughput_kbps: Option<u64>,
     pub errors: u32,
     pub segments: u32,
     /// Addresses segments came from: one entry per switch of server.
@@ -76,6 +82,7 @@ impl Viewer {
         let mut stalled_since: Option<Instant> = None;
         // A stall since the last request, for CMCD's `bs`.
         let mut starved = false;
+        let mut throughputs: Vec<u64> = Vec::new();
         let socket = UdpSocket::bind("0.0.0.0:0");
         while !stop.load(Ordering::Relaxed) {
             if let (Some(end), None) = (buffer_end, stalled_since)
@@ -83,6 +90,7 @@ impl Viewer {
             {
                 stalled_since = Some(end);
                 starved = true;
+                seen.stalls += 1;
                 timeline.record_at(end - timeline.start(), &self.lane, What::StallStart);
             }
             if current >= addresses.len() {
@@ -131,9 +139,16 @@ impl Viewer {
                 throughput_kbps: session.throughput_kbps,
                 session: self.lane.clone(),
             };
+            if !data.startup {
+                seen.lowest_buffer = Some(
+                    seen.lowest_buffer
+                        .map_or(data.buffer, |b| b.min(data.buffer)),
+                );
+            }
             let result = self
                 .round(&base, &mut session, &data, timeline, &mut seen, server)
                 .await;
+            throughputs.extend(session.throughput_kbps);
             match result {
                 Ok(Some((duration_sum, target))) => {
                     if duration_sum > 0.0 {
@@ -173,6 +188,8 @@ impl Viewer {
         {
             seen.stalled += Instant::now() - end;
         }
+        throughputs.sort_unstable();
+        seen.throughput_kbps = throughputs.get(throughputs.len() / 2).copied();
         seen
     }
 
