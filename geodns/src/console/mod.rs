@@ -255,9 +255,12 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
         .iter()
         .filter(|s| s.answer == AnswerMode::Nodes && !s.hostnames.is_empty())
         .map(|s| {
-            let mut regions: Vec<RegionCard> = atlas
+            // Only the listed regions are judged: a database with many sites has many orders,
+            // and the page is rebuilt on every change of health.
+            let regions: Vec<RegionCard> = atlas
                 .regions
                 .iter()
+                .take(REGIONS)
                 .map(|r| {
                     let ranking = Ranking {
                         order: r.order.clone(),
@@ -276,8 +279,12 @@ pub fn snapshot(shared: &Shared) -> Snapshot {
                     }
                 })
                 .collect();
-            let other_addresses = regions.iter().skip(REGIONS).map(|r| r.ipv4_addresses).sum();
-            regions.truncate(REGIONS);
+            let other_addresses = atlas
+                .regions
+                .iter()
+                .skip(REGIONS)
+                .map(|r| r.ipv4_addresses)
+                .sum();
             ServiceSteering {
                 service: s.name.clone(),
                 hostnames: s.hostnames.clone(),
