@@ -217,10 +217,7 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
         );
         sites.push((site.name.clone(), handle));
     }
-    let console = d
-        .dns
-        .as_ref()
-        .map_or(SocketAddr::from(([127, 0, 0, 1], 9153)), |dns| dns.admin);
+    let console = d.dns.as_ref().map(|dns| dns.admin);
     let dns = tokio::spawn(geodns::server::run(d.clone(), config_path.clone(), 1));
 
     print_help(&config_path, console);
@@ -255,14 +252,16 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
     Ok(())
 }
 
-fn print_help(config: &Path, console: SocketAddr) {
+fn print_help(config: &Path, console: Option<SocketAddr>) {
     let c = config.display();
     println!(
         "anycast-iptv demo: 3 sites, a route collector, geodns on 127.0.0.1:5353 (Ctrl-C stops)\n"
     );
-    println!(
-        "  console: http://{console}/console   (sites, BGP sessions, steering, events; live)\n"
-    );
+    if let Some(console) = console {
+        println!(
+            "  console: http://{console}/console   (sites, BGP sessions, steering, events; live)\n"
+        );
+    }
     // The daemons' commands in release, as the demo is built: only their binaries are linked.
     let hints = [
         (

@@ -46,12 +46,21 @@ pub struct Experience {
     pub stalls: u32,
     /// The least media left in the buffer at a request while playing (CMCD's `bl`).
     pub lowest_buffer: Option<Duration>,
-    /// The median throughput measured over segment downloads (CMCD's `mtp`).
-    pub throughput_kbps: Option<u64>,
+    /// Segment bytes received, and the time spent receiving them (CMCD's `mtp` per segment).
+    pub downloaded_bytes: u64,
+    pub downloading: Duration,
     pub errors: u32,
     pub segments: u32,
     /// Addresses segments came from: one entry per switch of server.
     pub servers: Vec<IpAddr>,
+}
+
+impl Experience {
+    /// The mean throughput of the segment downloads.
+    pub fn throughput_kbps(&self) -> Option<u64> {
+        let ms = self.downloading.as_millis() as u64;
+        (ms > 0).then(|| self.downloaded_bytes * 8 / ms)
+    }
 }
 
 impl Viewer {
@@ -82,7 +91,6 @@ impl Viewer {
         let mut stalled_since: Option<Instant> = None;
         // A stall since the last request, for CMCD's `bs`.
         let mut starved = false;
-        let mut throughputs: Vec<u64> = Vec::new();
         let socket = UdpSocket::bind("0.0.0.0:0");
         while !stop.load(Ordering::Relaxed) {
             if let (Some(end), None) = (buffer_end, stalled_since)
@@ -148,7 +156,6 @@ impl Viewer {
             let result = self
                 .round(&base, &mut session, &data, timeline, &mut seen, server)
                 .await;
-            throughputs.extend(session.throughput_kbps);
             match result {
                 Ok(Some((duration_sum, target))) => {
                     if duration_sum > 0.0 {
@@ -188,8 +195,6 @@ impl Viewer {
         {
             seen.stalled += Instant::now() - end;
         }
-        throughputs.sort_unstable();
-        seen.throughput_kbps = throughputs.get(throughputs.len() / 2).copied();
         seen
     }
 
@@ -267,6 +272,8 @@ impl Viewer {
             }
             added += duration;
             seen.segments += 1;
+            seen.downloaded_bytes += segment.body.len() as u64;
+            seen.downloading += segment.elapsed;
             if seen.servers.last() != Some(&server) {
                 seen.servers.push(server);
                 timeline.record(&self.lane, What::SegmentsFrom(server));

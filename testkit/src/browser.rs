@@ -33,7 +33,7 @@ pub struct Browser {
     answers: Receiver<Value>,
     next_id: u64,
     problems: Arc<Mutex<Vec<String>>>,
-    _profile: TempDir,
+    profile: TempDir,
 }
 
 impl Browser {
@@ -114,7 +114,7 @@ impl Browser {
             answers,
             next_id: 0,
             problems,
-            _profile: profile,
+            profile,
         })
     }
 
@@ -193,7 +193,7 @@ impl Browser {
 
     /// What the browser wrote to its standard error (for a failing test's message).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._profile.path().join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(self.profile.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// Console errors and uncaught exceptions of every page so far.
