@@ -111,6 +111,25 @@ fn the_package_installs_a_user_config_and_units_and_its_daemons_start_as_the_uni
         println!("SKIPPED {test}: {reason}");
         return;
     };
+    // The test purges what it installs: never an operator's own installation.
+    let present = Command::new("dpkg-query")
+        .args(["--show", "--showformat=${Status}", PACKAGE])
+        .output()
+        .is_ok_and(|o| {
+            // "install ok installed", "deinstall ok config-files" (its configuration kept), ...
+            let status = String::from_utf8_lossy(&o.stdout).into_owned();
+            status
+                .split_whitespace()
+                .last()
+                .is_some_and(|s| s != "not-installed")
+        });
+    if present {
+        let reason =
+            format!("{PACKAGE} is installed on this machine; the test would replace and purge it");
+        assert!(!testkit::peers_required(), "{test}: {reason}");
+        println!("SKIPPED {test}: {reason}");
+        return;
+    }
     let info = run("dpkg-deb", &["--info", deb.to_str().unwrap()]);
     assert!(info.contains(&format!("Package: {PACKAGE}")), "{info}");
     let contents = run("dpkg-deb", &["--contents", deb.to_str().unwrap()]);
