@@ -47,6 +47,20 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# hls.js, the browser player of the content steering test, from the npm registry (Node.js and
+# npm come with the machine; Debian's `npm` package otherwise).
+HLSJS_VERSION=1.7.4
+hlsjs=target/npm/node_modules/hls.js
+if [[ $(node -p "require('./$hlsjs/package.json').version" 2>/dev/null) != "$HLSJS_VERSION" ]]; then
+  if ! command -v npm >/dev/null && [[ $(id -u) -eq 0 ]]; then
+    echo "==> installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+  fi
+  echo "==> installing hls.js $HLSJS_VERSION from the npm registry"
+  mkdir -p target/npm
+  npm install --prefix target/npm --no-save --no-audit --no-fund "hls.js@$HLSJS_VERSION" >/dev/null
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -57,6 +57,18 @@ pub struct Dns {
     /// that anycast moves to another instance presents a cookie that one does not accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookies: Option<Cookies>,
+    /// The HLS content steering server, for services with `content_steering`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_steering: Option<SteeringServer>,
+}
+
+/// Where geodns answers players' steering requests (HTTP; put TLS in front of it, or behind a
+/// load balancer, for `https` steering URLs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringServer {
+    /// Addresses to answer on.
+    pub listen: Vec<SocketAddr>,
 }
 
 /// DNS cookies (RFC 7873, RFC 9018): the secret every geodns of the deployment derives its
@@ -183,6 +195,7 @@ impl Default for Dns {
             overrides: Vec::new(),
             rate_limit: RateLimit::default(),
             cookies: None,
+            content_steering: None,
         }
     }
 }

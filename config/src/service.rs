@@ -44,6 +44,79 @@ pub struct Service {
     /// What a site does with the prefixes when the service is unhealthy there.
     #[serde(default)]
     pub degrade: DegradePolicy,
+    /// HLS content steering: players move between sites mid-stream at the steering server's
+    /// word, without waiting for DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_steering: Option<ContentSteering>,
+}
+
+/// HLS content steering for a service (the HLS specification's `EXT-X-CONTENT-STEERING`).
+///
+/// Every site carrying the service is a pathway, named after the site. A channel's master
+/// playlist lists each rendition once per pathway, and names the steering server; geodns
+/// answers the player's steering requests from the same ranking and site health as its DNS
+/// answers, so a player leaves a failed or drained site at its next steering reload instead of
+/// when its resolver's cache lets go.
+///
+/// Every pathway must serve the same segments under the same numbers: origins segment one
+/// contribution feed identically, as redundant packagers do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSteering {
+    /// The steering server's address as players are given it (`SERVER-URI`), an absolute
+    /// `http` or `https` URL; geodns answers requests for its path on
+    /// `dns.content_steering.listen`.
+    pub server: String,
+    /// A site's pathway: the base URL its nodes serve the channels under, with `{site}` standing
+    /// for the site's name (`"https://{site}.live.example.net"`). When the host is a name
+    /// inside a zone, geodns answers it with that site's nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pathway: Option<String>,
+    /// Pathways of particular sites, by site name, instead of `pathway` (a site reached under
+    /// another name, a CDN's host).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sites: std::collections::BTreeMap<String, String>,
+    /// Seconds between a player's reloads of the steering manifest: the longest a player stays
+    /// on a site that has gone out of service (plus the time to notice).
+    #[serde(default = "default_steering_ttl")]
+    pub ttl: u32,
+    /// The TTL while a site the answer depends on has changed state recently (within three
+    /// TTLs), so that players check again soon during a failover.
+    #[serde(default = "default_steering_changing_ttl")]
+    pub changing_ttl: u32,
+}
+
+/// Stands for the site's name in [`ContentSteering::pathway`].
+pub const SITE_PLACEHOLDER: &str = "{site}";
+
+impl ContentSteering {
+    /// The base URL of `site`'s pathway, without a trailing slash; `None` when neither `sites`
+    /// nor `pathway` gives one.
+    pub fn pathway_url(&self, site: &str) -> Option<String> {
+        let url = match self.sites.get(site) {
+            Some(url) => url.clone(),
+            None => self.pathway.as_ref()?.replace(SITE_PLACEHOLDER, site),
+        };
+        Some(url.trim_end_matches('/').to_owned())
+    }
+
+    /// The host name of `site`'s pathway, lower-cased; `None` when the pathway names its host by
+    /// address or does not parse.
+    pub fn pathway_host(&self, site: &str) -> Option<String> {
+        let url = url::Url::parse(&self.pathway_url(site)?).ok()?;
+        match url.host()? {
+            url::Host::Domain(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+}
+
+fn default_steering_ttl() -> u32 {
+    10
+}
+
+fn default_steering_changing_ttl() -> u32 {
+    2
 }
 
 /// What geodns answers for a service.

@@ -633,6 +633,9 @@ fn services(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         f.push(key.key("spill_load"), format!("spill_load {} out of range: expected a fraction of capacity, above 0 and at most 1", svc.spill_load));
     }
     degrade(f, &key.key("degrade"), svc);
+    if let Some(steering) = &svc.content_steering {
+        content_steering(f, d, &key.key("content_steering"), &svc.name, steering);
+    }
 
     // A prefix nobody announces is a configuration mistake: the service would be unreachable by
     // anycast (and in anycast answer mode, by DNS too).
@@ -644,6 +647,107 @@ fn services(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         if !announced {
             f.push(key.key("prefixes"), format!("service {:?} has prefixes but no site announces them: expected a site with nodes carrying the service and a peer exporting it", svc.name));
         }
+    }
+}
+
+fn content_steering(
+    f: &mut Findings,
+    d: &Deployment,
+    key: &KeyPath,
+    service: &String,
+    steering: &crate::service::ContentSteering,
+) {
+    let web = |text: &str| -> Result<url::Url, String> {
+        let url = url::Url::parse(text).map_err(|e| e.to_string())?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme {:?} is not http or https", url.scheme()));
+        }
+        if url.host().is_none() {
+            return Err("it names no host".into());
+        }
+        if url.fragment().is_some() {
+            return Err("it has a fragment".into());
+        }
+        Ok(url)
+    };
+    if let Err(e) = web(&steering.server) {
+        f.push(
+            key.key("server"),
+            format!(
+                "invalid steering server URL {:?}: {e}: expected an absolute http or https URL",
+                steering.server
+            ),
+        );
+    }
+    let placeholder = crate::service::SITE_PLACEHOLDER;
+    if let Some(pathway) = &steering.pathway
+        && !pathway.contains(placeholder)
+    {
+        f.push(
+            key.key("pathway"),
+            format!(
+                "pathway {pathway:?} does not name the site: expected {placeholder} where each site's name goes (\"https://{placeholder}.live.example.net\")"
+            ),
+        );
+    }
+    for site in steering.sites.keys() {
+        if d.site(site).is_none() {
+            f.push(
+                key.key("sites").key(site),
+                format!("no site {site:?} in the deployment: expected one of its sites' names"),
+            );
+        }
+    }
+    let carrying = d
+        .sites
+        .iter()
+        .filter(|s| s.nodes.iter().any(|n| n.services.contains(service)));
+    for site in carrying {
+        let key = if steering.sites.contains_key(&site.name) {
+            key.key("sites").key(&site.name)
+        } else {
+            key.key("pathway")
+        };
+        let url = match steering.pathway_url(&site.name) {
+            Some(url) => url,
+            None => {
+                f.push(
+                    key,
+                    format!("site {:?} carries the service but has no pathway: expected `pathway` with {placeholder}, or the site in `sites`", site.name),
+                );
+                continue;
+            }
+        };
+        match web(&url) {
+            Ok(u) if u.query().is_some() => f.push(
+                key,
+                format!("pathway {url:?} has a query: expected a base URL the channels' paths are added to"),
+            ),
+            Ok(_) => {}
+            Err(e) => f.push(
+                key,
+                format!("site {:?}'s pathway {url:?} is not a URL: {e}: expected an absolute http or https URL", site.name),
+            ),
+        }
+    }
+    if steering.ttl == 0 || steering.changing_ttl == 0 {
+        f.push(
+            key.key(if steering.ttl == 0 {
+                "ttl"
+            } else {
+                "changing_ttl"
+            }),
+            "a steering TTL of 0 has players reload without pause: expected at least 1 second",
+        );
+    }
+    if d.dns
+        .as_ref()
+        .is_some_and(|dns| dns.content_steering.is_none())
+    {
+        f.push(
+            key.key("server"),
+            "no geodns answers steering requests: expected [dns.content_steering] with `listen`",
+        );
     }
 }
 
@@ -963,6 +1067,16 @@ fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
         );
     }
     rate_limit(f, &key.key("rate_limit"), &dns.rate_limit);
+    if dns
+        .content_steering
+        .as_ref()
+        .is_some_and(|s| s.listen.is_empty())
+    {
+        f.push(
+            key.key("content_steering").key("listen"),
+            "the steering server has nothing to listen on: expected at least one address",
+        );
+    }
     if let Some(cookies) = &dns.cookies {
         let key = key.key("cookies");
         secret(f, key.key("secret"), &cookies.secret);

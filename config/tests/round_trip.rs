@@ -8,7 +8,8 @@ use std::process::Command;
 use config::check::{CheckProfile, Damping, HlsCheck};
 use config::dns::{Dns, Override, Record, RecordType, Soa, Zone};
 use config::service::{
-    AnswerMode, Channel, ChannelSource, Clip, DegradeAction, DegradePolicy, Failback, Rendition,
+    AnswerMode, Channel, ChannelSource, Clip, ContentSteering, DegradeAction, DegradePolicy,
+    Failback, Rendition,
 };
 use config::site::{BfdSettings, ExportPolicy, ImportPolicy, MaxPrefixAction, Node, Peer, Site};
 use config::types::{Community, ControlEndpoint, HumanDuration, LargeCommunity, Secret};
@@ -119,6 +120,17 @@ fn built_in_code() -> Deployment {
                 large_communities: vec![],
                 delay: None,
             },
+            content_steering: Some(ContentSteering {
+                server: "https://steer.tv.example.net/steer/live".into(),
+                pathway: Some("https://{site}.live.tv.example.net".into()),
+                sites: [(
+                    "ams".to_owned(),
+                    "https://ams-cdn.example.com/tv".to_owned(),
+                )]
+                .into(),
+                ttl: 10,
+                changing_ttl: 2,
+            }),
         }],
         checks: vec![CheckProfile {
             name: "stream".into(),
@@ -216,6 +228,9 @@ fn built_in_code() -> Deployment {
                 networks: vec!["192.0.2.0/24".parse().unwrap()],
                 sites: vec!["ams".into()],
             }],
+            content_steering: Some(config::dns::SteeringServer {
+                listen: vec!["127.0.0.1:8085".parse().unwrap()],
+            }),
             ..Dns::default()
         }),
     }

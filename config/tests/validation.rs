@@ -987,3 +987,112 @@ fn cookies_need_one_secret_and_a_rotation_of_a_minute_or_more() {
     let cookies = fine.dns.unwrap().cookies.unwrap();
     assert_eq!(cookies.rotate.get().as_secs(), 86_400, "a day by default");
 }
+
+/// The minimal example with content steering for its service, the steering table given as
+/// `steering`, and geodns's steering listener.
+fn with_steering(steering: &str) -> String {
+    replace(
+        "channels = [\"test\"]\n",
+        &format!("channels = [\"test\"]\n\n[services.content_steering]\n{steering}\n"),
+    )
+    .replacen(
+        "listen = [\"127.0.0.1:5353\"]\n",
+        "listen = [\"127.0.0.1:5353\"]\ncontent_steering = { listen = [\"127.0.0.1:8085\"] }\n",
+        1,
+    )
+}
+
+#[test]
+fn content_steering_is_valid_with_a_pathway_per_site() {
+    let text = with_steering(
+        "server = \"https://steer.tv.example.net/live\"\npathway = \"https://{site}.live.tv.example.net\"",
+    );
+    let d = parse(&text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let steering = d.services[0].content_steering.as_ref().unwrap();
+    assert_eq!(
+        steering.pathway_url("ams").as_deref(),
+        Some("https://ams.live.tv.example.net")
+    );
+    assert_eq!(
+        steering.pathway_host("ams").as_deref(),
+        Some("ams.live.tv.example.net")
+    );
+    assert_eq!((steering.ttl, steering.changing_ttl), (10, 2), "defaults");
+    let by_site = with_steering(
+        "server = \"https://steer.tv.example.net/live\"\nsites = { ams = \"http://127.0.1.1:8080/\" }",
+    );
+    let d = parse(&by_site).unwrap_or_else(|e| panic!("{e:#?}"));
+    let steering = d.services[0].content_steering.as_ref().unwrap();
+    assert_eq!(
+        steering.pathway_url("ams").as_deref(),
+        Some("http://127.0.1.1:8080")
+    );
+    assert_eq!(steering.pathway_host("ams"), None, "an address, not a name");
+}
+
+#[test]
+fn a_pathway_without_the_site_is_rejected() {
+    let text = with_steering(
+        "server = \"https://steer.tv.example.net/live\"\npathway = \"https://live.tv.example.net\"",
+    );
+    assert_problem(
+        &text,
+        "services[0].content_steering.pathway",
+        "pathway = ",
+        "does not name the site",
+    );
+}
+
+#[test]
+fn a_site_without_a_pathway_is_rejected() {
+    let text = with_steering("server = \"https://steer.tv.example.net/live\"");
+    assert_problem(
+        &text,
+        "services[0].content_steering.pathway",
+        "[services.content_steering]",
+        "site \"ams\" carries the service but has no pathway",
+    );
+}
+
+#[test]
+fn a_steering_server_that_is_not_a_web_url_is_rejected() {
+    let text = with_steering(
+        "server = \"ftp://steer.tv.example.net/live\"\npathway = \"https://{site}.live.tv.example.net\"",
+    );
+    assert_problem(
+        &text,
+        "services[0].content_steering.server",
+        "server = \"ftp:",
+        "expected an absolute http or https URL",
+    );
+}
+
+#[test]
+fn a_pathway_for_an_unknown_site_is_rejected() {
+    let text = with_steering(
+        "server = \"https://steer.tv.example.net/live\"\nsites = { ams = \"http://127.0.1.1:8080\", par = \"http://127.0.9.1\" }",
+    );
+    assert_problem(
+        &text,
+        "services[0].content_steering.sites.par",
+        "sites = ",
+        "no site \"par\"",
+    );
+}
+
+#[test]
+fn content_steering_without_a_steering_listener_is_rejected() {
+    let text = with_steering(
+        "server = \"https://steer.tv.example.net/live\"\npathway = \"https://{site}.live.tv.example.net\"",
+    )
+    .replace(
+        "content_steering = { listen = [\"127.0.0.1:8085\"] }\n",
+        "",
+    );
+    assert_problem(
+        &text,
+        "services[0].content_steering.server",
+        "server = ",
+        "expected [dns.content_steering]",
+    );
+}

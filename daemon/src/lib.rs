@@ -6,11 +6,13 @@
 //! ([`systemd`]).
 
 pub mod admin;
+pub mod admission;
 pub mod http;
 pub mod liveness;
 pub mod logging;
 pub mod panics;
 pub mod process;
+pub mod public;
 pub mod ratelimit;
 pub mod signals;
 pub mod sse;

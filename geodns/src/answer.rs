@@ -92,6 +92,17 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
             steering: Some(steered),
         };
     }
+    if let Some(&pathway) = prepared.zones.pathways.get(qname) {
+        let records = pathway_records(shared, &prepared, pathway, qname, qtype);
+        let soa = records.is_empty().then(|| zone.negative_soa());
+        return Outcome {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers: records,
+            soa,
+            ..Outcome::default()
+        };
+    }
     match zone.lookup(qname, qtype) {
         Lookup::Answer(records) => {
             let mut answers: Vec<Record> = records.into_iter().cloned().collect();
@@ -206,35 +217,53 @@ pub fn steer(
         AnswerMode::Nodes => match &choice {
             Some(c) => {
                 steered.site = Some(health.sites[c.site].name.clone());
-                let nodes: Vec<&NodeView> = health.sites[c.site]
-                    .nodes
-                    .iter()
-                    // Fail open answers every node of the site: better a maybe-broken node than none.
-                    .filter(|n| n.services.contains(&svc.name) && (c.fail_open || n.up()))
-                    .filter(|n| {
-                        if want_v4 {
-                            n.ipv4.is_some()
-                        } else {
-                            n.ipv6.is_some()
-                        }
-                    })
-                    .collect();
-                pick_weighted(&nodes, usize::from(svc.answer_count))
-                    .into_iter()
-                    .filter_map(|n| {
-                        if want_v4 {
-                            n.ipv4.map(IpAddr::V4)
-                        } else {
-                            n.ipv6.map(IpAddr::V6)
-                        }
-                    })
-                    .collect()
+                node_addresses(health, c.site, svc, c.fail_open, want_v4)
             }
             None => Vec::new(),
         },
     };
     steered.addresses = addresses.clone();
-    let records = addresses
+    let records = address_records(qname, ttl, &addresses);
+    // Anycast answers are the same everywhere: scope 0 lets resolvers cache one answer.
+    let scope = if svc.answer == AnswerMode::Anycast {
+        0
+    } else {
+        placed.scope
+    };
+    (records, steered, scope)
+}
+
+/// Up to the service's `answer_count` addresses of the family (`v4`) of `site`'s nodes
+/// carrying `svc`, weighted by spare capacity: those up, or every one when failing open
+/// (better a maybe-broken node than none).
+fn node_addresses(
+    health: &HealthState,
+    site: usize,
+    svc: &config::service::Service,
+    fail_open: bool,
+    v4: bool,
+) -> Vec<IpAddr> {
+    let address = |n: &NodeView| {
+        if v4 {
+            n.ipv4.map(IpAddr::V4)
+        } else {
+            n.ipv6.map(IpAddr::V6)
+        }
+    };
+    let nodes: Vec<&NodeView> = health.sites[site]
+        .nodes
+        .iter()
+        .filter(|n| n.services.contains(&svc.name) && (fail_open || n.up()))
+        .filter(|n| address(n).is_some())
+        .collect();
+    pick_weighted(&nodes, usize::from(svc.answer_count))
+        .into_iter()
+        .filter_map(address)
+        .collect()
+}
+
+fn address_records(qname: &Name, ttl: u32, addresses: &[IpAddr]) -> Vec<Record> {
+    addresses
         .iter()
         .map(|a| {
             let data = match a {
@@ -243,14 +272,31 @@ pub fn steer(
             };
             Record::from_rdata(qname.clone(), ttl, data)
         })
-        .collect();
-    // Anycast answers are the same everywhere: scope 0 lets resolvers cache one answer.
-    let scope = if svc.answer == AnswerMode::Anycast {
-        0
-    } else {
-        placed.scope
-    };
-    (records, steered, scope)
+        .collect()
+}
+
+/// The records for a content steering pathway's host: its site's nodes for the service, the
+/// same for every client. A site with no node up still answers all of its nodes: the pathway
+/// is the player's choice (the steering server tells it where to go), and a name that stops
+/// resolving would only turn a slow site into errors.
+fn pathway_records(
+    shared: &Shared,
+    prepared: &Prepared,
+    pathway: crate::zone::Pathway,
+    qname: &Name,
+    qtype: RecordType,
+) -> Vec<Record> {
+    let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
+    if !want_v4 && qtype != RecordType::AAAA {
+        return Vec::new();
+    }
+    let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
+    let svc = &prepared.deployment.services[pathway.service];
+    let mut addresses = node_addresses(&health, pathway.site, svc, false, want_v4);
+    if addresses.is_empty() {
+        addresses = node_addresses(&health, pathway.site, svc, true, want_v4);
+    }
+    address_records(qname, svc.ttl, &addresses)
 }
 
 thread_local! {

@@ -118,6 +118,24 @@ pub fn table(e: &Value) -> String {
             answer.join(", ")
         }
     );
+    let content = &e["content_steering"];
+    if content.is_object() {
+        let manifest = &content["manifest"];
+        let pathways: Vec<String> = manifest["PATHWAY-PRIORITY"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "steering    {} (players reload in {} s)",
+            if pathways.is_empty() {
+                "(no pathway)".to_owned()
+            } else {
+                pathways.join(" > ")
+            },
+            text(&manifest["TTL"])
+        );
+    }
     let limit = &e["rate_limit"];
     if limit.is_object() {
         let _ = writeln!(
@@ -160,6 +178,7 @@ mod tests {
                 "site": "lon"
             },
             "answer": ["127.0.31.1", "127.0.31.2"],
+            "content_steering": {"site": "lon", "manifest": {"VERSION": 1, "TTL": 2, "RELOAD-URI": "http://steer/live", "PATHWAY-PRIORITY": ["lon", "fra", "ams"]}},
             "rate_limit": {"prefix": "198.51.100.0/24", "tokens": 3999.5, "limited": false}
         });
         let t = table(&e);
@@ -172,6 +191,7 @@ mod tests {
             "  fra              -        2   0.00  yes    healthy",
             "chosen      lon",
             "answer      127.0.31.1, 127.0.31.2",
+            "steering    lon > fra > ams (players reload in 2 s)",
             "rate limit  198.51.100.0/24: 4000 responses left now, not limited",
         ] {
             assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");

@@ -14,6 +14,7 @@ mod admin_state;
 mod answer;
 mod atlas;
 mod console;
+pub mod content_steering;
 mod cookie;
 pub mod explain;
 mod feeds;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub rate_limited: [IntCounter; 2],
     /// The atlas in use: what its compile took and holds (see `atlas`).
     pub atlas: AtlasMetrics,
+    /// The HLS content steering server.
+    pub content_steering: crate::content_steering::SteeringMetrics,
 }
 
 pub struct AtlasMetrics {
@@ -150,6 +152,7 @@ impl Metrics {
             .expect("unique metric");
         let rate_limited = ["slipped", "dropped"].map(|a| limited.with_label_values(&[a]));
         Self {
+            content_steering: crate::content_steering::SteeringMetrics::new(&registry),
             rate_limited,
             atlas,
             registry,
@@ -167,6 +170,7 @@ impl Metrics {
     /// Every service and site of `deployment` in `geodns_answers_by_site_total` from the
     /// start, at 0: a rule on the rate of answers to a site sees its first answer.
     pub fn know(&self, deployment: &config::Deployment) {
+        self.content_steering.know(deployment);
         for service in &deployment.services {
             for site in &deployment.sites {
                 self.answers_by_site

@@ -28,6 +28,8 @@ pub struct Prepared {
     pub service_wire: foldhash::HashMap<Vec<u8>, usize>,
     /// DNS cookies' keys: from the deployment's shared secret, else this process's own.
     pub cookies: Jar,
+    /// Services with content steering, by the path of their steering URL.
+    pub steering_paths: std::collections::HashMap<String, usize>,
 }
 
 impl Prepared {
@@ -54,7 +56,9 @@ impl Prepared {
             .iter()
             .filter_map(|(name, service)| name.to_bytes().ok().map(|wire| (wire, *service)))
             .collect();
+        let steering_paths = crate::content_steering::paths(&deployment);
         Ok(Self {
+            steering_paths,
             deployment,
             zones,
             steering,

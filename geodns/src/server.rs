@@ -108,6 +108,12 @@ pub async fn run(
         );
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
+    let mut steering_listeners = Vec::new();
+    for addr in dns.content_steering.iter().flat_map(|s| s.listen.iter()) {
+        let listening = crate::content_steering::serve(shared.clone(), *addr, &liveness).await;
+        steering_listeners
+            .push(listening.map_err(|cause| RunError::Listen { addr: *addr, cause })?);
+    }
     let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
     daemon::systemd::serving(&liveness);
@@ -135,7 +141,7 @@ pub async fn run(
     drop(followers);
     info!("shutting down");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for task in tcp {
+    for task in tcp.into_iter().chain(steering_listeners) {
         task.abort();
     }
     for worker in workers {
@@ -245,6 +251,9 @@ pub struct Explanation {
     pub steering: Option<serde_json::Value>,
     pub answer: Vec<String>,
     pub scope: u8,
+    /// What the content steering server answers the same client, for a steered service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_steering: Option<crate::content_steering::Steered>,
     /// The rate limiter's bucket for `client` as a UDP source (absent when limiting is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::rrl::PrefixState>,
@@ -277,6 +286,21 @@ pub fn explain(
             .and_then(|s: &Steered| serde_json::to_value(s).ok()),
         answer: outcome.answers.iter().map(|r| r.data.to_string()).collect(),
         scope: outcome.scope,
+        content_steering: outcome.steering.as_ref().and_then(|s| {
+            let service = shared
+                .prepared()
+                .deployment
+                .services
+                .iter()
+                .position(|svc| svc.name == s.service)?;
+            crate::content_steering::answer(
+                shared,
+                service,
+                client,
+                &Default::default(),
+                std::time::Instant::now(),
+            )
+        }),
         rate_limit: shared
             .limiter()
             .map(|l| l.state(client, crate::rrl::Tick::now())),

@@ -290,10 +290,69 @@ pub fn pick_site(order: &[usize], state: impl Fn(usize) -> SiteState) -> Option<
     first_with_nodes.or(first_carrying).map(|i| (i, true))
 }
 
+/// Every site carrying the service, in the order a player should try them: the usable ones as
+/// ranked, then (fail open) those with a node up, then the rest. Its head is what
+/// [`pick_site`] chooses, so a player steered by it and a resolver answered by DNS are sent to
+/// the same site.
+pub fn preference(order: &[usize], state: impl Fn(usize) -> SiteState) -> Vec<usize> {
+    let states: Vec<(usize, SiteState)> = order
+        .iter()
+        .map(|&i| (i, state(i)))
+        .filter(|(_, s)| s.carrying)
+        .collect();
+    let tier = |s: &SiteState| {
+        if s.usable {
+            0
+        } else if s.any_up {
+            1
+        } else {
+            2
+        }
+    };
+    let mut ranked = states;
+    // Stable: within a tier, the ranking's order.
+    ranked.sort_by_key(|(_, s)| tier(s));
+    ranked.into_iter().map(|(i, _)| i).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::health::HealthState;
+
+    #[test]
+    fn the_preference_starts_with_the_chosen_site_and_keeps_the_ranking_within_tiers() {
+        let state = |usable: bool, any_up: bool, carrying: bool| SiteState {
+            carrying,
+            any_up,
+            usable,
+        };
+        let states = [
+            state(false, true, true),   // 0: overloaded, nodes up
+            state(false, false, true),  // 1: every node down
+            state(true, true, true),    // 2: usable
+            state(false, false, false), // 3: does not carry the service
+            state(true, true, true),    // 4: usable
+        ];
+        let order = [1, 0, 3, 4, 2];
+        let preference = preference(&order, |i| states[i]);
+        assert_eq!(preference, [4, 2, 0, 1]);
+        assert_eq!(
+            pick_site(&order, |i| states[i]).map(|(site, _)| site),
+            preference.first().copied()
+        );
+        // Nothing usable: the fail-open choice leads, as in DNS.
+        let down = |i: usize| SiteState {
+            usable: false,
+            ..states[i]
+        };
+        let preference = super::preference(&order, down);
+        assert_eq!(preference, [0, 4, 2, 1]);
+        assert_eq!(
+            pick_site(&order, down).map(|(site, _)| site),
+            preference.first().copied()
+        );
+    }
 
     /// The chosen site and whether it fails open, as the fast path's table decides.
     fn choose_site(

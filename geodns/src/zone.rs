@@ -51,6 +51,16 @@ pub struct Zones {
     zones: Vec<ZoneData>,
     /// Service hostnames (lower-cased) and the index of their service.
     pub services: HashMap<Name, usize>,
+    /// Hosts of content steering pathways inside a zone (lower-cased): the service and the
+    /// site whose nodes they name.
+    pub pathways: HashMap<Name, Pathway>,
+}
+
+/// A content steering pathway's host name: one site's nodes for one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pathway {
+    pub service: usize,
+    pub site: usize,
 }
 
 fn name(text: &str) -> Result<Name, String> {
@@ -191,6 +201,19 @@ impl Zones {
                 }
             }
         }
+        let mut pathways = HashMap::new();
+        for (service, svc) in d.services.iter().enumerate() {
+            let Some(steering) = &svc.content_steering else {
+                continue;
+            };
+            for (site, s) in d.sites.iter().enumerate() {
+                let carries = s.nodes.iter().any(|n| n.services.contains(&svc.name));
+                let host = steering.pathway_host(&s.name).and_then(|h| name(&h).ok());
+                if let Some(host) = host.filter(|_| carries) {
+                    pathways.insert(host, Pathway { service, site });
+                }
+            }
+        }
         // Record every existing name and its ancestors inside the zone (empty non-terminals).
         for zone in &mut zones {
             let owners: Vec<Name> = zone
@@ -198,6 +221,7 @@ impl Zones {
                 .keys()
                 .cloned()
                 .chain(services.keys().filter(|s| zone.origin.zone_of(s)).cloned())
+                .chain(pathways.keys().filter(|s| zone.origin.zone_of(s)).cloned())
                 .collect();
             for owner in owners {
                 let mut n = owner;
@@ -212,7 +236,11 @@ impl Zones {
         }
         // Most specific zone first, so a delegated child zone wins over its parent.
         zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
-        Ok(Self { zones, services })
+        Ok(Self {
+            zones,
+            services,
+            pathways,
+        })
     }
 
     /// The zone `qname` (lower-cased) belongs to, if any.

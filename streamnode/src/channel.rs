@@ -35,32 +35,68 @@ pub struct Variant {
     pub media: MediaInfo,
 }
 
-/// The master playlist of a channel with several renditions, each named by its path below the
-/// channel; renditions not live yet are left out. `None` when none is live.
+/// HLS content steering in a master playlist: the pathways (sites) each rendition is listed
+/// under, and the steering server players ask which one to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pathways {
+    /// `SERVER-URI`, with any session tag already in its query.
+    pub server: String,
+    /// The pathway a player starts on: the site serving the master playlist.
+    pub current: String,
+    /// (pathway id, base URL) for every site carrying the channel, `current` first.
+    pub sites: Vec<(String, String)>,
+}
+
+/// The master playlist of channel `channel` with several renditions, each named by its path
+/// below the channel; renditions not live yet are left out. `None` when none is live.
+///
+/// With `pathways`, each rendition is listed once per pathway, by absolute URL under that
+/// pathway's base, with `PATHWAY-ID` and a `STABLE-VARIANT-ID` (the rendition's name) that
+/// tells a player which variant of another pathway is the same stream.
 pub fn master_playlist<'a>(
+    channel: &str,
     renditions: impl IntoIterator<Item = (&'a str, Variant)>,
+    pathways: Option<&Pathways>,
 ) -> Option<String> {
     // Every segment starts with a key frame and the program tables.
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let mut any = false;
-    for (name, v) in renditions {
-        any = true;
+    if let Some(p) = pathways {
         out.push_str(&format!(
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
-            v.bandwidth, v.average_bandwidth
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"{}\",PATHWAY-ID=\"{}\"\n",
+            p.server, p.current
         ));
-        if let Some(codecs) = &v.media.codecs {
-            out.push_str(&format!(",CODECS=\"{}\"", codecs.join(",")));
-        }
-        if let Some((w, h)) = v.media.resolution {
-            out.push_str(&format!(",RESOLUTION={w}x{h}"));
-        }
-        if let Some(fps) = v.media.frame_rate {
-            out.push_str(&format!(",FRAME-RATE={fps:.3}"));
-        }
-        out.push_str(&format!("\n{name}/index.m3u8\n"));
     }
-    any.then_some(out)
+    let renditions: Vec<(&str, Variant)> = renditions.into_iter().collect();
+    if renditions.is_empty() {
+        return None;
+    }
+    let local = [(String::new(), String::new())];
+    let sites = pathways.map_or(&local[..], |p| &p.sites[..]);
+    for (pathway, base) in sites {
+        for (name, v) in &renditions {
+            out.push_str(&format!(
+                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
+                v.bandwidth, v.average_bandwidth
+            ));
+            if let Some(codecs) = &v.media.codecs {
+                out.push_str(&format!(",CODECS=\"{}\"", codecs.join(",")));
+            }
+            if let Some((w, h)) = v.media.resolution {
+                out.push_str(&format!(",RESOLUTION={w}x{h}"));
+            }
+            if let Some(fps) = v.media.frame_rate {
+                out.push_str(&format!(",FRAME-RATE={fps:.3}"));
+            }
+            if pathways.is_some() {
+                out.push_str(&format!(
+                    ",PATHWAY-ID=\"{pathway}\",STABLE-VARIANT-ID=\"{name}\"\n{base}/{channel}/{name}/index.m3u8\n"
+                ));
+            } else {
+                out.push_str(&format!("\n{name}/index.m3u8\n"));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Segments kept past the playlist window, for players still downloading them.
@@ -461,7 +497,8 @@ mod tests {
         assert!((350_000..600_000).contains(&hd.bandwidth), "{hd:?}");
         assert!((150_000..350_000).contains(&sd.bandwidth), "{sd:?}");
         assert!(hd.average_bandwidth <= hd.bandwidth);
-        let master = master_playlist([("hd", hd), ("sd", sd)]).unwrap();
+        let master =
+            master_playlist("news", [("hd", hd.clone()), ("sd", sd.clone())], None).unwrap();
         let lines: Vec<&str> = master.lines().collect();
         assert_eq!(
             lines[..3],
@@ -477,7 +514,43 @@ mod tests {
         assert_eq!(lines[4], "hd/index.m3u8");
         assert!(lines[5].contains("RESOLUTION=320x180"), "{master}");
         assert_eq!(lines[6], "sd/index.m3u8");
-        assert_eq!(master_playlist([]), None, "nothing live, no master");
+        assert_eq!(
+            master_playlist("news", [], None),
+            None,
+            "nothing live, no master"
+        );
+        let pathways = Pathways {
+            server: "http://steer.example.net/steer/live?session=7f".into(),
+            current: "fra".into(),
+            sites: vec![
+                ("fra".into(), "http://fra.example.net:8080".into()),
+                ("ams".into(), "http://ams.example.net".into()),
+            ],
+        };
+        let steered = master_playlist("news", [("hd", hd), ("sd", sd)], Some(&pathways)).unwrap();
+        let lines: Vec<&str> = steered.lines().collect();
+        assert_eq!(
+            lines[3],
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://steer.example.net/steer/live?session=7f\",PATHWAY-ID=\"fra\""
+        );
+        let uris: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "http://fra.example.net:8080/news/hd/index.m3u8",
+                "http://fra.example.net:8080/news/sd/index.m3u8",
+                "http://ams.example.net/news/hd/index.m3u8",
+                "http://ams.example.net/news/sd/index.m3u8",
+            ]
+        );
+        assert!(
+            lines[4].ends_with(",PATHWAY-ID=\"fra\",STABLE-VARIANT-ID=\"hd\""),
+            "{steered}"
+        );
         assert_eq!(Channel::new("x", Duration::from_secs(2), 6).variant(), None);
     }
 

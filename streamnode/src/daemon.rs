@@ -24,7 +24,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let tls = node
         .tls
         .as_ref()
-        .map(|files| crate::listener::tls_acceptor(&files.cert, &files.key))
+        .map(|files| daemon::public::tls_acceptor(&files.cert, &files.key))
         .transpose()
         .with_context(|| format!("node {name:?}: TLS"))?;
     let faults = crate::feeder::Faults::default();
@@ -32,6 +32,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let epoch = crate::feeder::Epoch::now();
     let mut channels = HashMap::new();
     let mut renditions = HashMap::new();
+    let mut pathways = HashMap::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {
         for channel_name in &service.channels {
             if channels.contains_key(channel_name) || renditions.contains_key(channel_name) {
@@ -54,6 +55,12 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                         config.name.clone(),
                         config.renditions.iter().map(|r| r.name.clone()).collect(),
                     );
+                    if let Some(steering) = &service.content_steering {
+                        pathways.insert(
+                            config.name.clone(),
+                            steered(deployment, service, steering, &site.name),
+                        );
+                    }
                     config
                         .renditions
                         .iter()
@@ -121,9 +128,10 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let healthd = [site.healthd.feed.ip(), site.healthd.admin.ip()]
         .into_iter()
         .chain(site.healthd.probe_source);
-    let admission = crate::admission::Admission::new(&node.client_limits, healthd);
+    let admission = daemon::admission::Admission::new(&node.client_limits, healthd);
     let mut state = NodeState::new(&node.name, node.capacity_mbps, channels, admission);
     state.renditions = renditions;
+    state.pathways = pathways;
     state.faults = faults;
     state.changes = changes;
     let state = Arc::new(state);
@@ -133,11 +141,11 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     let liveness = daemon::Liveness::default();
     tokio::spawn(watch_channels(state.clone(), &liveness));
     let viewers = liveness.flag(format!("viewer listener on {}", node.listen));
-    tokio::spawn(crate::listener::serve(
+    tokio::spawn(daemon::public::serve(
         listener,
         router(state.clone()),
         tls,
-        crate::listener::Limits::of(node),
+        daemon::public::Limits::of(node),
         state.admission.clone(),
         viewers,
     ));
@@ -169,6 +177,31 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
 
 /// `GET /client?address=ADDR`: whether a client is trusted, the prefix it counts as, the
 /// connections it holds and its request bucket (limited within the last second or not).
+/// The pathways of a steered service's channels as the master playlists of a node at `site`
+/// list them: every site with a node carrying the service, this one first.
+fn steered(
+    deployment: &Deployment,
+    service: &config::Service,
+    steering: &config::service::ContentSteering,
+    site: &str,
+) -> crate::channel::Pathways {
+    let mut sites: Vec<&str> = deployment
+        .sites
+        .iter()
+        .filter(|s| s.nodes.iter().any(|n| n.services.contains(&service.name)))
+        .map(|s| s.name.as_str())
+        .collect();
+    sites.sort_by_key(|s| *s != site);
+    crate::channel::Pathways {
+        server: steering.server.clone(),
+        current: site.to_owned(),
+        sites: sites
+            .into_iter()
+            .filter_map(|s| Some((s.to_owned(), steering.pathway_url(s)?)))
+            .collect(),
+    }
+}
+
 fn client_route(state: &Arc<NodeState>) -> axum::Router {
     #[derive(serde::Deserialize)]
     struct Query {

@@ -1,13 +1,11 @@
 //! HLS live origin with redundant MPEG-TS ingest.
 
-pub mod admission;
 pub mod channel;
 pub mod cmcd;
 pub mod daemon;
 mod feeder;
 pub mod fuzzing;
 mod ingest;
-mod listener;
 mod metrics;
 mod qoe;
 mod server;

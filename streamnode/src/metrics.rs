@@ -57,12 +57,12 @@ pub fn render(node: &NodeState) -> String {
     counter(
         "streamnode_refused_connections_total",
         "Viewer connections closed at accept: their client held its limit of connections",
-        node.admission.refused.load(Ordering::Relaxed),
+        node.admission.refused(),
     );
     counter(
         "streamnode_limited_requests_total",
         "Viewer requests answered 429: their client was over its request rate",
-        node.admission.limited.load(Ordering::Relaxed),
+        node.admission.limited(),
     );
     node.qoe.register(&registry);
     let live = per_channel(

@@ -23,6 +23,8 @@ pub struct NodeState {
     pub channels: HashMap<String, Arc<RwLock<Channel>>>,
     /// Channels with renditions: their rendition names, in the order the master lists them.
     pub renditions: HashMap<String, Vec<String>>,
+    /// Channels with renditions whose service has content steering: their pathways.
+    pub pathways: HashMap<String, crate::channel::Pathways>,
     pub capacity_mbps: u32,
     draining: AtomicBool,
     /// Fault injection shared with the feeders.
@@ -42,7 +44,7 @@ pub struct NodeState {
     /// the average since start.
     pub(crate) egress: std::sync::Mutex<(Instant, u64, u64)>,
     /// Limits per client, and what they refused.
-    pub admission: Arc<crate::admission::Admission>,
+    pub admission: Arc<daemon::admission::Admission>,
     /// Viewer QoE from the players' CMCD.
     pub(crate) qoe: crate::qoe::Qoe,
 }
@@ -52,7 +54,7 @@ impl NodeState {
         name: &str,
         capacity_mbps: u32,
         channels: HashMap<String, Arc<RwLock<Channel>>>,
-        admission: crate::admission::Admission,
+        admission: daemon::admission::Admission,
     ) -> Self {
         // QoE is per channel: a channel with renditions is one.
         let names: std::collections::BTreeSet<&str> = channels
@@ -64,6 +66,7 @@ impl NodeState {
             name: name.to_owned(),
             channels,
             renditions: HashMap::new(),
+            pathways: HashMap::new(),
             capacity_mbps,
             draining: AtomicBool::new(false),
             faults: Faults::default(),
@@ -124,12 +127,12 @@ async fn healthz(State(node): State<Arc<NodeState>>) -> Response {
     cors((code, text).into_response())
 }
 
-type ClientAddr = axum::extract::ConnectInfo<crate::listener::Client>;
+type ClientAddr = axum::extract::ConnectInfo<daemon::public::Client>;
 
 async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
-    axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
+    axum::extract::ConnectInfo(daemon::public::Client(client)): ClientAddr,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -147,7 +150,7 @@ async fn file(
 async fn rendition_file(
     State(node): State<Arc<NodeState>>,
     Path((channel, rendition, file)): Path<(String, String, String)>,
-    axum::extract::ConnectInfo(crate::listener::Client(client)): ClientAddr,
+    axum::extract::ConnectInfo(daemon::public::Client(client)): ClientAddr,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -192,7 +195,16 @@ fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
         let variant = c.read().unwrap_or_else(|e| e.into_inner()).variant()?;
         Some((name.as_str(), variant))
     });
-    match crate::channel::master_playlist(variants) {
+    // Each master names its own session in the steering URL, so that the steering server's
+    // logs can follow one player from reload to reload.
+    let pathways = node.pathways.get(channel).map(|p| {
+        let separator = if p.server.contains('?') { '&' } else { '?' };
+        crate::channel::Pathways {
+            server: format!("{}{separator}session={:016x}", p.server, session_tag()),
+            ..p.clone()
+        }
+    });
+    match crate::channel::master_playlist(channel, variants, pathways.as_ref()) {
         Some(text) => {
             node.requests[0].fetch_add(1, Ordering::Relaxed);
             cors(
@@ -209,6 +221,14 @@ fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
         }
         None => cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response()),
     }
+}
+
+/// An opaque tag, different for each call: std's per-map random keys, spread by one hash.
+fn session_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
 }
 
 /// A media playlist or segment of the packager at `channel` (a channel or a rendition's path).

@@ -39,6 +39,11 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium with a fresh profile and a window of `width` x `height` pixels.
     pub fn launch(width: u32, height: u32) -> std::io::Result<Self> {
+        Self::launch_with(width, height, &[])
+    }
+
+    /// [`Browser::launch`] with more command-line switches (`--host-resolver-rules=...`).
+    pub fn launch_with(width: u32, height: u32, switches: &[String]) -> std::io::Result<Self> {
         let program = crate::find_program("chromium").ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "chromium not found")
         })?;
@@ -61,6 +66,7 @@ impl Browser {
             &format!("--window-size={width},{height}"),
             &format!("--user-data-dir={}", profile.path().display()),
         ]);
+        cmd.args(switches);
         // Chromium's sandbox refuses to run as root, which CI is.
         if crate::is_root() {
             cmd.arg("--no-sandbox");

@@ -13,6 +13,7 @@ pub mod ffmpeg;
 pub mod frr;
 pub mod fuzz;
 pub mod gobgp;
+pub mod hlsjs;
 pub mod http;
 pub mod net;
 pub mod netns;
@@ -24,7 +25,15 @@ use std::path::{Path, PathBuf};
 /// What a test needs and did not find.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    Program { name: String, package: String },
+    Program {
+        name: String,
+        package: String,
+    },
+    /// A file from a package registry (npm) that `./scripts/test.sh` installs.
+    File {
+        path: PathBuf,
+        what: String,
+    },
     Root,
 }
 
@@ -34,6 +43,11 @@ impl std::fmt::Display for Missing {
             Self::Program { name, package } => write!(
                 f,
                 "program `{name}` not found (install the Debian package `{package}`, or run ./scripts/test.sh as root)"
+            ),
+            Self::File { path, what } => write!(
+                f,
+                "{what} not found at {} (./scripts/test.sh installs it)",
+                path.display()
             ),
             Self::Root => f.write_str("needs root (network namespaces, raw sockets or TCP-MD5)"),
         }

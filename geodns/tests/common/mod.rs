@@ -75,6 +75,13 @@ pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
             "admin = \"127.0.0.1:9153\"",
             &format!("admin = \"{admin}\""),
         )
+        .replace(
+            "content_steering = { listen = [\"127.0.0.1:8085\"] }",
+            &format!(
+                "content_steering = {{ listen = [\"{}\"] }}",
+                SocketAddr::new(dns.ip(), 8085)
+            ),
+        )
 }
 
 /// A generated real-size location database: /24s spread over the public IPv4 space (each

@@ -170,8 +170,15 @@ impl Prober {
             let (text, playlist) = self.fetch_playlist(&mut session, &path, timeout).await?;
             match hls::parse_master(&text) {
                 Some(variants) => {
-                    for uri in variants {
-                        let variant = hls::resolve(&path, &uri);
+                    // A steered master lists each rendition once per site, by absolute URL:
+                    // the same paths on this node, probed once each.
+                    let mut paths: Vec<String> = variants
+                        .iter()
+                        .map(|uri| hls::resolve(&path, uri))
+                        .collect();
+                    let mut seen = std::collections::HashSet::new();
+                    paths.retain(|p| seen.insert(p.clone()));
+                    for variant in paths {
                         let (_, media) =
                             self.fetch_playlist(&mut session, &variant, timeout).await?;
                         let media = media.ok_or_else(|| {

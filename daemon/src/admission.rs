@@ -1,29 +1,29 @@
-//! What one client may take of the node (`client_limits`): connections held at once, closed as
+//! What one client may take of a public HTTP server (a node's `client_limits`): connections held at once, closed as
 //! soon as they are accepted past the limit, and requests per second, answered 429 past it, so
 //! that a flood or a player stuck in a loop cannot take the node from everyone else. Trusted
 //! clients (the site's healthd, edge proxies, listed networks) are never limited.
 //!
-//! Both tables are [`daemon::ratelimit`]'s: fixed size whatever the number of clients.
+//! Both tables are [`crate::ratelimit`]'s: fixed size whatever the number of clients.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::ratelimit::{Buckets, Held, Occupancy, PrefixState, Tick};
 use config::site::ClientLimits;
-use daemon::ratelimit::{Buckets, Held, Occupancy, PrefixState, Tick};
 use ipnet::IpNet;
 use serde::Serialize;
 
-/// A node's limits per client, with what they refused.
+/// A server's limits per client, with what they refused.
 #[derive(Debug)]
 pub struct Admission {
     trusted: Vec<IpNet>,
     /// `None` when `client_limits` is off.
     tables: Option<Tables>,
     /// Connections closed at accept: their client held its limit.
-    pub(crate) refused: AtomicU64,
+    refused: AtomicU64,
     /// Requests answered 429: their client was over its rate.
-    pub(crate) limited: AtomicU64,
+    limited: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -55,6 +55,16 @@ pub struct ClientState {
 }
 
 impl Admission {
+    /// Connections closed at accept so far: their client held its limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered 429 so far: their client was over its rate.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
+
     /// The limits of `limits`, trusting also `healthd` (the addresses the site's healthd
     /// listens on: its probes come from them).
     pub fn new(limits: &ClientLimits, healthd: impl IntoIterator<Item = IpAddr>) -> Self {

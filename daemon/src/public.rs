@@ -1,4 +1,5 @@
-//! The viewer-facing accept loop: a cap on connections served at once, TLS through rustls when
+//! The accept loop of HTTP servers the public reaches (a stream node's viewers, geodns's
+//! steering server): a cap on connections served at once, TLS through rustls when
 //! the node has certificates, HTTP/1.1 and HTTP/2 (ALPN over TLS, the connection preface in
 //! clear text), and limits on slow clients.
 //!
@@ -114,7 +115,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     limits: Limits,
     admission: Arc<crate::admission::Admission>,
-    beat: daemon::Beat,
+    beat: crate::Beat,
 ) {
     let _serving = beat.serving_while();
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
@@ -152,7 +153,7 @@ pub async fn serve(
             let limited = admitted.limited;
             let _admitted = admitted;
             let service = hyper::service::service_fn(move |mut request| {
-                let over = limited && !admission.request(peer.ip(), daemon::ratelimit::Tick::now());
+                let over = limited && !admission.request(peer.ip(), crate::ratelimit::Tick::now());
                 request.extensions_mut().insert(ConnectInfo(Client(peer)));
                 let mut app = app.clone();
                 async move {
@@ -198,14 +199,16 @@ pub async fn serve(
 fn too_many_requests() -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
-    crate::server::cors(
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "too many requests from this client\n",
-        )
-            .into_response(),
+    // Players in pages of other origins must be able to read the refusal.
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, "1"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        "too many requests from this client\n",
     )
+        .into_response()
 }
 
 /// A stream that fails with `TimedOut` once no byte has moved either way for `timeout`.
