@@ -69,6 +69,11 @@ pub struct Dns {
 pub struct SteeringServer {
     /// Addresses to answer on.
     pub listen: Vec<SocketAddr>,
+    /// Proxies (load balancers, CDNs) in front of the steering server: a request from one of
+    /// these networks is located by the last address of its `X-Forwarded-For` that is not a
+    /// trusted proxy, instead of by the proxy's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// DNS cookies (RFC 7873, RFC 9018): the secret every geodns of the deployment derives its

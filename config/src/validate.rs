@@ -1067,15 +1067,22 @@ fn dns(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath) {
         );
     }
     rate_limit(f, &key.key("rate_limit"), &dns.rate_limit);
-    if dns
-        .content_steering
-        .as_ref()
-        .is_some_and(|s| s.listen.is_empty())
-    {
-        f.push(
-            key.key("content_steering").key("listen"),
-            "the steering server has nothing to listen on: expected at least one address",
-        );
+    if let Some(steering) = &dns.content_steering {
+        let key = key.key("content_steering");
+        if steering.listen.is_empty() {
+            f.push(
+                key.key("listen"),
+                "the steering server has nothing to listen on: expected at least one address",
+            );
+        }
+        for (n, net) in steering.trusted_proxies.iter().enumerate() {
+            if net.trunc() != *net {
+                f.push(
+                    key.key("trusted_proxies").index(n),
+                    format!("network {net} has host bits set: expected {}", net.trunc()),
+                );
+            }
+        }
     }
     if let Some(cookies) = &dns.cookies {
         let key = key.key("cookies");

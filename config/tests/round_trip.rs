@@ -230,6 +230,7 @@ fn built_in_code() -> Deployment {
             }],
             content_steering: Some(config::dns::SteeringServer {
                 listen: vec!["127.0.0.1:8085".parse().unwrap()],
+                trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
             }),
             ..Dns::default()
         }),

@@ -108,7 +108,8 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until the task is dropped.
+/// Serves `app` on `listener` until the task is dropped; every connection it serves ends with
+/// it (a server stopped is stopped for its open connections too, as when its process dies).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -126,7 +127,11 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Finished connections are reaped as new ones come, so the set stays as large as the
+        // connections open.
+        while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
@@ -148,7 +153,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, tls, builder) = (app.clone(), tls.clone(), builder.clone());
         let admission = admission.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             let limited = admitted.limited;
             let _admitted = admitted;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use config::Deployment;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
@@ -197,18 +197,53 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(shared)
 }
 
+/// The player's address: the connection's peer, or when that is a trusted proxy, the last
+/// address of `X-Forwarded-For` that is not one (each proxy appends the address it was reached
+/// from; earlier entries are the client's word and could be anything).
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            // A hop we cannot read ends what can be believed.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(daemon::public::Client(peer)): ConnectInfo<daemon::public::Client>,
     method: axum::http::Method,
     uri: Uri,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let cors = [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")];
     if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
         return (StatusCode::METHOD_NOT_ALLOWED, cors, "GET only\n").into_response();
     }
-    let Some(service) = shared.prepared().steering_paths.get(uri.path()).copied() else {
+    let prepared = shared.prepared();
+    let trusted = prepared
+        .deployment
+        .dns
+        .as_ref()
+        .and_then(|d| d.content_steering.as_ref())
+        .map_or(&[][..], |s| &s.trusted_proxies[..]);
+    let client = client_of(peer.ip(), &headers, trusted);
+    let Some(service) = prepared.steering_paths.get(uri.path()).copied() else {
         return (
             StatusCode::NOT_FOUND,
             cors,
@@ -217,7 +252,7 @@ async fn handle(
             .into_response();
     };
     let request = Request::parse(query.as_deref());
-    let Some(steered) = answer(&shared, service, peer.ip(), &request, Instant::now()) else {
+    let Some(steered) = answer(&shared, service, client, &request, Instant::now()) else {
         return (StatusCode::NOT_FOUND, cors, "no such service\n").into_response();
     };
     shared.metrics.content_steering.observe(
@@ -386,6 +421,27 @@ mod tests {
             .iter()
             .position(|s| s.name == "live")
             .unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_believed_and_no_one_else() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap(),
+        );
+        let proxy: IpAddr = "10.2.2.2".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_of(proxy, &headers, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "the last hop that is not a trusted proxy"
+        );
+        assert_eq!(client_of(stranger, &headers, &trusted), stranger);
+        headers.insert("x-forwarded-for", "nonsense".parse().unwrap());
+        assert_eq!(client_of(proxy, &headers, &trusted), proxy);
+        assert_eq!(client_of(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 
     #[test]

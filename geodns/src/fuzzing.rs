@@ -113,3 +113,50 @@ pub fn location_db(bytes: &[u8]) {
         let _ = db.locate(client);
     }
 }
+
+/// A content steering request from a trusted proxy: the data's first line is the query
+/// string, the rest the `X-Forwarded-For` value, answered for the example's steered service by
+/// `shared`. Nothing may panic; every request gets a version-1 manifest naming at least one
+/// pathway, and its `RELOAD-URI` is the steering URL with nothing added but a session and a
+/// pathway the server checked.
+pub fn steering_request(shared: &crate::Shared, data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (query, forwarded) = text.split_once('\n').unwrap_or((&text, ""));
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(value) = axum::http::HeaderValue::from_str(forwarded) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let trusted = ["10.0.0.0/8".parse().expect("a network")];
+    let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let client = crate::content_steering::client_of(peer, &headers, &trusted);
+    let request = crate::content_steering::Request::parse(Some(query));
+    let prepared = shared.prepared();
+    let Some(service) = prepared.steering_paths.values().next().copied() else {
+        panic!("the deployment steers no service");
+    };
+    let steered = crate::content_steering::answer(
+        shared,
+        service,
+        client,
+        &request,
+        std::time::Instant::now(),
+    )
+    .expect("a steered service always gets an answer");
+    let manifest = &steered.manifest;
+    assert_eq!(manifest.version, 1);
+    assert!(!manifest.pathway_priority.is_empty(), "no pathway");
+    let reload = url::Url::parse(&manifest.reload_uri).expect("RELOAD-URI is a URL");
+    for (key, value) in reload.query_pairs() {
+        match key.as_ref() {
+            "session" | "from" => assert!(
+                value.len() <= 64
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
+                "{key}={value:?} echoed unchecked"
+            ),
+            _ => {}
+        }
+    }
+    serde_json::to_string(manifest).expect("the manifest serialises");
+}

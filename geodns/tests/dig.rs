@@ -1,6 +1,8 @@
 //! geodns end to end: a running server asked with dig/kdig, a location database generated
 //! for the test, admin overrides through the CLI.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -62,6 +64,7 @@ impl GeoDns {
                 "  { name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" },",
                 &format!("  {{ name = \"@\", type = \"TXT\", data = \"v=spf1 -all\" }},\n  {{ name = \"big\", type = \"TXT\", data = \"{}\" }},", big.join(" ")),
             );
+        let text = common::steering_beside(&text, dns);
         // A second zone from an RFC 1035 zone file, and a network override.
         std::fs::write(
             dir.path().join("static.zone"),

@@ -1,6 +1,8 @@
 //! geodns following a site feed served by healthd's feed server: a change applies to the next
 //! query, and a feed gone silent fails open after its grace period.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -93,6 +95,7 @@ fn feed_changes_steer_the_next_query_and_a_silent_feed_fails_open() {
         .replace("listen = [\"127.0.0.1:5353\"]", &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\"\nfeed_token = {{ env = \"FEED_TOKEN\" }}"))
         .replace("admin = \"127.0.0.1:9153\"", &format!("admin = \"{}:9153\"", net.host(53)))
         .replace("feed_grace = \"30s\"", "feed_grace = \"1s\"");
+    let text = common::steering_beside(&text, dns);
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let places = [geodns::geo::Place {
         network: "198.51.100.0/24".parse().unwrap(),
@@ -214,6 +217,7 @@ fn a_restarted_publisher_is_followed_at_once_and_a_silent_stream_is_dialled_agai
             "admin = \"127.0.0.1:9153\"",
             &format!("admin = \"{}:9153\"", net.host(53)),
         );
+    let text = common::steering_beside(&text, dns);
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let places = [geodns::geo::Place {
         network: "198.51.100.0/24".parse().unwrap(),

@@ -156,6 +156,24 @@ fn queries_never_panic_and_answers_decode() {
 }
 
 #[test]
+fn steering_requests_never_panic_and_always_get_a_manifest() {
+    let shared = shared();
+    let seeds: Vec<Vec<u8>> = [
+        "_HLS_pathway=ams&_HLS_throughput=5000000\n198.51.100.7",
+        "_HLS_pathway=fra&session=0123abcd&from=ams\n203.0.113.9, 10.1.1.1",
+        "_HLS_throughput=-1&_HLS_pathway=%00%ff&session=\nnonsense",
+        "\n2001:db8:1::5",
+        "from=lon&from=ams&_HLS_pathway=lon\n",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz::run_n("steering-request", &regressions(), &seeds, 3000, |input| {
+        geodns::fuzzing::steering_request(&shared, input)
+    });
+}
+
+#[test]
 fn zone_files_never_panic_the_parser_or_the_lookups() {
     let seeds = vec![
         b"$ORIGIN static.example.net.\n$TTL 300\n@ IN SOA ns1 hostmaster 7 3600 600 604800 60\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww 120 IN AAAA 2001:db8::80\nalias IN CNAME www\n@ IN MX 10 mail\n@ IN TXT \"v=spf1 -all\"\n*.w IN A 192.0.2.9\n".to_vec(),

@@ -198,6 +198,7 @@ fn agree_with_gdnsd(name: &str, networks: &[Place<'static>], clients: Vec<Ipv4Ad
             "admin = \"127.0.0.1:9153\"",
             &format!("admin = \"{}:9153\"", net.host(1)),
         );
+    let text = common::steering_beside(&text, ours);
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
     cmd.arg("--config").arg(dir.path().join("deploy.toml"));

@@ -1,6 +1,7 @@
 //! The lab: topologies in containerlab's format, a runner that builds them from network
 //! namespaces, and the one-command demo.
 
+pub mod browsing;
 pub mod chaos;
 pub mod collector;
 pub mod demo;

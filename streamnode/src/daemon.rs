@@ -140,15 +140,23 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .with_context(|| format!("cannot listen on {}", node.listen))?;
     let liveness = daemon::Liveness::default();
     tokio::spawn(watch_channels(state.clone(), &liveness));
-    let viewers = liveness.flag(format!("viewer listener on {}", node.listen));
-    tokio::spawn(daemon::public::serve(
-        listener,
-        router(state.clone()),
-        tls,
-        daemon::public::Limits::of(node),
-        state.admission.clone(),
-        viewers,
-    ));
+    let beat = liveness.flag(format!("viewer listener on {}", node.listen));
+    let (served, limits) = (state.clone(), daemon::public::Limits::of(node));
+    let viewers = Arc::new(Viewers {
+        addr: node.listen,
+        serving: std::sync::Mutex::new(None),
+        start: Box::new(move |listener| {
+            tokio::spawn(daemon::public::serve(
+                listener,
+                router(served.clone()),
+                tls.clone(),
+                limits,
+                served.admission.clone(),
+                beat.clone(),
+            ))
+        }),
+    });
+    viewers.up(listener);
     daemon::systemd::serving(&liveness);
     if let Some(admin) = node.admin {
         let token = node
@@ -166,7 +174,7 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         let routes = open
             .merge(client_route(&state))
             .merge(daemon::admin::protected(
-                admin_routes(&state, node.fault_injection),
+                admin_routes(&state, node.fault_injection.then_some(&viewers)),
                 token,
             ));
         daemon::admin::serve(admin, routes).await?;
@@ -175,8 +183,6 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     Ok(state)
 }
 
-/// `GET /client?address=ADDR`: whether a client is trusted, the prefix it counts as, the
-/// connections it holds and its request bucket (limited within the last second or not).
 /// The pathways of a steered service's channels as the master playlists of a node at `site`
 /// list them: every site with a node carrying the service, this one first.
 fn steered(
@@ -202,6 +208,8 @@ fn steered(
     }
 }
 
+/// `GET /client?address=ADDR`: whether a client is trusted, the prefix it counts as, the
+/// connections it holds and its request bucket (limited within the last second or not).
 fn client_route(state: &Arc<NodeState>) -> axum::Router {
     #[derive(serde::Deserialize)]
     struct Query {
@@ -220,7 +228,7 @@ fn client_route(state: &Arc<NodeState>) -> axum::Router {
 
 /// The state-changing admin routes: drain and undrain, and fault injection when the node's
 /// configuration offers it (labs and demos).
-fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
+fn admin_routes(state: &Arc<NodeState>, fault_injection: Option<&Arc<Viewers>>) -> axum::Router {
     let (drain, undrain) = (state.clone(), state.clone());
     let routes = axum::Router::new()
         .route(
@@ -239,9 +247,10 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
                 "ok\n"
             }),
         );
-    if !fault_injection {
+    let Some(viewers) = fault_injection else {
         return routes;
-    }
+    };
+    let (down, up) = (viewers.clone(), viewers.clone());
     // Each fault is a switch, set by one route and cleared by another.
     let switch = |flag: &Arc<AtomicBool>, on: bool, what: &'static str| {
         let flag = flag.clone();
@@ -266,6 +275,68 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: bool) -> axum::Router {
             "/restore-ingest",
             switch(&faults.cut, false, "ingest restored"),
         )
+        // The node's HTTP server goes away, as when its process or host dies: new connections
+        // are refused, open ones closed.
+        .route(
+            "/stop-serving",
+            axum::routing::post(move || async move {
+                down.down();
+                tracing::warn!("viewer listener stopped by request (fault injection)");
+                "off\n"
+            }),
+        )
+        .route(
+            "/start-serving",
+            axum::routing::post(move || async move {
+                match tokio::net::TcpListener::bind(up.addr).await {
+                    Ok(listener) => {
+                        up.up(listener);
+                        tracing::warn!(
+                            "viewer listener started again by request (fault injection)"
+                        );
+                        (axum::http::StatusCode::OK, "on\n".to_owned())
+                    }
+                    Err(e) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot listen on {} again: {e}\n", up.addr),
+                    ),
+                }
+            }),
+        )
+}
+
+/// The viewer-facing server, which fault injection can take down and bring back.
+struct Viewers {
+    addr: SocketAddr,
+    serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    start: Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>,
+}
+
+impl Viewers {
+    /// Serves on `listener` (a server already running is stopped first).
+    fn up(&self, listener: tokio::net::TcpListener) {
+        let task = (self.start)(listener);
+        let old = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    /// Stops serving: the listener closes, and every connection with it.
+    fn down(&self) {
+        let task = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
 }
 
 /// Beats each channel's liveness while its newest segment is recent: a channel whose ingest or

@@ -847,3 +847,203 @@ fn the_built_in_channel_can_have_aligned_renditions() {
         "{sizes}"
     );
 }
+
+/// An HLS attribute list (RFC 8216 section 4.2), read strictly: names of `A-Z 0-9 -`, values
+/// a decimal integer, a decimal or signed float, a quoted string without line breaks or
+/// quotes, a resolution, or an enumerated string. `None` on anything else.
+fn attributes(list: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=')?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return None;
+        }
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            let value = &quoted[..end];
+            if value.contains(['\r', '\n']) {
+                return None;
+            }
+            (format!("\"{value}\""), &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            let value = &after[..end];
+            let plain = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'x'));
+            if !plain {
+                return None;
+            }
+            (value.to_owned(), &after[end..])
+        };
+        out.push((name.to_owned(), value));
+        rest = match next.strip_prefix(',') {
+            Some(more) if !more.is_empty() => more,
+            None if next.is_empty() => next,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+#[test]
+fn a_steered_master_lists_every_rendition_per_site_and_players_read_it() {
+    let test = "a_steered_master_lists_every_rendition_per_site_and_players_read_it";
+    let Some(_) = testkit::require(test, &[("ffprobe", "ffmpeg")], false) else {
+        return;
+    };
+    let dir = TempDir::new("streamnode");
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    // Two sites: the node's own, and another whose pathway here leads to the same node, so
+    // that a player can fetch everything either lists.
+    let renditions = "source = \"builtin\"\n\n[[channels.renditions]]\nname = \"360p\"\n\n[[channels.renditions]]\nname = \"180p\"\nclip = \"180p\"\n\n\
+         [[sites]]\nname = \"fra\"\ncountry = \"DE\"\nlatitude = 50.11\nlongitude = 8.68\nasn = 65002\nrouter_id = \"10.2.0.1\"\nspeaker.control = \"unix:/tmp/anycast-fra-speaker.sock\"\n\
+         [[sites.nodes]]\nname = \"fra-1\"\nipv4 = \"127.0.21.1\"\nlisten = \"127.0.21.1:8080\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n";
+    let steering = format!(
+        "\n[services.content_steering]\nserver = \"https://steer.tv.example.net/steer/live?v=1\"\nsites = {{ ams = \"http://{addr}\", fra = \"http://{addr}/\" }}\nttl = 5\n"
+    );
+    let text = MINIMAL
+        .replace(
+            "listen = \"127.0.1.1:8080\"",
+            &format!("listen = \"{addr}\""),
+        )
+        .replace("source = \"builtin\"", renditions)
+        .replace("channels = [\"test\"]\n", &format!("channels = [\"test\"]\n{steering}"))
+        .replace(
+            "[dns]\nlisten = [\"127.0.0.1:5353\"]\n",
+            "[dns]\nlisten = [\"127.0.0.1:5353\"]\ncontent_steering = { listen = [\"127.0.0.1:8085\"] }\n",
+        );
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, &text).unwrap();
+    let check = run(
+        {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+            cmd.arg("--config").arg(&config).arg("check-config");
+            cmd
+        },
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config").arg(&config).args(["--node", "ams-1"]);
+    let node = Daemon::spawn("streamnode", cmd, &dir.path().join("streamnode.log")).unwrap();
+    let master = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, body)| body)
+    });
+    let Some(master) = master else {
+        panic!("no master playlist:\n{}", node.log_text());
+    };
+
+    // Strictly: every line a known tag with a well-formed attribute list, or a variant's URI.
+    let mut lines = master.lines();
+    assert_eq!(lines.next(), Some("#EXTM3U"), "{master}");
+    let (mut steering_tag, mut variants) = (None, Vec::new());
+    let mut pending: Option<Vec<(String, String)>> = None;
+    for line in lines {
+        if let Some(list) = line.strip_prefix("#EXT-X-CONTENT-STEERING:") {
+            steering_tag = Some(attributes(list).unwrap_or_else(|| panic!("{line}")));
+        } else if let Some(list) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            assert!(pending.is_none(), "two STREAM-INF in a row:\n{master}");
+            pending = Some(attributes(list).unwrap_or_else(|| panic!("{line}")));
+        } else if line.starts_with('#') {
+            assert!(
+                ["#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"].contains(&line),
+                "unexpected tag {line}"
+            );
+        } else {
+            let attrs = pending
+                .take()
+                .unwrap_or_else(|| panic!("URI {line} without STREAM-INF"));
+            variants.push((attrs, line.to_owned()));
+        }
+    }
+    let value = |attrs: &[(String, String)], name: &str| {
+        attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim_matches('"').to_owned())
+    };
+    let tag = steering_tag.expect("EXT-X-CONTENT-STEERING");
+    let session = value(&tag, "SERVER-URI").unwrap();
+    assert!(
+        session.starts_with("https://steer.tv.example.net/steer/live?v=1&session="),
+        "{session}"
+    );
+    assert_eq!(
+        value(&tag, "PATHWAY-ID").as_deref(),
+        Some("ams"),
+        "starts here"
+    );
+    let mut by_pathway: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (attrs, uri) in &variants {
+        assert!(value(attrs, "BANDWIDTH").is_some(), "{attrs:?}");
+        let pathway = value(attrs, "PATHWAY-ID").expect("PATHWAY-ID");
+        let stable = value(attrs, "STABLE-VARIANT-ID").expect("STABLE-VARIANT-ID");
+        assert_eq!(uri, &format!("http://{addr}/test/{stable}/index.m3u8"));
+        by_pathway.entry(pathway).or_default().push(stable);
+    }
+    assert_eq!(
+        by_pathway.keys().collect::<Vec<_>>(),
+        ["ams", "fra"],
+        "one pathway per site carrying the service"
+    );
+    assert!(
+        by_pathway.values().all(|v| v == &["360p", "180p"]),
+        "every pathway lists every rendition: {by_pathway:?}"
+    );
+    let second = testkit::http::get(addr, "/test/index.m3u8").unwrap().1;
+    assert_ne!(
+        value(
+            &attributes(
+                second
+                    .lines()
+                    .nth(3)
+                    .unwrap()
+                    .strip_prefix("#EXT-X-CONTENT-STEERING:")
+                    .unwrap()
+            )
+            .unwrap(),
+            "SERVER-URI"
+        ),
+        Some(session),
+        "each master names a session of its own"
+    );
+
+    // ffprobe reads the master and every variant it lists, through each pathway.
+    let url = format!("http://{addr}/test/index.m3u8");
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-show_entries",
+        "program=program_id",
+        "-of",
+        "csv=p=0",
+        &url,
+    ]);
+    let out = run(cmd, Duration::from_secs(30)).unwrap();
+    let programs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert!(
+        out.status.success() && programs == 4,
+        "ffprobe read {programs} variants: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        master
+    );
+}

@@ -260,6 +260,11 @@ pub struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// Console errors and uncaught exceptions of every page of the browser so far.
+    pub fn problems(&self) -> Vec<String> {
+        self.browser.problems()
+    }
+
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         let session = self.session.clone();
         self.browser.call(Some(&session), method, params)

@@ -54,7 +54,8 @@ function play(id, url, config) {
   document.body.appendChild(video);
   const hls = new Hls(Object.assign({ liveSyncDurationCount: 3 }, config || {}));
   const p = { hls, video, frags: 0, host: null, switches: [], errors: [], steering: [],
-              last: null, started: null, stallSince: null, longestStall: 0, lowestAhead: null };
+              last: null, started: null, stallSince: null, longestStall: 0, stalledTotal: 0,
+              lowestAhead: null };
   players[id] = p;
   hls.on(Hls.Events.FRAG_LOADED, (e, d) => {
     p.frags++;
@@ -78,8 +79,11 @@ function ahead(v) {
   }
   return 0;
 }
+let lastTick = Date.now();
 setInterval(() => {
   const now = Date.now();
+  const tick = now - lastTick;
+  lastTick = now;
   for (const id in players) {
     const p = players[id];
     const t = p.video.currentTime;
@@ -90,7 +94,10 @@ setInterval(() => {
     } else if (p.started !== null && p.stallSince === null) {
       p.stallSince = now;
     }
-    if (p.stallSince !== null) p.longestStall = Math.max(p.longestStall, now - p.stallSince);
+    if (p.stallSince !== null) {
+      p.longestStall = Math.max(p.longestStall, now - p.stallSince);
+      p.stalledTotal += tick;
+    }
     if (p.started !== null) {
       const a = ahead(p.video);
       p.lowestAhead = p.lowestAhead === null ? a : Math.min(p.lowestAhead, a);
@@ -100,6 +107,7 @@ setInterval(() => {
 function mark(id) {
   const p = players[id];
   p.longestStall = p.stallSince === null ? 0 : Date.now() - p.stallSince;
+  p.stalledTotal = 0;
   p.lowestAhead = null;
   return true;
 }
@@ -107,7 +115,7 @@ function report(id) {
   const p = players[id];
   return { currentTime: p.video.currentTime, ahead: ahead(p.video), started: p.started,
            frags: p.frags, host: p.host, switches: p.switches, errors: p.errors,
-           steering: p.steering, longestStall: p.longestStall,
+           steering: p.steering, longestStall: p.longestStall, stalledTotal: p.stalledTotal,
            stalled: p.stallSince === null ? 0 : Date.now() - p.stallSince,
            lowestAhead: p.lowestAhead };
 }
@@ -262,6 +270,12 @@ impl Report {
     /// on included).
     pub fn longest_stall(&self) -> Duration {
         let ms = self.0["longestStall"].as_f64().unwrap_or(0.0);
+        Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    }
+
+    /// The time the position stood still in all since the last mark.
+    pub fn stalled_total(&self) -> Duration {
+        let ms = self.0["stalledTotal"].as_f64().unwrap_or(0.0);
         Duration::from_secs_f64(ms.max(0.0) / 1000.0)
     }
 

@@ -66,7 +66,7 @@ pub fn write_geo_db(dir: &Path) {
 /// [`EXAMPLE`] answering on `dns` with the location database `geo.mmdb` beside it, its admin
 /// endpoint on `admin`.
 pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
-    EXAMPLE
+    let text = EXAMPLE
         .replace(
             "listen = [\"127.0.0.1:5353\"]",
             &format!("listen = [\"{dns}\"]\ngeoip_db = \"geo.mmdb\""),
@@ -74,14 +74,20 @@ pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
         .replace(
             "admin = \"127.0.0.1:9153\"",
             &format!("admin = \"{admin}\""),
-        )
-        .replace(
-            "content_steering = { listen = [\"127.0.0.1:8085\"] }",
-            &format!(
-                "content_steering = {{ listen = [\"{}\"] }}",
-                SocketAddr::new(dns.ip(), 8085)
-            ),
-        )
+        );
+    steering_beside(&text, dns)
+}
+
+/// The example's steering listener moved to `dns`'s address (port 8085), so that tests running
+/// side by side each have their own.
+pub fn steering_beside(text: &str, dns: SocketAddr) -> String {
+    text.replace(
+        "content_steering = { listen = [\"127.0.0.1:8085\"] }",
+        &format!(
+            "content_steering = {{ listen = [\"{}\"] }}",
+            SocketAddr::new(dns.ip(), 8085)
+        ),
+    )
 }
 
 /// A generated real-size location database: /24s spread over the public IPv4 space (each
