@@ -32,7 +32,7 @@ use testkit::process::{Daemon, TempDir, cpu_times, run, wait_for};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{UNLIMITED, example_on, gdnsd, write_geo_db};
+use common::{CITIES, CLIENTS, SLASH24S, SLASH48S, UNLIMITED, example_on, gdnsd, write_geo_db};
 
 const SECONDS: u32 = 8;
 /// ECS option for 198.51.100.0/24 (family 1, source 24, scope 0): Amsterdam.
@@ -142,14 +142,7 @@ fn ready(server: SocketAddr) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("127.0.11."))
 }
 
-/// Cities of the real-size database: coordinates spread over the inhabited latitudes.
-const CITIES: usize = 300;
-/// /24s of the real-size database, each split into four /26s: 1,048,576 networks.
-const SLASH24S: usize = 262_144;
-/// Distinct client /24s in the spread load, as resolvers all over the world.
-const CLIENTS: usize = 200_000;
-/// IPv6 /48s of the real-size database, and the distinct ones asking in the IPv6 load.
-const SLASH48S: usize = 262_144;
+/// The distinct IPv6 /48s asking in the IPv6 load.
 const V6_CLIENTS: usize = 100_000;
 const SPREAD_RATE: u32 = 20_000;
 const SPREAD_SECONDS: u64 = 10;

@@ -27,13 +27,8 @@ use testkit::process::{Daemon, TempDir, cpu_times, wait_for};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{UNLIMITED, example_on};
+use common::{CITIES, CLIENTS, SLASH24S, UNLIMITED, example_on};
 
-const CITIES: usize = 300;
-/// /24s of the database, each split into four /26s: 1,048,576 networks.
-const SLASH24S: usize = 262_144;
-/// Distinct client networks asking.
-const CLIENTS: usize = 200_000;
 const CONNECTIONS: usize = 16;
 const SECONDS: u64 = 8;
 const ROUNDS: usize = 2;

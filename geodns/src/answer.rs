@@ -80,28 +80,24 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
             ..Outcome::default()
         };
     };
+    // A name answered from health: records, or NODATA with the zone's SOA.
+    let computed = |answers: Vec<Record>| Outcome {
+        rcode: ResponseCode::NoError,
+        authoritative: true,
+        soa: answers.is_empty().then(|| zone.negative_soa()),
+        answers,
+        ..Outcome::default()
+    };
     if let Some(&service) = prepared.zones.services.get(qname) {
         let (records, steered, scope) = steer(shared, &prepared, service, qname, qtype, client);
-        let soa = records.is_empty().then(|| zone.negative_soa());
         return Outcome {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answers: records,
-            soa,
             scope,
             steering: Some(steered),
+            ..computed(records)
         };
     }
     if let Some(&pathway) = prepared.zones.pathways.get(qname) {
-        let records = pathway_records(shared, &prepared, pathway, qname, qtype);
-        let soa = records.is_empty().then(|| zone.negative_soa());
-        return Outcome {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answers: records,
-            soa,
-            ..Outcome::default()
-        };
+        return computed(pathway_records(shared, &prepared, pathway, qname, qtype));
     }
     match zone.lookup(qname, qtype) {
         Lookup::Answer(records) => {

@@ -507,6 +507,11 @@ mod tests {
             Some("ams"),
             "DNS and steering agree"
         );
+        // An operator drains Amsterdam too: it drops behind Frankfurt at the next reload.
+        shared.update_health(|h| h.set_admin("ams", None, Some(crate::health::AdminState::Down)));
+        let drained = answer(&shared, live, london, &request, now).unwrap();
+        assert_eq!(drained.manifest.pathway_priority, ["fra", "ams", "lon"]);
+        assert_eq!(drained.manifest.ttl, 1, "a site it depends on is changing");
         // The player moved: the next request, through the RELOAD-URI, says so.
         let next = Request::parse(Some("_HLS_pathway=ams&session=s1&from=lon"));
         let steered = answer(&shared, live, london, &next, now).unwrap();

@@ -90,6 +90,15 @@ pub fn steering_beside(text: &str, dns: SocketAddr) -> String {
     )
 }
 
+/// Cities of the benchmarks' real-size database: coordinates spread over the inhabited latitudes.
+pub const CITIES: usize = 300;
+/// /24s of the real-size database, each split into four /26s: 1,048,576 networks.
+pub const SLASH24S: usize = 262_144;
+/// IPv6 /48s of the real-size database.
+pub const SLASH48S: usize = 262_144;
+/// Distinct client /24s asking in the benchmarks' spread loads, as clients all over the world.
+pub const CLIENTS: usize = 200_000;
+
 /// A generated real-size location database: /24s spread over the public IPv4 space (each
 /// split into four /26s) and IPv6 /48s in the regional registries' blocks, every network in
 /// one of `cities` random cities between 50°S and 70°N.
