@@ -155,13 +155,16 @@ pub fn answer(
     let known = |p: &Option<String>| p.as_ref().filter(|p| d.site(p).is_some()).cloned();
     let (pathway, from) = (known(&request.pathway), known(&request.from));
     let mut reload = url::Url::parse(&settings.server).ok()?;
-    {
+    let context = [
+        ("session", request.session.as_ref()),
+        ("from", pathway.as_ref()),
+    ];
+    if context.iter().any(|(_, v)| v.is_some()) {
         let mut pairs = reload.query_pairs_mut();
-        if let Some(session) = &request.session {
-            pairs.append_pair("session", session);
-        }
-        if let Some(pathway) = &pathway {
-            pairs.append_pair("from", pathway);
+        for (key, value) in context {
+            if let Some(value) = value {
+                pairs.append_pair(key, value);
+            }
         }
     }
     let moved = match (from, pathway) {
@@ -279,10 +282,12 @@ async fn handle(
 const MAX_CONNECTIONS: u32 = 10_000;
 
 /// Serves the steering routes on `addr` in the background, with the accept loop and per-client
-/// limits of every public HTTP server.
+/// limits of every public HTTP server; `trusted_proxies` are never limited (each speaks for
+/// many players).
 pub async fn serve(
     shared: Arc<Shared>,
     addr: SocketAddr,
+    trusted_proxies: &[ipnet::IpNet],
     liveness: &daemon::Liveness,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -291,7 +296,11 @@ pub async fn serve(
         header_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(20),
     };
-    let admission = daemon::admission::Admission::new(&Default::default(), []);
+    let limits_per_client = config::site::ClientLimits {
+        trusted: trusted_proxies.to_vec(),
+        ..Default::default()
+    };
+    let admission = daemon::admission::Admission::new(&limits_per_client, []);
     let beat = liveness.flag(format!("steering listener on {addr}"));
     tracing::info!(%addr, "answering HLS content steering requests");
     Ok(tokio::spawn(daemon::public::serve(

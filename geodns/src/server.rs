@@ -109,10 +109,18 @@ pub async fn run(
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
     }
     let mut steering_listeners = Vec::new();
-    for addr in dns.content_steering.iter().flat_map(|s| s.listen.iter()) {
-        let listening = crate::content_steering::serve(shared.clone(), *addr, &liveness).await;
-        steering_listeners
-            .push(listening.map_err(|cause| RunError::Listen { addr: *addr, cause })?);
+    for steering in dns.content_steering.iter() {
+        for addr in &steering.listen {
+            let listening = crate::content_steering::serve(
+                shared.clone(),
+                *addr,
+                &steering.trusted_proxies,
+                &liveness,
+            )
+            .await;
+            steering_listeners
+                .push(listening.map_err(|cause| RunError::Listen { addr: *addr, cause })?);
+        }
     }
     let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;

@@ -211,7 +211,8 @@ pub struct Trial {
 /// `steered` its master playlist (content steering), `dns` its first rendition's media
 /// playlist at the service's host name (DNS steering alone: a browser keeps an answer for a
 /// minute and a player its connection). Once both have played 4 s, `fault` hits the site they
-/// play from and both are watched for `window`; the fault is then cleared.
+/// play from and both are watched for `window`; the fault is then cleared (the site comes back
+/// when healthd has seen it healthy again, later when flap damping holds it out).
 pub fn trial(
     d: &Deployment,
     resolved: &Resolved,
@@ -328,14 +329,6 @@ pub fn trial(
     drop(tab);
     drop(browser);
     fault.apply(hit, false)?;
-    // The site back in service before the next trial: first again for this client.
-    let back = Instant::now();
-    while first_pathway(listen, &path).as_deref() != Some(site.as_str()) {
-        if back.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("{site} did not come back within 30 s of the fault's end");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     Ok(Trial {
         site,
         buffer_at_fault,
@@ -344,6 +337,33 @@ pub fn trial(
         dns,
         problems,
     })
+}
+
+/// Waits until geodns (admin endpoint `admin`) calls every site usable for `host`; how long
+/// that took.
+pub fn wait_every_site_usable(
+    admin: SocketAddr,
+    host: &str,
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = std::time::Instant::now();
+    let path = format!("/explain?name={host}&client=127.0.0.1");
+    loop {
+        let usable = testkit::http::get(admin, &path)
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|e| {
+                let verdicts = e["steering"]["choice"]["verdicts"].as_array()?.clone();
+                Some(!verdicts.is_empty() && verdicts.iter().all(|v| v["usable"] == true))
+            });
+        if usable == Some(true) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            anyhow::bail!("some site of {host} was still out of service after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The first pathway the steering server at `listen` gives for `path`.
