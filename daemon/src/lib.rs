@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod handover;
 pub mod http;
 pub mod liveness;
 pub mod logging;

