@@ -292,7 +292,15 @@ fn print_help(config: &Path, console: Option<SocketAddr>) {
         ),
         (
             "curl http://127.0.11.1:8080/sports/index.m3u8".to_owned(),
-            "a master playlist: two renditions",
+            "a master playlist: two renditions per site, steered",
+        ),
+        (
+            "curl 'http://127.0.0.1:8085/steer/live?_HLS_pathway=ams'".to_owned(),
+            "the content steering answer: sites in the order to use",
+        ),
+        (
+            "for n in 1 2; do curl -X POST http://127.0.11.$n:8081/stop-serving; done".to_owned(),
+            "take Amsterdam's nodes down (undo: /start-serving)",
         ),
         (
             "for n in 1 2; do curl -X POST http://127.0.11.$n:8081/freeze; done".to_owned(),
