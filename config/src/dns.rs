@@ -57,6 +57,10 @@ pub struct Dns {
     /// that anycast moves to another instance presents a cookie that one does not accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookies: Option<Cookies>,
+    /// Unix socket where the running geodns offers its sockets to a replacement started with
+    /// `--take-over` (an upgrade without a lost query); none: no hand-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<PathBuf>,
     /// The HLS content steering server, for services with `content_steering`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_steering: Option<SteeringServer>,
@@ -200,6 +204,7 @@ impl Default for Dns {
             overrides: Vec::new(),
             rate_limit: RateLimit::default(),
             cookies: None,
+            handover: None,
             content_steering: None,
         }
     }

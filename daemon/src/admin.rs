@@ -109,12 +109,21 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|cause| AdminError { addr, cause })?;
+    Ok(serve_on(listener, router))
+}
+
+/// Serves `router` on `listener` (bound here, or received from the process this one replaces)
+/// in a background task.
+pub fn serve_on(listener: tokio::net::TcpListener, router: Router) -> tokio::task::JoinHandle<()> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     info!(%addr, "admin endpoint listening (/metrics, /healthz)");
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             warn!(%addr, "admin endpoint stopped: {e}");
         }
-    }))
+    })
 }
 
 /// Encodes a registry in the Prometheus text format.

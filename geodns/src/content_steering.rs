@@ -14,7 +14,7 @@
 //! state kept here.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -281,16 +281,16 @@ async fn handle(
 /// queue. A player holds one for a moment every TTL.
 const MAX_CONNECTIONS: u32 = 10_000;
 
-/// Serves the steering routes on `addr` in the background, with the accept loop and per-client
+/// Serves the steering routes on `listener` in the background, with the accept loop and per-client
 /// limits of every public HTTP server; `trusted_proxies` are never limited (each speaks for
 /// many players).
-pub async fn serve(
+pub fn serve(
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     trusted_proxies: &[ipnet::IpNet],
     liveness: &daemon::Liveness,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     let limits = daemon::public::Limits {
         max_connections: MAX_CONNECTIONS,
         header_timeout: Duration::from_secs(5),

@@ -29,6 +29,7 @@ mod rrl;
 pub mod server;
 mod state;
 mod steering;
+pub mod takeover;
 mod tcp;
 mod udp;
 mod zone;

@@ -21,6 +21,10 @@ struct Cli {
     /// Threads answering queries (default: one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Replace the running geodns: take its sockets and state at `dns.handover`, serve, and
+    /// let it stop (an upgrade without a lost query).
+    #[arg(long)]
+    take_over: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,7 +83,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let threads = cli
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            Ok(geodns::server::run(deployment, path, threads).await?)
+            Ok(geodns::server::run(deployment, path, threads, cli.take_over).await?)
         }
         Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
         Some(Command::Explain {

@@ -46,6 +46,14 @@ pub enum RunError {
     AdminState(#[from] crate::admin_state::AdminStateError),
     #[error("dns.admin_token: {0}")]
     Secret(#[from] config::types::SecretError),
+    #[error(transparent)]
+    TakeOver(#[from] crate::takeover::TakeOverError),
+    #[error(
+        "--take-over needs dns.handover: the socket where the running geodns offers its sockets"
+    )]
+    NoHandover,
+    #[error("dns.handover: {0}")]
+    Offer(std::io::Error),
 }
 
 /// Opens the location database named in the deployment, if any.
@@ -57,14 +65,26 @@ pub fn open_geo(d: &Deployment) -> Result<Option<GeoDb>, crate::geo::GeoError> {
         .transpose()
 }
 
-/// Serves DNS until SIGTERM/Ctrl-C. SIGHUP re-reads `config_path`.
-/// `udp_threads` workers answer UDP on each listen address, a task per listener TCP.
+/// How long a replaced geodns lets its open TCP connections finish before it exits.
+const TCP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves DNS until SIGTERM/Ctrl-C, or until a replacement took over (see [`crate::takeover`]).
+/// SIGHUP re-reads `config_path`. `udp_threads` workers answer UDP on each listen address, a
+/// task per listener TCP. With `take_over`, the sockets and state come from the running geodns
+/// at `dns.handover` instead of being bound here.
 pub async fn run(
     deployment: Deployment,
     config_path: PathBuf,
     udp_threads: usize,
+    take_over: bool,
 ) -> Result<(), RunError> {
     let dns = deployment.dns.clone().ok_or(RunError::NoDns)?;
+    // Taken first: a replacement that cannot reach the running geodns changes nothing.
+    let mut inherited = match (take_over, &dns.handover) {
+        (false, _) => crate::takeover::Inherited::default(),
+        (true, None) => return Err(RunError::NoHandover),
+        (true, Some(path)) => crate::takeover::Inherited::receive(path)?,
+    };
     let geo = open_geo(&deployment)?;
     if geo.is_none() {
         warn!("no location database (dns.geoip_db): every client gets the default site order");
@@ -87,23 +107,32 @@ pub async fn run(
             info!(overrides = saved.len(), path = %path.display(), "operator overrides restored");
         }
     }
+    // What the replaced process knew, in place before the first answer.
+    if let Some(state) = inherited.state.take() {
+        shared.update_health(|health| state.apply(health));
+    }
+    let mut offered = crate::takeover::Offered::default();
     let liveness = Liveness::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     let mut tcp = Vec::new();
     for addr in &dns.listen {
         let listen_error = |cause| RunError::Listen { addr: *addr, cause };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = inherited.tcp("dns tcp", *addr).map_err(listen_error)?;
+        offered
+            .tcp("dns tcp", *addr, &listener)
             .map_err(listen_error)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
         let beat = liveness.flag(format!("dns tcp listener on {addr}"));
         tcp.push(tokio::spawn(crate::tcp::serve(
             shared.clone(),
             listener,
             beat,
         )));
+        let sockets = inherited.udp(*addr, udp_threads).map_err(listen_error)?;
+        offered.udp(*addr, &sockets).map_err(listen_error)?;
         workers.extend(
-            crate::udp::spawn(shared.clone(), *addr, udp_threads, stop.clone(), &liveness)
+            crate::udp::spawn_on(shared.clone(), *addr, sockets, stop.clone(), &liveness)
                 .map_err(listen_error)?,
         );
         info!(%addr, udp_threads, "answering DNS over UDP and TCP");
@@ -111,22 +140,47 @@ pub async fn run(
     let mut steering_listeners = Vec::new();
     for steering in dns.content_steering.iter() {
         for addr in &steering.listen {
+            let listen_error = |cause| RunError::Listen { addr: *addr, cause };
+            let listener = inherited.tcp("steering", *addr).map_err(listen_error)?;
+            offered
+                .tcp("steering", *addr, &listener)
+                .map_err(listen_error)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
             let listening = crate::content_steering::serve(
                 shared.clone(),
-                *addr,
+                listener,
                 &steering.trusted_proxies,
                 &liveness,
-            )
-            .await;
-            steering_listeners
-                .push(listening.map_err(|cause| RunError::Listen { addr: *addr, cause })?);
+            );
+            steering_listeners.push(listening.map_err(listen_error)?);
         }
     }
     let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
     daemon::systemd::serving(&liveness);
-    let _admin =
-        daemon::admin::serve(dns.admin, admin_router(shared.clone(), liveness, token)).await?;
+    let admin_error = |cause| daemon::admin::AdminError {
+        addr: dns.admin,
+        cause,
+    };
+    let admin = inherited.tcp("admin", dns.admin).map_err(admin_error)?;
+    offered
+        .tcp("admin", dns.admin, &admin)
+        .map_err(admin_error)?;
+    let admin = tokio::net::TcpListener::from_std(admin).map_err(admin_error)?;
+    let _admin = daemon::admin::serve_on(admin, admin_router(shared.clone(), liveness, token));
+    let offer = dns
+        .handover
+        .as_ref()
+        .map(|path| crate::takeover::Offer::bind(path, take_over))
+        .transpose()
+        .map_err(RunError::Offer)?;
+    inherited.serving();
+    let (replaced_tx, mut replaced) = tokio::sync::oneshot::channel();
+    if let Some(offer) = offer {
+        offer
+            .start(offered, shared.clone(), replaced_tx)
+            .map_err(RunError::Offer)?;
+    }
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));
     }
@@ -134,7 +188,18 @@ pub async fn run(
         addr: dns.admin,
         cause,
     })?;
-    while signals.next().await == daemon::signals::Request::Reload {
+    let mut handed_over = false;
+    loop {
+        let request = tokio::select! {
+            request = signals.next() => request,
+            Ok(()) = &mut replaced => {
+                handed_over = true;
+                break;
+            }
+        };
+        if request != daemon::signals::Request::Reload {
+            break;
+        }
         // Parsing and compiling happen off the serving threads and the runtime's; the running
         // configuration answers until the new one is swapped in.
         let (reloading, path) = (shared.clone(), config_path.clone());
@@ -151,6 +216,11 @@ pub async fn run(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for task in tcp.into_iter().chain(steering_listeners) {
         task.abort();
+    }
+    if handed_over {
+        // Queries already read are answered by the workers before they stop; TCP connections
+        // open here get a moment to finish (new ones go to the replacement).
+        tokio::time::sleep(TCP_DRAIN).await;
     }
     for worker in workers {
         let _ = worker.join();

@@ -218,7 +218,12 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
         sites.push((site.name.clone(), handle));
     }
     let console = d.dns.as_ref().map(|dns| dns.admin);
-    let dns = tokio::spawn(geodns::server::run(d.clone(), config_path.clone(), 1));
+    let dns = tokio::spawn(geodns::server::run(
+        d.clone(),
+        config_path.clone(),
+        1,
+        false,
+    ));
 
     print_help(&config_path, console);
     loop {

@@ -49,17 +49,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Runs `threads` workers on `addr` until `stop` is set, each registered in `liveness`.
-pub fn spawn(
+/// Runs a worker on each of `sockets` (bound to `addr`, or received from the geodns this one
+/// replaces) until `stop` is set, each registered in `liveness`.
+pub fn spawn_on(
     shared: Arc<Shared>,
     addr: SocketAddr,
-    threads: usize,
+    sockets: Vec<UdpSocket>,
     stop: Arc<AtomicBool>,
     liveness: &Liveness,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
-        let socket = bind(addr)?;
+    for (i, socket) in sockets.into_iter().enumerate() {
+        // A received socket keeps the options it was bound with; the wake-up is ours to set.
+        socket.set_read_timeout(Some(WAKE))?;
         let shared = shared.clone();
         let stop = stop.clone();
         let beat = liveness.heartbeat(format!("dns udp worker {i} on {addr}"), LIVENESS_BOUND);

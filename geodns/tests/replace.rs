@@ -1,0 +1,160 @@
+//! Replacing a running geodns under load (`geodns --take-over`): queries at a steady rate from
+//! many client subnets while a replacement that fails (its admin address is taken) tries and
+//! gives up, then a second geodns takes the first one's sockets and state over. Every query
+//! must be answered (none lost, none REFUSED), the old process must go on after the failed
+//! attempt and exit by itself once the new one serves, and an operator's override made on the
+//! old one must hold on the new one from its first answer.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{UNLIMITED, example_on, write_geo_db};
+use testkit::dnsload::{self, Load, Pace};
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+const NAME: &str = "live.tv.example.net.";
+
+fn geodns(config: &std::path::Path, log: &std::path::Path, take_over: bool) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config").arg(config).args(["--threads", "2"]);
+    if take_over {
+        cmd.arg("--take-over");
+    }
+    Daemon::spawn("geodns", cmd, log).expect("start geodns")
+}
+
+#[test]
+fn a_replacement_takes_over_without_a_lost_query() {
+    let dir = TempDir::new("geodns-replace");
+    write_geo_db(dir.path());
+    let net = Loopback::fresh();
+    let dns = SocketAddr::from((net.host(1), 5353));
+    let admin = SocketAddr::from((net.host(1), 9153));
+    let handover = dir.path().join("geodns.handover");
+    let text = example_on(dns, admin).replacen(
+        "[dns]\n",
+        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
+        1,
+    ) + UNLIMITED;
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut old = geodns(&config, &dir.path().join("old.log"), false);
+    let subnets = dnsload::spread_v4(2000, 24, 7);
+    let up = wait_for(Duration::from_secs(20), || {
+        let probe = Load::new(
+            dns,
+            NAME,
+            subnets[..1].to_vec(),
+            Pace::Rate(10),
+            Duration::from_millis(200),
+        );
+        dnsload::run(&probe)
+            .ok()
+            .filter(|r| r.answered > 0)
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "geodns did not answer:\n{}", old.log_text());
+    // An operator takes London out on the old process.
+    let (status, body) = testkit::http::post(admin, "/admin-state?site=lon&state=down").unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let load = Load::new(dns, NAME, subnets, Pace::Rate(2000), Duration::from_secs(8));
+    let loading = std::thread::spawn(move || dnsload::run(&load).expect("the load runs"));
+    std::thread::sleep(Duration::from_millis(1000));
+    // A replacement that receives the sockets, then cannot serve: the old one goes on.
+    let blocker = std::net::TcpListener::bind((net.host(2), 9153)).unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &format!("admin = \"{admin}\""),
+            &format!("admin = \"{}\"", blocker.local_addr().unwrap()),
+        ),
+    )
+    .unwrap();
+    let mut failed = geodns(&broken, &dir.path().join("broken.log"), true);
+    let failed_code = failed.wait_exit(Duration::from_secs(20));
+    assert_ne!(failed_code, Some(0), "{}", failed.log_text());
+    let kept = wait_for(Duration::from_secs(5), || {
+        old.log_text()
+            .contains("hand-over failed, still serving")
+            .then_some(())
+    });
+    assert!(kept.is_some(), "{}", old.log_text());
+    std::thread::sleep(Duration::from_millis(1000));
+    let new = geodns(&config, &dir.path().join("new.log"), true);
+    let exited = old.wait_exit(Duration::from_secs(20));
+    let report = loading.join().unwrap();
+    println!(
+        "through the replace: {} sent, {} answered, {} lost, rcodes {:?}",
+        report.sent, report.answered, report.lost, report.rcodes
+    );
+    assert_eq!(
+        exited,
+        Some(0),
+        "the old geodns did not stop by itself:\n{}\n--- new:\n{}",
+        old.log_text(),
+        new.log_text()
+    );
+    assert!(
+        old.log_text().contains("the replacement serves"),
+        "{}",
+        old.log_text()
+    );
+    assert!(report.sent >= 14_000, "{report:?}");
+    assert_eq!(
+        report.lost,
+        0,
+        "queries lost through the replace:\n{}\n--- new:\n{}",
+        old.log_text(),
+        new.log_text()
+    );
+    assert_eq!(
+        report.rcodes.keys().copied().collect::<Vec<_>>(),
+        vec![0],
+        "every answer NOERROR"
+    );
+    // The new process has the override, and offers its sockets in turn.
+    let (_, explained) =
+        testkit::http::get(admin, "/explain?name=live.tv.example.net&client=192.0.2.1").unwrap();
+    let e: serde_json::Value = serde_json::from_str(&explained).unwrap();
+    let london = e["steering"]["choice"]["verdicts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["site"] == "lon"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        london["usable"], false,
+        "override carried over: {explained}"
+    );
+    assert!(std::os::unix::net::UnixStream::connect(&handover).is_ok());
+}
+
+#[test]
+fn a_replacement_without_a_running_geodns_says_so_and_changes_nothing() {
+    let dir = TempDir::new("geodns-replace-alone");
+    write_geo_db(dir.path());
+    let net = Loopback::fresh();
+    let dns = SocketAddr::from((net.host(1), 5353));
+    let admin = SocketAddr::from((net.host(1), 9153));
+    let handover = dir.path().join("geodns.handover");
+    let text = example_on(dns, admin).replacen(
+        "[dns]\n",
+        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
+        1,
+    );
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut lone = geodns(&config, &dir.path().join("lone.log"), true);
+    let code = lone.wait_exit(Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{}", lone.log_text());
+    assert!(
+        lone.log_text().contains("cannot reach the running geodns"),
+        "{}",
+        lone.log_text()
+    );
+}
