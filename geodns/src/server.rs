@@ -167,7 +167,7 @@ pub async fn run(
         .tcp("admin", dns.admin, &admin)
         .map_err(admin_error)?;
     let admin = tokio::net::TcpListener::from_std(admin).map_err(admin_error)?;
-    let _admin = daemon::admin::serve_on(admin, admin_router(shared.clone(), liveness, token));
+    let admin = daemon::admin::serve_on(admin, admin_router(shared.clone(), liveness, token));
     let offer = dns
         .handover
         .as_ref()
@@ -218,6 +218,8 @@ pub async fn run(
         task.abort();
     }
     if handed_over {
+        // An operator's change from now on must reach the replacement, never this process.
+        admin.abort();
         // Queries already read are answered by the workers before they stop; TCP connections
         // open here get a moment to finish (new ones go to the replacement).
         tokio::time::sleep(TCP_DRAIN).await;
