@@ -19,7 +19,7 @@ use testkit::process::{Daemon, TempDir, run, wait_for};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{UNLIMITED, example_on, gdnsd, write_geo_db};
+use common::{UNLIMITED, answers, example_with_handover, gdnsd, write_geo_db};
 
 const REPLACES: usize = 20;
 const RATE: u32 = 5_000;
@@ -65,26 +65,11 @@ fn load(server: SocketAddr, each: Duration) -> Load {
     )
 }
 
-fn answering(server: SocketAddr) -> bool {
-    let probe = Load::new(
-        server,
-        NAME,
-        dnsload::spread_v4(1, 24, 3),
-        Pace::Rate(10),
-        Duration::from_millis(200),
-    );
-    dnsload::run(&probe).is_ok_and(|r| r.answered > 0)
-}
-
 fn geodns(dir: &Path, net: &Loopback) -> Figures {
     let dns = SocketAddr::from((net.host(1), 5353));
     let admin = SocketAddr::from((net.host(1), 9153));
     let handover = dir.join("geodns.handover");
-    let text = example_on(dns, admin).replacen(
-        "[dns]\n",
-        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
-        1,
-    ) + UNLIMITED;
+    let text = example_with_handover(dns, admin, &handover) + UNLIMITED;
     let config = dir.join("geodns.toml");
     std::fs::write(&config, text).expect("write deployment");
     let spawn = |n: usize, take_over: bool| {
@@ -99,7 +84,7 @@ fn geodns(dir: &Path, net: &Loopback) -> Figures {
         Daemon::spawn("geodns", cmd, &dir.join(format!("geodns-{n}.log"))).expect("start geodns")
     };
     let mut running = spawn(0, false);
-    wait_for(Duration::from_secs(30), || answering(dns).then_some(()))
+    wait_for(Duration::from_secs(30), || answers(dns).then_some(()))
         .unwrap_or_else(|| panic!("geodns did not answer:\n{}", running.log_text()));
     let load = load(dns, Duration::from_millis(300));
     let loading = std::thread::spawn(move || dnsload::run(&load).expect("the load runs"));
@@ -142,7 +127,7 @@ fn gdnsd_replaces(dir: &Path, net: &Loopback) -> Figures {
     let addr = SocketAddr::from((net.host(2), 5353));
     let db = dir.join("geo.mmdb");
     let first = gdnsd::start(dir, &db, addr, 2);
-    wait_for(Duration::from_secs(30), || answering(addr).then_some(()))
+    wait_for(Duration::from_secs(30), || answers(addr).then_some(()))
         .unwrap_or_else(|| panic!("gdnsd did not answer:\n{}", first.log_text()));
     let base = dir.join("gdnsd-2");
     let ctl = testkit::find_program("gdnsdctl").expect("gdnsdctl");

@@ -8,10 +8,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{UNLIMITED, example_on, write_geo_db};
+use common::{UNLIMITED, answers, example_with_handover, write_geo_db};
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
@@ -27,36 +28,55 @@ fn geodns(config: &std::path::Path, log: &std::path::Path, take_over: bool) -> D
     Daemon::spawn("geodns", cmd, log).expect("start geodns")
 }
 
+/// A deployment in a fresh directory whose geodns offers its sockets at `handover`, on
+/// addresses of its own.
+struct Setup {
+    dir: TempDir,
+    net: Loopback,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    handover: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(label: &str, extra: &str) -> Self {
+        let dir = TempDir::new(label);
+        write_geo_db(dir.path());
+        let net = Loopback::fresh();
+        let dns = SocketAddr::from((net.host(1), 5353));
+        let admin = SocketAddr::from((net.host(1), 9153));
+        let handover = dir.path().join("geodns.handover");
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(
+            &config,
+            example_with_handover(dns, admin, &handover) + extra,
+        )
+        .unwrap();
+        Self {
+            dir,
+            net,
+            dns,
+            admin,
+            handover,
+            config,
+        }
+    }
+}
+
 #[test]
 fn a_replacement_takes_over_without_a_lost_query() {
-    let dir = TempDir::new("geodns-replace");
-    write_geo_db(dir.path());
-    let net = Loopback::fresh();
-    let dns = SocketAddr::from((net.host(1), 5353));
-    let admin = SocketAddr::from((net.host(1), 9153));
-    let handover = dir.path().join("geodns.handover");
-    let text = example_on(dns, admin).replacen(
-        "[dns]\n",
-        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
-        1,
-    ) + UNLIMITED;
-    let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, text).unwrap();
+    let Setup {
+        dir,
+        net,
+        dns,
+        admin,
+        handover,
+        config,
+    } = Setup::new("geodns-replace", UNLIMITED);
     let mut old = geodns(&config, &dir.path().join("old.log"), false);
     let subnets = dnsload::spread_v4(2000, 24, 7);
-    let up = wait_for(Duration::from_secs(20), || {
-        let probe = Load::new(
-            dns,
-            NAME,
-            subnets[..1].to_vec(),
-            Pace::Rate(10),
-            Duration::from_millis(200),
-        );
-        dnsload::run(&probe)
-            .ok()
-            .filter(|r| r.answered > 0)
-            .map(|_| ())
-    });
+    let up = wait_for(Duration::from_secs(20), || answers(dns).then_some(()));
     assert!(up.is_some(), "geodns did not answer:\n{}", old.log_text());
     // An operator takes London out on the old process.
     let (status, body) = testkit::http::post(admin, "/admin-state?site=lon&state=down").unwrap();
@@ -136,19 +156,7 @@ fn a_replacement_takes_over_without_a_lost_query() {
 
 #[test]
 fn a_replacement_without_a_running_geodns_says_so_and_changes_nothing() {
-    let dir = TempDir::new("geodns-replace-alone");
-    write_geo_db(dir.path());
-    let net = Loopback::fresh();
-    let dns = SocketAddr::from((net.host(1), 5353));
-    let admin = SocketAddr::from((net.host(1), 9153));
-    let handover = dir.path().join("geodns.handover");
-    let text = example_on(dns, admin).replacen(
-        "[dns]\n",
-        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
-        1,
-    );
-    let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, text).unwrap();
+    let Setup { dir, config, .. } = Setup::new("geodns-replace-alone", "");
     let mut lone = geodns(&config, &dir.path().join("lone.log"), true);
     let code = lone.wait_exit(Duration::from_secs(10));
     assert_ne!(code, Some(0), "{}", lone.log_text());

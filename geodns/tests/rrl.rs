@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::flood::{flood, resolvers};
-use common::{example_on, metric, spawn_geodns, write_geo_db};
-use testkit::dnsload::{self, Load, Pace};
+use common::{answers, example_on, metric, spawn_geodns, write_geo_db};
+use testkit::dnsload;
 use testkit::net::Loopback;
 use testkit::process::{Daemon, TempDir, wait_for};
 
@@ -51,19 +51,7 @@ fn limited_geodns(dir: &TempDir, rate_limit: &str) -> (Daemon, SocketAddr, Socke
         example_on(dns, admin)
     );
     let geodns = spawn_geodns(dir.path(), "geodns", &text);
-    let up = wait_for(Duration::from_secs(20), || {
-        let probe = Load::new(
-            dns,
-            NAME,
-            Vec::new(),
-            Pace::Rate(10),
-            Duration::from_millis(200),
-        );
-        dnsload::run(&probe)
-            .ok()
-            .filter(|r| r.answered > 0)
-            .map(|_| ())
-    });
+    let up = wait_for(Duration::from_secs(20), || answers(dns).then_some(()));
     assert!(up.is_some(), "geodns did not answer: {}", geodns.log_text());
     (geodns, dns, admin)
 }

@@ -78,6 +78,28 @@ pub fn example_on(dns: SocketAddr, admin: SocketAddr) -> String {
     steering_beside(&text, dns)
 }
 
+/// Whether `server` answers the service's A question now (a few queries at 10 per second).
+pub fn answers(server: SocketAddr) -> bool {
+    use testkit::dnsload::{self, Load, Pace};
+    let probe = Load::new(
+        server,
+        "live.tv.example.net.",
+        Vec::new(),
+        Pace::Rate(10),
+        std::time::Duration::from_millis(200),
+    );
+    dnsload::run(&probe).is_ok_and(|r| r.answered > 0)
+}
+
+/// [`example_on`] offering its sockets to a replacement at `handover` (`dns.handover`).
+pub fn example_with_handover(dns: SocketAddr, admin: SocketAddr, handover: &Path) -> String {
+    example_on(dns, admin).replacen(
+        "[dns]\n",
+        &format!("[dns]\nhandover = \"{}\"\n", handover.display()),
+        1,
+    )
+}
+
 /// The example's steering listener moved to `dns`'s address (port 8085), so that tests running
 /// side by side each have their own.
 pub fn steering_beside(text: &str, dns: SocketAddr) -> String {
