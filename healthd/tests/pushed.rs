@@ -54,6 +54,21 @@ fn stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_str
         .then_some(())
     });
     assert!(both.is_some(), "never healthy:\n{}", healthd.log_text());
+    // Healthy may come from the probes before a node's status stream flows; what follows
+    // measures the streams, so wait for both.
+    let admin = SocketAddr::from((net.host(1), 9181));
+    let streams = wait_for(Duration::from_secs(10), || {
+        let (_, metrics) = testkit::http::get(admin, "/metrics")?;
+        ["ams-1", "ams-2"]
+            .iter()
+            .all(|n| metrics.contains(&format!("healthd_node_stream_up{{node=\"{n}\"}} 1")))
+            .then_some(())
+    });
+    assert!(
+        streams.is_some(),
+        "status streams never flowed:\n{}",
+        healthd.log_text()
+    );
     let leaves = |node: &str, within: Duration| {
         let started = Instant::now();
         wait_for(within, || {
