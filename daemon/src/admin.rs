@@ -102,10 +102,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Binds `addr` and serves `router` in a background task.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+pub async fn serve(addr: SocketAddr, router: Router) -> Result<Serving, AdminError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|cause| AdminError { addr, cause })?;
@@ -114,16 +111,44 @@ pub async fn serve(
 
 /// Serves `router` on `listener` (bound here, or received from the process this one replaces)
 /// in a background task.
-pub fn serve_on(listener: tokio::net::TcpListener, router: Router) -> tokio::task::JoinHandle<()> {
+pub fn serve_on(listener: tokio::net::TcpListener, router: Router) -> Serving {
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     info!(%addr, "admin endpoint listening (/metrics, /healthz)");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stopped.notified().await });
+        if let Err(e) = served.await {
             warn!(%addr, "admin endpoint stopped: {e}");
         }
-    })
+    });
+    Serving { task, stop }
+}
+
+/// A running admin endpoint; dropping the handle leaves it running.
+pub struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Serving {
+    /// Stops accepting (connections waiting on the listener stay for whoever reads it next:
+    /// a replacement holding the same socket); requests in flight are answered and their
+    /// connections closed, for at most `within`.
+    pub async fn finish(mut self, within: std::time::Duration) {
+        self.stop.notify_one();
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+
+    /// Stops at once, with every connection.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 /// Encodes a registry in the Prometheus text format.

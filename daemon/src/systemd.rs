@@ -79,6 +79,16 @@ pub fn serving(liveness: &Liveness) {
     }
 }
 
+/// Hands the unit to `pid`, a replacement this process started that now serves: systemd
+/// then follows it as the main process, and this one may exit without the unit stopping.
+pub fn main_pid(pid: u32) {
+    if let Some(notifier) = Notifier::from_env()
+        && let Err(e) = notifier.send(&format!("MAINPID={pid}"))
+    {
+        tracing::warn!("cannot tell systemd that pid {pid} is the service now: {e}");
+    }
+}
+
 /// Tells systemd the daemon is stopping (nothing outside systemd).
 pub fn stopping() {
     if let Some(notifier) = Notifier::from_env() {

@@ -47,6 +47,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the running geodns by the binary at its path (an upgrade): the new process
+    /// takes its sockets and state at `dns.handover`, serves, and the old one finishes and
+    /// exits; a new process that fails leaves the old one serving.
+    Replace,
     /// Force a site or node up or down in the running server, or clear the override.
     Admin {
         site: String,
@@ -131,6 +135,27 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Replace) => {
+            let response = daemon::http::request(
+                Method::POST,
+                &admin,
+                "/replace",
+                token.as_deref(),
+                REPLACE_TIMEOUT,
+            )
+            .await
+            .with_context(|| format!("cannot reach the geodns admin endpoint {admin}"))?;
+            if response.status == 404 {
+                anyhow::bail!(
+                    "the running geodns offers no hand-over: set dns.handover (a Unix socket path) and restart it once"
+                );
+            }
+            if !response.ok() {
+                anyhow::bail!("{}", response.body.trim());
+            }
+            print!("{}", response.body);
+            Ok(())
+        }
         Some(Command::Admin { site, node, state }) => {
             let node = node.map(|n| format!("&node={n}")).unwrap_or_default();
             let body = http(
@@ -145,6 +170,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
     }
 }
+
+/// How long `replace` waits: the replacement may compile a full-size location database.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A request to the admin endpoint; the body of a 2xx answer.
 async fn http(admin: &str, method: Method, path: &str, token: Option<&str>) -> Result<String> {

@@ -1,7 +1,7 @@
 //! Running geodns: UDP and TCP listeners, the admin endpoint (metrics, explain, admin state),
 //! location database reloads, SIGHUP and SIGTERM.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use config::Deployment;
 use daemon::Liveness;
+use daemon::handover::{Inherited, Offer, Offered};
 use hickory_proto::rr::{Name, RecordType};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -47,7 +48,9 @@ pub enum RunError {
     #[error("dns.admin_token: {0}")]
     Secret(#[from] config::types::SecretError),
     #[error(transparent)]
-    TakeOver(#[from] crate::takeover::TakeOverError),
+    TakeOver(#[from] daemon::handover::TakeOverError),
+    #[error("the state the running geodns handed over: {0}")]
+    TakenState(#[from] serde_json::Error),
     #[error(
         "--take-over needs dns.handover: the socket where the running geodns offers its sockets"
     )]
@@ -81,9 +84,9 @@ pub async fn run(
     let dns = deployment.dns.clone().ok_or(RunError::NoDns)?;
     // Taken first: a replacement that cannot reach the running geodns changes nothing.
     let mut inherited = match (take_over, &dns.handover) {
-        (false, _) => crate::takeover::Inherited::default(),
+        (false, _) => Inherited::default(),
         (true, None) => return Err(RunError::NoHandover),
-        (true, Some(path)) => crate::takeover::Inherited::receive(path)?,
+        (true, Some(path)) => Inherited::receive(path, "geodns")?,
     };
     let geo = open_geo(&deployment)?;
     if geo.is_none() {
@@ -108,10 +111,10 @@ pub async fn run(
         }
     }
     // What the replaced process knew, in place before the first answer.
-    if let Some(state) = inherited.state.take() {
+    if let Some((state, _)) = inherited.state::<crate::takeover::State>()? {
         shared.update_health(|health| state.apply(health));
     }
-    let mut offered = crate::takeover::Offered::default();
+    let mut offered = Offered::default();
     let liveness = Liveness::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -129,8 +132,24 @@ pub async fn run(
             listener,
             beat,
         )));
-        let sockets = inherited.udp(*addr, udp_threads).map_err(listen_error)?;
-        offered.udp(*addr, &sockets).map_err(listen_error)?;
+        let name = crate::takeover::udp_name(*addr);
+        let received: Vec<UdpSocket> = inherited
+            .take_all(&name)
+            .into_iter()
+            .map(UdpSocket::from)
+            .collect();
+        // The old process's workers' sockets, or as many bound afresh.
+        let sockets = if received.is_empty() {
+            (0..udp_threads.max(1))
+                .map(|_| crate::udp::bind(*addr))
+                .collect::<Result<_, _>>()
+                .map_err(listen_error)?
+        } else {
+            received
+        };
+        for socket in &sockets {
+            offered.add(name.clone(), socket).map_err(listen_error)?;
+        }
         workers.extend(
             crate::udp::spawn_on(shared.clone(), *addr, sockets, stop.clone(), &liveness)
                 .map_err(listen_error)?,
@@ -167,20 +186,31 @@ pub async fn run(
         .tcp("admin", dns.admin, &admin)
         .map_err(admin_error)?;
     let admin = tokio::net::TcpListener::from_std(admin).map_err(admin_error)?;
-    let admin = daemon::admin::serve_on(admin, admin_router(shared.clone(), liveness, token));
     let offer = dns
         .handover
         .as_ref()
-        .map(|path| crate::takeover::Offer::bind(path, take_over))
+        .map(|path| Offer::bind(path, take_over, "geodns"))
         .transpose()
         .map_err(RunError::Offer)?;
+    let replacer = match offer {
+        Some(offer) => {
+            let carried = Arc::new(crate::takeover::Carried(shared.clone()));
+            Some(offer.start(offered, carried).map_err(RunError::Offer)?)
+        }
+        None => None,
+    };
+    let admin = daemon::admin::serve_on(
+        admin,
+        admin_router(shared.clone(), liveness, token, replacer.clone()),
+    );
     inherited.serving();
-    let (replaced_tx, mut replaced) = tokio::sync::oneshot::channel();
-    if let Some(offer) = offer {
-        offer
-            .start(offered, shared.clone(), replaced_tx)
-            .map_err(RunError::Offer)?;
-    }
+    let replaced = async {
+        match &replacer {
+            Some(r) => r.replaced().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(replaced);
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));
     }
@@ -192,7 +222,7 @@ pub async fn run(
     loop {
         let request = tokio::select! {
             request = signals.next() => request,
-            Ok(()) = &mut replaced => {
+            _ = &mut replaced => {
                 handed_over = true;
                 break;
             }
@@ -218,11 +248,13 @@ pub async fn run(
         task.abort();
     }
     if handed_over {
-        // An operator's change from now on must reach the replacement, never this process.
-        admin.abort();
-        // Queries already read are answered by the workers before they stop; TCP connections
-        // open here get a moment to finish (new ones go to the replacement).
-        tokio::time::sleep(TCP_DRAIN).await;
+        // An operator's change from now on must reach the replacement, never this process:
+        // the admin endpoint stops accepting at once, answering only what is in flight (the
+        // `replace` that started the replacement). Queries already read are answered by the
+        // workers before they stop; TCP connections open here get a moment to finish (new
+        // ones go to the replacement).
+        let admin = admin.finish(TCP_DRAIN);
+        let _ = tokio::join!(admin, tokio::time::sleep(TCP_DRAIN));
     }
     for worker in workers {
         let _ = worker.join();
@@ -290,6 +322,7 @@ pub fn admin_router(
     shared: Arc<Shared>,
     liveness: Liveness,
     token: Option<String>,
+    replacer: Option<Arc<daemon::handover::Replacer>>,
 ) -> axum::Router {
     let scrape = shared.clone();
     let shared_console = shared.clone();
@@ -297,9 +330,12 @@ pub fn admin_router(
         .route("/explain", get(explain_handler))
         .route("/admin-state", get(health_handler))
         .with_state(shared.clone());
-    let protected = axum::Router::new()
+    let mut protected = axum::Router::new()
         .route("/admin-state", post(admin_state_handler))
         .with_state(shared);
+    if let Some(replacer) = replacer {
+        protected = protected.merge(daemon::handover::route(replacer));
+    }
     daemon::admin::router(
         "geodns",
         Arc::new(move || {

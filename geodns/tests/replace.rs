@@ -166,3 +166,120 @@ fn a_replacement_without_a_running_geodns_says_so_and_changes_nothing() {
         lone.log_text()
     );
 }
+
+/// A process this test did not start (a replacement started by the daemon), stopped at the end.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+/// The process id in `replace`'s answer (`replaced: pid N serves, ...`).
+fn replaced_pid(said: &str) -> Option<u32> {
+    said.split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_serving() {
+    let Setup {
+        dir,
+        dns,
+        admin,
+        config,
+        ..
+    } = Setup::new("geodns-replace-command", UNLIMITED);
+    // The saved admin state: a replacement that cannot read it refuses to start.
+    let saved = dir.path().join("admin-state.json");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[dns]\n",
+        &format!("[dns]\nadmin_state = \"{}\"\n", saved.display()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut old = geodns(&config, &dir.path().join("geodns.log"), false);
+    let up = wait_for(Duration::from_secs(20), || answers(dns).then_some(()));
+    assert!(up.is_some(), "geodns did not answer:\n{}", old.log_text());
+    let (status, body) = testkit::http::post(admin, "/admin-state?site=lon&state=down").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let replace = || {
+        Command::new(env!("CARGO_BIN_EXE_geodns"))
+            .arg("--config")
+            .arg(&config)
+            .arg("replace")
+            .output()
+            .expect("geodns replace runs")
+    };
+
+    let load = Load::new(
+        dns,
+        NAME,
+        dnsload::spread_v4(2000, 24, 11),
+        Pace::Rate(2000),
+        Duration::from_secs(8),
+    );
+    let loading = std::thread::spawn(move || dnsload::run(&load).expect("the load runs"));
+    std::thread::sleep(Duration::from_millis(1000));
+    // A broken file beside the upgrade: the replacement starts, fails, and is gone; the old
+    // process serves on.
+    let good = std::fs::read(&saved).unwrap();
+    std::fs::write(&saved, b"{ not json").unwrap();
+    let refused = replace();
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("not replaced, still serving"), "{said}");
+    std::fs::write(&saved, good).unwrap();
+    assert!(old.running(), "{}", old.log_text());
+    std::thread::sleep(Duration::from_millis(1000));
+    let done = replace();
+    let said = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        done.status.success(),
+        "{said}{}\n{}",
+        String::from_utf8_lossy(&done.stderr),
+        old.log_text()
+    );
+    let pid = replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+    let _new = Adopted(pid);
+    assert_ne!(pid, old.pid());
+    let exited = old.wait_exit(Duration::from_secs(20));
+    let report = loading.join().unwrap();
+    println!(
+        "{}through a failed and a real `geodns replace`: {} sent, {} answered, {} lost, rcodes {:?}",
+        said, report.sent, report.answered, report.lost, report.rcodes
+    );
+    assert_eq!(exited, Some(0), "{}", old.log_text());
+    assert!(report.sent >= 14_000, "{report:?}");
+    assert_eq!(report.lost, 0, "{}", old.log_text());
+    assert_eq!(
+        report.rcodes.keys().copied().collect::<Vec<_>>(),
+        vec![0],
+        "every answer NOERROR"
+    );
+    // The replacement answers its admin endpoint, with the override, and can be replaced in
+    // turn by the same command.
+    let (_, state) = testkit::http::get(admin, "/admin-state").unwrap();
+    assert!(state.contains("lon"), "{state}");
+    let again = replace();
+    let said = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.status.success(), "{said}");
+    let third = replaced_pid(&said).unwrap();
+    let _third = Adopted(third);
+    assert!(
+        wait_for(Duration::from_secs(10), || (!std::path::Path::new(
+            &format!("/proc/{pid}")
+        )
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(()))
+        .is_some(),
+        "the second process stopped once the third served"
+    );
+    assert!(answers(dns));
+}

@@ -1,18 +1,31 @@
 //! Handing a daemon's sockets to its replacement, for upgrades without a lost query or
 //! connection.
 //!
-//! The running process offers its sockets on a Unix stream socket. Its replacement connects and
-//! receives them in one message: the descriptors themselves (SCM_RIGHTS) with a description of
-//! each (which listener it is) and the state the replacement should start from. The replacement
-//! serves on them and then says so; only then does the old process stop reading and finish what
-//! it has in flight. A socket handed over is the same kernel socket in both processes, so
-//! datagrams and connections queued on it are taken by whichever process reads next and none
-//! is lost, where closing a socket and binding a new one (even with SO_REUSEPORT beside it)
-//! drops everything queued on the closed one.
+//! The running process offers its sockets on a Unix stream socket ([`Offer`]). Its replacement
+//! connects and receives them in one message ([`Inherited`]): the descriptors themselves
+//! (SCM_RIGHTS) with a description of each (which listener it is) and the state the
+//! replacement should start from. The replacement serves on them and then says so; only then
+//! does the old process stop reading and finish what it has in flight. A socket handed over is
+//! the same kernel socket in both processes, so datagrams and connections queued on it are
+//! taken by whichever process reads next and none is lost, where closing a socket and binding
+//! a new one (even with SO_REUSEPORT beside it) drops everything queued on the closed one.
+//!
+//! `DAEMON replace` asks the running process (its admin endpoint, [`route`]) to start its own
+//! replacement ([`Replacer`]): the binary at the path it was started from (a package upgrade
+//! put the new one there) with the same arguments and `--take-over`. Under systemd the new
+//! process is then in the same unit, and the old one hands it the unit (`MAINPID=`) once it
+//! serves.
 //!
 //! The wire: the sender writes a 4-byte big-endian length and that many bytes of JSON
-//! ([`Handover`] without the descriptors) in one `sendmsg` carrying the descriptors, in the
-//! order of `Handover::sockets`. The receiver answers one line, `serving\n`, once it serves.
+//! ([`Handover`] without the descriptors and payload, with the payload's length) in one
+//! `sendmsg` carrying the descriptors, in the order of `Handover::sockets`, then the payload's
+//! bytes. The receiver answers one line, `serving\n`, once it serves.
+
+mod inherit;
+mod offer;
+
+pub use inherit::{Inherited, TakeOverError};
+pub use offer::{Captured, Carry, Offer, Offered, ReplaceError, Replaced, Replacer, route};
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -24,14 +37,32 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SOCKETS: usize = 253;
 /// Largest description accepted, in bytes: state is a summary, not a database.
 pub const MAX_DESCRIPTION: usize = 16 << 20;
+/// Largest payload accepted, in bytes (a stream node's segments in memory).
+pub const MAX_PAYLOAD: u64 = 16 << 30;
 
 /// What the replacement learns besides the descriptors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Handover {
-    /// One name per descriptor, in order (`"dns udp 127.0.0.1:53 #0"`).
+    /// One name per descriptor, in order (`"dns udp 127.0.0.1:53"`); names may repeat.
     pub sockets: Vec<String>,
     /// The state to carry over, as the daemon defines it.
     pub state: serde_json::Value,
+    /// Bytes the state refers to (media), sent after the description.
+    pub payload: Vec<u8>,
+}
+
+/// The description as it goes on the wire.
+#[derive(Serialize, Deserialize)]
+struct Description {
+    sockets: Vec<String>,
+    state: serde_json::Value,
+    #[serde(default)]
+    payload: u64,
+}
+
+/// The name a listener is handed over under: its kind and address.
+pub fn name(kind: &str, addr: std::net::SocketAddr) -> String {
+    format!("{kind} {addr}")
 }
 
 /// Why a hand-over failed; the old process keeps serving whenever it does.
@@ -43,6 +74,8 @@ pub enum HandoverError {
     TooMany(usize),
     #[error("hand-over description of {0} bytes: at most {MAX_DESCRIPTION}")]
     TooLong(usize),
+    #[error("hand-over payload of {0} bytes: at most {MAX_PAYLOAD}")]
+    PayloadTooLong(u64),
     #[error("hand-over description: {0}")]
     Description(#[from] serde_json::Error),
     #[error("hand-over names {named} sockets but carried {carried}")]
@@ -67,7 +100,15 @@ pub fn send(
             carried: sockets.len(),
         });
     }
-    let json = serde_json::to_vec(handover)?;
+    let payload_len = handover.payload.len() as u64;
+    if payload_len > MAX_PAYLOAD {
+        return Err(HandoverError::PayloadTooLong(payload_len));
+    }
+    let json = serde_json::to_vec(&Description {
+        sockets: handover.sockets.clone(),
+        state: handover.state.clone(),
+        payload: payload_len,
+    })?;
     if json.len() > MAX_DESCRIPTION {
         return Err(HandoverError::TooLong(json.len()));
     }
@@ -77,6 +118,7 @@ pub fn send(
     let sent = send_with_fds(stream, &payload, &fds)?;
     // The descriptors went with the first byte; the rest of a long description follows.
     (&*stream).write_all(&payload[sent..])?;
+    (&*stream).write_all(&handover.payload)?;
     Ok(())
 }
 
@@ -101,13 +143,27 @@ pub fn receive(stream: &UnixStream) -> Result<(Handover, Vec<OwnedFd>), Handover
         (&*stream).read_exact(&mut rest)?;
         json.extend_from_slice(&rest);
     }
-    let handover: Handover = serde_json::from_slice(&json)?;
-    if handover.sockets.len() != fds.len() {
+    let description: Description = serde_json::from_slice(&json)?;
+    if description.sockets.len() != fds.len() {
         return Err(HandoverError::Mismatch {
-            named: handover.sockets.len(),
+            named: description.sockets.len(),
             carried: fds.len(),
         });
     }
+    if description.payload > MAX_PAYLOAD {
+        return Err(HandoverError::PayloadTooLong(description.payload));
+    }
+    // Read as it comes rather than allocated up front from what the sender claims.
+    let mut payload = Vec::new();
+    stream.take(description.payload).read_to_end(&mut payload)?;
+    if (payload.len() as u64) < description.payload {
+        return Err(HandoverError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    let handover = Handover {
+        sockets: description.sockets,
+        state: description.state,
+        payload,
+    };
     Ok((handover, fds))
 }
 
@@ -134,6 +190,23 @@ pub fn wait_serving(stream: &UnixStream) -> Result<(), HandoverError> {
             String::from_utf8_lossy(&said).into_owned(),
         ))
     }
+}
+
+/// The process at the other end of `stream` (SO_PEERCRED), when the kernel says.
+pub fn peer_pid(stream: &UnixStream) -> Option<u32> {
+    // SAFETY: a zeroed ucred is valid; getsockopt writes at most `len` bytes into it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let done = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (done == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
 
 /// `sendmsg` of `data` with `fds` as SCM_RIGHTS; the bytes sent.
@@ -255,6 +328,7 @@ mod tests {
         let handover = Handover {
             sockets: vec![format!("dns udp {addr} #0")],
             state: serde_json::json!({ "generation": 7 }),
+            payload: b"segments".to_vec(),
         };
         send(&a, &handover, &[old.as_fd()]).unwrap();
         // The old process lets go of its descriptor: the socket lives on in the new one.
@@ -287,6 +361,7 @@ mod tests {
                 .map(|s| s.local_addr().unwrap().to_string())
                 .collect(),
             state: serde_json::json!({ "padding": "x".repeat(300_000) }),
+            payload: (0..5_000_000u32).map(|i| i as u8).collect(),
         };
         let (a, b) = UnixStream::pair().unwrap();
         let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(AsFd::as_fd).collect();
@@ -326,7 +401,7 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let handover = Handover {
             sockets: vec!["one".into(), "two".into()],
-            state: serde_json::Value::Null,
+            ..Handover::default()
         };
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(matches!(
