@@ -223,6 +223,11 @@ pub struct Node {
     /// `Authorization: Bearer TOKEN`; required when `admin` is not a loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
+    /// Unix socket where the running streamnode offers its sockets and state to a
+    /// replacement (`streamnode replace`: an upgrade with no request failed); none: no
+    /// hand-over. Each node on a host needs its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<PathBuf>,
     /// Offer fault injection on the admin API (`/freeze`, `/unfreeze`: the streams stop
     /// advancing while HTTP keeps answering). For labs and demos, never production.
     #[serde(default)]

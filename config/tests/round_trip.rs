@@ -80,6 +80,7 @@ fn built_in_code() -> Deployment {
                 file: None,
                 env: Some("NODE_ADMIN_TOKEN".into()),
             }),
+            handover: Some("/run/anycast-iptv/streamnode-ams-1.handover".into()),
             fault_injection: true,
             client_limits: config::site::ClientLimits {
                 rate: 50,

@@ -15,6 +15,10 @@
 //! - A client holding its limit of connections has the next one closed (reset) as soon as it
 //!   is accepted, before any TLS; a client over its request rate is answered 429 (see
 //!   [`crate::admission`]).
+//! - Asked to [`Finish`] (its replacement serves on the same listener), a server stops
+//!   accepting, answers each kept-alive connection's next request with `Connection: close`,
+//!   then closes what is left gracefully, requests in flight completing, for at most
+//!   [`FINISH_WITHIN`].
 
 use std::future::Future;
 use std::io;
@@ -34,6 +38,35 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
+
+/// How long a finishing server lets its responses in flight complete (a segment to a slow
+/// viewer) before it closes what is left.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a finishing server waits for each kept-alive connection's next request (answered
+/// with `Connection: close`): a player asks every target duration, 2 to 6 s.
+pub const KEEP_ALIVE_GRACE: Duration = Duration::from_secs(6);
+
+/// Asks a server to stop accepting and finish what it has in flight.
+#[derive(Debug, Clone)]
+pub struct Finish(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Finish {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Finish {
+    pub fn now(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn requested(&self) {
+        let mut asked = self.0.subscribe();
+        let _ = asked.wait_for(|finish| *finish).await;
+    }
+}
 
 /// The viewer's address, as handlers see it through `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
@@ -108,8 +141,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until the task is dropped; every connection it serves ends with
-/// it (a server stopped is stopped for its open connections too, as when its process dies).
+/// Serves `app` on `listener` until the task is dropped, every connection it serves ending with
+/// it (a server stopped is stopped for its open connections too, as when its process dies), or
+/// until asked to `finish`: then it returns once its connections are done, or after
+/// [`FINISH_WITHIN`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -117,6 +152,7 @@ pub async fn serve(
     limits: Limits,
     admission: Arc<crate::admission::Admission>,
     beat: crate::Beat,
+    finish: Finish,
 ) {
     let _serving = beat.serving_while();
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
@@ -128,14 +164,24 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let mut connections = tokio::task::JoinSet::new();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         // Finished connections are reaped as new ones come, so the set stays as large as the
         // connections open.
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let accepted = tokio::select! {
+            biased;
+            () = finish.requested() => break,
+            accepted = async {
+                let permit = permits.clone().acquire_owned().await.ok()?;
+                Some((permit, listener.accept().await))
+            } => accepted,
+        };
+        let Some((permit, accepted)) = accepted else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -153,6 +199,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, tls, builder) = (app.clone(), tls.clone(), builder.clone());
         let admission = admission.clone();
+        let watcher = graceful.watcher();
+        let closing = closing.clone();
         connections.spawn(async move {
             let _permit = permit;
             let limited = admitted.limited;
@@ -161,26 +209,40 @@ pub async fn serve(
                 let over = limited && !admission.request(peer.ip(), crate::ratelimit::Tick::now());
                 request.extensions_mut().insert(ConnectInfo(Client(peer)));
                 let mut app = app.clone();
+                let closing = closing.clone();
                 async move {
-                    if over {
-                        return Ok(too_many_requests());
+                    let http1 = request.version() < axum::http::Version::HTTP_2;
+                    let mut response = if over {
+                        too_many_requests()
+                    } else {
+                        // The router is always ready: no poll_ready needed.
+                        tower_service::Service::call(&mut app, request).await?
+                    };
+                    // Finishing: the client's next request goes to a new connection, hence to
+                    // the replacement, after a complete answer here.
+                    if http1 && closing.load(std::sync::atomic::Ordering::Relaxed) {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
                     }
-                    // The router is always ready: no poll_ready needed.
-                    tower_service::Service::call(&mut app, request).await
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             });
             let stream = Idle::new(stream, limits.idle_timeout);
             let result = match tls {
                 None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
                 }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), service).await,
+                        Ok(Ok(tls)) => {
+                            let connection = builder.serve_connection(TokioIo::new(tls), service);
+                            watcher.watch(connection).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
@@ -196,6 +258,31 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+    // Its replacement accepts from here on. Connections kept alive are not closed under their
+    // clients (a request sent as the server closes is lost to a reset): each is answered once
+    // more, with `Connection: close`, so its client moves on after a complete answer. Those
+    // that stay idle past [`KEEP_ALIVE_GRACE`], and HTTP/2 connections (GOAWAY), are then
+    // closed gracefully; requests in flight complete.
+    drop(listener);
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let finishing = Instant::now();
+    tracing::info!(
+        connections = graceful.count(),
+        "finishing: no new connections, each open one answered once more with Connection: close"
+    );
+    while graceful.count() > 0 && finishing.elapsed() < KEEP_ALIVE_GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = FINISH_WITHIN.saturating_sub(finishing.elapsed());
+    if tokio::time::timeout(left, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after finishing began: closed",
+            FINISH_WITHIN.as_secs()
+        );
     }
 }
 

@@ -289,6 +289,7 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     trusted_proxies: &[ipnet::IpNet],
     liveness: &daemon::Liveness,
+    finish: daemon::public::Finish,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let addr = listener.local_addr()?;
     let limits = daemon::public::Limits {
@@ -310,6 +311,7 @@ pub fn serve(
         limits,
         Arc::new(admission),
         beat,
+        finish,
     )))
 }
 

@@ -114,11 +114,10 @@ pub async fn run(
     if let Some((state, _)) = inherited.state::<crate::takeover::State>()? {
         shared.update_health(|health| state.apply(health));
     }
+    // Every socket is had and the offer bound before the first query is read, so that a
+    // replacement that fails leaves the old process as it was (nothing read and dropped).
     let mut offered = Offered::default();
-    let liveness = Liveness::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    let mut tcp = Vec::new();
+    let mut dns_sockets = Vec::new();
     for addr in &dns.listen {
         let listen_error = |cause| RunError::Listen { addr: *addr, cause };
         let listener = inherited.tcp("dns tcp", *addr).map_err(listen_error)?;
@@ -126,12 +125,6 @@ pub async fn run(
             .tcp("dns tcp", *addr, &listener)
             .map_err(listen_error)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
-        let beat = liveness.flag(format!("dns tcp listener on {addr}"));
-        tcp.push(tokio::spawn(crate::tcp::serve(
-            shared.clone(),
-            listener,
-            beat,
-        )));
         let name = crate::takeover::udp_name(*addr);
         let received: Vec<UdpSocket> = inherited
             .take_all(&name)
@@ -150,13 +143,9 @@ pub async fn run(
         for socket in &sockets {
             offered.add(name.clone(), socket).map_err(listen_error)?;
         }
-        workers.extend(
-            crate::udp::spawn_on(shared.clone(), *addr, sockets, stop.clone(), &liveness)
-                .map_err(listen_error)?,
-        );
-        info!(%addr, udp_threads, "answering DNS over UDP and TCP");
+        dns_sockets.push((*addr, listener, sockets));
     }
-    let mut steering_listeners = Vec::new();
+    let mut steering_sockets = Vec::new();
     for steering in dns.content_steering.iter() {
         for addr in &steering.listen {
             let listen_error = |cause| RunError::Listen { addr: *addr, cause };
@@ -165,18 +154,10 @@ pub async fn run(
                 .tcp("steering", *addr, &listener)
                 .map_err(listen_error)?;
             let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
-            let listening = crate::content_steering::serve(
-                shared.clone(),
-                listener,
-                &steering.trusted_proxies,
-                &liveness,
-            );
-            steering_listeners.push(listening.map_err(listen_error)?);
+            steering_sockets.push((*addr, listener, &steering.trusted_proxies));
         }
     }
-    let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
     let token = dns.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
-    daemon::systemd::serving(&liveness);
     let admin_error = |cause| daemon::admin::AdminError {
         addr: dns.admin,
         cause,
@@ -199,6 +180,39 @@ pub async fn run(
         }
         None => None,
     };
+
+    let liveness = Liveness::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    let mut tcp = Vec::new();
+    for (addr, listener, sockets) in dns_sockets {
+        let listen_error = |cause| RunError::Listen { addr, cause };
+        let beat = liveness.flag(format!("dns tcp listener on {addr}"));
+        tcp.push(tokio::spawn(crate::tcp::serve(
+            shared.clone(),
+            listener,
+            beat,
+        )));
+        workers.extend(
+            crate::udp::spawn_on(shared.clone(), addr, sockets, stop.clone(), &liveness)
+                .map_err(listen_error)?,
+        );
+        info!(%addr, udp_threads, "answering DNS over UDP and TCP");
+    }
+    let mut steering_listeners = Vec::new();
+    let steering_finish = daemon::public::Finish::default();
+    for (addr, listener, trusted_proxies) in steering_sockets {
+        let listening = crate::content_steering::serve(
+            shared.clone(),
+            listener,
+            trusted_proxies,
+            &liveness,
+            steering_finish.clone(),
+        );
+        steering_listeners.push(listening.map_err(|cause| RunError::Listen { addr, cause })?);
+    }
+    let mut followers = crate::feeds::spawn(shared.clone(), &shared.prepared().deployment);
+    daemon::systemd::serving(&liveness);
     let admin = daemon::admin::serve_on(
         admin,
         admin_router(shared.clone(), liveness, token, replacer.clone()),
@@ -244,17 +258,27 @@ pub async fn run(
     drop(followers);
     info!("shutting down");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for task in tcp.into_iter().chain(steering_listeners) {
+    for task in &tcp {
         task.abort();
     }
     if handed_over {
         // An operator's change from now on must reach the replacement, never this process:
         // the admin endpoint stops accepting at once, answering only what is in flight (the
         // `replace` that started the replacement). Queries already read are answered by the
-        // workers before they stop; TCP connections open here get a moment to finish (new
-        // ones go to the replacement).
+        // workers before they stop; TCP connections and steering requests open here get a
+        // moment to finish (new ones go to the replacement).
+        steering_finish.now();
         let admin = admin.finish(TCP_DRAIN);
-        let _ = tokio::join!(admin, tokio::time::sleep(TCP_DRAIN));
+        let steering = async {
+            for task in steering_listeners {
+                let _ = tokio::time::timeout(TCP_DRAIN, task).await;
+            }
+        };
+        let _ = tokio::join!(admin, steering, tokio::time::sleep(TCP_DRAIN));
+    } else {
+        for task in steering_listeners {
+            task.abort();
+        }
     }
     for worker in workers {
         let _ = worker.join();

@@ -74,11 +74,12 @@ impl State {
 pub struct Carried(pub Arc<Shared>);
 
 impl Carry for Carried {
-    fn capture(&self) -> Captured {
-        Captured {
-            state: serde_json::to_value(State::capture(&self.0.health())).unwrap_or_default(),
+    fn capture(&self) -> Result<Captured, String> {
+        Ok(Captured {
+            state: serde_json::to_value(State::capture(&self.0.health()))
+                .map_err(|e| e.to_string())?,
             payload: Vec::new(),
-        }
+        })
     }
 }
 

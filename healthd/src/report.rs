@@ -23,6 +23,8 @@ struct StatusDocument {
     #[serde(default)]
     draining: bool,
     #[serde(default)]
+    replaced: bool,
+    #[serde(default)]
     channels: Vec<ChannelDocument>,
 }
 
@@ -40,6 +42,9 @@ pub struct Document {
     pub report: NodeReport,
     /// Channels (`CHANNEL` or `CHANNEL/RENDITION`) whose ingest the node says is lost.
     pub ingest_lost: Vec<String>,
+    /// A new process of the node serves in place of the one that sent this (an upgrade): its
+    /// status stream ends, and the next connection reaches the new one.
+    pub replaced: bool,
 }
 
 /// Reads `status_url` (`http://HOST:PORT/PATH` or `https://...`) with the node's probe client.
@@ -84,6 +89,7 @@ pub fn document(body: &[u8], capacity_mbps: u32) -> Option<Document> {
             .filter(|c| c.ingest.as_deref() == Some("lost"))
             .map(|c| c.name)
             .collect(),
+        replaced: doc.replaced,
     })
 }
 

@@ -9,7 +9,9 @@
 //!   heartbeats. The connection is kept (a TCP segment resent late brings it back) until
 //!   [`REDIAL_AFTER`] of silence, then dialled again;
 //! - a node that says the ingest of a channel it is probed for is lost is out at once, before
-//!   its playlist stalls.
+//!   its playlist stalls;
+//! - a node whose process is being replaced (`streamnode replace`) says so as it ends the
+//!   stream: it is dialled again at once, and stays as it was (the new process answers).
 //!
 //! Only nodes probed with an `hls` check (stream nodes) are watched. A node that offers no
 //! stream, refuses one (404, 503), or has never had one flow since healthd started is left to
@@ -93,6 +95,8 @@ enum Ended {
     Refused(String),
     /// The node is gone (closed, unreachable, silent).
     Gone(String),
+    /// The node's process handed over to a new one and ended the stream: dial again.
+    Replaced,
 }
 
 /// Watches `node` for as long as the task lives.
@@ -128,6 +132,11 @@ impl Watcher {
                     REFUSED_RETRY
                 }
                 // A stream that never flowed says nothing about the node: the probes decide.
+                Ok(Ended::Replaced) => {
+                    info!(node = %self.node.name, "the node's process was replaced: dialling the new one");
+                    backoff = BACKOFF_MIN;
+                    BACKOFF_MIN
+                }
                 Ok(Ended::Gone(_)) | Err(_) if !flowed => backoff,
                 Ok(Ended::Gone(why)) | Err(why) => {
                     if !self.say(&mut last, Watched::Gone(why)).await {
@@ -157,6 +166,7 @@ impl Watcher {
         let mut body = response.into_body();
         let mut parser = SseParser::default();
         let mut alive: Option<Watched> = None;
+        let mut replaced = false;
         let mut at = Instant::now();
         let mut silent = false;
         loop {
@@ -184,6 +194,7 @@ impl Watcher {
                     }
                     continue;
                 }
+                Ok(None) if replaced => return Ok(Ended::Replaced),
                 Ok(None) => return Ok(Ended::Gone("the node closed its status stream".into())),
                 Ok(Some(Err(e))) => return Ok(Ended::Gone(format!("status stream broke: {e}"))),
                 Ok(Some(Ok(frame))) => frame,
@@ -204,6 +215,7 @@ impl Watcher {
                 if let Frame::Data(data) = frame {
                     match crate::report::document(data.as_bytes(), self.node.capacity_mbps) {
                         Some(doc) => {
+                            replaced = doc.replaced;
                             alive = Some(Watched::Alive {
                                 draining: doc.report.draining,
                                 ingest_lost: self.probed(doc.ingest_lost),

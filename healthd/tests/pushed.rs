@@ -125,3 +125,88 @@ fn stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_str
     });
     assert!(announced.is_some(), "{}", healthd.log_text());
 }
+
+/// A process this test did not start (a replacement started by the node), stopped at the end.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+#[test]
+fn a_node_replaced_by_streamnode_replace_never_leaves_the_feed() {
+    let test = "a_node_replaced_by_streamnode_replace_never_leaves_the_feed";
+    let Some(_) = testkit::require(test, Bird::PROGRAMS, false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-replaced");
+    let config = dir.path().join("deploy.toml");
+    let handover = dir.path().join("ams-1.handover");
+    let text = deployment(net, dir.path()).replacen(
+        "name = \"ams-1\"\n",
+        &format!("name = \"ams-1\"\nhandover = \"{}\"\n", handover.display()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let bird = Bird::start(&bird_config(net));
+    let spawn = |name: &str, args: &[&str]| spawn_in(dir.path(), &config, name, args);
+    let mut node1 = spawn("streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn("streamnode", &["--node", "ams-2"]);
+    let _speaker = spawn("bgp-speaker", &[]);
+    let healthd = spawn("healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    let admin = SocketAddr::from((net.host(1), 9181));
+    let mut ctl = BirdCtl::connect(&bird).unwrap();
+    let flowing = wait_for(Duration::from_secs(30), || {
+        let (_, metrics) = testkit::http::get(admin, "/metrics")?;
+        (ctl.has_route(PREFIX)
+            && feed_health(feed, "ams-1") == Some(true)
+            && metrics.contains("healthd_node_stream_up{node=\"ams-1\"} 1"))
+        .then_some(())
+    });
+    assert!(flowing.is_some(), "never healthy:\n{}", healthd.log_text());
+
+    let replace = Command::new(support::binary("streamnode"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--node", "ams-1", "replace"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&replace.stdout).into_owned();
+    assert!(
+        replace.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&replace.stderr)
+    );
+    let pid: u32 = said
+        .split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {said:?}"));
+    let _new = Adopted(pid);
+    // Through the old process's finishing (at most its keep-alive grace) and beyond.
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < Duration::from_secs(9) {
+        if feed_health(feed, "ams-1") != Some(true) {
+            out.push(started.elapsed().as_millis());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let exited = node1.wait_exit(Duration::from_secs(5));
+    println!("{said}ams-1 out of the feed at {} samples", out.len());
+    let log = healthd.log_text();
+    assert!(out.is_empty(), "ams-1 left the feed at {out:?} ms:\n{log}");
+    assert_eq!(exited, Some(0), "the old process stops by itself");
+    assert!(log.contains("dialling the new one"), "{log}");
+    assert!(!log.contains("node gone"), "{log}");
+    let (_, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("healthd_node_stream_up{node=\"ams-1\"} 1"),
+        "the stream flows from the new process"
+    );
+}

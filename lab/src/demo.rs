@@ -206,7 +206,7 @@ async fn run_in(dir: &Path, choice: Choice) -> Result<()> {
         );
         // The site's stream nodes, and its healthd probing them and driving the speaker.
         for node in &site.nodes {
-            streamnode::daemon::start(&d, &node.name)
+            streamnode::daemon::start(&d, &node.name, false)
                 .await
                 .with_context(|| format!("starting stream node {}", node.name))?;
         }

@@ -26,6 +26,49 @@ pub struct Segment {
     pub discontinuity: bool,
 }
 
+/// A channel handed to a replacement process ([`Channel::save`]); byte ranges are
+/// (offset, length) in the hand-over's payload.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    name: String,
+    active_feed: String,
+    ingest: Ingest,
+    target: f64,
+    window: usize,
+    segments: Vec<SavedSegment>,
+    next_sequence: u64,
+    discontinuities_dropped: u64,
+    current: (u64, u64),
+    current_start_pts: Option<u64>,
+    current_started: SystemTime,
+    pending_discontinuity: bool,
+    video: Option<Elementary>,
+    audio: Option<Elementary>,
+    pmt_pid: Option<u16>,
+    pat: Option<Vec<u8>>,
+    pmt: Option<Vec<u8>>,
+    last_pts: Option<u64>,
+    epoch: Option<(SystemTime, u64)>,
+    clock: Option<SystemTime>,
+    media: MediaInfo,
+}
+
+impl Saved {
+    /// The channel's path (`CHANNEL` or `CHANNEL/RENDITION`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedSegment {
+    sequence: u64,
+    duration: f64,
+    bytes: (u64, u64),
+    started: SystemTime,
+    discontinuity: bool,
+}
+
 /// A rendition's line in a master playlist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
@@ -104,7 +147,7 @@ const GRACE_SEGMENTS: usize = 3;
 
 /// Whether a channel's source is delivering: the node's own account, pushed to healthd on its
 /// status stream the moment it changes (the playlist would only show it seconds later).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ingest {
     /// Packets arrive on a feed fit to carry the channel.
@@ -381,6 +424,105 @@ impl Channel {
         })
     }
 
+    /// The channel as a replacement process goes on with it: every field, the bytes of its
+    /// segments (and of the one being cut) appended to `payload`.
+    pub fn save(&self, payload: &mut Vec<u8>) -> Saved {
+        let mut put = |bytes: &[u8]| {
+            let at = (payload.len() as u64, bytes.len() as u64);
+            payload.extend_from_slice(bytes);
+            at
+        };
+        Saved {
+            name: self.name.clone(),
+            active_feed: self.active_feed.to_owned(),
+            ingest: self.ingest,
+            target: self.target,
+            window: self.window,
+            segments: self
+                .segments
+                .iter()
+                .map(|s| SavedSegment {
+                    sequence: s.sequence,
+                    duration: s.duration,
+                    bytes: put(&s.bytes),
+                    started: s.started,
+                    discontinuity: s.discontinuity,
+                })
+                .collect(),
+            next_sequence: self.next_sequence,
+            discontinuities_dropped: self.discontinuities_dropped,
+            current: put(&self.current),
+            current_start_pts: self.current_start_pts,
+            current_started: self.current_started,
+            pending_discontinuity: self.pending_discontinuity,
+            video: self.video,
+            audio: self.audio,
+            pmt_pid: self.pmt_pid,
+            pat: self.pat.map(|p| p.to_vec()),
+            pmt: self.pmt.map(|p| p.to_vec()),
+            last_pts: self.last_pts,
+            epoch: self.epoch,
+            clock: self.clock,
+            media: self.media.clone(),
+        }
+    }
+
+    /// The channel `saved` describes, its bytes taken from `payload`; `None` when the two do
+    /// not fit together (a range outside the payload, a program table that is not a packet).
+    pub fn restore(saved: Saved, payload: &[u8]) -> Option<Self> {
+        let take = |(at, len): (u64, u64)| {
+            let start = usize::try_from(at).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            payload.get(start..end)
+        };
+        let packet = |p: Option<Vec<u8>>| -> Option<Option<[u8; PACKET]>> {
+            match p {
+                None => Some(None),
+                Some(p) => Some(Some(p.try_into().ok()?)),
+            }
+        };
+        let segments = saved
+            .segments
+            .into_iter()
+            .map(|s| {
+                Some(Segment {
+                    sequence: s.sequence,
+                    duration: s.duration,
+                    bytes: Bytes::copy_from_slice(take(s.bytes)?),
+                    started: s.started,
+                    discontinuity: s.discontinuity,
+                })
+            })
+            .collect::<Option<VecDeque<Segment>>>()?;
+        Some(Self {
+            name: saved.name,
+            active_feed: match saved.active_feed.as_str() {
+                "primary" => "primary",
+                "backup" => "backup",
+                _ => "builtin",
+            },
+            ingest: saved.ingest,
+            target: saved.target,
+            window: saved.window.max(3),
+            segments,
+            next_sequence: saved.next_sequence,
+            discontinuities_dropped: saved.discontinuities_dropped,
+            current: take(saved.current)?.to_vec(),
+            current_start_pts: saved.current_start_pts,
+            current_started: saved.current_started,
+            pending_discontinuity: saved.pending_discontinuity,
+            video: saved.video,
+            audio: saved.audio,
+            pmt_pid: saved.pmt_pid,
+            pat: packet(saved.pat)?,
+            pmt: packet(saved.pmt)?,
+            last_pts: saved.last_pts,
+            epoch: saved.epoch,
+            clock: saved.clock,
+            media: saved.media,
+        })
+    }
+
     /// The live media playlist.
     pub fn playlist(&self) -> Option<String> {
         let segments: Vec<&Segment> = self.window().collect();
@@ -476,6 +618,42 @@ mod tests {
             6,
             "sliding window of 6: {playlist}"
         );
+    }
+
+    #[test]
+    fn a_channel_saved_mid_segment_and_restored_goes_on_as_if_never_moved() {
+        let mut looper = Looper::test_channel().unwrap();
+        let mut channel = Channel::new("news", Duration::from_secs(2), 6);
+        // Two passes and a bit: segments held, and one half cut.
+        for _ in 0..looper.packets_per_pass() * 2 + 1234 {
+            channel.push(&looper.next_packet());
+        }
+        channel.switch_feed("primary");
+        for _ in 0..4321 {
+            channel.push(&looper.next_packet());
+        }
+        let mut payload = Vec::new();
+        let saved = channel.save(&mut payload);
+        let json = serde_json::to_vec(&saved).unwrap();
+        let saved: Saved = serde_json::from_slice(&json).unwrap();
+        let mut restored = Channel::restore(saved.clone(), &payload).unwrap();
+        let mut other = looper.clone();
+        other.seek(&looper.position());
+        for _ in 0..looper.packets_per_pass() * 2 {
+            channel.push(&looper.next_packet());
+            restored.push(&other.next_packet());
+        }
+        assert_eq!(restored.playlist(), channel.playlist());
+        assert_eq!(restored.variant(), channel.variant());
+        assert_eq!(restored.active_feed, "primary");
+        let bytes = |c: &Channel| c.window().map(|s| s.bytes.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            bytes(&restored),
+            bytes(&channel),
+            "the same segments, byte for byte"
+        );
+        // A payload that does not go with the description is refused, not trusted.
+        assert!(Channel::restore(saved, &payload[..payload.len() / 2]).is_none());
     }
 
     #[test]

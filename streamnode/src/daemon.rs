@@ -5,21 +5,93 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use config::Deployment;
 use config::service::{ChannelSource, Clip};
+use daemon::handover::{Inherited, Offer, Offered, Replacer};
 use tracing::info;
+
+use crate::handover::Hold;
 
 use crate::channel::Channel;
 use crate::ingest::{self, UdpIngest};
 use crate::server::{NodeState, router};
 
+/// A node running in background tasks.
+pub struct Running {
+    pub state: Arc<NodeState>,
+    /// Starts this node's replacement and tells when one serves; `None` without `handover`.
+    pub replacer: Option<Arc<Replacer>>,
+    viewers: Arc<Viewers>,
+    admin: Option<daemon::admin::Serving>,
+}
+
+impl Running {
+    /// A replacement serves on this node's sockets: stop accepting, tell the status streams
+    /// to dial again, and let responses in flight complete (at most
+    /// [`daemon::public::FINISH_WITHIN`]).
+    pub async fn finish(self) {
+        self.viewers.finish.now();
+        // The listener is left to the replacement before healthd is told to dial again.
+        tokio::task::yield_now().await;
+        self.state.set_replaced();
+        let serving = self
+            .viewers
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let viewers = async {
+            if let Some(task) = serving {
+                let _ = task.await;
+            }
+        };
+        let admin = async {
+            if let Some(admin) = self.admin {
+                admin.finish(Duration::from_secs(2)).await;
+            }
+        };
+        tokio::join!(viewers, admin);
+    }
+}
+
 /// Starts node `name` of the deployment; it runs in background tasks until the runtime ends.
-pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>> {
+/// With `take_over`, its sockets and state come from the running process at the node's
+/// `handover` (see [`crate::handover`]).
+pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Result<Running> {
     let (site, node) = deployment
         .nodes()
         .find(|(_, n)| n.name == name)
         .with_context(|| format!("node {name:?} is not in the deployment file"))?;
+    // Taken first: a replacement that cannot reach the running node changes nothing.
+    let mut inherited = match (take_over, &node.handover) {
+        (false, _) => Inherited::default(),
+        (true, None) => bail!(
+            "--take-over needs the node's `handover`: the socket where the running streamnode offers its sockets"
+        ),
+        (true, Some(path)) => Inherited::receive(path, "streamnode")?,
+    };
+    let carried: Option<(crate::handover::State, Vec<u8>)> = inherited
+        .state()
+        .context("the state the running streamnode handed over")?;
+    let (mut saved, mut resumed, payload, epoch, node_carried) = match carried {
+        Some((state, payload)) => (
+            state
+                .channels
+                .into_iter()
+                .map(|c| (c.name().to_owned(), c))
+                .collect::<HashMap<_, _>>(),
+            state.feeders,
+            payload,
+            Some(crate::feeder::Epoch::since(state.epoch)),
+            Some((state.draining, state.served, state.requests)),
+        ),
+        None => Default::default(),
+    };
+    let mut offered = Offered::default();
+    let hold = Hold::default();
     // Certificates are read before anything starts: a node asked for TLS never serves clear text.
     let tls = node
         .tls
@@ -29,10 +101,14 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
         .with_context(|| format!("node {name:?}: TLS"))?;
     let faults = crate::feeder::Faults::default();
     let changes = crate::status::Changes::default();
-    let epoch = crate::feeder::Epoch::now();
+    let epoch = epoch.unwrap_or_else(crate::feeder::Epoch::now);
     let mut channels = HashMap::new();
     let mut renditions = HashMap::new();
     let mut pathways = HashMap::new();
+    // Started only once nothing can fail: a replacement that gives up must not have read a
+    // datagram of the ingest the old process goes on with.
+    let mut feeders: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        Vec::new();
     for service in node.services.iter().filter_map(|s| deployment.service(s)) {
         for channel_name in &service.channels {
             if channels.contains_key(channel_name) || renditions.contains_key(channel_name) {
@@ -75,21 +151,34 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                         .collect()
                 };
             for (path, clip, primary, backup) in packagers {
-                let channel = Arc::new(RwLock::new(Channel::new(
-                    &path,
-                    config.segment_duration.get(),
-                    config.window,
-                )));
+                // The packager as the replaced process left it, or a new one.
+                let channel = match saved.remove(&path) {
+                    Some(saved) => Channel::restore(saved, &payload).with_context(|| {
+                        format!("channel {path:?}: the handed-over state does not fit its bytes")
+                    })?,
+                    None => Channel::new(&path, config.segment_duration.get(), config.window),
+                };
+                let channel = Arc::new(RwLock::new(channel));
+                let resume = resumed.remove(&path);
+                hold.register();
                 match config.source {
                     ChannelSource::Builtin => {
-                        tokio::spawn(crate::feeder::builtin(
+                        let resume = match resume {
+                            Some(crate::handover::Feeder::Builtin { position, first }) => {
+                                Some(crate::feeder::Resume { position, first })
+                            }
+                            _ => None,
+                        };
+                        feeders.push(Box::pin(crate::feeder::builtin(
                             channel.clone(),
                             clip,
                             epoch,
                             faults.clone(),
                             changes.clone(),
                             config.stall_timeout.get(),
-                        ));
+                            hold.clone(),
+                            resume,
+                        )));
                     }
                     ChannelSource::Udp => {
                         let Some(primary) = primary else {
@@ -102,21 +191,38 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                             max_cc_errors_per_sec: config.max_cc_errors_per_sec,
                             failback: config.failback,
                         };
-                        let open = |addr| {
-                            ingest::open(addr, ingest.interface.as_deref()).with_context(|| {
-                                format!("channel {path:?}: cannot receive the feed on {addr}")
-                            })
+                        // The replaced process's sockets (what arrived since it stopped waits
+                        // in them), or opened here.
+                        let mut open = |feed: &str, addr| -> Result<tokio::net::UdpSocket> {
+                            let name = crate::handover::ingest_name(&path, feed, addr);
+                            let socket = match inherited.take(&name) {
+                                Some(fd) => {
+                                    let socket = std::net::UdpSocket::from(fd);
+                                    socket.set_nonblocking(true)?;
+                                    tokio::net::UdpSocket::from_std(socket)?
+                                }
+                                None => ingest::open(addr, ingest.interface.as_deref())
+                                    .with_context(|| {
+                                        format!(
+                                            "channel {path:?}: cannot receive the feed on {addr}"
+                                        )
+                                    })?,
+                            };
+                            offered.add(name, &socket)?;
+                            Ok(socket)
                         };
-                        let primary = open(primary)?;
-                        let backup = ingest.backup.map(open).transpose()?;
-                        tokio::spawn(ingest::run(
+                        let primary = open("primary", primary)?;
+                        let backup = ingest.backup.map(|b| open("backup", b)).transpose()?;
+                        feeders.push(Box::pin(ingest::run(
                             channel.clone(),
                             primary,
                             backup,
                             ingest,
                             faults.clone(),
                             changes.clone(),
-                        ));
+                            hold.clone(),
+                            resume,
+                        )));
                     }
                 }
                 channels.insert(path, channel);
@@ -134,17 +240,69 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
     state.pathways = pathways;
     state.faults = faults;
     state.changes = changes;
+    if let Some((draining, served, requests)) = node_carried {
+        state.set_draining(draining);
+        state.carry_counters(served, requests);
+        info!(
+            channels = state.channels.len(),
+            "going on from the replaced streamnode's channels"
+        );
+    }
     let state = Arc::new(state);
-    let listener = tokio::net::TcpListener::bind(node.listen)
-        .await
+    // Every step that can fail comes before the first request served or datagram read, so
+    // that a replacement that fails leaves the old process as it was.
+    let listener = inherited
+        .tcp("http", node.listen)
         .with_context(|| format!("cannot listen on {}", node.listen))?;
+    offered.tcp("http", node.listen, &listener)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let offer = node
+        .handover
+        .as_ref()
+        .map(|path| Offer::bind(path, take_over, "streamnode"))
+        .transpose()
+        .with_context(|| format!("node {name:?}: handover"))?;
+    let mut admin = None;
+    if let Some(addr) = node.admin {
+        let listener = inherited
+            .tcp("admin", addr)
+            .map_err(|cause| daemon::admin::AdminError { addr, cause })?;
+        offered.tcp("admin", addr, &listener)?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|cause| daemon::admin::AdminError { addr, cause })?;
+        let token = node
+            .admin_token
+            .as_ref()
+            .map(|t| t.resolve())
+            .transpose()
+            .with_context(|| format!("node {name:?}: admin_token"))?;
+        admin = Some((listener, token));
+    }
+    let replacer = match offer {
+        Some(offer) => {
+            let carried = crate::handover::Carried {
+                node: state.clone(),
+                hold: hold.clone(),
+                epoch: epoch.wall(),
+            };
+            Some(offer.start(offered, Arc::new(carried))?)
+        }
+        None => None,
+    };
+
+    for feeder in feeders {
+        tokio::spawn(feeder);
+    }
     let liveness = daemon::Liveness::default();
     tokio::spawn(watch_channels(state.clone(), &liveness));
     let beat = liveness.flag(format!("viewer listener on {}", node.listen));
     let (served, limits) = (state.clone(), daemon::public::Limits::of(node));
+    let finish = daemon::public::Finish::default();
+    let finishing = finish.clone();
     let viewers = Arc::new(Viewers {
         addr: node.listen,
         serving: std::sync::Mutex::new(None),
+        finish,
         start: Box::new(move |listener| {
             tokio::spawn(daemon::public::serve(
                 listener,
@@ -153,34 +311,39 @@ pub async fn start(deployment: &Deployment, name: &str) -> Result<Arc<NodeState>
                 limits,
                 served.admission.clone(),
                 beat.clone(),
+                finishing.clone(),
             ))
         }),
     });
     viewers.up(listener);
-    daemon::systemd::serving(&liveness);
-    if let Some(admin) = node.admin {
-        let token = node
-            .admin_token
-            .as_ref()
-            .map(|t| t.resolve())
-            .transpose()
-            .with_context(|| format!("node {name:?}: admin_token"))?;
+    let admin = admin.map(|(listener, token)| {
         let scraped = state.clone();
         let open = daemon::admin::router(
             "streamnode",
             Arc::new(move || crate::metrics::render(&scraped)),
-            liveness,
+            liveness.clone(),
         );
         let routes = open
             .merge(client_route(&state))
             .merge(daemon::admin::protected(
-                admin_routes(&state, node.fault_injection.then_some(&viewers)),
+                admin_routes(
+                    &state,
+                    node.fault_injection.then_some(&viewers),
+                    replacer.clone(),
+                ),
                 token,
             ));
-        daemon::admin::serve(admin, routes).await?;
-    }
+        daemon::admin::serve_on(listener, routes)
+    });
+    daemon::systemd::serving(&liveness);
+    inherited.serving();
     info!(node = %node.name, listen = %node.listen, channels = state.channels.len(), "streamnode running");
-    Ok(state)
+    Ok(Running {
+        state,
+        replacer,
+        viewers,
+        admin,
+    })
 }
 
 /// The pathways of a steered service's channels as the master playlists of a node at `site`
@@ -228,7 +391,11 @@ fn client_route(state: &Arc<NodeState>) -> axum::Router {
 
 /// The state-changing admin routes: drain and undrain, and fault injection when the node's
 /// configuration offers it (labs and demos).
-fn admin_routes(state: &Arc<NodeState>, fault_injection: Option<&Arc<Viewers>>) -> axum::Router {
+fn admin_routes(
+    state: &Arc<NodeState>,
+    fault_injection: Option<&Arc<Viewers>>,
+    replacer: Option<Arc<Replacer>>,
+) -> axum::Router {
     let (drain, undrain) = (state.clone(), state.clone());
     let routes = axum::Router::new()
         .route(
@@ -247,6 +414,10 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: Option<&Arc<Viewers>>) 
                 "ok\n"
             }),
         );
+    let routes = match replacer {
+        Some(replacer) => routes.merge(daemon::handover::route(replacer)),
+        None => routes,
+    };
     let Some(viewers) = fault_injection else {
         return routes;
     };
@@ -309,6 +480,8 @@ fn admin_routes(state: &Arc<NodeState>, fault_injection: Option<&Arc<Viewers>>) 
 struct Viewers {
     addr: SocketAddr,
     serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ends the server gracefully: its replacement serves.
+    finish: daemon::public::Finish,
     start: Box<dyn Fn(tokio::net::TcpListener) -> tokio::task::JoinHandle<()> + Send + Sync>,
 }
 

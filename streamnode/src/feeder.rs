@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use config::service::Clip;
 
 use crate::channel::{Channel, Ingest};
+use crate::handover::{Feeder, Hold};
 use crate::status::Changes;
 use crate::ts::looper::Looper;
 use crate::ts::{Packet, WRAP};
@@ -57,13 +58,36 @@ impl Epoch {
             wall: SystemTime::now(),
         }
     }
+
+    /// The epoch of a node that started at `wall` (a replaced process's), on this process's
+    /// monotonic clock.
+    pub fn since(wall: SystemTime) -> Self {
+        let age = SystemTime::now().duration_since(wall).unwrap_or_default();
+        Self {
+            started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            wall,
+        }
+    }
+
+    pub fn wall(&self) -> SystemTime {
+        self.wall
+    }
 }
 
-/// Plays a bundled clip into `channel` forever, at the speed of its timestamps. Fault
-/// injection: while `faults.frozen` is set nothing is packaged (the node keeps answering HTTP
-/// with a playlist that no longer moves, the failure healthd's `hls` probe exists to catch);
-/// while `faults.cut` is set nothing is produced either, and after `stall` the channel's
-/// ingest is reported lost.
+/// Where a built-in feeder goes on from (a replaced process's [`Feeder::Builtin`]).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub position: crate::ts::looper::Position,
+    pub first: Option<u64>,
+}
+
+/// Plays a bundled clip into `channel` forever, at the speed of its timestamps, from the
+/// start or from where a replaced process stopped (`resume`, with `channel` as it left it).
+/// Fault injection: while `faults.frozen` is set nothing is packaged (the node keeps answering
+/// HTTP with a playlist that no longer moves, the failure healthd's `hls` probe exists to
+/// catch); while `faults.cut` is set nothing is produced either, and after `stall` the
+/// channel's ingest is reported lost. A `hold` stops it for a hand-over.
+#[allow(clippy::too_many_arguments)]
 pub async fn builtin(
     channel: Arc<RwLock<Channel>>,
     clip: Clip,
@@ -71,6 +95,8 @@ pub async fn builtin(
     faults: Faults,
     changes: Changes,
     stall: Duration,
+    hold: Hold,
+    resume: Option<Resume>,
 ) {
     let mut looper = match Looper::builtin(clip) {
         Ok(l) => l,
@@ -80,15 +106,32 @@ pub async fn builtin(
         }
     };
     let started = epoch.started;
-    channel
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_clock(epoch.wall - Duration::from_secs_f64(PREROLL));
+    let path = {
+        let mut c = channel.write().unwrap_or_else(|e| e.into_inner());
+        if resume.is_none() {
+            c.set_clock(epoch.wall - Duration::from_secs_f64(PREROLL));
+        }
+        c.name.clone()
+    };
     let mut first: Option<u64> = None;
+    if let Some(resume) = resume {
+        looper.seek(&resume.position);
+        first = resume.first;
+    }
     // What was last reported; channels start with ingest lost until their source delivers.
-    let mut ingest = Ingest::Lost;
+    let mut ingest = channel.read().unwrap_or_else(|e| e.into_inner()).ingest();
     let mut batch = Vec::with_capacity(512);
+    // The looper's position at the batch's first packet: the channel has had everything
+    // before it, so a hold may stop here whatever the batch holds.
+    let mut unsent = looper.position();
     loop {
+        if hold.held() {
+            let at = Feeder::Builtin {
+                position: unsent.clone(),
+                first,
+            };
+            hold.stop(&path, at).await;
+        }
         let packet = looper.next_packet();
         let media = Packet(&packet)
             .pes_timestamps()
@@ -99,7 +142,9 @@ pub async fn builtin(
         let media_secs = (t.wrapping_sub(origin) % WRAP) as f64 / 90_000.0;
         let ahead = media_secs - PREROLL - started.elapsed().as_secs_f64();
         let mut cut_since = None;
-        while faults.frozen.load(Ordering::Relaxed) || faults.cut.load(Ordering::Relaxed) {
+        while (faults.frozen.load(Ordering::Relaxed) || faults.cut.load(Ordering::Relaxed))
+            && !hold.held()
+        {
             if faults.cut.load(Ordering::Relaxed) {
                 let since = *cut_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= stall && ingest == Ingest::Flowing {
@@ -108,6 +153,10 @@ pub async fn builtin(
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if hold.held() {
+            // Stopped before this batch reached the channel: it is made again from `unsent`.
+            continue;
         }
         if ingest == Ingest::Lost {
             ingest = Ingest::Flowing;
@@ -120,8 +169,12 @@ pub async fn builtin(
                     c.push(&p);
                 }
             }
+            unsent = looper.position();
             if ahead > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(ahead.min(0.5))).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs_f64(ahead.min(0.5))) => {}
+                    () = hold.requested() => {}
+                }
             }
         }
     }

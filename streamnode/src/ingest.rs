@@ -16,6 +16,7 @@ use tokio::net::UdpSocket;
 
 use crate::channel::{Channel, Ingest};
 use crate::feeder::{Faults, report_ingest};
+use crate::handover::{Feeder, Hold};
 use crate::status::Changes;
 use crate::ts::{PACKET, Packet};
 
@@ -199,9 +200,12 @@ impl Switch {
 }
 
 /// Receives a channel's feeds forever, passing the active feed's packets to `channel` and
-/// reporting whether any feed delivers. Fault injection as for the built-in channel: while
-/// `faults.frozen` is set nothing is passed on; while `faults.cut` is set datagrams are
-/// dropped as they arrive, as if the network lost them.
+/// reporting whether any feed delivers; from the start, or where a replaced process stopped
+/// (`resume`: which feeds were fit, with `channel` as it left it). Fault injection as for the
+/// built-in channel: while `faults.frozen` is set nothing is passed on; while `faults.cut` is
+/// set datagrams are dropped as they arrive, as if the network lost them. A `hold` stops it
+/// between two datagrams for a hand-over (those that come meanwhile wait in the sockets).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     channel: Arc<RwLock<Channel>>,
     primary: UdpSocket,
@@ -209,6 +213,8 @@ pub async fn run(
     ingest: UdpIngest,
     faults: Faults,
     changes: Changes,
+    hold: Hold,
+    resume: Option<Feeder>,
 ) {
     let now = Instant::now();
     let mut switch = Switch {
@@ -218,20 +224,40 @@ pub async fn run(
         stall: ingest.stall_timeout,
         failback: ingest.failback,
     };
-    channel
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .switch_feed(Feed::Primary.name());
-    let name = channel
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .name
-        .clone();
+    let name = {
+        let mut c = channel.write().unwrap_or_else(|e| e.into_inner());
+        match resume {
+            // The feeds as the replaced process last saw them: fit ones count as heard now.
+            Some(Feeder::Udp { primary, backup }) => {
+                if c.active_feed == Feed::Backup.name() {
+                    switch.active = Feed::Backup;
+                }
+                for (fit, state) in [(primary, &mut switch.primary), (backup, &mut switch.backup)] {
+                    if fit {
+                        state.last_packet = Some(now);
+                        state.clean_since = Some(now);
+                    }
+                }
+            }
+            _ => c.switch_feed(Feed::Primary.name()),
+        }
+        c.name.clone()
+    };
     let mut tick = tokio::time::interval(ingest.stall_timeout.min(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
     loop {
+        if hold.held() {
+            let now = Instant::now();
+            let at = Feeder::Udp {
+                primary: switch.primary.healthy(now, switch.stall),
+                backup: backup.is_some() && switch.backup.healthy(now, switch.stall),
+            };
+            hold.stop(&name, at).await;
+            continue;
+        }
         let (feed, len) = tokio::select! {
+            () = hold.requested() => continue,
             r = primary.recv(&mut a) => match r {
                 Ok(n) => (Feed::Primary, n),
                 Err(_) => continue,

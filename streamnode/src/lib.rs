@@ -5,6 +5,7 @@ pub mod cmcd;
 pub mod daemon;
 mod feeder;
 pub mod fuzzing;
+pub mod handover;
 mod ingest;
 mod metrics;
 mod qoe;

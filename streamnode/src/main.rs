@@ -1,6 +1,7 @@
 //! `streamnode`: the HLS live origin of one node (`--config FILE --node NODE`).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -20,6 +21,10 @@ struct Cli {
     /// The node (from `[[sites.nodes]]`) this process is.
     #[arg(long, short = 'n', global = true, env = "ANYCAST_NODE")]
     node: Option<String>,
+    /// Replace the running process of this node: take its sockets and channels at the node's
+    /// `handover`, serve, and let it finish (an upgrade with no request failed).
+    #[arg(long)]
+    take_over: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -28,6 +33,11 @@ struct Cli {
 enum Command {
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Replace the running process of this node by the binary at its path (an upgrade): the
+    /// new process takes its sockets and channels at the node's `handover`, serves, and the
+    /// old one lets its responses in flight complete and exits; a new process that fails
+    /// leaves the old one serving.
+    Replace,
 }
 
 fn main() -> ExitCode {
@@ -45,22 +55,80 @@ async fn run(cli: Cli) -> Result<()> {
     let path = cli.config.path().map_err(anyhow::Error::msg)?;
     let deployment = Deployment::load(path)?;
     let name = cli.node.context("which node is this? pass --node NODE")?;
-    let node = streamnode::daemon::start(&deployment, &name).await?;
+    if let Some(Command::Replace) = cli.command {
+        return replace(&deployment, &name).await;
+    }
+    let node = streamnode::daemon::start(&deployment, &name, cli.take_over).await?;
     let mut signals = daemon::signals::Signals::with_drain()?;
+    let replacer = node.replacer.clone();
+    let replaced = async {
+        match &replacer {
+            Some(r) => r.replaced().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(replaced);
     loop {
-        match signals.next().await {
-            Request::Reload => info!("SIGHUP: restart streamnode to apply deployment changes"),
+        let request = tokio::select! {
+            request = signals.next() => request,
+            _ = &mut replaced => {
+                info!("replaced: finishing the responses in flight");
+                node.finish().await;
+                info!("replaced: exiting");
+                return Ok(());
+            }
+        };
+        match request {
+            Request::Reload => info!(
+                "SIGHUP: restart streamnode to apply deployment changes (`streamnode replace` restarts it without a failed request)"
+            ),
             Request::Drain => {
-                node.set_draining(true);
+                node.state.set_draining(true);
                 info!("SIGUSR1: draining (viewers keep playing, healthd takes the node out)");
             }
             Request::Undrain => {
-                node.set_draining(false);
+                node.state.set_draining(false);
                 info!("SIGUSR2: drain ended");
             }
             Request::Stop => break,
         }
     }
     info!("shutting down");
+    Ok(())
+}
+
+/// How long `replace` waits for the replacement.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Asks the running node (its admin endpoint) to replace itself, and says how it went.
+async fn replace(deployment: &Deployment, name: &str) -> Result<()> {
+    let node = deployment
+        .nodes()
+        .find(|(_, n)| n.name == name)
+        .map(|(_, n)| n)
+        .with_context(|| format!("node {name:?} is not in the deployment file"))?;
+    let admin = node
+        .admin
+        .with_context(|| format!("node {name:?} has no admin endpoint to ask"))?
+        .to_string();
+    let token = node.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
+    let response = daemon::http::request(
+        daemon::http::Method::POST,
+        &admin,
+        "/replace",
+        token.as_deref(),
+        REPLACE_TIMEOUT,
+    )
+    .await
+    .with_context(|| format!("cannot reach the streamnode admin endpoint {admin}"))?;
+    if response.status == 404 {
+        anyhow::bail!(
+            "node {name:?} offers no hand-over: set its `handover` (a Unix socket path) and restart it once"
+        );
+    }
+    if !response.ok() {
+        anyhow::bail!("{}", response.body.trim());
+    }
+    print!("{}", response.body);
     Ok(())
 }

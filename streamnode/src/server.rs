@@ -27,6 +27,8 @@ pub struct NodeState {
     pub pathways: HashMap<String, crate::channel::Pathways>,
     pub capacity_mbps: u32,
     draining: AtomicBool,
+    /// A replacement serves: status streams end, telling healthd to dial again.
+    replaced: AtomicBool,
     /// Fault injection shared with the feeders.
     pub faults: Faults,
     /// Tells the status streams when the node's state changes.
@@ -69,6 +71,7 @@ impl NodeState {
             pathways: HashMap::new(),
             capacity_mbps,
             draining: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
             faults: Faults::default(),
             changes: Changes::default(),
             status_streams: Arc::default(),
@@ -83,6 +86,32 @@ impl NodeState {
 
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn replaced(&self) -> bool {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
+    /// A replacement serves in this node's place: the status streams say so and end.
+    pub fn set_replaced(&self) {
+        self.replaced.store(true, Ordering::Relaxed);
+        self.changes.notify();
+    }
+
+    /// Bytes of segments served and requests answered (playlists, segments, not found).
+    pub fn counters(&self) -> (u64, [u64; 3]) {
+        (
+            self.served.load(Ordering::Relaxed),
+            self.requests.each_ref().map(|r| r.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Goes on from a replaced process's counters.
+    pub fn carry_counters(&self, served: u64, requests: [u64; 3]) {
+        self.served.fetch_add(served, Ordering::Relaxed);
+        for (counter, n) in self.requests.iter().zip(requests) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Drains the node (healthd takes it out, its viewers keep playing) or ends the drain;

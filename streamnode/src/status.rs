@@ -58,6 +58,10 @@ impl Changes {
 pub struct Status {
     pub node: String,
     pub draining: bool,
+    /// A replacement process serves in this one's place: dial again (the last document of a
+    /// status stream).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
     pub capacity_mbps: u32,
     /// Clients that fetched a segment in the last 30 s.
     pub viewers: usize,
@@ -122,6 +126,7 @@ pub fn document(node: &NodeState) -> Status {
     Status {
         node: node.name.clone(),
         draining: node.draining(),
+        replaced: node.replaced(),
         capacity_mbps: node.capacity_mbps,
         viewers,
         egress_bps,
@@ -160,12 +165,14 @@ pub async fn stream(
         let _slot = slot;
         loop {
             changes.borrow_and_update();
-            let data = serde_json::to_string(&document(&node)).unwrap_or_default();
+            let doc = document(&node);
+            let data = serde_json::to_string(&doc).unwrap_or_default();
             let event = Event::default().event("status").data(data);
             if tx
                 .send(Ok::<_, std::convert::Infallible>(event))
                 .await
                 .is_err()
+                || doc.replaced
             {
                 return;
             }

@@ -80,6 +80,8 @@ pub enum HandoverError {
     Description(#[from] serde_json::Error),
     #[error("hand-over names {named} sockets but carried {carried}")]
     Mismatch { named: usize, carried: usize },
+    #[error("the state to hand over: {0}")]
+    Capture(String),
     #[error("the replacement did not say it serves (it said {0:?})")]
     NotServing(String),
 }

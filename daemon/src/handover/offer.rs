@@ -53,10 +53,11 @@ pub struct Captured {
 
 /// The state a daemon carries over: taken when a replacement connects.
 pub trait Carry: Send + Sync + 'static {
-    /// What the replacement starts from. A daemon whose state moves on by itself (a packager
-    /// reading its ingest) stops moving it here, so that nothing happens after the capture
-    /// that the replacement would not know.
-    fn capture(&self) -> Captured;
+    /// What the replacement starts from, or why it cannot be had (the hand-over is then
+    /// refused). A daemon whose state moves on by itself (a packager reading its ingest)
+    /// stops moving it here, so that nothing happens after the capture that the replacement
+    /// would not know.
+    fn capture(&self) -> Result<Captured, String>;
 
     /// The replacement failed after [`Carry::capture`]: move on again.
     fn resume(&self) {}
@@ -176,7 +177,7 @@ fn hand_over(
     offered: &Offered,
     carry: &dyn Carry,
 ) -> Result<(), HandoverError> {
-    let captured = carry.capture();
+    let captured = carry.capture().map_err(HandoverError::Capture)?;
     let handover = Handover {
         sockets: offered.sockets.iter().map(|(n, _)| n.clone()).collect(),
         state: captured.state,

@@ -114,6 +114,33 @@ impl Looper {
     pub fn packets_per_pass(&self) -> usize {
         self.packets.len()
     }
+
+    /// Where the endless stream is, for a process that goes on with it.
+    pub fn position(&self) -> Position {
+        let mut counters: Vec<(u16, u8)> = self.counters.iter().map(|(p, c)| (*p, *c)).collect();
+        counters.sort_unstable();
+        Position {
+            next: self.next,
+            pass: self.pass,
+            counters,
+        }
+    }
+
+    /// Goes on from `position` (of a loop of the same clip): the next packet is the one that
+    /// would have come after it, with the same timestamps and continuity counters.
+    pub fn seek(&mut self, position: &Position) {
+        self.next = position.next % self.packets.len();
+        self.pass = position.pass;
+        self.counters = position.counters.iter().copied().collect();
+    }
+}
+
+/// A looper's place in its endless stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    next: usize,
+    pass: u64,
+    counters: Vec<(u16, u8)>,
 }
 
 #[cfg(test)]

@@ -32,14 +32,14 @@ pub mod stream_type {
 }
 
 /// An elementary stream of the program: PID and stream type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Elementary {
     pub pid: u16,
     pub stream_type: u8,
 }
 
 /// What the master playlist says about a rendition, beyond its bit rate.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MediaInfo {
     /// Width and height in pixels, after cropping.
     pub resolution: Option<(u32, u32)>,

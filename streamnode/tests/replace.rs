@@ -1,0 +1,344 @@
+//! Replacing a running stream node under viewers (`streamnode replace`): HTTP clients keep
+//! connections alive and download every new segment, another opens a connection per request,
+//! and ffmpeg plays the channel, while a replacement that fails (its admin address is taken)
+//! tries and gives up, and then `streamnode replace` starts a new process that takes the
+//! sockets and channels over. No request may fail and no connection may be reset; the media
+//! sequence never goes back and a segment has the same bytes whichever process served it; the
+//! old process exits by itself.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, wait_for};
+
+const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
+
+/// A process this test did not start (a replacement started by the node), stopped at the end.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+/// A deployment whose node `ams-1` listens on `addr`, has its admin endpoint on `admin` and
+/// offers its sockets at `handover`.
+fn deployment(addr: SocketAddr, admin: SocketAddr, handover: &Path) -> String {
+    MINIMAL.replace(
+        "listen = \"127.0.1.1:8080\"",
+        &format!(
+            "listen = \"{addr}\"\nadmin = \"{admin}\"\nhandover = \"{}\"",
+            handover.display()
+        ),
+    )
+}
+
+fn streamnode(config: &Path, log: &Path, args: &[&str]) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(["--node", "ams-1"])
+        .args(args);
+    Daemon::spawn("streamnode", cmd, log).expect("start streamnode")
+}
+
+/// One HTTP/1.1 connection, kept alive while the server allows.
+struct Connection {
+    addr: SocketAddr,
+    keep_alive: bool,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl Connection {
+    /// GET `path`: the status and the whole body, or why not. Any failure counts: a refused
+    /// or reset connection, a short body, a connection closed before the answer.
+    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let reused = self.stream.is_some();
+        let result = self.exchange(path);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result.map_err(|e| format!("GET {path} (connection reused: {reused}): {e}"))
+    }
+
+    fn exchange(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            self.stream = Some(BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().ok_or("no connection")?;
+        let close = if self.keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
+        reader
+            .get_mut()
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: node\r\n{close}\r\n").as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("status line: {e}"))?;
+        if line.is_empty() {
+            return Err("closed before the answer".into());
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let (mut length, mut closing) = (None, !self.keep_alive);
+        loop {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("headers: {e}"))?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse::<usize>().ok(),
+                "connection" if value.trim().eq_ignore_ascii_case("close") => closing = true,
+                _ => {}
+            }
+        }
+        let length = length.ok_or("no Content-Length")?;
+        let mut body = vec![0u8; length];
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("body of {length} bytes: {e}"))?;
+        if closing {
+            self.stream = None;
+        }
+        Ok((status, body))
+    }
+}
+
+/// What the viewers saw.
+#[derive(Default)]
+struct Seen {
+    requests: u64,
+    failures: Vec<String>,
+    /// Bytes' hash of each segment downloaded, by media sequence number.
+    segments: HashMap<u64, Vec<u64>>,
+    /// A playlist's media sequence lower than one seen before by the same viewer.
+    went_back: Vec<(u64, u64)>,
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A viewer until `until`: the playlist, then every segment it lists not yet had.
+fn viewer(addr: SocketAddr, keep_alive: bool, until: Instant, seen: Arc<Mutex<Seen>>) {
+    let mut connection = Connection {
+        addr,
+        keep_alive,
+        stream: None,
+    };
+    let (mut had, mut last_sequence) = (0u64, 0u64);
+    while Instant::now() < until {
+        let playlist = connection.get("/test/index.m3u8");
+        let mut seen_now = Vec::new();
+        match playlist {
+            Ok((200, body)) => {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let sequence = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if sequence < last_sequence {
+                    seen.lock()
+                        .unwrap()
+                        .went_back
+                        .push((last_sequence, sequence));
+                }
+                last_sequence = sequence;
+                let listed: Vec<u64> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".ts")?.parse().ok())
+                    .collect();
+                let new: Vec<u64> = listed.into_iter().filter(|n| *n >= had).collect();
+                for n in new {
+                    match connection.get(&format!("/test/seg{n}.ts")) {
+                        Ok((200, bytes)) => seen_now.push((n, fnv(&bytes))),
+                        Ok((status, _)) => seen
+                            .lock()
+                            .unwrap()
+                            .failures
+                            .push(format!("segment {n}: {status}")),
+                        Err(e) => seen.lock().unwrap().failures.push(e),
+                    }
+                    had = n + 1;
+                }
+            }
+            Ok((status, _)) => seen
+                .lock()
+                .unwrap()
+                .failures
+                .push(format!("playlist: {status}")),
+            Err(e) => seen.lock().unwrap().failures.push(e),
+        }
+        let mut s = seen.lock().unwrap();
+        s.requests += 1 + seen_now.len() as u64;
+        for (n, hash) in seen_now {
+            s.segments.entry(n).or_default().push(hash);
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// The process id in `replace`'s answer (`replaced: pid N serves, ...`).
+fn replaced_pid(said: &str) -> Option<u32> {
+    said.split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn streamnode_replace_fails_no_request_and_resets_no_connection() {
+    let test = "streamnode_replace_fails_no_request_and_resets_no_connection";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let dir = TempDir::new("streamnode-replace");
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let admin = SocketAddr::from((net.host(1), 8081));
+    let handover = dir.path().join("streamnode.handover");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, deployment(addr, admin, &handover)).unwrap();
+    let mut old = streamnode(&config, &dir.path().join("streamnode.log"), &[]);
+    let live = wait_for(Duration::from_secs(15), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
+    });
+    assert!(live.is_some(), "no playlist:\n{}", old.log_text());
+
+    let until = Instant::now() + Duration::from_secs(16);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let viewers: Vec<_> = (0..6)
+        .map(|i| {
+            let seen = seen.clone();
+            std::thread::spawn(move || viewer(addr, i != 0, until, seen))
+        })
+        .collect();
+    let mut play = Command::new("ffmpeg");
+    play.args(["-hide_banner", "-nostdin", "-v", "warning", "-i"])
+        .arg(format!("http://{addr}/test/index.m3u8"))
+        .args(["-t", "14", "-f", "null", "-"]);
+    let player = Daemon::spawn("ffmpeg", play, &dir.path().join("ffmpeg.log")).unwrap();
+
+    // A replacement that takes the sockets and channels, then cannot serve: the old process
+    // takes its channels back and goes on.
+    std::thread::sleep(Duration::from_secs(2));
+    let blocker = std::net::TcpListener::bind((net.host(2), 8081)).unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        deployment(addr, blocker.local_addr().unwrap(), &handover),
+    )
+    .unwrap();
+    let mut failed = streamnode(&broken, &dir.path().join("broken.log"), &["--take-over"]);
+    assert_ne!(
+        failed.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        failed.log_text()
+    );
+    let kept = wait_for(Duration::from_secs(5), || {
+        old.log_text()
+            .contains("hand-over failed, still serving")
+            .then_some(())
+    });
+    assert!(kept.is_some(), "{}", old.log_text());
+
+    std::thread::sleep(Duration::from_secs(2));
+    let replace = Command::new(env!("CARGO_BIN_EXE_streamnode"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--node", "ams-1", "replace"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&replace.stdout).into_owned();
+    assert!(
+        replace.status.success(),
+        "{said}{}\n{}",
+        String::from_utf8_lossy(&replace.stderr),
+        old.log_text()
+    );
+    let pid = replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+    let _new = Adopted(pid);
+    let exited = old.wait_exit(Duration::from_secs(15));
+    for v in viewers {
+        v.join().unwrap();
+    }
+    let mut player = player;
+    let played = player.wait_exit(Duration::from_secs(20));
+    let seen = seen.lock().unwrap();
+    let segments = seen.segments.len();
+    let differing: Vec<u64> = seen
+        .segments
+        .iter()
+        .filter(|(_, hashes)| hashes.iter().any(|h| *h != hashes[0]))
+        .map(|(n, _)| *n)
+        .collect();
+    print!("{said}");
+    println!(
+        "through a failed and a real replace: {} requests, {} failed, {segments} segments, {} served differently",
+        seen.requests,
+        seen.failures.len(),
+        differing.len()
+    );
+    assert_eq!(
+        exited,
+        Some(0),
+        "the old process stops by itself:\n{}",
+        old.log_text()
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "failed requests: {:?}\n{}",
+        seen.failures,
+        old.log_text()
+    );
+    assert!(
+        seen.went_back.is_empty(),
+        "media sequence went back: {:?}",
+        seen.went_back
+    );
+    assert!(
+        differing.is_empty(),
+        "segments served with other bytes: {differing:?}"
+    );
+    assert!(seen.requests > 200, "{}", seen.requests);
+    assert!(segments >= 6, "{segments}");
+    let log = player.log_text();
+    assert_eq!(played, Some(0), "ffmpeg:\n{log}");
+    assert!(!log.to_lowercase().contains("error"), "ffmpeg:\n{log}");
+    // The new process serves, with the channel going on, and offers its sockets in turn.
+    let (status, _) = testkit::http::get(addr, "/test/index.m3u8").unwrap();
+    assert_eq!(status, 200);
+    assert!(std::os::unix::net::UnixStream::connect(&handover).is_ok());
+}
