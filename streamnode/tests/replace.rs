@@ -40,6 +40,24 @@ fn deployment(addr: SocketAddr, admin: SocketAddr, handover: &Path) -> String {
     )
 }
 
+/// `streamnode replace` for node `ams-1`: the new process's id, once it serves.
+fn replace(config: &Path) -> u32 {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamnode"))
+        .arg("--config")
+        .arg(config)
+        .args(["--node", "ams-1", "replace"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{said}");
+    replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"))
+}
+
 fn streamnode(config: &Path, log: &Path, args: &[&str]) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
     cmd.arg("--config")
@@ -341,4 +359,137 @@ fn streamnode_replace_fails_no_request_and_resets_no_connection() {
     let (status, _) = testkit::http::get(addr, "/test/index.m3u8").unwrap();
     assert_eq!(status, 200);
     assert!(std::os::unix::net::UnixStream::connect(&handover).is_ok());
+}
+
+/// Continuity counter gaps on the elementary streams (PIDs 0x100 to 0xFFF, where ffmpeg puts
+/// them) across `ts`: each is a packet lost.
+fn continuity_gaps(ts: &[u8]) -> u64 {
+    let mut last: HashMap<u16, u8> = HashMap::new();
+    let mut gaps = 0;
+    for packet in ts.chunks_exact(188) {
+        let pid = u16::from_be_bytes([packet[1] & 0x1F, packet[2]]);
+        let has_payload = packet[3] & 0x10 != 0;
+        if !(0x100..0x1000).contains(&pid) || !has_payload {
+            continue;
+        }
+        let cc = packet[3] & 0x0F;
+        if let Some(previous) = last.insert(pid, cc)
+            && cc != (previous + 1) & 0x0F
+            && cc != previous
+        {
+            gaps += 1;
+        }
+    }
+    gaps
+}
+
+#[test]
+fn an_ingest_handed_over_twice_loses_no_packet() {
+    let test = "an_ingest_handed_over_twice_loses_no_packet";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let dir = TempDir::new("streamnode-replace-ingest");
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 8080));
+    let admin = SocketAddr::from((net.host(1), 8081));
+    let feed = SocketAddr::from((net.host(1), 5004));
+    let handover = dir.path().join("streamnode.handover");
+    let config = dir.path().join("deploy.toml");
+    let text = deployment(addr, admin, &handover).replace(
+        "source = \"builtin\"",
+        &format!("source = \"udp\"\nprimary = \"{feed}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut old = streamnode(&config, &dir.path().join("streamnode.log"), &[]);
+    let _encoder =
+        testkit::ffmpeg::live_encoder("320x180", "main", 50, feed, &dir.path().join("ffmpeg.log"));
+    let live = wait_for(Duration::from_secs(20), || {
+        testkit::http::get(addr, "/test/index.m3u8")
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
+    });
+    assert!(live.is_some(), "no playlist:\n{}", old.log_text());
+
+    // Every segment as it is published, and every playlist.
+    let until = Instant::now() + Duration::from_secs(17);
+    let downloading = std::thread::spawn(move || {
+        let mut connection = Connection {
+            addr,
+            keep_alive: true,
+            stream: None,
+        };
+        let (mut segments, mut playlists, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        let mut had = None;
+        while Instant::now() < until {
+            match connection.get("/test/index.m3u8") {
+                Ok((200, body)) => {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let listed: Vec<u64> = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".ts")?.parse().ok())
+                        .collect();
+                    // From the newest at the start, then every one after it.
+                    let from = had.unwrap_or_else(|| listed.last().copied().unwrap_or(0));
+                    for n in listed.into_iter().filter(|n| *n >= from) {
+                        match connection.get(&format!("/test/seg{n}.ts")) {
+                            Ok((200, bytes)) => segments.push((n, bytes)),
+                            other => failures.push(format!("segment {n}: {other:?}")),
+                        }
+                        had = Some(n + 1);
+                    }
+                    playlists.push(text);
+                }
+                other => failures.push(format!("playlist: {other:?}")),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (segments, playlists, failures)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let second = replace(&config);
+    let _second = Adopted(second);
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        old.log_text()
+    );
+    let third = replace(&config);
+    let _third = Adopted(third);
+    let (segments, playlists, failures) = downloading.join().unwrap();
+    let numbers: Vec<u64> = segments.iter().map(|(n, _)| *n).collect();
+    let whole: Vec<u8> = segments
+        .iter()
+        .flat_map(|(_, b)| b.iter().copied())
+        .collect();
+    let gaps = continuity_gaps(&whole);
+    println!(
+        "ingest through two replaces: segments {numbers:?}, {} bytes, {gaps} continuity gaps",
+        whole.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}\n{}", old.log_text());
+    assert!(segments.len() >= 6, "{numbers:?}");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "every segment in turn: {numbers:?}"
+    );
+    assert_eq!(gaps, 0, "packets lost across the replaces");
+    // The first segment follows one (the feed's start); a replace is none.
+    let mut marked: Vec<u64> = playlists
+        .iter()
+        .flat_map(|p| {
+            let lines: Vec<&str> = p.lines().collect();
+            lines
+                .windows(4)
+                .filter(|w| w[0] == "#EXT-X-DISCONTINUITY")
+                .filter_map(|w| w[3].strip_prefix("seg")?.strip_suffix(".ts")?.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    marked.dedup();
+    assert!(
+        marked.iter().all(|n| *n == 0),
+        "discontinuities before {marked:?}"
+    );
 }
