@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
+use daemon::handover::{Inherited, Offered};
+
 use crate::session::task::RoutesOf;
 use crate::speaker::SpeakerHandle;
 
@@ -29,17 +31,42 @@ pub async fn serve(
     token: Option<String>,
     speaker: SpeakerHandle,
 ) -> Result<ControlServer, ControlError> {
+    let (mut inherited, mut offered) = (Inherited::default(), Offered::default());
+    serve_handing_over(endpoint, token, speaker, &mut inherited, &mut offered).await
+}
+
+/// [`serve`] on the listener a replaced speaker handed over when there is one, offering it
+/// to this one's replacement in turn.
+pub async fn serve_handing_over(
+    endpoint: &ControlEndpoint,
+    token: Option<String>,
+    speaker: SpeakerHandle,
+    inherited: &mut Inherited,
+    offered: &mut Offered,
+) -> Result<ControlServer, ControlError> {
     let listen_err = |cause| ControlError {
         endpoint: endpoint.to_string(),
         cause,
     };
     match endpoint {
         ControlEndpoint::Unix(path) => {
-            prepare_socket_path(path).map_err(listen_err)?;
-            let listener = UnixListener::bind(path).map_err(listen_err)?;
-            // Only the owner (root or the speaker's user) may talk to the speaker.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(listen_err)?;
+            let name = format!("control {}", path.display());
+            let listener = match inherited.take(&name) {
+                Some(fd) => {
+                    let listener = std::os::unix::net::UnixListener::from(fd);
+                    listener.set_nonblocking(true).map_err(listen_err)?;
+                    UnixListener::from_std(listener).map_err(listen_err)?
+                }
+                None => {
+                    prepare_socket_path(path).map_err(listen_err)?;
+                    let listener = UnixListener::bind(path).map_err(listen_err)?;
+                    // Only the owner (root or the speaker's user) may talk to the speaker.
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(listen_err)?;
+                    listener
+                }
+            };
+            offered.add(name, &listener).map_err(listen_err)?;
             let inode = {
                 use std::os::unix::fs::MetadataExt;
                 std::fs::metadata(path).map_err(listen_err)?.ino()
@@ -65,7 +92,11 @@ pub async fn serve(
             })
         }
         ControlEndpoint::Tcp(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+            let listener = inherited.tcp("control", *addr).map_err(listen_err)?;
+            offered
+                .tcp("control", *addr, &listener)
+                .map_err(listen_err)?;
+            let listener = TcpListener::from_std(listener).map_err(listen_err)?;
             let beat = speaker.liveness().flag(format!("control API on {addr}"));
             let task = tokio::spawn(async move {
                 let _serving = beat.serving_while();
@@ -115,6 +146,14 @@ fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
 pub struct ControlServer {
     task: tokio::task::JoinHandle<()>,
     socket: Option<(std::path::PathBuf, u64)>,
+}
+
+impl ControlServer {
+    /// Stops serving and leaves the socket file to the replacement that serves on the same
+    /// socket.
+    pub fn leave(mut self) {
+        self.socket = None;
+    }
 }
 
 impl Drop for ControlServer {

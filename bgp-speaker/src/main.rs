@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use config::Deployment;
 use config::cli::{ConfigArgs, check_config};
 use config::types::{Community, HumanDuration, LargeCommunity};
+use daemon::handover::{Inherited, Offer, Offered};
 use ipnet::IpNet;
 use speaker_control::{Client, DEFAULT_TIMEOUT, Op, Reply, RouteAttrs};
 use tracing::{info, warn};
@@ -29,6 +30,11 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Replace the running speaker of this site: take its listeners and table at
+    /// `speaker.handover`, and bring the sessions up again once it has let them go (the
+    /// upstreams keep the routes through graceful restart).
+    #[arg(long)]
+    take_over: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -37,6 +43,11 @@ struct Cli {
 enum Command {
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Replace the running speaker by the binary at its path (an upgrade): the new process
+    /// takes its listeners and table, the old one ends its sessions without a NOTIFICATION,
+    /// and the new one brings them up again; upstreams keep the routes meanwhile (graceful
+    /// restart). A new process that fails leaves the old one running.
+    Replace,
     /// Show peers or routes.
     #[command(subcommand)]
     Show(Show),
@@ -169,8 +180,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         match cli.command {
             None => {
                 let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
-                return run(deployment, path, site_name, token).await;
+                return run(deployment, path, site_name, token, cli.take_over).await;
             }
+            Some(Command::Replace) => return replace(site, token).await,
             Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
             Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
             Some(Command::Show(Show::Routes { which: None })) => Op::Routes,
@@ -232,28 +244,148 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     })
 }
 
+/// How long a replaced speaker waits for its replacement's word, and a replacement for the old
+/// one's sessions to end.
+const REPLACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+const OLD_SESSIONS_GONE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn run(
     deployment: Deployment,
     config_path: std::path::PathBuf,
     site_name: String,
     token: Option<String>,
+    take_over: bool,
 ) -> Result<ExitCode> {
     let site = deployment.site(&site_name).context("site vanished")?;
     let endpoint = site.speaker.control_endpoint(&site.name);
-    let (speaker, _table) = speaker::start(&deployment, &site_name).await?;
-    let control = control::serve(&endpoint, token, speaker.clone()).await?;
+    // Taken first: a replacement that cannot reach the running speaker changes nothing.
+    let mut inherited = match (take_over, &site.speaker.handover) {
+        (false, _) => Inherited::default(),
+        (true, None) => bail!(
+            "--take-over needs speaker.handover: the socket where the running speaker offers its listeners"
+        ),
+        (true, Some(path)) => Inherited::receive(path, "bgp-speaker")?,
+    };
+    let carried: Option<(speaker::Carried, Vec<u8>)> = inherited
+        .state()
+        .context("the table the running speaker handed over")?;
+    let mut offered = Offered::default();
+    let bgp = match site.speaker.listen {
+        Some(addr) => {
+            let received = inherited.take(&daemon::handover::name("bgp", addr));
+            let listener = match received {
+                Some(fd) => std::net::TcpListener::from(fd),
+                None => speaker::bgp_listener(addr)
+                    .with_context(|| format!("cannot listen for BGP on {addr}"))?,
+            };
+            offered.tcp("bgp", addr, &listener)?;
+            Some(listener)
+        }
+        None => None,
+    };
+    if let Some((carried, _)) = &carried {
+        info!(
+            routes = carried.rib.len(),
+            complete = carried.complete,
+            "going on from the replaced speaker's table"
+        );
+    }
+    let replacing = speaker::Replacing {
+        carried: carried.map(|(c, _)| c),
+        listener: bgp,
+        hold_peers: inherited.replacing(),
+    };
+    let (speaker, _table) = speaker::start_replacing(&deployment, &site_name, replacing).await?;
+    let control = control::serve_handing_over(
+        &endpoint,
+        token.clone(),
+        speaker.clone(),
+        &mut inherited,
+        &mut offered,
+    )
+    .await?;
+    let admin_addr = site.speaker.admin;
+    let admin_listener =
+        inherited
+            .tcp("admin", admin_addr)
+            .map_err(|cause| daemon::admin::AdminError {
+                addr: admin_addr,
+                cause,
+            })?;
+    offered.tcp("admin", admin_addr, &admin_listener)?;
+    let offer = site
+        .speaker
+        .handover
+        .as_ref()
+        .map(|path| Offer::bind(path, take_over, "bgp-speaker"))
+        .transpose()
+        .context("speaker.handover")?;
+    let replacer = match offer {
+        Some(offer) => {
+            let carry = Carried {
+                speaker: speaker.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            };
+            Some(offer.start(offered, std::sync::Arc::new(carry))?)
+        }
+        None => None,
+    };
     let scrape = speaker.clone();
-    let admin = daemon::admin::router(
+    let mut admin = daemon::admin::router(
         "bgp_speaker",
         std::sync::Arc::new(move || bgp_speaker::metrics::render(&scrape)),
         speaker.liveness(),
     );
-    let _admin = daemon::admin::serve(site.speaker.admin, admin).await?;
+    if let Some(replacer) = &replacer {
+        admin = admin.merge(daemon::admin::protected(
+            daemon::handover::route(replacer.clone()),
+            token.clone(),
+        ));
+    }
+    let admin = daemon::admin::serve_on(tokio::net::TcpListener::from_std(admin_listener)?, admin);
     daemon::systemd::serving(&speaker.liveness());
+    if let Some(released) = inherited.serving_until_released() {
+        // The upstreams must see the old sessions end before the new ones open: two at once
+        // would be a collision, not a restart.
+        if !released.wait(OLD_SESSIONS_GONE).await {
+            warn!(
+                "the replaced speaker did not let its sessions go within {} s: opening ours anyway",
+                OLD_SESSIONS_GONE.as_secs()
+            );
+        }
+        speaker.start_peers().await?;
+        info!("sessions opening again: the upstreams kept our routes through graceful restart");
+    }
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 
     let mut signals = daemon::signals::Signals::new()?;
-    while signals.next().await == daemon::signals::Request::Reload {
+    let replaced = async {
+        match &replacer {
+            Some(r) => r.replaced().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(replaced);
+    loop {
+        let request = tokio::select! {
+            request = signals.next() => request,
+            _ = &mut replaced => {
+                // No Cease: the upstreams keep our routes until the replacement announces
+                // them again. The control socket stays for the replacement.
+                info!("replaced: ending the sessions without a NOTIFICATION and exiting");
+                speaker.vanish_all();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Some(r) = &replacer {
+                    r.release();
+                }
+                control.leave();
+                admin.finish(std::time::Duration::from_secs(2)).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        if request != daemon::signals::Request::Reload {
+            break;
+        }
         match Deployment::load(&config_path) {
             Ok(new) if new.site(&site_name).is_none() => {
                 warn!(
@@ -276,6 +408,50 @@ async fn run(
     // Give the Cease messages a moment to leave (a peer that does not read gets no more).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(control);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table a running speaker hands its replacement, asked of the table task from the
+/// hand-over's thread.
+struct Carried {
+    speaker: speaker::SpeakerHandle,
+    runtime: tokio::runtime::Handle,
+}
+
+impl daemon::handover::Carry for Carried {
+    fn capture(&self) -> Result<daemon::handover::Captured, String> {
+        let carried = self
+            .runtime
+            .block_on(self.speaker.save())
+            .ok_or("the route table did not answer")?;
+        Ok(daemon::handover::Captured {
+            state: serde_json::to_value(carried).map_err(|e| e.to_string())?,
+            payload: Vec::new(),
+        })
+    }
+}
+
+/// `replace`: asks the running speaker (its admin endpoint) to start its replacement.
+async fn replace(site: &config::site::Site, token: Option<String>) -> Result<ExitCode> {
+    let admin = site.speaker.admin.to_string();
+    let response = daemon::http::request(
+        daemon::http::Method::POST,
+        &admin,
+        "/replace",
+        token.as_deref(),
+        REPLACE_TIMEOUT,
+    )
+    .await
+    .with_context(|| format!("cannot reach the speaker's admin endpoint {admin}"))?;
+    if response.status == 404 {
+        bail!(
+            "the running speaker offers no hand-over: set speaker.handover (a Unix socket path) and restart it once"
+        );
+    }
+    if !response.ok() {
+        bail!("{}", response.body.trim());
+    }
+    print!("{}", response.body);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -304,6 +304,100 @@ impl Rib {
     }
 }
 
+/// The table as a replacement process takes it over ([`Rib::save`]): times as what is left of
+/// them, since the two processes share no monotonic clock.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedRib {
+    routes: Vec<SavedRoute>,
+    drains: Vec<SavedDrain>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SavedRoute {
+    prefix: IpNet,
+    attrs: RouteAttrs,
+    service: Option<String>,
+    /// What is left of the lease; `None`: until withdrawn.
+    lease_left_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SavedDrain {
+    prefixes: Option<Vec<IpNet>>,
+    except: Vec<IpNet>,
+    by: String,
+    at: SystemTime,
+    /// Until its routes are withdrawn from peers (0: they are).
+    withdraw_in_ms: u64,
+}
+
+impl SavedRib {
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl Rib {
+    /// The table and the drain orders as they stand at `now`.
+    pub fn save(&self, now: Instant) -> SavedRib {
+        let left = |t: Instant| t.saturating_duration_since(now).as_millis() as u64;
+        SavedRib {
+            routes: self
+                .routes
+                .iter()
+                .map(|(prefix, route)| SavedRoute {
+                    prefix: *prefix,
+                    attrs: route.attrs.clone(),
+                    service: route.service.clone(),
+                    lease_left_ms: route.expires.map(left),
+                })
+                .collect(),
+            drains: self
+                .drains
+                .iter()
+                .map(|o| SavedDrain {
+                    prefixes: o.prefixes.as_ref().map(|p| p.iter().copied().collect()),
+                    except: o.except.iter().copied().collect(),
+                    by: o.by.clone(),
+                    at: o.at,
+                    withdraw_in_ms: left(o.withdraw_at),
+                })
+                .collect(),
+        }
+    }
+
+    /// The table `saved` describes, from `now`: the same routes with what was left of their
+    /// leases (those run out are gone), under the same drains.
+    pub fn restore(saved: SavedRib, now: Instant) -> Self {
+        let mut rib = Rib {
+            drains: saved
+                .drains
+                .into_iter()
+                .map(|d| DrainOrder {
+                    prefixes: d.prefixes.map(|p| p.into_iter().collect()),
+                    except: d.except.into_iter().collect(),
+                    by: d.by,
+                    at: d.at,
+                    withdraw_at: now + Duration::from_millis(d.withdraw_in_ms),
+                })
+                .collect(),
+            ..Rib::default()
+        };
+        for route in saved.routes {
+            let lease = route.lease_left_ms.map(Duration::from_millis);
+            if lease.is_some_and(|l| l.is_zero()) || route.prefix.trunc() != route.prefix {
+                continue;
+            }
+            rib.announce(route.prefix, route.attrs, route.service, lease, now);
+        }
+        rib
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +528,56 @@ mod tests {
         assert_eq!(rib.undrain(Some(&[b]), t0), 1);
         assert!(!rib.snapshot().routes[&b].draining());
         assert!(rib.snapshot().routes[&a].draining());
+    }
+
+    #[test]
+    fn a_saved_table_restores_with_its_leases_and_drains() {
+        let mut rib = Rib::default();
+        let now = Instant::now();
+        let attrs = RouteAttrs {
+            med: Some(7),
+            ..RouteAttrs::default()
+        };
+        rib.announce(
+            p("198.51.100.0/24"),
+            attrs.clone(),
+            Some("live".into()),
+            Some(Duration::from_secs(3)),
+            now,
+        );
+        rib.announce(p("2001:db8::/48"), RouteAttrs::default(), None, None, now);
+        rib.announce(
+            p("203.0.113.0/24"),
+            RouteAttrs::default(),
+            None,
+            Some(Duration::from_secs(1)),
+            now,
+        );
+        rib.drain(
+            Some(&[p("2001:db8::/48")]),
+            Duration::from_secs(30),
+            "ops",
+            now,
+        );
+        let later = now + Duration::from_millis(1500);
+        let saved = rib.save(later);
+        let json = serde_json::to_string(&saved).unwrap();
+        let saved: SavedRib = serde_json::from_str(&json).unwrap();
+        let elsewhere = Instant::now() + Duration::from_secs(100);
+        let restored = Rib::restore(saved, elsewhere);
+        let routes = restored.snapshot().routes;
+        assert_eq!(routes.len(), 2, "the run-out lease is gone: {routes:?}");
+        let live = &routes[&p("198.51.100.0/24")];
+        assert_eq!(
+            (live.attrs.clone(), live.service.as_deref()),
+            (attrs, Some("live"))
+        );
+        assert_eq!(live.expires, Some(elsewhere + Duration::from_millis(1500)));
+        let drained = &routes[&p("2001:db8::/48")];
+        assert!(drained.draining(), "the drain holds: {drained:?}");
+        assert_eq!(
+            drained.drain.as_ref().unwrap().withdraw_at,
+            elsewhere + Duration::from_millis(28_500)
+        );
     }
 }

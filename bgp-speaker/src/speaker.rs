@@ -54,6 +54,37 @@ pub struct Request {
     pub reply: oneshot::Sender<Reply>,
 }
 
+pub use crate::rib::SavedRib;
+/// Binds the BGP listener (`speaker.listen`), as a std listener a replacement can be handed.
+pub use crate::session::transport::listen_std as bgp_listener;
+
+/// What the table task is asked: a control operation, or the table for a replacement.
+#[derive(Debug)]
+enum TableRequest {
+    Op(Request),
+    Save(oneshot::Sender<Carried>),
+}
+
+/// The table as a replacement speaker starts from.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub rib: SavedRib,
+    /// The table was complete (End-of-RIB may go out at once).
+    pub complete: bool,
+}
+
+/// How a speaker starts when it replaces another (see `bgp-speaker replace`).
+#[derive(Default)]
+pub struct Replacing {
+    /// The replaced speaker's table.
+    pub carried: Option<Carried>,
+    /// Its BGP listener.
+    pub listener: Option<std::net::TcpListener>,
+    /// Peers wait for [`SpeakerHandle::start_peers`]: the replaced speaker's sessions must
+    /// be gone first, or the peers would see two speakers at once.
+    pub hold_peers: bool,
+}
+
 /// How long a caller waits for the table task or a peer task before answering that it is not
 /// responding: neither ever waits on a peer, so this is only reached by a bug.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
@@ -100,7 +131,7 @@ struct Spawner {
 /// A running speaker: send it requests, read its peers' status.
 #[derive(Clone)]
 pub struct SpeakerHandle {
-    pub requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<TableRequest>,
     /// The parts that must be serving (the table, listeners), for `/healthz`.
     liveness: Liveness,
     peers: PeerList,
@@ -152,7 +183,10 @@ impl SpeakerHandle {
     async fn ask_table(&self, op: Op) -> Reply {
         let (reply, rx) = oneshot::channel();
         let asked = async {
-            self.requests.send(Request { op, reply }).await.ok()?;
+            self.requests
+                .send(TableRequest::Op(Request { op, reply }))
+                .await
+                .ok()?;
             rx.await.ok()
         };
         match tokio::time::timeout(ANSWER_DEADLINE, asked).await {
@@ -161,6 +195,41 @@ impl SpeakerHandle {
             Err(_) => Reply::Error(format!(
                 "the route table did not answer within {ANSWER_DEADLINE:?}"
             )),
+        }
+    }
+
+    /// The table as a replacement starts from it.
+    pub async fn save(&self) -> Option<Carried> {
+        let (reply, rx) = oneshot::channel();
+        let asked = async {
+            self.requests.send(TableRequest::Save(reply)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(ANSWER_DEADLINE, asked).await.ok()?
+    }
+
+    /// Starts the sessions held back while the replaced speaker's were still up.
+    pub async fn start_peers(&self) -> Result<(), StartError> {
+        let mut spawner = self.spawner.lock().await;
+        let site = spawner.site.clone();
+        let started = site
+            .peers
+            .iter()
+            .map(|peer| spawner.spawn(peer))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(started);
+        Ok(())
+    }
+
+    /// Ends every session without a NOTIFICATION, as a process that dies: peers that
+    /// negotiated graceful restart keep our routes until the replacement has announced them
+    /// again (RFC 4724), where a Cease would have them dropped at once.
+    pub fn vanish_all(&self) {
+        for peer in self.peers() {
+            let _ = peer.commands.try_send(PeerCommand::Vanish);
         }
     }
 
@@ -474,17 +543,39 @@ pub async fn start(
     deployment: &Deployment,
     site: &str,
 ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), StartError> {
+    start_replacing(deployment, site, Replacing::default()).await
+}
+
+/// [`start`], going on from a replaced speaker's table and listener.
+pub async fn start_replacing(
+    deployment: &Deployment,
+    site: &str,
+    replacing: Replacing,
+) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), StartError> {
     let site = deployment.site(site).ok_or_else(|| {
         let known: Vec<&str> = deployment.sites.iter().map(|s| s.name.as_str()).collect();
         StartError::UnknownSite(site.to_owned(), known.join(", "))
     })?;
-    let (rib_tx, rib_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let (gate_tx, gate_rx) = watch::channel(site.speaker.startup_hold.get().is_zero());
-    let listener = match site.speaker.listen {
-        Some(addr) => Some(Arc::new(
+    let now = std::time::Instant::now();
+    let complete = replacing.carried.as_ref().is_some_and(|c| c.complete);
+    let rib = replacing
+        .carried
+        .map(|c| Rib::restore(c.rib, now))
+        .unwrap_or_default();
+    let (rib_tx, rib_rx) = watch::channel(Arc::new(rib.snapshot()));
+    let gate_open = complete || site.speaker.startup_hold.get().is_zero();
+    let (gate_tx, gate_rx) = watch::channel(gate_open);
+    let listener = match (site.speaker.listen, replacing.listener) {
+        (Some(addr), Some(received)) => Some(Arc::new(
+            received
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(received))
+                .map_err(|cause| StartError::Listen { addr, cause })?,
+        )),
+        (Some(addr), None) => Some(Arc::new(
             transport::listen(addr).map_err(|cause| StartError::Listen { addr, cause })?,
         )),
-        None => None,
+        (None, _) => None,
     };
     let liveness = Liveness::default();
     let mut spawner = Spawner {
@@ -495,12 +586,14 @@ pub async fn start(
         gate: gate_rx,
         listener: listener.clone(),
     };
-    let peers: PeerList = Arc::new(std::sync::RwLock::new(
+    let peers: PeerList = Arc::new(std::sync::RwLock::new(if replacing.hold_peers {
+        Vec::new()
+    } else {
         site.peers
             .iter()
             .map(|peer| spawner.spawn(peer))
-            .collect::<Result<Vec<_>, _>>()?,
-    ));
+            .collect::<Result<Vec<_>, _>>()?
+    }));
     if let (Some(listener), Some(addr)) = (listener, site.speaker.listen) {
         let beat = liveness.flag(format!("BGP listener on {addr}"));
         tokio::spawn(accept_loop(listener, peers.clone(), beat));
@@ -509,12 +602,12 @@ pub async fn start(
     let (req_tx, req_rx) = mpsc::channel(256);
     let table = Table {
         beat: liveness.heartbeat("route table task", TABLE_BOUND),
-        rib: Rib::default(),
+        rib,
         rib_tx,
         peers: peers.clone(),
         drain_delay: site.speaker.drain_delay.get(),
         gate: gate_tx,
-        gate_deadline: Some(Instant::now() + site.speaker.startup_hold.get()),
+        gate_deadline: (!gate_open).then(|| Instant::now() + site.speaker.startup_hold.get()),
     };
     let join = tokio::spawn(table.run(req_rx));
     Ok((
@@ -571,7 +664,7 @@ struct Table {
 }
 
 impl Table {
-    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut requests: mpsc::Receiver<TableRequest>) {
         let mut alive = tokio::time::interval(TABLE_BEAT);
         loop {
             self.beat.beat();
@@ -579,14 +672,24 @@ impl Table {
             tokio::select! {
                 _ = alive.tick() => {}
                 request = requests.recv() => {
-                    let Some(Request { op, reply }) = request else {
-                        for peer in read(&self.peers) {
-                            let _ = peer.commands.try_send(PeerCommand::Stop("speaker shutting down".into()));
+                    match request {
+                        None => {
+                            for peer in read(&self.peers) {
+                                let _ = peer.commands.try_send(PeerCommand::Stop("speaker shutting down".into()));
+                            }
+                            return;
                         }
-                        return;
-                    };
-                    let answer = self.handle(op);
-                    let _ = reply.send(answer);
+                        Some(TableRequest::Op(Request { op, reply })) => {
+                            let answer = self.handle(op);
+                            let _ = reply.send(answer);
+                        }
+                        Some(TableRequest::Save(reply)) => {
+                            let _ = reply.send(Carried {
+                                rib: self.rib.save(std::time::Instant::now()),
+                                complete: *self.gate.borrow(),
+                            });
+                        }
+                    }
                 }
                 () = async { tokio::time::sleep_until(self.gate_deadline.expect("guarded")).await }, if self.gate_deadline.is_some() => {
                     self.open_gate("startup hold elapsed");

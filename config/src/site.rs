@@ -396,6 +396,10 @@ pub struct SpeakerSettings {
     /// restart do not flush them before healthd has announced them again.
     #[serde(default = "default_startup_hold")]
     pub startup_hold: HumanDuration,
+    /// Unix socket where the running speaker offers its control, admin and BGP listeners and
+    /// its table to a replacement (`bgp-speaker replace`); none: no hand-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<PathBuf>,
 }
 
 impl SpeakerSettings {
@@ -417,6 +421,7 @@ impl Default for SpeakerSettings {
             restart_time: default_restart_time(),
             drain_delay: default_drain_delay(),
             startup_hold: default_startup_hold(),
+            handover: None,
         }
     }
 }

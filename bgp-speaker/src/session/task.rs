@@ -60,6 +60,9 @@ pub enum PeerCommand {
     /// Administrative stop with a reason (sent as RFC 8203 shutdown communication).
     Stop(String),
     Start,
+    /// The process is being replaced: end the session without a NOTIFICATION (the peer keeps
+    /// the routes through graceful restart) and stop.
+    Vanish,
     /// Up to `limit` routes after `after`, in prefix order: pages, so that a full table is
     /// never built whole.
     Routes {
@@ -241,6 +244,11 @@ impl PeerTask {
                 cmd = commands.recv() => match cmd {
                     Some(PeerCommand::Stop(reason)) => self.feed(Event::Stop { reason }).await,
                     Some(PeerCommand::Start) => self.feed(Event::Start).await,
+                    Some(PeerCommand::Vanish) => {
+                        info!("session ended without a NOTIFICATION: this speaker is being replaced");
+                        self.setup.beat.retire();
+                        return;
+                    }
                     Some(PeerCommand::Routes { which, after, limit, reply }) => {
                         let _ = reply.send(self.routes_page(which, after, limit));
                     }

@@ -172,6 +172,11 @@ pub fn accepted(stream: &TcpStream, opts: &TransportOptions) -> io::Result<()> {
 
 /// Binds the listening socket for passive and colliding connections.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_std(addr)?)
+}
+
+/// [`listen`], as a std listener (to be handed to a replacement before it serves).
+pub fn listen_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM,
@@ -181,5 +186,5 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(64)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }

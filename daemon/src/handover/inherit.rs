@@ -90,12 +90,53 @@ impl Inherited {
     /// Tells the old process this one serves; sockets received and not taken (listeners the
     /// new configuration dropped) are closed here.
     pub fn serving(&mut self) {
-        if let Some(stream) = self.stream.take()
-            && let Err(e) = super::say_serving(&stream)
-        {
+        drop(self.serving_until_released());
+    }
+
+    /// [`Inherited::serving`], and what tells when the old process has let go; `None` when
+    /// not replacing.
+    pub fn serving_until_released(&mut self) -> Option<Released> {
+        self.sockets.clear();
+        let stream = self.stream.take()?;
+        if let Err(e) = super::say_serving(&stream) {
             warn!("could not tell the old process that this one serves: {e}");
         }
-        self.sockets.clear();
+        Some(Released(stream))
+    }
+}
+
+/// The hand-over connection kept after saying "serving": it closes once the old process has
+/// let go ([`super::Replacer::release`]) or exited.
+#[derive(Debug)]
+pub struct Released(UnixStream);
+
+impl Released {
+    /// Waits until the old process lets go, for at most `within`; whether it did.
+    pub async fn wait(self, within: Duration) -> bool {
+        let stream = self.0;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            if stream.set_read_timeout(Some(within)).is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 64];
+            loop {
+                match (&stream).read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // A reset is a close too; a time-out is not.
+                    Err(e) => {
+                        return !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        );
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

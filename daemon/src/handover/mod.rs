@@ -24,7 +24,7 @@
 mod inherit;
 mod offer;
 
-pub use inherit::{Inherited, TakeOverError};
+pub use inherit::{Inherited, Released, TakeOverError};
 pub use offer::{Captured, Carry, Offer, Offered, ReplaceError, Replaced, Replacer, route};
 
 use std::io::{self, Read, Write};

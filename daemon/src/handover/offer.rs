@@ -136,8 +136,10 @@ impl Offer {
             events: events.clone(),
             replaced,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            held: std::sync::Mutex::new(None),
         });
         let listener = self.listener;
+        let holder = replacer.clone();
         std::thread::Builder::new()
             .name("handover".into())
             .spawn(move || {
@@ -153,6 +155,9 @@ impl Offer {
                     match hand_over(&stream, &offered, carry.as_ref()) {
                         Ok(()) => {
                             info!(pid, "the replacement serves: this {daemon} stops");
+                            // Closed by `release` or this process's exit: the replacement
+                            // may wait for it ([`super::Inherited::serving_until_released`]).
+                            *holder.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
                             if let Some(pid) = pid {
                                 crate::systemd::main_pid(pid);
                             }
@@ -208,6 +213,8 @@ pub struct Replacer {
     events: broadcast::Sender<Event>,
     replaced: watch::Receiver<Option<Option<u32>>>,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// The hand-over connection of the replacement that serves, until this process lets go.
+    held: std::sync::Mutex<Option<UnixStream>>,
 }
 
 /// A replacement that serves.
@@ -250,6 +257,12 @@ impl Replacer {
             // The offer ended without a replacement: this process serves on.
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Tells the replacement this process has let go of what it must not share (a speaker's
+    /// BGP sessions); its exit does the same.
+    pub fn release(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Starts the binary this daemon was started from with the same arguments and
