@@ -470,6 +470,14 @@ impl Channel {
     /// The channel `saved` describes, its bytes taken from `payload`; `None` when the two do
     /// not fit together (a range outside the payload, a program table that is not a packet).
     pub fn restore(saved: Saved, payload: &[u8]) -> Option<Self> {
+        // Durations from elsewhere are checked as any input: finite, positive, at most an hour.
+        let sane = |d: f64| d.is_finite() && (0.0..=3600.0).contains(&d);
+        if !sane(saved.target)
+            || saved.target == 0.0
+            || !saved.segments.iter().all(|s| sane(s.duration))
+        {
+            return None;
+        }
         let take = |(at, len): (u64, u64)| {
             let start = usize::try_from(at).ok()?;
             let end = start.checked_add(usize::try_from(len).ok()?)?;

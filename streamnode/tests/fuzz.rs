@@ -114,3 +114,54 @@ fn client_data_from_players_never_panics() {
         streamnode::fuzzing::cmcd,
     );
 }
+
+/// A real hand-over as a running node sends it: two channels mid-stream, their bytes, where
+/// their feeders stopped.
+fn handover_seeds() -> Vec<Vec<u8>> {
+    let mut looper = Looper::test_channel().expect("bundled clip");
+    let mut channel = Channel::new("news", Duration::from_secs(2), 4);
+    channel.set_clock(SystemTime::now());
+    for _ in 0..looper.packets_per_pass() + 321 {
+        channel.push(&looper.next_packet());
+    }
+    let mut payload = Vec::new();
+    let saved = vec![channel.save(&mut payload), channel.save(&mut payload)];
+    let state = serde_json::json!({
+        "epoch": SystemTime::now(),
+        "draining": false,
+        "channels": saved,
+        "feeders": {},
+        "served": 12345,
+        "requests": [1, 2, 3],
+    });
+    let handover = daemon::handover::Handover {
+        sockets: Vec::new(),
+        state,
+        payload,
+    };
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let sending = std::thread::spawn(move || {
+        daemon::handover::send(&a, &handover, &[]).unwrap();
+    });
+    let mut wire = Vec::new();
+    std::io::Read::read_to_end(&mut (&b), &mut wire).unwrap();
+    sending.join().unwrap();
+    // Whole, cut short, and the description alone.
+    let description = 4 + u32::from_be_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
+    vec![
+        wire.clone(),
+        wire[..wire.len() / 2].to_vec(),
+        wire[..description].to_vec(),
+    ]
+}
+
+#[test]
+fn hand_overs_from_elsewhere_are_refused_or_restored_never_a_panic() {
+    testkit::fuzz::run_n(
+        "handover",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/handover"),
+        &handover_seeds(),
+        600,
+        streamnode::fuzzing::handover,
+    );
+}
