@@ -479,6 +479,10 @@ pub struct HealthdSettings {
     /// segment, resent, does not take a node out.
     #[serde(default = "default_heartbeat_misses")]
     pub heartbeat_misses: u32,
+    /// Unix socket where the running healthd offers its feed and admin listeners and what it
+    /// knows of each node to a replacement (`healthd replace`); none: no hand-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<PathBuf>,
 }
 
 impl HealthdSettings {
@@ -504,6 +508,7 @@ impl Default for HealthdSettings {
             node_stream: true,
             heartbeat: default_heartbeat(),
             heartbeat_misses: default_heartbeat_misses(),
+            handover: None,
         }
     }
 }

@@ -17,7 +17,12 @@ impl DrainSwitch {
         self.0.load(Ordering::Relaxed) || drain_file.is_some_and(Path::exists)
     }
 
-    fn set(&self, drained: bool) {
+    /// Drained through the API (the drain file speaks for itself).
+    pub fn by_api(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, drained: bool) {
         self.0.store(drained, Ordering::Relaxed);
     }
 }

@@ -11,6 +11,8 @@ use feed::server::Publisher;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use daemon::handover::{Inherited, Offer, Offered};
+
 use crate::admin::DrainSwitch;
 use crate::metrics::Metrics;
 use crate::other_sites::OtherSites;
@@ -35,6 +37,49 @@ pub enum StartError {
     Tls { node: String, reason: String },
     #[error("the deployment file is not valid: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    TakeOver(#[from] daemon::handover::TakeOverError),
+    #[error("the state the running healthd handed over: {0}")]
+    TakenState(#[from] serde_json::Error),
+    #[error(
+        "--take-over needs healthd.handover: the socket where the running healthd offers its listeners"
+    )]
+    NoHandover,
+    #[error("healthd.handover: {0}")]
+    Offer(std::io::Error),
+}
+
+/// What a healthd hands its replacement: every node as its probes last knew it, the
+/// operator's drain, and the feed as last published.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub nodes: std::collections::HashMap<String, crate::schedule::SavedNode>,
+    pub drained: bool,
+    pub feed: SiteFeed,
+}
+
+struct Carry {
+    registry: crate::schedule::Registry,
+    drain: DrainSwitch,
+    publisher: Publisher,
+}
+
+impl daemon::handover::Carry for Carry {
+    fn capture(&self) -> Result<daemon::handover::Captured, String> {
+        let carried = Carried {
+            nodes: self
+                .registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            drained: self.drain.by_api(),
+            feed: self.publisher.current(),
+        };
+        Ok(daemon::handover::Captured {
+            state: serde_json::to_value(carried).map_err(|e| e.to_string())?,
+            payload: Vec::new(),
+        })
+    }
 }
 
 /// Longest the site task may go without a round before `/healthz` reports it (rounds come
@@ -48,15 +93,35 @@ pub async fn run(
     deployment: Deployment,
     site_name: &str,
     config: Option<std::path::PathBuf>,
+    take_over: bool,
 ) -> Result<(), StartError> {
-    let mut running = start(deployment, site_name).await?;
+    let mut running = start_replacing(deployment, site_name, take_over).await?;
     let Ok(mut signals) = daemon::signals::Signals::new() else {
         let _ = (&mut running.site_task).await;
         return Ok(());
     };
+    let replacer = running.replacer.clone();
+    let replaced = async {
+        match &replacer {
+            Some(r) => r.replaced().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(replaced);
     loop {
         tokio::select! {
             _ = &mut running.site_task => return Ok(()),
+            _ = &mut replaced => {
+                // The replacement decides and drives the speaker from now on; the feed's
+                // followers dial again and reach it.
+                info!("replaced: stopping the probes and the site task, closing the feed");
+                running.site_task.abort();
+                running.feed.abort();
+                if let Some(admin) = running.admin.take() {
+                    admin.finish(std::time::Duration::from_secs(2)).await;
+                }
+                return Ok(());
+            }
             request = signals.next() => {
                 if request != daemon::signals::Request::Reload {
                     info!("shutting down: leases left to expire (routes stay until then)");
@@ -90,6 +155,10 @@ pub struct Running {
     /// The other sites' verdicts, and the tasks following their feeds.
     other_sites: Arc<OtherSites>,
     followers: crate::other_sites::Followers,
+    /// Starts this healthd's replacement; `None` without `healthd.handover`.
+    pub replacer: Option<Arc<daemon::handover::Replacer>>,
+    feed: tokio::task::JoinHandle<()>,
+    admin: Option<daemon::admin::Serving>,
 }
 
 impl Running {
@@ -134,17 +203,48 @@ impl Running {
 /// Starts healthd for `site` in background tasks: feed and admin endpoints, a probe task per
 /// node, the other sites' followers and the site task (whose handle is returned).
 pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, StartError> {
+    start_replacing(deployment, site_name, false).await
+}
+
+/// [`start`]; with `take_over`, the listeners and what it knew of each node come from the
+/// running healthd at `healthd.handover`, and the nodes go on from there instead of from
+/// their first probe.
+pub async fn start_replacing(
+    deployment: Deployment,
+    site_name: &str,
+    take_over: bool,
+) -> Result<Running, StartError> {
     let site = deployment
         .site(site_name)
         .ok_or_else(|| StartError::UnknownSite(site_name.to_owned()))?
         .clone();
+    // Taken first: a replacement that cannot reach the running healthd changes nothing.
+    let mut inherited = match (take_over, &site.healthd.handover) {
+        (false, _) => Inherited::default(),
+        (true, None) => return Err(StartError::NoHandover),
+        (true, Some(path)) => Inherited::receive(path, "healthd")?,
+    };
+    let carried: Option<Carried> = inherited.state()?.map(|(c, _)| c);
+    let mut offered = Offered::default();
     let metrics = Arc::new(Metrics::new());
     let drain = DrainSwitch::default();
     let liveness = daemon::Liveness::default();
-    let publisher = Publisher::new(SiteFeed {
-        site: site.name.clone(),
-        ..Default::default()
+    let publisher = Publisher::new(match &carried {
+        // The feed as the replaced healthd last published it, under this instance.
+        Some(c) if c.feed.site == site.name => c.feed.clone(),
+        _ => SiteFeed {
+            site: site.name.clone(),
+            ..Default::default()
+        },
     });
+    if let Some(c) = &carried {
+        drain.set(c.drained);
+        info!(
+            nodes = c.nodes.len(),
+            drained = c.drained,
+            "going on from the replaced healthd's nodes"
+        );
+    }
 
     let feed_token = site
         .healthd
@@ -152,15 +252,58 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         .as_ref()
         .map(|t| t.resolve())
         .transpose()?;
-    let feed = tokio::net::TcpListener::bind(site.healthd.feed)
-        .await
-        .map_err(|cause| StartError::Listen {
-            addr: site.healthd.feed,
-            cause,
-        })?;
+    let feed_error = |cause| StartError::Listen {
+        addr: site.healthd.feed,
+        cause,
+    };
+    let feed = inherited
+        .tcp("feed", site.healthd.feed)
+        .map_err(feed_error)?;
+    offered
+        .tcp("feed", site.healthd.feed, &feed)
+        .map_err(feed_error)?;
+    let feed = tokio::net::TcpListener::from_std(feed).map_err(feed_error)?;
+    let admin_error = |cause| StartError::Listen {
+        addr: site.healthd.admin,
+        cause,
+    };
+    let admin_listener = inherited
+        .tcp("admin", site.healthd.admin)
+        .map_err(admin_error)?;
+    offered
+        .tcp("admin", site.healthd.admin, &admin_listener)
+        .map_err(admin_error)?;
+    let admin_listener = tokio::net::TcpListener::from_std(admin_listener).map_err(admin_error)?;
+    let offer = site
+        .healthd
+        .handover
+        .as_ref()
+        .map(|path| Offer::bind(path, take_over, "healthd"))
+        .transpose()
+        .map_err(StartError::Offer)?;
+    let (updates, updates_rx) = mpsc::channel(1024);
+    let mut probes = Probes::new(updates, metrics.clone(), liveness.clone());
+    if let Some(c) = carried {
+        probes.resume_from(c.nodes);
+    }
+    let replacer = match offer {
+        Some(offer) => {
+            let carry = Carry {
+                registry: probes.registry.clone(),
+                drain: drain.clone(),
+                publisher: publisher.clone(),
+            };
+            Some(
+                offer
+                    .start(offered, Arc::new(carry))
+                    .map_err(StartError::Offer)?,
+            )
+        }
+        None => None,
+    };
     let feed_router = feed::server::router(publisher.clone(), feed_token);
     let feed_listener = liveness.flag(format!("feed listener on {}", site.healthd.feed));
-    tokio::spawn(async move {
+    let feed = tokio::spawn(async move {
         let _serving = feed_listener.serving_while();
         let _ = axum::serve(feed, feed_router).await;
     });
@@ -178,19 +321,18 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         liveness.clone(),
     )
     .merge(daemon::admin::protected(
-        crate::admin::router(drain.clone()),
+        match &replacer {
+            Some(r) => {
+                crate::admin::router(drain.clone()).merge(daemon::handover::route(r.clone()))
+            }
+            None => crate::admin::router(drain.clone()),
+        },
         admin_token,
     ));
-    daemon::admin::serve(site.healthd.admin, admin)
-        .await
-        .map_err(|e| StartError::Listen {
-            addr: e.addr,
-            cause: e.cause,
-        })?;
+    let admin = daemon::admin::serve_on(admin_listener, admin);
 
-    let (updates, updates_rx) = mpsc::channel(1024);
-    let mut probes = Probes::new(updates, metrics.clone(), liveness.clone());
     let (_, interval) = probes.apply(&deployment, &site)?;
+    inherited.serving();
     daemon::systemd::serving(&liveness);
     info!(site = %site.name, nodes = site.nodes.len(), feed = %site.healthd.feed, "healthd running");
     let (control, control_rx) = mpsc::channel(4);
@@ -212,5 +354,8 @@ pub async fn start(deployment: Deployment, site_name: &str) -> Result<Running, S
         probes,
         other_sites,
         followers,
+        replacer,
+        feed,
+        admin: Some(admin),
     })
 }

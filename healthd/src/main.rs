@@ -17,6 +17,10 @@ struct Cli {
     /// The site whose nodes this healthd checks.
     #[arg(long, short = 's', global = true, env = "ANYCAST_SITE")]
     site: Option<String>,
+    /// Replace the running healthd of this site: take its listeners and what it knows of each
+    /// node at `healthd.handover`, and go on deciding from there.
+    #[arg(long)]
+    take_over: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -25,6 +29,10 @@ struct Cli {
 enum Command {
     /// Validate the deployment file and report every problem with its line and key.
     CheckConfig,
+    /// Replace the running healthd by the binary at its path (an upgrade): the new process
+    /// takes its listeners and each node's state and goes on deciding; a new process that
+    /// fails leaves the old one running.
+    Replace,
 }
 
 fn main() -> ExitCode {
@@ -40,7 +48,42 @@ fn main() -> ExitCode {
             None if deployment.sites.len() == 1 => deployment.sites[0].name.clone(),
             None => anyhow::bail!("the deployment has several sites: pass --site SITE"),
         };
-        healthd::daemon::run(deployment, &site, Some(path.to_path_buf())).await?;
+        if let Some(Command::Replace) = cli.command {
+            return replace(&deployment, &site).await;
+        }
+        healthd::daemon::run(deployment, &site, Some(path.to_path_buf()), cli.take_over).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `replace`: asks the running healthd (its admin endpoint) to start its replacement.
+async fn replace(deployment: &Deployment, site: &str) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let site = deployment.site(site).context("site vanished")?;
+    let admin = site.healthd.admin.to_string();
+    let token = site
+        .healthd
+        .admin_token
+        .as_ref()
+        .map(|t| t.resolve())
+        .transpose()?;
+    let response = daemon::http::request(
+        daemon::http::Method::POST,
+        &admin,
+        "/replace",
+        token.as_deref(),
+        std::time::Duration::from_secs(90),
+    )
+    .await
+    .with_context(|| format!("cannot reach the healthd admin endpoint {admin}"))?;
+    if response.status == 404 {
+        anyhow::bail!(
+            "the running healthd offers no hand-over: set healthd.handover (a Unix socket path) and restart it once"
+        );
+    }
+    if !response.ok() {
+        anyhow::bail!("{}", response.body.trim());
+    }
+    print!("{}", response.body);
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,14 +13,27 @@ use std::time::Instant;
 
 use config::CheckProfile;
 use config::check::Damping;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A node's state as the site verdict sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Up,
     Down,
+}
+
+/// A node's tracker handed to a replacement healthd ([`NodeTracker::save`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedTracker {
+    pub raw: Health,
+    pub effective: Health,
+    pub streak: u32,
+    /// Decayed to the moment it was saved.
+    pub penalty: f64,
+    pub suppressed: bool,
+    pub observed: bool,
+    pub flaps: u64,
 }
 
 /// Why the effective state changed, for the log line an operator reads.
@@ -155,6 +168,37 @@ impl NodeTracker {
             to: effective,
             reason,
         })
+    }
+
+    /// The tracker as a replacement healthd goes on with it.
+    pub fn save(&self, now: Instant) -> SavedTracker {
+        SavedTracker {
+            raw: self.raw,
+            effective: self.effective,
+            streak: self.streak,
+            penalty: self.decayed(now),
+            suppressed: self.suppressed,
+            observed: self.observed,
+            flaps: self.flaps,
+        }
+    }
+
+    /// A tracker for `profile` going on from `saved` (a replaced healthd's): rise, fall and
+    /// damping apply from where they were, not from a first probe.
+    pub fn restore(profile: &CheckProfile, saved: &SavedTracker, now: Instant) -> Self {
+        let mut tracker = Self::new(profile, now);
+        tracker.raw = saved.raw;
+        tracker.effective = saved.effective;
+        tracker.streak = saved.streak.min(tracker.rise.max(tracker.fall));
+        tracker.penalty = if saved.penalty.is_finite() {
+            saved.penalty.max(0.0)
+        } else {
+            0.0
+        };
+        tracker.suppressed = saved.suppressed && tracker.damping.is_some();
+        tracker.observed = saved.observed;
+        tracker.flaps = saved.flaps;
+        tracker
     }
 
     /// How long until a suppressed node may come back.

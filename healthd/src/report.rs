@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::probe::http;
 
 /// A node's own account of itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeReport {
     /// Egress as a fraction of the configured capacity.
     pub load: f64,

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::daemon::StartError;
 use crate::metrics::Metrics;
-use crate::node::{Health, NodeTracker};
+use crate::node::{Health, NodeTracker, SavedTracker};
 use crate::probe::Prober;
 use crate::report::NodeReport;
 use crate::watch::{WatchSettings, Watched, Watcher};
@@ -48,12 +48,27 @@ pub enum Said {
     Stream(Watched),
 }
 
+/// What a node's probes know, as a replacement healthd goes on from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedNode {
+    pub tracker: SavedTracker,
+    pub report: NodeReport,
+}
+
+/// Every node's [`SavedNode`] as of its last probe, by name; kept up to date by the probe
+/// tasks for a hand-over.
+pub type Registry = Arc<std::sync::Mutex<HashMap<String, SavedNode>>>;
+
 /// The running probe tasks, by node name; dropping it stops them.
 pub struct Probes {
     tasks: HashMap<String, ProbeTask>,
     updates: mpsc::Sender<NodeUpdate>,
     metrics: Arc<Metrics>,
     liveness: Liveness,
+    /// Each node as of its last probe.
+    pub registry: Registry,
+    /// Where a replaced healthd left each node, taken by the node's first probe task.
+    resume: HashMap<String, SavedNode>,
 }
 
 struct ProbeTask {
@@ -95,7 +110,14 @@ impl Probes {
             updates,
             metrics,
             liveness,
+            registry: Registry::default(),
+            resume: HashMap::new(),
         }
+    }
+
+    /// Nodes start from where a replaced healthd left them rather than from their first probe.
+    pub fn resume_from(&mut self, nodes: HashMap<String, SavedNode>) {
+        self.resume = nodes;
     }
 
     /// Probes `site`'s nodes: those probing with the same settings and check profile go on
@@ -148,7 +170,7 @@ impl Probes {
     }
 
     fn spawn(
-        &self,
+        &mut self,
         index: usize,
         deployment: Deployment,
         node: Node,
@@ -180,6 +202,9 @@ impl Probes {
             (self.updates.clone(), self.metrics.clone(), beat.clone());
         let name = format!("probe task of node {}", node.name);
         let mut first = Some(prober);
+        // Only the first run resumes: a task started again after a panic starts over.
+        let mut resume = self.resume.remove(&node.name);
+        let registry = self.registry.clone();
         let task = tokio::spawn(supervised(name, move || {
             let prober = first
                 .take()
@@ -190,9 +215,19 @@ impl Probes {
                 metrics.clone(),
                 task_beat.clone(),
             );
+            let (resume, registry) = (resume.take(), registry.clone());
             async move {
                 if let Some(prober) = prober {
-                    node_task(index, node, prober, updates, metrics, beat).await;
+                    let task = NodeTask {
+                        index,
+                        node,
+                        prober,
+                        tx: updates,
+                        metrics,
+                        beat,
+                        registry,
+                    };
+                    task.run(resume).await;
                 }
             }
         }));
@@ -282,8 +317,54 @@ fn prober_for(
     Ok((prober, interval))
 }
 
-/// Probes one node forever: every interval (with jitter), or faster while a change is being
-/// confirmed, so a failure is acted on within rise/fall × the fast interval.
+/// One node's probing, and what it needs.
+struct NodeTask {
+    index: usize,
+    node: Node,
+    prober: Prober,
+    tx: mpsc::Sender<NodeUpdate>,
+    metrics: Arc<Metrics>,
+    beat: Beat,
+    registry: Registry,
+}
+
+impl NodeTask {
+    /// Probes the node forever: every interval (with jitter), or faster while a change is
+    /// being confirmed, so a failure is acted on within rise/fall × the fast interval. With
+    /// `resume`, the node goes on from where a replaced healthd left it, said at once.
+    async fn run(self, resume: Option<SavedNode>) {
+        let NodeTask {
+            index,
+            node,
+            prober,
+            tx,
+            metrics,
+            beat,
+            registry,
+        } = self;
+        let profile = prober.profile().clone();
+        let mut tracker = NodeTracker::new(&profile, Instant::now());
+        if let Some(saved) = resume {
+            tracker = NodeTracker::restore(&profile, &saved.tracker, Instant::now());
+            let update = NodeUpdate {
+                node: node.name.clone(),
+                said: Said::Probe {
+                    health: tracker.health(),
+                    ok: tracker.health() == Health::Up,
+                    detail: String::new(),
+                    report: Some(saved.report),
+                },
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+        node_task(index, node, prober, tx, metrics, beat, registry, tracker).await;
+    }
+}
+
+/// The probing loop of [`NodeTask::run`].
+#[allow(clippy::too_many_arguments)]
 async fn node_task(
     index: usize,
     node: Node,
@@ -291,9 +372,10 @@ async fn node_task(
     tx: mpsc::Sender<NodeUpdate>,
     metrics: Arc<Metrics>,
     beat: Beat,
+    registry: Registry,
+    mut tracker: NodeTracker,
 ) {
     let profile = prober.profile().clone();
-    let mut tracker = NodeTracker::new(&profile, Instant::now());
     let mut went_down = false;
     let mut down_reason = String::new();
     let mut seed = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -334,6 +416,13 @@ async fn node_task(
             profile.timeout.get(),
         )
         .await;
+        registry.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            node.name.clone(),
+            SavedNode {
+                tracker: tracker.save(Instant::now()),
+                report: report.unwrap_or_default(),
+            },
+        );
         let update = NodeUpdate {
             node: node.name.clone(),
             said: Said::Probe {
