@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,20 +15,11 @@ use common::{PeerSpec, Speaker, deployment};
 use testkit::bird::Bird;
 use testkit::frr::Frr;
 use testkit::net::Loopback;
-use testkit::process::{TempDir, wait_for};
+use testkit::process::{Adopted, TempDir, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const V4: &str = "198.51.100.0/24";
 const V6: &str = "2001:db8:100::/48";
-
-/// A process this test did not start (the replacement), stopped at the end.
-struct Adopted(u32);
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
 
 fn bird_config(net: Loopback) -> String {
     let (us, bird) = (net.host(1), net.host(2));
@@ -132,13 +122,7 @@ fn a_replaced_speaker_keeps_its_routes_at_bird_and_frr_and_loses_no_withdraw() {
     let started = Instant::now();
     let (ok, said) = speaker.cli(&["replace"]);
     assert!(ok, "{said}\n{}", speaker.daemon.log_text());
-    let pid: u32 = said
-        .split_whitespace()
-        .skip_while(|w| *w != "pid")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {said:?}"));
-    let _new = Adopted(pid);
+    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
     // Asked of the new process before its sessions are up: must reach the routers.
     let (ok, out) = speaker.cli(&["withdraw", V6]);
     assert!(ok, "{out}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{UNLIMITED, answers, example_with_handover, write_geo_db};
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, Daemon, TempDir, wait_for};
 
 const NAME: &str = "live.tv.example.net.";
 
@@ -167,24 +167,6 @@ fn a_replacement_without_a_running_geodns_says_so_and_changes_nothing() {
     );
 }
 
-/// A process this test did not start (a replacement started by the daemon), stopped at the end.
-struct Adopted(u32);
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
-
-/// The process id in `replace`'s answer (`replaced: pid N serves, ...`).
-fn replaced_pid(said: &str) -> Option<u32> {
-    said.split_whitespace()
-        .skip_while(|w| *w != "pid")
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_serving() {
     let Setup {
@@ -244,9 +226,8 @@ fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_
         String::from_utf8_lossy(&done.stderr),
         old.log_text()
     );
-    let pid = replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
-    let _new = Adopted(pid);
-    assert_ne!(pid, old.pid());
+    let new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+    assert_ne!(new.0, old.pid());
     let exited = old.wait_exit(Duration::from_secs(20));
     let report = loading.join().unwrap();
     println!(
@@ -268,17 +249,9 @@ fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_
     let again = replace();
     let said = String::from_utf8_lossy(&again.stdout).into_owned();
     assert!(again.status.success(), "{said}");
-    let third = replaced_pid(&said).unwrap();
-    let _third = Adopted(third);
+    let _third = Adopted::from_replace(&said).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || (!std::path::Path::new(
-            &format!("/proc/{pid}")
-        )
-        .exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(()))
-        .is_some(),
+        wait_for(Duration::from_secs(10), || new.gone().then_some(())).is_some(),
         "the second process stopped once the third served"
     );
     assert!(answers(dns));

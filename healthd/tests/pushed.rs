@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, Daemon, TempDir, wait_for};
 
 mod support;
 
@@ -126,15 +126,6 @@ fn stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_str
     assert!(announced.is_some(), "{}", healthd.log_text());
 }
 
-/// A process this test did not start (a replacement started by the node), stopped at the end.
-struct Adopted(u32);
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
-
 #[test]
 fn a_node_replaced_by_streamnode_replace_never_leaves_the_feed() {
     let test = "a_node_replaced_by_streamnode_replace_never_leaves_the_feed";
@@ -181,13 +172,7 @@ fn a_node_replaced_by_streamnode_replace_never_leaves_the_feed() {
         "{said}{}",
         String::from_utf8_lossy(&replace.stderr)
     );
-    let pid: u32 = said
-        .split_whitespace()
-        .skip_while(|w| *w != "pid")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {said:?}"));
-    let _new = Adopted(pid);
+    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
     // Through the old process's finishing (at most its keep-alive grace) and beyond.
     let started = Instant::now();
     let mut out = Vec::new();

@@ -10,20 +10,11 @@ use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, Daemon, TempDir, wait_for};
 
 mod support;
 
 use support::{PREFIX, bird_config, deployment, feed_health};
-
-/// A process this test did not start (the replacement), stopped at the end.
-struct Adopted(u32);
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
 
 fn spawn(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
     let mut cmd = Command::new(support::binary(name));
@@ -103,13 +94,7 @@ fn a_replaced_healthd_goes_on_deciding_with_no_route_or_node_moving() {
         String::from_utf8_lossy(&replace.stderr),
         old.log_text()
     );
-    let pid: u32 = said
-        .split_whitespace()
-        .skip_while(|w| *w != "pid")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {said:?}"));
-    let _new = Adopted(pid);
+    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
     let exited = old.wait_exit(Duration::from_secs(10));
     let (samples, missed, _bird) = sampling.join().unwrap();
     print!("{said}");

@@ -7,26 +7,17 @@
 //! old process exits by itself.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use testkit::http::Connection;
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, Daemon, TempDir, wait_for};
 
 const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
-
-/// A process this test did not start (a replacement started by the node), stopped at the end.
-struct Adopted(u32);
-
-impl Drop for Adopted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
 
 /// A deployment whose node `ams-1` listens on `addr`, has its admin endpoint on `admin` and
 /// offers its sockets at `handover`.
@@ -40,8 +31,8 @@ fn deployment(addr: SocketAddr, admin: SocketAddr, handover: &Path) -> String {
     )
 }
 
-/// `streamnode replace` for node `ams-1`: the new process's id, once it serves.
-fn replace(config: &Path) -> u32 {
+/// `streamnode replace` for node `ams-1`: the new process, once it serves.
+fn replace(config: &Path) -> Adopted {
     let out = Command::new(env!("CARGO_BIN_EXE_streamnode"))
         .arg("--config")
         .arg(config)
@@ -55,7 +46,7 @@ fn replace(config: &Path) -> u32 {
         String::from_utf8_lossy(&out.stderr)
     );
     print!("{said}");
-    replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"))
+    Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"))
 }
 
 fn streamnode(config: &Path, log: &Path, args: &[&str]) -> Daemon {
@@ -65,85 +56,6 @@ fn streamnode(config: &Path, log: &Path, args: &[&str]) -> Daemon {
         .args(["--node", "ams-1"])
         .args(args);
     Daemon::spawn("streamnode", cmd, log).expect("start streamnode")
-}
-
-/// One HTTP/1.1 connection, kept alive while the server allows.
-struct Connection {
-    addr: SocketAddr,
-    keep_alive: bool,
-    stream: Option<BufReader<TcpStream>>,
-}
-
-impl Connection {
-    /// GET `path`: the status and the whole body, or why not. Any failure counts: a refused
-    /// or reset connection, a short body, a connection closed before the answer.
-    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
-        let reused = self.stream.is_some();
-        let result = self.exchange(path);
-        if result.is_err() {
-            self.stream = None;
-        }
-        result.map_err(|e| format!("GET {path} (connection reused: {reused}): {e}"))
-    }
-
-    fn exchange(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
-        if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-                .map_err(|e| format!("connect: {e}"))?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .map_err(|e| e.to_string())?;
-            self.stream = Some(BufReader::new(stream));
-        }
-        let reader = self.stream.as_mut().ok_or("no connection")?;
-        let close = if self.keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        };
-        reader
-            .get_mut()
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: node\r\n{close}\r\n").as_bytes())
-            .map_err(|e| format!("send: {e}"))?;
-        let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| format!("status line: {e}"))?;
-        if line.is_empty() {
-            return Err("closed before the answer".into());
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line {line:?}"))?;
-        let (mut length, mut closing) = (None, !self.keep_alive);
-        loop {
-            line.clear();
-            reader
-                .read_line(&mut line)
-                .map_err(|e| format!("headers: {e}"))?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (name, value) = header.split_once(':').unwrap_or((header, ""));
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse::<usize>().ok(),
-                "connection" if value.trim().eq_ignore_ascii_case("close") => closing = true,
-                _ => {}
-            }
-        }
-        let length = length.ok_or("no Content-Length")?;
-        let mut body = vec![0u8; length];
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| format!("body of {length} bytes: {e}"))?;
-        if closing {
-            self.stream = None;
-        }
-        Ok((status, body))
-    }
 }
 
 /// What the viewers saw.
@@ -165,11 +77,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// A viewer until `until`: the playlist, then every segment it lists not yet had.
 fn viewer(addr: SocketAddr, keep_alive: bool, until: Instant, seen: Arc<Mutex<Seen>>) {
-    let mut connection = Connection {
-        addr,
-        keep_alive,
-        stream: None,
-    };
+    let mut connection = Connection::new(addr, keep_alive);
     let (mut had, mut last_sequence) = (0u64, 0u64);
     while Instant::now() < until {
         let playlist = connection.get("/test/index.m3u8");
@@ -222,15 +130,6 @@ fn viewer(addr: SocketAddr, keep_alive: bool, until: Instant, seen: Arc<Mutex<Se
         drop(s);
         std::thread::sleep(Duration::from_millis(150));
     }
-}
-
-/// The process id in `replace`'s answer (`replaced: pid N serves, ...`).
-fn replaced_pid(said: &str) -> Option<u32> {
-    said.split_whitespace()
-        .skip_while(|w| *w != "pid")
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 #[test]
@@ -306,8 +205,7 @@ fn streamnode_replace_fails_no_request_and_resets_no_connection() {
         String::from_utf8_lossy(&replace.stderr),
         old.log_text()
     );
-    let pid = replaced_pid(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
-    let _new = Adopted(pid);
+    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
     let exited = old.wait_exit(Duration::from_secs(15));
     for v in viewers {
         v.join().unwrap();
@@ -414,11 +312,7 @@ fn an_ingest_handed_over_twice_loses_no_packet() {
     // Every segment as it is published, and every playlist.
     let until = Instant::now() + Duration::from_secs(17);
     let downloading = std::thread::spawn(move || {
-        let mut connection = Connection {
-            addr,
-            keep_alive: true,
-            stream: None,
-        };
+        let mut connection = Connection::new(addr, true);
         let (mut segments, mut playlists, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         let mut had = None;
         while Instant::now() < until {
@@ -447,16 +341,14 @@ fn an_ingest_handed_over_twice_loses_no_packet() {
         (segments, playlists, failures)
     });
     std::thread::sleep(Duration::from_secs(5));
-    let second = replace(&config);
-    let _second = Adopted(second);
+    let _second = replace(&config);
     assert_eq!(
         old.wait_exit(Duration::from_secs(15)),
         Some(0),
         "{}",
         old.log_text()
     );
-    let third = replace(&config);
-    let _third = Adopted(third);
+    let _third = replace(&config);
     let (segments, playlists, failures) = downloading.join().unwrap();
     let numbers: Vec<u64> = segments.iter().map(|(n, _)| *n).collect();
     let whole: Vec<u8> = segments

@@ -1,6 +1,7 @@
 //! HTTP for tests (metrics, status documents, admin calls), through the tree's one client.
 
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -156,5 +157,94 @@ impl EventStream {
             }
         }
         said
+    }
+}
+
+/// One HTTP/1.1 connection as a player keeps it: alive while the server allows (a new one
+/// after `Connection: close`), or one per request. Any failure is returned: a refused or
+/// reset connection, a short body, a connection closed before the answer (no retry).
+pub struct Connection {
+    addr: SocketAddr,
+    keep_alive: bool,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl Connection {
+    pub fn new(addr: SocketAddr, keep_alive: bool) -> Self {
+        Self {
+            addr,
+            keep_alive,
+            stream: None,
+        }
+    }
+
+    /// GET `path`: the status and the whole body, or why not. Any failure counts: a refused
+    /// or reset connection, a short body, a connection closed before the answer.
+    pub fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let reused = self.stream.is_some();
+        let result = self.exchange(path);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result.map_err(|e| format!("GET {path} (connection reused: {reused}): {e}"))
+    }
+
+    fn exchange(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            self.stream = Some(BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().ok_or("no connection")?;
+        let close = if self.keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
+        reader
+            .get_mut()
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: node\r\n{close}\r\n").as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("status line: {e}"))?;
+        if line.is_empty() {
+            return Err("closed before the answer".into());
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let (mut length, mut closing) = (None, !self.keep_alive);
+        loop {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("headers: {e}"))?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse::<usize>().ok(),
+                "connection" if value.trim().eq_ignore_ascii_case("close") => closing = true,
+                _ => {}
+            }
+        }
+        let length = length.ok_or("no Content-Length")?;
+        let mut body = vec![0u8; length];
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("body of {length} bytes: {e}"))?;
+        if closing {
+            self.stream = None;
+        }
+        Ok((status, body))
     }
 }

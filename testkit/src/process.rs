@@ -210,3 +210,31 @@ pub fn memory_mib(pid: u32, peak: bool) -> f64 {
         })
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+/// A process the test did not start itself (a replacement a daemon started), stopped
+/// (SIGTERM) when dropped.
+pub struct Adopted(pub u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+impl Adopted {
+    /// The replacement named by a daemon's `replace` answer (`replaced: pid N serves, ...`).
+    pub fn from_replace(said: &str) -> Option<Self> {
+        said.split_whitespace()
+            .skip_while(|w| *w != "pid")
+            .nth(1)?
+            .parse()
+            .ok()
+            .map(Self)
+    }
+
+    /// Whether the process is gone (or a zombie waiting for its parent).
+    pub fn gone(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+            .map_or(true, |stat| stat.contains(") Z "))
+    }
+}
