@@ -128,6 +128,9 @@ pub fn change_line(reply: &Reply) -> String {
             format!("drain ordered: {routes} routes now, and any announced until undrain")
         }
         Reply::Undrained { routes } => format!("drain ended for {routes} routes"),
+        Reply::Replaced { pid, ms } => format!(
+            "replaced: pid {pid} serves, {ms} ms after the command; this process ends its sessions without a NOTIFICATION and exits"
+        ),
         Reply::Error(e) => format!("error: {e}"),
         other => format!("{other:?}"),
     }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, warn};
 
-use daemon::handover::{Inherited, Offered};
+use std::sync::{Arc, OnceLock};
+
+use daemon::handover::{Inherited, Offered, Replacer};
 
 use crate::session::task::RoutesOf;
 use crate::speaker::SpeakerHandle;
@@ -25,6 +27,9 @@ pub struct ControlError {
     cause: std::io::Error,
 }
 
+/// Where the control API finds the speaker's replacer once it has one (`Op::Replace`).
+pub type ReplacerSlot = Arc<OnceLock<Arc<Replacer>>>;
+
 /// Serves the control API until the returned server is dropped.
 pub async fn serve(
     endpoint: &ControlEndpoint,
@@ -32,7 +37,8 @@ pub async fn serve(
     speaker: SpeakerHandle,
 ) -> Result<ControlServer, ControlError> {
     let (mut inherited, mut offered) = (Inherited::default(), Offered::default());
-    serve_handing_over(endpoint, token, speaker, &mut inherited, &mut offered).await
+    let slot = ReplacerSlot::default();
+    serve_handing_over(endpoint, token, speaker, slot, &mut inherited, &mut offered).await
 }
 
 /// [`serve`] on the listener a replaced speaker handed over when there is one, offering it
@@ -41,6 +47,7 @@ pub async fn serve_handing_over(
     endpoint: &ControlEndpoint,
     token: Option<String>,
     speaker: SpeakerHandle,
+    replacer: ReplacerSlot,
     inherited: &mut Inherited,
     offered: &mut Offered,
 ) -> Result<ControlServer, ControlError> {
@@ -79,9 +86,12 @@ pub async fn serve_handing_over(
                 loop {
                     match listener.accept().await {
                         // File permissions are the authentication on a unix socket.
-                        Ok((stream, _)) => {
-                            drop(tokio::spawn(session(stream, None, speaker.clone())))
-                        }
+                        Ok((stream, _)) => drop(tokio::spawn(session(
+                            stream,
+                            None,
+                            speaker.clone(),
+                            replacer.clone(),
+                        ))),
                         Err(e) => accept_failed(e).await,
                     }
                 }
@@ -106,6 +116,7 @@ pub async fn serve_handing_over(
                             stream,
                             token.clone(),
                             speaker.clone(),
+                            replacer.clone(),
                         ))),
                         Err(e) => accept_failed(e).await,
                     }
@@ -149,6 +160,12 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
+    /// Stops accepting (from any thread); sessions open go on.
+    pub fn stop_accepting(&self) -> impl Fn() + Send + Sync + 'static {
+        let accepting = self.task.abort_handle();
+        move || accepting.abort()
+    }
+
     /// Stops serving and leaves the socket file to the replacement that serves on the same
     /// socket.
     pub fn leave(mut self) {
@@ -173,6 +190,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     token: Option<String>,
     speaker: SpeakerHandle,
+    replacer: ReplacerSlot,
 ) {
     let (read, write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
@@ -209,6 +227,23 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 op: Op::Received { peer },
                 ..
             }) => stream_routes(&speaker, &peer, RoutesOf::Received, &mut write).await,
+            Ok(Envelope {
+                op: Op::Replace, ..
+            }) => {
+                let reply = match replacer.get() {
+                    None => Reply::Error(
+                        "this speaker offers no hand-over: set speaker.handover (a Unix socket path) and restart it once".into(),
+                    ),
+                    Some(r) => match r.replace().await {
+                        Ok(done) => Reply::Replaced {
+                            pid: done.pid,
+                            ms: done.elapsed.as_millis() as u64,
+                        },
+                        Err(e) => Reply::Error(format!("not replaced, still running: {e}")),
+                    },
+                };
+                write_reply(&mut write, &reply).await
+            }
             Ok(envelope) => write_reply(&mut write, &speaker.ask(envelope.op).await).await,
         };
         if result.is_err() || write.flush().await.is_err() {

@@ -182,7 +182,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let path = cli.config.path().map_err(anyhow::Error::msg)?.clone();
                 return run(deployment, path, site_name, token, cli.take_over).await;
             }
-            Some(Command::Replace) => return replace(site, token).await,
             Some(Command::CheckConfig) => unreachable!("handled before the runtime starts"),
             Some(Command::Show(Show::Neighbors)) => Op::Neighbors,
             Some(Command::Show(Show::Routes { which: None })) => Op::Routes,
@@ -223,8 +222,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::Peer(PeerCmd::Down { peer, reason })) => Op::PeerDown { peer, reason },
             Some(Command::Peer(PeerCmd::Up { peer })) => Op::PeerUp { peer },
             Some(Command::Synced) => Op::Synced,
+            Some(Command::Replace) => Op::Replace,
         };
-    let mut client = Client::connect(&endpoint, token, DEFAULT_TIMEOUT).await?;
+    // A replacement may take a while to serve; everything else answers at once.
+    let timeout = if op == Op::Replace {
+        REPLACE_TIMEOUT
+    } else {
+        DEFAULT_TIMEOUT
+    };
+    let mut client = Client::connect(&endpoint, token, timeout).await?;
     if op.streams_routes() {
         return show_routes(&mut client, op, cli.json).await;
     }
@@ -296,10 +302,12 @@ async fn run(
         hold_peers: inherited.replacing(),
     };
     let (speaker, _table) = speaker::start_replacing(&deployment, &site_name, replacing).await?;
+    let slot = control::ReplacerSlot::default();
     let control = control::serve_handing_over(
         &endpoint,
         token.clone(),
         speaker.clone(),
+        slot.clone(),
         &mut inherited,
         &mut offered,
     )
@@ -330,19 +338,20 @@ async fn run(
         }
         None => None,
     };
+    if let Some(r) = &replacer {
+        let _ = slot.set(r.clone());
+        r.on_served(control.stop_accepting());
+    }
     let scrape = speaker.clone();
-    let mut admin = daemon::admin::router(
+    let admin = daemon::admin::router(
         "bgp_speaker",
         std::sync::Arc::new(move || bgp_speaker::metrics::render(&scrape)),
         speaker.liveness(),
     );
-    if let Some(replacer) = &replacer {
-        admin = admin.merge(daemon::admin::protected(
-            daemon::handover::route(replacer.clone()),
-            token.clone(),
-        ));
-    }
     let admin = daemon::admin::serve_on(tokio::net::TcpListener::from_std(admin_listener)?, admin);
+    if let Some(r) = &replacer {
+        r.on_served(admin.stop_accepting());
+    }
     daemon::systemd::serving(&speaker.liveness());
     if let Some(released) = inherited.serving_until_released() {
         // The upstreams must see the old sessions end before the new ones open: two at once
@@ -429,30 +438,6 @@ impl daemon::handover::Carry for Carried {
             payload: Vec::new(),
         })
     }
-}
-
-/// `replace`: asks the running speaker (its admin endpoint) to start its replacement.
-async fn replace(site: &config::site::Site, token: Option<String>) -> Result<ExitCode> {
-    let admin = site.speaker.admin.to_string();
-    let response = daemon::http::request(
-        daemon::http::Method::POST,
-        &admin,
-        "/replace",
-        token.as_deref(),
-        REPLACE_TIMEOUT,
-    )
-    .await
-    .with_context(|| format!("cannot reach the speaker's admin endpoint {admin}"))?;
-    if response.status == 404 {
-        bail!(
-            "the running speaker offers no hand-over: set speaker.handover (a Unix socket path) and restart it once"
-        );
-    }
-    if !response.ok() {
-        bail!("{}", response.body.trim());
-    }
-    print!("{}", response.body);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `show routes [advertised|received PEER]`: printed as the routes arrive, one per line, so a

@@ -145,6 +145,13 @@ impl Serving {
         }
     }
 
+    /// Stops accepting (from any thread); requests in flight are answered. [`Serving::finish`]
+    /// waits for them.
+    pub fn stop_accepting(&self) -> impl Fn() + Send + Sync + 'static {
+        let stop = self.stop.clone();
+        move || stop.notify_one()
+    }
+
     /// Stops at once, with every connection.
     pub fn abort(&self) {
         self.task.abort();

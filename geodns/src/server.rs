@@ -217,6 +217,16 @@ pub async fn run(
         admin,
         admin_router(shared.clone(), liveness, token, replacer.clone()),
     );
+    if let Some(r) = &replacer {
+        r.on_served(admin.stop_accepting());
+        let finish = steering_finish.clone();
+        r.on_served(move || finish.now());
+        let accepting: Vec<tokio::task::AbortHandle> = tcp
+            .iter()
+            .map(tokio::task::JoinHandle::abort_handle)
+            .collect();
+        r.on_served(move || accepting.iter().for_each(tokio::task::AbortHandle::abort));
+    }
     inherited.serving();
     let replaced = async {
         match &replacer {

@@ -228,6 +228,9 @@ fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_
     );
     let new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
     assert_ne!(new.0, old.pid());
+    // Sent as soon as `replace` answered: it must reach the new process, not the old one.
+    let (status, body) = testkit::http::post(admin, "/admin-state?site=fra&state=down").unwrap();
+    assert_eq!(status, 200, "{body}");
     let exited = old.wait_exit(Duration::from_secs(20));
     let report = loading.join().unwrap();
     println!(
@@ -245,7 +248,7 @@ fn geodns_replace_starts_the_new_process_itself_and_a_failed_one_leaves_the_old_
     // The replacement answers its admin endpoint, with the override, and can be replaced in
     // turn by the same command.
     let (_, state) = testkit::http::get(admin, "/admin-state").unwrap();
-    assert!(state.contains("lon"), "{state}");
+    assert!(state.contains("lon") && state.contains("fra"), "{state}");
     let again = replace();
     let said = String::from_utf8_lossy(&again.stdout).into_owned();
     assert!(again.status.success(), "{said}");

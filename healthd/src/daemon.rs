@@ -60,18 +60,25 @@ pub struct Carried {
 
 struct Carry {
     registry: crate::schedule::Registry,
+    watched: crate::watch::WatchedRegistry,
     drain: DrainSwitch,
     publisher: Publisher,
 }
 
 impl daemon::handover::Carry for Carry {
     fn capture(&self) -> Result<daemon::handover::Captured, String> {
+        let mut nodes = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, node) in &mut nodes {
+            node.watched = watched.get(name).cloned();
+        }
+        drop(watched);
         let carried = Carried {
-            nodes: self
-                .registry
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            nodes,
             drained: self.drain.by_api(),
             feed: self.publisher.current(),
         };
@@ -290,6 +297,7 @@ pub async fn start_replacing(
         Some(offer) => {
             let carry = Carry {
                 registry: probes.registry.clone(),
+                watched: probes.watched.clone(),
                 drain: drain.clone(),
                 publisher: publisher.clone(),
             };
@@ -330,6 +338,11 @@ pub async fn start_replacing(
         admin_token,
     ));
     let admin = daemon::admin::serve_on(admin_listener, admin);
+    if let Some(r) = &replacer {
+        r.on_served(admin.stop_accepting());
+        let feeding = feed.abort_handle();
+        r.on_served(move || feeding.abort());
+    }
 
     let (_, interval) = probes.apply(&deployment, &site)?;
     inherited.serving();

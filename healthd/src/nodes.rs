@@ -149,6 +149,22 @@ impl NodeTable {
         })
     }
 
+    /// Takes the node as a replaced healthd left it: its probes' verdict, its report and
+    /// what its status stream said, at once; as [`NodeTable::update`].
+    pub fn resume(
+        &mut self,
+        name: &str,
+        health: Health,
+        report: NodeReport,
+        watched: Watched,
+    ) -> Option<bool> {
+        self.change(name, |entry| {
+            entry.health = Some(health);
+            entry.report = report;
+            entry.watched = watched;
+        })
+    }
+
     /// Records what the node's status stream says now; as [`NodeTable::update`].
     pub fn watched(&mut self, name: &str, watched: Watched) -> Option<bool> {
         self.change(name, |entry| {

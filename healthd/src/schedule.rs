@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::node::{Health, NodeTracker, SavedTracker};
 use crate::probe::Prober;
 use crate::report::NodeReport;
-use crate::watch::{WatchSettings, Watched, Watcher};
+use crate::watch::{WatchSettings, Watched, WatchedRegistry, Watcher};
 
 /// Something a node's tasks learnt, for the site task.
 pub struct NodeUpdate {
@@ -46,6 +46,12 @@ pub enum Said {
     },
     /// What the node's status stream says now.
     Stream(Watched),
+    /// Where a replaced healthd left the node, all at once (so no round sees half of it).
+    Resumed {
+        health: Health,
+        report: NodeReport,
+        watched: Watched,
+    },
 }
 
 /// What a node's probes know, as a replacement healthd goes on from it.
@@ -53,6 +59,9 @@ pub enum Said {
 pub struct SavedNode {
     pub tracker: SavedTracker,
     pub report: NodeReport,
+    /// What its status stream said last (a node out by its own word stays out).
+    #[serde(default)]
+    pub watched: Option<Watched>,
 }
 
 /// Every node's [`SavedNode`] as of its last probe, by name; kept up to date by the probe
@@ -67,6 +76,8 @@ pub struct Probes {
     liveness: Liveness,
     /// Each node as of its last probe.
     pub registry: Registry,
+    /// What each node's status stream said last.
+    pub watched: WatchedRegistry,
     /// Where a replaced healthd left each node, taken by the node's first probe task.
     resume: HashMap<String, SavedNode>,
 }
@@ -111,6 +122,7 @@ impl Probes {
             metrics,
             liveness,
             registry: Registry::default(),
+            watched: WatchedRegistry::default(),
             resume: HashMap::new(),
         }
     }
@@ -188,6 +200,7 @@ impl Probes {
                 channels: prober.channels().to_vec(),
                 updates: self.updates.clone(),
                 metrics: self.metrics.clone(),
+                seen: self.watched.clone(),
             };
             let name = format!("status stream watcher of node {}", node.name);
             tokio::spawn(supervised(name, move || watcher.clone().run()))
@@ -348,11 +361,10 @@ impl NodeTask {
             tracker = NodeTracker::restore(&profile, &saved.tracker, Instant::now());
             let update = NodeUpdate {
                 node: node.name.clone(),
-                said: Said::Probe {
+                said: Said::Resumed {
                     health: tracker.health(),
-                    ok: tracker.health() == Health::Up,
-                    detail: String::new(),
-                    report: Some(saved.report),
+                    report: saved.report,
+                    watched: saved.watched.unwrap_or(Watched::Unknown),
                 },
             };
             if tx.send(update).await.is_err() {
@@ -421,6 +433,7 @@ async fn node_task(
             SavedNode {
                 tracker: tracker.save(Instant::now()),
                 report: report.unwrap_or_default(),
+                watched: None,
             },
         );
         let update = NodeUpdate {

@@ -121,6 +121,9 @@ impl SiteTask {
                             self.nodes.update(&u.node, health, ok, report, detail)
                         }
                         Said::Stream(watched) => self.nodes.watched(&u.node, watched),
+                        Said::Resumed { health, report, watched } => {
+                            self.nodes.resume(&u.node, health, report, watched)
+                        }
                     };
                     // A state change is acted on at once, not at the next round.
                     if changed == Some(true) {

@@ -43,7 +43,7 @@ const REFUSED_RETRY: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a node's status stream says of it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Watched {
     /// Nothing to go by: not connected yet, or the node offers no stream (probes decide).
     Unknown,
@@ -109,7 +109,12 @@ pub struct Watcher {
     pub channels: Vec<String>,
     pub updates: mpsc::Sender<NodeUpdate>,
     pub metrics: Arc<Metrics>,
+    /// What every node's stream said last, for a hand-over.
+    pub seen: WatchedRegistry,
 }
+
+/// What each node's status stream said last, by node name.
+pub type WatchedRegistry = Arc<std::sync::Mutex<std::collections::HashMap<String, Watched>>>;
 
 impl Watcher {
     pub async fn run(self) {
@@ -272,6 +277,10 @@ impl Watcher {
                 .set(i64::from(matches!(now, Watched::Alive { .. })));
         }
         *last = now.clone();
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.node.name.clone(), now.clone());
         let update = NodeUpdate {
             node: self.node.name.clone(),
             said: Said::Stream(now),

@@ -65,6 +65,9 @@ pub enum Op {
     PeerUp {
         peer: String,
     },
+    /// Start the binary at the speaker's path as its replacement (an upgrade): answered once
+    /// the new process serves, or why not.
+    Replace,
 }
 
 impl Op {
@@ -112,6 +115,11 @@ pub enum Reply {
     /// The end of a route stream, with how many routes it had.
     RoutesEnd {
         routes: usize,
+    },
+    /// The replacement serves: its process id, and the time from the request.
+    Replaced {
+        pid: u32,
+        ms: u64,
     },
     Error(String),
 }

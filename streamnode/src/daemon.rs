@@ -335,6 +335,13 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
             ));
         daemon::admin::serve_on(listener, routes)
     });
+    if let Some(r) = &replacer {
+        let finish = viewers.finish.clone();
+        r.on_served(move || finish.now());
+        if let Some(admin) = &admin {
+            r.on_served(admin.stop_accepting());
+        }
+    }
     daemon::systemd::serving(&liveness);
     inherited.serving();
     info!(node = %node.name, listen = %node.listen, channels = state.channels.len(), "streamnode running");

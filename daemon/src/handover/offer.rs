@@ -137,6 +137,7 @@ impl Offer {
             replaced,
             one_at_a_time: tokio::sync::Mutex::new(()),
             held: std::sync::Mutex::new(None),
+            hooks: std::sync::Mutex::new(Vec::new()),
         });
         let listener = self.listener;
         let holder = replacer.clone();
@@ -155,6 +156,16 @@ impl Offer {
                     match hand_over(&stream, &offered, carry.as_ref()) {
                         Ok(()) => {
                             info!(pid, "the replacement serves: this {daemon} stops");
+                            // Listeners stop accepting before `replace` is answered: whatever
+                            // an operator sends next reaches the replacement.
+                            for hook in holder
+                                .hooks
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .iter()
+                            {
+                                hook();
+                            }
                             // Closed by `release` or this process's exit: the replacement
                             // may wait for it ([`super::Inherited::serving_until_released`]).
                             *holder.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
@@ -215,6 +226,8 @@ pub struct Replacer {
     one_at_a_time: tokio::sync::Mutex<()>,
     /// The hand-over connection of the replacement that serves, until this process lets go.
     held: std::sync::Mutex<Option<UnixStream>>,
+    /// Run the moment a replacement serves, before anyone is told.
+    hooks: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// A replacement that serves.
@@ -257,6 +270,16 @@ impl Replacer {
             // The offer ended without a replacement: this process serves on.
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Runs `hook` the moment a replacement serves, before `replace` is answered and
+    /// [`Replacer::replaced`] resolves: where a daemon stops accepting on the listeners it
+    /// handed over, so that nothing sent after the answer reaches this process.
+    pub fn on_served(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
     }
 
     /// Tells the replacement this process has let go of what it must not share (a speaker's
