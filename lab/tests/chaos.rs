@@ -1,7 +1,8 @@
 //! End to end in network namespaces: `lab up` builds the three-sites topology (BIRD, FRR,
 //! unbound and our daemons), `lab chaos` kills stream nodes, cuts every site's feed, restarts a
 //! healthd, stops an upstream router, sends garbage at geodns, kills a speaker and silences the
-//! path between a speaker and a router (found by BFD) while viewers in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
+//! path between a speaker and a router (found by BFD), and upgrades a site in place (drain,
+//! every daemon replaced, undrain) while viewers in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
 //! their bounds, answers moved (or kept), DNS always answering, no viewer stalled. Needs root;
 //! `lab down` removes everything afterwards.
 
@@ -74,6 +75,7 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "dns-garbage",
             "speaker-kill",
             "link-cut",
+            "site-upgrade",
             "-t",
             TOPOLOGY,
             "--observe",
@@ -137,6 +139,11 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass session lost: withdrawn at ams-r1",
         "pass the transit network's traffic leaves ams-r1",
         "pass the site stays announced at ams-r2",
+        "pass ams-node1 replaced in place",
+        "pass ams-node2 replaced in place",
+        "pass ams-healthd replaced in place",
+        "pass ams-ctl replaced in place",
+        "pass ams whole again after its upgrade",
     ] {
         assert!(
             stdout.contains(expected),

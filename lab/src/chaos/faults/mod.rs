@@ -6,6 +6,7 @@ mod dns;
 mod network;
 mod processes;
 mod streams;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -74,6 +75,10 @@ pub enum Scenario {
     /// Send fuzzed datagrams and over-long names at every geodns instance while viewers play:
     /// every city's answers stay right and every instance keeps serving.
     DnsGarbage,
+    /// Upgrade the site in place: drain it, replace every daemon of it (`replace`: the new
+    /// process takes the old one's sockets and state), check it is whole, undrain: the
+    /// procedure of a rolling upgrade, for one site.
+    SiteUpgrade,
 }
 
 impl Scenario {
@@ -93,6 +98,7 @@ impl Scenario {
             Scenario::FeedsCut => "feeds-cut",
             Scenario::RouterStall => "router-stall",
             Scenario::DnsGarbage => "dns-garbage",
+            Scenario::SiteUpgrade => "site-upgrade",
         }
     }
 
@@ -114,6 +120,7 @@ impl Scenario {
             Scenario::FeedsCut => Box::new(network::FeedsCut::new(world)?),
             Scenario::RouterStall => Box::new(network::RouterStall::new(world, site)?),
             Scenario::DnsGarbage => Box::new(dns::DnsGarbage::new(world)?),
+            Scenario::SiteUpgrade => Box::new(upgrade::SiteUpgrade::new(world, site)?),
         })
     }
 }
@@ -179,16 +186,23 @@ fn http_in(
     path: &str,
     token: Option<String>,
 ) -> Result<(u16, String)> {
+    http_in_within(ns, method, addr, path, token, Duration::from_secs(2))
+}
+
+/// [`http_in`], waiting up to `within` for the answer.
+fn http_in_within(
+    ns: String,
+    method: daemon::http::Method,
+    addr: SocketAddr,
+    path: &str,
+    token: Option<String>,
+    within: Duration,
+) -> Result<(u16, String)> {
     let path = path.to_string();
     std::thread::spawn(move || -> Result<(u16, String)> {
         crate::netns::enter(&ns)?;
-        let response = daemon::http::blocking(
-            method,
-            &addr.to_string(),
-            &path,
-            token.as_deref(),
-            Duration::from_secs(2),
-        )?;
+        let response =
+            daemon::http::blocking(method, &addr.to_string(), &path, token.as_deref(), within)?;
         Ok((response.status, response.body))
     })
     .join()
