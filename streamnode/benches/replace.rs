@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use testkit::http::Connection;
 use testkit::net::Loopback;
-use testkit::nginx::Nginx;
+use testkit::nginx::{Detached, Nginx};
 use testkit::process::{Adopted, Daemon, TempDir, wait_for};
 
 const REPLACES: usize = 20;
@@ -33,6 +33,7 @@ const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
 struct Load {
     stop: Arc<AtomicBool>,
     viewers: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+    started: Instant,
 }
 
 impl Load {
@@ -75,12 +76,18 @@ impl Load {
                 })
             })
             .collect();
-        Self { stop, viewers }
+        Self {
+            stop,
+            viewers,
+            started: Instant::now(),
+        }
     }
 
-    fn finish(self) -> (u64, Vec<String>) {
+    /// Requests, failures, and how long the load ran.
+    fn finish(self) -> (u64, Vec<String>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all = (0, Vec::new());
+        let ran = self.started.elapsed();
+        let mut all = (0, Vec::new(), ran);
         for v in self.viewers {
             let (requests, failures) = v.join().expect("viewer");
             all.0 += requests;
@@ -95,6 +102,7 @@ struct Figures {
     requests: u64,
     failures: Vec<String>,
     took: Vec<Duration>,
+    ran: Duration,
 }
 
 fn print(who: &str, f: &Figures) {
@@ -105,9 +113,11 @@ fn print(who: &str, f: &Figures) {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
-        "  {who:<10} {} upgrades: {} requests, {} failed; command to serving p50 {:.0} ms, max {:.0} ms",
+        "  {who:<10} {} upgrades: {} requests in {:.1} s ({:.0}/s), {} failed; command to serving p50 {:.0} ms, max {:.0} ms",
         f.took.len(),
         f.requests,
+        f.ran.as_secs_f64(),
+        f.requests as f64 / f.ran.as_secs_f64().max(0.001),
         f.failures.len(),
         at(0.5),
         at(1.0)
@@ -192,12 +202,13 @@ fn streamnode(
         }
         std::thread::sleep(PAUSE);
     }
-    let (requests, failures) = load.finish();
+    let (requests, failures, ran) = load.finish();
     (
         Figures {
             requests,
             failures,
             took,
+            ran,
         },
         playlist,
         (segment, bytes),
@@ -214,50 +225,47 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn nginx(addr: SocketAddr, root: PathBuf) -> Figures {
-    let server = Nginx::start(&[(addr, root)]);
-    let pid_file = server.dir().join("nginx.pid");
-    let old_file = server.dir().join("nginx.pid.oldbin");
+    let server = Detached::start(&[(addr, root)]);
+    let pid_file = server.pid_file();
+    let old_file = pid_file.with_extension("pid.oldbin");
     let load = Load::start(addr);
     std::thread::sleep(Duration::from_secs(1));
     let mut took = Vec::new();
-    let mut masters: Vec<Adopted> = Vec::new();
-    let mut master = nginx_pid(&pid_file).expect("nginx pid file");
     for _ in 0..REPLACES {
+        let Some(master) = server.master() else {
+            println!("  nginx has no master");
+            break;
+        };
         let started = Instant::now();
         signal(master, "USR2");
         let new = wait_for(Duration::from_secs(10), || {
             nginx_pid(&pid_file).filter(|p| *p != master && old_file.exists())
         });
-        let Some(new) = new else {
+        if new.is_none() {
             println!("  nginx did not start its new binary");
             break;
-        };
+        }
         took.push(started.elapsed());
         // Graceful: the old workers finish what they serve, then the old master goes.
         signal(master, "WINCH");
         signal(master, "QUIT");
-        let old = Adopted(master);
         wait_for(Duration::from_secs(15), || {
-            (old.gone() && !old_file.exists()).then_some(())
+            (gone(master) && !old_file.exists()).then_some(())
         });
-        std::mem::forget(old);
-        masters.push(Adopted(new));
-        master = new;
         std::thread::sleep(PAUSE);
     }
-    let (requests, failures) = load.finish();
-    // The last master stops with the run; the ones before it are gone already.
-    let last = masters.pop();
-    for gone in masters {
-        std::mem::forget(gone);
-    }
-    drop(last);
+    let (requests, failures, ran) = load.finish();
     drop(server);
     Figures {
         requests,
         failures,
         took,
+        ran,
     }
 }
 

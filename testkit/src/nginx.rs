@@ -19,45 +19,102 @@ impl Nginx {
     /// Serves `root` on `addr` for each pair.
     pub fn start(sites: &[(SocketAddr, PathBuf)]) -> Self {
         let dir = TempDir::new("nginx");
-        let servers: String = sites
-            .iter()
-            .map(|(addr, root)| {
-                format!(
-                    "  server {{ listen {addr}; root {}; location / {{ }} }}\n",
-                    root.display()
-                )
-            })
-            .collect();
-        let user = if crate::is_root() { "user root;\n" } else { "" };
-        let conf = format!(
-            "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
-            pid = dir.path().join("nginx.pid").display(),
-            log = dir.path().join("error.log").display(),
-            tmp = dir.path().display(),
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).expect("write nginx.conf");
-        let mut cmd =
-            Command::new(crate::find_program("nginx").expect("nginx (checked by require)"));
-        cmd.arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-g")
-            .arg("daemon off;");
+        let path = configure(&dir, sites);
+        let mut cmd = command(&dir, &path);
+        cmd.arg("-g").arg("daemon off;");
         let daemon =
             Daemon::spawn("nginx", cmd, &dir.path().join("nginx.out")).expect("start nginx");
-        let first = sites.first().map(|(a, _)| *a);
-        let up = wait_for(Duration::from_secs(10), || {
-            first
-                .and_then(|a| std::net::TcpStream::connect(a).ok())
-                .map(|_| ())
-        });
-        assert!(up.is_some(), "nginx did not start:\n{}", daemon.log_text());
+        wait_up(sites, || daemon.log_text());
         Self { daemon, _dir: dir }
     }
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
     }
+}
+
+/// nginx as it runs in production: a daemon whose master detaches, so that its binary upgrade
+/// (USR2, which nginx refuses while its master's parent waits on it) works. The master running
+/// when dropped is stopped.
+pub struct Detached {
+    dir: TempDir,
+}
+
+impl Detached {
+    /// Serves `root` on `addr` for each pair.
+    pub fn start(sites: &[(SocketAddr, PathBuf)]) -> Self {
+        let dir = TempDir::new("nginx");
+        let path = configure(&dir, sites);
+        let status = command(&dir, &path).status().expect("start nginx");
+        assert!(status.success(), "nginx did not start: {status}");
+        let detached = Self { dir };
+        wait_up(sites, || {
+            std::fs::read_to_string(detached.dir.path().join("error.log")).unwrap_or_default()
+        });
+        detached
+    }
+
+    /// The master process's pid file (`nginx.pid`; the old master's is `nginx.pid.oldbin`
+    /// during an upgrade).
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("nginx.pid")
+    }
+
+    /// The running master.
+    pub fn master(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(master) = self.master() {
+            let _ = Command::new("kill").arg(master.to_string()).status();
+        }
+    }
+}
+
+/// Writes the configuration serving each site from its root; its path.
+fn configure(dir: &TempDir, sites: &[(SocketAddr, PathBuf)]) -> PathBuf {
+    let servers: String = sites
+        .iter()
+        .map(|(addr, root)| {
+            format!(
+                "  server {{ listen {addr}; root {}; location / {{ }} }}\n",
+                root.display()
+            )
+        })
+        .collect();
+    let user = if crate::is_root() { "user root;\n" } else { "" };
+    let conf = format!(
+        "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
+        pid = dir.path().join("nginx.pid").display(),
+        log = dir.path().join("error.log").display(),
+        tmp = dir.path().display(),
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).expect("write nginx.conf");
+    path
+}
+
+/// nginx with `conf`, its prefix in `dir`.
+fn command(dir: &TempDir, conf: &Path) -> Command {
+    let mut cmd = Command::new(crate::find_program("nginx").expect("nginx (checked by require)"));
+    cmd.arg("-c").arg(conf).arg("-p").arg(dir.path());
+    cmd
+}
+
+/// Waits until the first site accepts connections.
+fn wait_up(sites: &[(SocketAddr, PathBuf)], log: impl Fn() -> String) {
+    let first = sites.first().map(|(a, _)| *a);
+    let up = wait_for(Duration::from_secs(10), || {
+        first
+            .and_then(|a| std::net::TcpStream::connect(a).ok())
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "nginx did not start:\n{}", log());
 }
