@@ -368,12 +368,7 @@ async fn run(
     info!(site = %site_name, control = %endpoint, peers = site.peers.len(), "bgp-speaker running");
 
     let mut signals = daemon::signals::Signals::new()?;
-    let replaced = async {
-        match &replacer {
-            Some(r) => r.replaced().await,
-            None => std::future::pending().await,
-        }
-    };
+    let replaced = daemon::handover::replaced(replacer.as_ref());
     tokio::pin!(replaced);
     loop {
         let request = tokio::select! {

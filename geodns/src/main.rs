@@ -136,24 +136,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Replace) => {
-            let response = daemon::http::request(
-                Method::POST,
-                &admin,
-                "/replace",
-                token.as_deref(),
-                REPLACE_TIMEOUT,
-            )
-            .await
-            .with_context(|| format!("cannot reach the geodns admin endpoint {admin}"))?;
-            if response.status == 404 {
-                anyhow::bail!(
-                    "the running geodns offers no hand-over: set dns.handover (a Unix socket path) and restart it once"
-                );
-            }
-            if !response.ok() {
-                anyhow::bail!("{}", response.body.trim());
-            }
-            print!("{}", response.body);
+            print!(
+                "{}",
+                daemon::handover::ask(&admin, token.as_deref(), "dns.handover").await?
+            );
             Ok(())
         }
         Some(Command::Admin { site, node, state }) => {
@@ -170,9 +156,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
     }
 }
-
-/// How long `replace` waits: the replacement may compile a full-size location database.
-const REPLACE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A request to the admin endpoint; the body of a 2xx answer.
 async fn http(admin: &str, method: Method, path: &str, token: Option<&str>) -> Result<String> {

@@ -228,12 +228,7 @@ pub async fn run(
         r.on_served(move || accepting.iter().for_each(tokio::task::AbortHandle::abort));
     }
     inherited.serving();
-    let replaced = async {
-        match &replacer {
-            Some(r) => r.replaced().await,
-            None => std::future::pending().await,
-        }
-    };
+    let replaced = daemon::handover::replaced(replacer.as_ref());
     tokio::pin!(replaced);
     if let Some(path) = dns.geoip_db.clone() {
         tokio::spawn(watch_geo(shared.clone(), path));

@@ -108,12 +108,7 @@ pub async fn run(
         return Ok(());
     };
     let replacer = running.replacer.clone();
-    let replaced = async {
-        match &replacer {
-            Some(r) => r.replaced().await,
-            None => std::future::pending().await,
-        }
-    };
+    let replaced = daemon::handover::replaced(replacer.as_ref());
     tokio::pin!(replaced);
     loop {
         tokio::select! {

@@ -60,30 +60,16 @@ fn main() -> ExitCode {
 async fn replace(deployment: &Deployment, site: &str) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let site = deployment.site(site).context("site vanished")?;
-    let admin = site.healthd.admin.to_string();
     let token = site
         .healthd
         .admin_token
         .as_ref()
         .map(|t| t.resolve())
         .transpose()?;
-    let response = daemon::http::request(
-        daemon::http::Method::POST,
-        &admin,
-        "/replace",
-        token.as_deref(),
-        std::time::Duration::from_secs(90),
-    )
-    .await
-    .with_context(|| format!("cannot reach the healthd admin endpoint {admin}"))?;
-    if response.status == 404 {
-        anyhow::bail!(
-            "the running healthd offers no hand-over: set healthd.handover (a Unix socket path) and restart it once"
-        );
-    }
-    if !response.ok() {
-        anyhow::bail!("{}", response.body.trim());
-    }
-    print!("{}", response.body);
+    let admin = site.healthd.admin.to_string();
+    print!(
+        "{}",
+        daemon::handover::ask(&admin, token.as_deref(), "healthd.handover").await?
+    );
     Ok(ExitCode::SUCCESS)
 }

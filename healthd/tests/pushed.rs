@@ -9,24 +9,11 @@ use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
 use testkit::net::Loopback;
-use testkit::process::{Adopted, Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, TempDir, wait_for};
 
 mod support;
 
-use support::{PREFIX, bird_config, deployment, feed_health};
-
-fn spawn_in(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
-    let path = support::binary(name);
-    assert!(
-        path.exists(),
-        "{} is missing: test the whole workspace (cargo test --workspace)",
-        path.display()
-    );
-    let mut cmd = Command::new(path);
-    cmd.arg("--config").arg(config).args(args);
-    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
-    Daemon::spawn(name, cmd, &log).unwrap()
-}
+use support::{PREFIX, bird_config, deployment, feed_health, spawn_in};
 
 #[test]
 fn stopped_killed_and_ingest_lost_nodes_are_out_at_the_speed_of_their_status_streams() {
@@ -160,19 +147,12 @@ fn a_node_replaced_by_streamnode_replace_never_leaves_the_feed() {
     });
     assert!(flowing.is_some(), "never healthy:\n{}", healthd.log_text());
 
-    let replace = Command::new(support::binary("streamnode"))
+    let mut replace = Command::new(support::binary("streamnode"));
+    replace
         .arg("--config")
         .arg(&config)
-        .args(["--node", "ams-1", "replace"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&replace.stdout).into_owned();
-    assert!(
-        replace.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&replace.stderr)
-    );
-    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+        .args(["--node", "ams-1", "replace"]);
+    let (_new, said) = Adopted::replace(replace).unwrap_or_else(|e| panic!("{e}"));
     // Through the old process's finishing (at most its keep-alive grace) and beyond.
     let started = Instant::now();
     let mut out = Vec::new();

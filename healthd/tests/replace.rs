@@ -10,18 +10,11 @@ use std::time::{Duration, Instant};
 
 use testkit::bird::{Bird, BirdCtl};
 use testkit::net::Loopback;
-use testkit::process::{Adopted, Daemon, TempDir, wait_for};
+use testkit::process::{Adopted, TempDir, wait_for};
 
 mod support;
 
-use support::{PREFIX, bird_config, deployment, feed_health};
-
-fn spawn(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
-    let mut cmd = Command::new(support::binary(name));
-    cmd.arg("--config").arg(config).args(args);
-    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
-    Daemon::spawn(name, cmd, &log).unwrap()
-}
+use support::{PREFIX, bird_config, deployment, feed_health, spawn_in};
 
 #[test]
 fn a_replaced_healthd_goes_on_deciding_with_no_route_or_node_moving() {
@@ -41,10 +34,10 @@ fn a_replaced_healthd_goes_on_deciding_with_no_route_or_node_moving() {
     assert!(text.contains("handover"), "{text}");
     std::fs::write(&config, text).unwrap();
     let bird = Bird::start(&bird_config(net));
-    let _node1 = spawn(dir.path(), &config, "streamnode", &["--node", "ams-1"]);
-    let _node2 = spawn(dir.path(), &config, "streamnode", &["--node", "ams-2"]);
-    let _speaker = spawn(dir.path(), &config, "bgp-speaker", &[]);
-    let mut old = spawn(dir.path(), &config, "healthd", &[]);
+    let _node1 = spawn_in(dir.path(), &config, "streamnode", &["--node", "ams-1"]);
+    let _node2 = spawn_in(dir.path(), &config, "streamnode", &["--node", "ams-2"]);
+    let _speaker = spawn_in(dir.path(), &config, "bgp-speaker", &[]);
+    let mut old = spawn_in(dir.path(), &config, "healthd", &[]);
     let feed = SocketAddr::from((net.host(1), 9180));
     let mut ctl = BirdCtl::connect(&bird).unwrap();
     let ready = wait_for(Duration::from_secs(30), || {
@@ -81,20 +74,10 @@ fn a_replaced_healthd_goes_on_deciding_with_no_route_or_node_moving() {
         (samples, missed, bird)
     });
     std::thread::sleep(Duration::from_millis(500));
-    let replace = Command::new(support::binary("healthd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("replace")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&replace.stdout).into_owned();
-    assert!(
-        replace.status.success(),
-        "{said}{}\n{}",
-        String::from_utf8_lossy(&replace.stderr),
-        old.log_text()
-    );
-    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+    let mut replace = Command::new(support::binary("healthd"));
+    replace.arg("--config").arg(&config).arg("replace");
+    let (_new, said) =
+        Adopted::replace(replace).unwrap_or_else(|e| panic!("{e}\n{}", old.log_text()));
     let exited = old.wait_exit(Duration::from_secs(10));
     let (samples, missed, _bird) = sampling.join().unwrap();
     print!("{said}");

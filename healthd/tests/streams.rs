@@ -13,25 +13,7 @@ use testkit::process::{Daemon, TempDir, wait_for};
 
 mod support;
 
-use support::{PREFIX, bird_config, deployment, feed_health};
-
-fn binary(name: &str) -> std::path::PathBuf {
-    let path = support::binary(name);
-    assert!(
-        path.exists(),
-        "{} is missing: test the whole workspace (cargo test --workspace)",
-        path.display()
-    );
-    path
-}
-
-/// Starts `name` (a workspace binary) on the deployment at `config`, its log in `dir`.
-fn spawn_in(dir: &std::path::Path, config: &std::path::Path, name: &str, args: &[&str]) -> Daemon {
-    let mut cmd = Command::new(binary(name));
-    cmd.arg("--config").arg(config).args(args);
-    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
-    Daemon::spawn(name, cmd, &log).unwrap()
-}
+use support::{PREFIX, bird_config, deployment, feed_health, spawn_in};
 
 #[test]
 fn killed_and_frozen_stream_nodes_are_caught_and_the_prefix_withdrawn() {

@@ -178,19 +178,16 @@ fn streamnode(
     let mut current: Option<Adopted> = None;
     for _ in 0..REPLACES {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_streamnode"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+        cmd.arg("--config")
             .arg(&config)
-            .args(["--node", "ams-1", "replace"])
-            .output()
-            .expect("streamnode replace");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        let Some(new) = Adopted::from_replace(&said).filter(|_| out.status.success()) else {
-            println!(
-                "  replace failed: {said}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            break;
+            .args(["--node", "ams-1", "replace"]);
+        let new = match Adopted::replace(cmd) {
+            Ok((new, _)) => new,
+            Err(said) => {
+                println!("  replace failed: {said}");
+                break;
+            }
         };
         took.push(started.elapsed());
         // The old process finishes (its kept-alive connections closed after one more answer).

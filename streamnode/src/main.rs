@@ -1,7 +1,6 @@
 //! `streamnode`: the HLS live origin of one node (`--config FILE --node NODE`).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -61,12 +60,7 @@ async fn run(cli: Cli) -> Result<()> {
     let node = streamnode::daemon::start(&deployment, &name, cli.take_over).await?;
     let mut signals = daemon::signals::Signals::with_drain()?;
     let replacer = node.replacer.clone();
-    let replaced = async {
-        match &replacer {
-            Some(r) => r.replaced().await,
-            None => std::future::pending().await,
-        }
-    };
+    let replaced = daemon::handover::replaced(replacer.as_ref());
     tokio::pin!(replaced);
     loop {
         let request = tokio::select! {
@@ -97,9 +91,6 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// How long `replace` waits for the replacement.
-const REPLACE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// Asks the running node (its admin endpoint) to replace itself, and says how it went.
 async fn replace(deployment: &Deployment, name: &str) -> Result<()> {
     let node = deployment
@@ -112,23 +103,10 @@ async fn replace(deployment: &Deployment, name: &str) -> Result<()> {
         .with_context(|| format!("node {name:?} has no admin endpoint to ask"))?
         .to_string();
     let token = node.admin_token.as_ref().map(|t| t.resolve()).transpose()?;
-    let response = daemon::http::request(
-        daemon::http::Method::POST,
-        &admin,
-        "/replace",
-        token.as_deref(),
-        REPLACE_TIMEOUT,
-    )
-    .await
-    .with_context(|| format!("cannot reach the streamnode admin endpoint {admin}"))?;
-    if response.status == 404 {
-        anyhow::bail!(
-            "node {name:?} offers no hand-over: set its `handover` (a Unix socket path) and restart it once"
-        );
-    }
-    if !response.ok() {
-        anyhow::bail!("{}", response.body.trim());
-    }
-    print!("{}", response.body);
+    let key = "the node's `handover`";
+    print!(
+        "{}",
+        daemon::handover::ask(&admin, token.as_deref(), key).await?
+    );
     Ok(())
 }

@@ -33,20 +33,13 @@ fn deployment(addr: SocketAddr, admin: SocketAddr, handover: &Path) -> String {
 
 /// `streamnode replace` for node `ams-1`: the new process, once it serves.
 fn replace(config: &Path) -> Adopted {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamnode"))
-        .arg("--config")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
         .arg(config)
-        .args(["--node", "ams-1", "replace"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--node", "ams-1", "replace"]);
+    let (new, said) = Adopted::replace(cmd).unwrap_or_else(|e| panic!("{e}"));
     print!("{said}");
-    Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"))
+    new
 }
 
 fn streamnode(config: &Path, log: &Path, args: &[&str]) -> Daemon {
@@ -192,20 +185,7 @@ fn streamnode_replace_fails_no_request_and_resets_no_connection() {
     assert!(kept.is_some(), "{}", old.log_text());
 
     std::thread::sleep(Duration::from_secs(2));
-    let replace = Command::new(env!("CARGO_BIN_EXE_streamnode"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--node", "ams-1", "replace"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&replace.stdout).into_owned();
-    assert!(
-        replace.status.success(),
-        "{said}{}\n{}",
-        String::from_utf8_lossy(&replace.stderr),
-        old.log_text()
-    );
-    let _new = Adopted::from_replace(&said).unwrap_or_else(|| panic!("no pid in {said:?}"));
+    let _new = replace(&config);
     let exited = old.wait_exit(Duration::from_secs(15));
     for v in viewers {
         v.join().unwrap();
@@ -220,7 +200,6 @@ fn streamnode_replace_fails_no_request_and_resets_no_connection() {
         .filter(|(_, hashes)| hashes.iter().any(|h| *h != hashes[0]))
         .map(|(n, _)| *n)
         .collect();
-    print!("{said}");
     println!(
         "through a failed and a real replace: {} requests, {} failed, {segments} segments, {} served differently",
         seen.requests,

@@ -232,6 +232,19 @@ impl Adopted {
             .map(Self)
     }
 
+    /// Runs a daemon's `replace` command: the replacement it started and what it said, or what
+    /// it said when it replaced nothing.
+    pub fn replace(mut cmd: Command) -> Result<(Self, String), String> {
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        match Self::from_replace(&said).filter(|_| out.status.success()) {
+            Some(new) => Ok((new, said)),
+            None => Err(format!("{said}{}", String::from_utf8_lossy(&out.stderr))),
+        }
+    }
+
     /// Whether the process is gone (or a zombie waiting for its parent).
     pub fn gone(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/stat", self.0))

@@ -25,7 +25,10 @@ mod inherit;
 mod offer;
 
 pub use inherit::{Inherited, Released, TakeOverError};
-pub use offer::{Captured, Carry, Offer, Offered, ReplaceError, Replaced, Replacer, route};
+pub use offer::{
+    AskError, Captured, Carry, Offer, Offered, ReplaceError, Replaced, Replacer, ask, replaced,
+    route,
+};
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -366,6 +366,52 @@ impl Replacer {
     }
 }
 
+/// Resolves once a replacement of this process serves ([`Replacer::replaced`]); never without
+/// a replacer (no `handover` configured).
+pub async fn replaced(replacer: Option<&Arc<Replacer>>) -> Option<u32> {
+    match replacer {
+        Some(r) => r.replaced().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why `DAEMON replace` could not have the running daemon replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("cannot reach the admin endpoint {admin}: {cause}")]
+    Unreachable { admin: String, cause: String },
+    #[error(
+        "the running daemon offers no hand-over: set {key} (a Unix socket path) and restart it once"
+    )]
+    NoHandover { key: &'static str },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// `DAEMON replace`: asks the running daemon's admin endpoint to replace itself ([`route`]);
+/// what it answered. `key` names the deployment key that enables the hand-over, for the
+/// error when it is not set.
+pub async fn ask(admin: &str, token: Option<&str>, key: &'static str) -> Result<String, AskError> {
+    // The replacement may compile a full-size location database before it serves.
+    let response = crate::http::request(
+        crate::http::Method::POST,
+        admin,
+        "/replace",
+        token,
+        REPLACEMENT_DEADLINE + Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| AskError::Unreachable {
+        admin: admin.to_owned(),
+        cause: e.to_string(),
+    })?;
+    match response.status {
+        404 => Err(AskError::NoHandover { key }),
+        _ if response.ok() => Ok(response.body),
+        _ => Err(AskError::Refused(response.body.trim().to_owned())),
+    }
+}
+
 /// `POST /replace`: starts the replacement and answers once it serves (with its process id
 /// and the time it took) or failed (500, why; this process serves on). For the admin
 /// endpoint's protected routes.

@@ -16,6 +16,20 @@ pub fn binary(name: &str) -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_healthd")).with_file_name(name)
 }
 
+/// Starts `name` (a workspace binary) on the deployment at `config`, its log in `dir`.
+pub fn spawn_in(dir: &Path, config: &Path, name: &str, args: &[&str]) -> testkit::process::Daemon {
+    let path = binary(name);
+    assert!(
+        path.exists(),
+        "{} is missing: test the whole workspace (cargo test --workspace)",
+        path.display()
+    );
+    let mut cmd = std::process::Command::new(path);
+    cmd.arg("--config").arg(config).args(args);
+    let log = dir.join(format!("{name}-{}.log", args.last().unwrap_or(&"")));
+    testkit::process::Daemon::spawn(name, cmd, &log).expect("start a workspace binary")
+}
+
 /// BIRD at `.2`, passive, importing what the speaker at `.1` announces.
 pub fn bird_config(net: Loopback) -> String {
     format!(
