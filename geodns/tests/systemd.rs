@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{example_on, write_geo_db};
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir};
+use testkit::process::{Adopted, Daemon, TempDir};
 
 /// The next notification within `timeout`.
 fn next(systemd: &UnixDatagram, timeout: Duration) -> Option<String> {
@@ -82,4 +82,64 @@ fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
         "{said:?}"
     );
     assert_eq!(geodns.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_replace_hands_systemd_the_new_process_which_feeds_the_watchdog() {
+    let dir = TempDir::new("geodns-systemd-replace");
+    write_geo_db(dir.path());
+    let net = Loopback::fresh();
+    let (dns, admin) = (
+        SocketAddr::from((net.host(1), 5353)),
+        SocketAddr::from((net.host(1), 9153)),
+    );
+    let config = dir.path().join("deploy.toml");
+    let handover = dir.path().join("geodns.handover");
+    std::fs::write(
+        &config,
+        common::example_with_handover(dns, admin, &handover),
+    )
+    .unwrap();
+    let socket = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket)
+        .env("WATCHDOG_USEC", "400000");
+    let mut old = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    assert_eq!(
+        next(&systemd, Duration::from_secs(30)).as_deref(),
+        Some("READY=1"),
+        "{}",
+        old.log_text()
+    );
+
+    let mut replace = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    replace.arg("--config").arg(&config).arg("replace");
+    let (new, said) = Adopted::replace(replace).unwrap_or_else(|e| panic!("{e}"));
+    // The old process names the new one as the service's main process.
+    let main_pid = format!("MAINPID={}", new.0);
+    let mut heard = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) && !heard.contains(&main_pid) {
+        if let Some(m) = next(&systemd, Duration::from_millis(500)) {
+            heard.push(m);
+        }
+    }
+    assert!(heard.contains(&main_pid), "{said}{heard:?}");
+    // Once the old one is gone, the watchdog is still fed: by the new process.
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    while next(&systemd, Duration::from_millis(50)).is_some() {}
+    let started = Instant::now();
+    let mut fed = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        if next(&systemd, Duration::from_millis(500)).as_deref() == Some("WATCHDOG=1") {
+            fed += 1;
+        }
+    }
+    assert!(
+        fed >= 4,
+        "the new process fed the watchdog {fed} times in a second"
+    );
 }
