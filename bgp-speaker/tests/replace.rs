@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PeerSpec, Speaker, deployment};
+use common::{Speaker, frr_has, graceful_bird, graceful_frr, write_graceful_pair};
 use testkit::bird::Bird;
 use testkit::frr::Frr;
 use testkit::net::Loopback;
@@ -21,28 +21,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const V4: &str = "198.51.100.0/24";
 const V6: &str = "2001:db8:100::/48";
 
-fn bird_config(net: Loopback) -> String {
-    let (us, bird) = (net.host(1), net.host(2));
-    format!(
-        "router id {bird};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  hold time 9;\n  graceful restart on;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
-    )
-}
-
-fn frr_config(net: Loopback) -> String {
-    let (us, frr) = (net.host(1), net.host(3));
-    format!(
-        "frr defaults traditional\nhostname r1\nrouter bgp 65000\n bgp router-id {frr}\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n neighbor {us} remote-as 65001\n neighbor {us} ebgp-multihop 2\n neighbor {us} timers 3 9\n neighbor {us} timers connect 1\n neighbor {us} update-source {frr}\n neighbor {us} passive\n"
-    )
-}
-
-fn frr_has(frr: &Frr, prefix: &str) -> bool {
-    let out = frr.vtysh(&format!("show bgp ipv4 unicast {prefix} json"));
-    serde_json::from_str::<serde_json::Value>(&out)
-        .ok()
-        .and_then(|v| v["paths"].as_array().map(|p| !p.is_empty()))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_replaced_speaker_keeps_its_routes_at_bird_and_frr_and_loses_no_withdraw() {
     let test = "a_replaced_speaker_keeps_its_routes_at_bird_and_frr_and_loses_no_withdraw";
@@ -51,35 +29,10 @@ fn a_replaced_speaker_keeps_its_routes_at_bird_and_frr_and_loses_no_withdraw() {
         return;
     };
     let net = Loopback::fresh();
-    let bird = Arc::new(Bird::start(&bird_config(net)));
-    let frr = Arc::new(Frr::start(&frr_config(net), net.host(3), 1179));
+    let bird = Arc::new(Bird::start(&graceful_bird(net)));
+    let frr = Arc::new(Frr::start(&graceful_frr(net), net.host(3), 1179));
     let dir = TempDir::new("speaker-replace");
-    let socket = dir.path().join("speaker.sock");
-    let handover = dir.path().join("speaker.handover");
-    let peers = [
-        PeerSpec {
-            name: "bird",
-            address: net.host(2),
-            remote_asn: 65000,
-            port: 1179,
-            extra: String::new(),
-        },
-        PeerSpec {
-            name: "frr",
-            address: net.host(3),
-            remote_asn: 65000,
-            port: 1179,
-            // FRR rejects loopback next hops as martians.
-            extra: "next_hop = \"192.0.2.1\"".into(),
-        },
-    ];
-    let speaker_extra = format!(", handover = \"{}\"", handover.display());
-    let config = dir.path().join("deploy.toml");
-    std::fs::write(
-        &config,
-        deployment(net.host(1), &socket, &peers, &speaker_extra),
-    )
-    .unwrap();
+    let config = write_graceful_pair(net, dir.path());
     let mut speaker = Speaker::start_with(dir, config.clone());
     for peer in ["bird", "frr"] {
         assert!(

@@ -1,9 +1,9 @@
-//! Upgrading a DNS server under load: geodns replaced 20 times (`geodns --take-over`, the new
-//! process receiving the old one's sockets and state) and gdnsd replaced 20 times
+//! Upgrading a DNS server under load: geodns replaced 20 times (`geodns replace`: the running
+//! process starts the new one, which receives its sockets and state) and gdnsd replaced 20 times
 //! (`gdnsdctl replace`, which spawns its successor and hands it its sockets the same way), each
 //! under the same steady load from many client subnets, in one run: queries lost, and the
-//! time from the command to the new process serving (geodns: until the new process says it
-//! serves, which is when it has every socket; gdnsd: until `gdnsdctl replace` returns).
+//! time from the command to the new process serving (until `geodns replace` and
+//! `gdnsdctl replace` return, each once its new process serves).
 //!
 //! Run: `cargo bench -p geodns --bench replace` (needs gdnsd for the comparison).
 
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use testkit::dnsload::{self, Load, Pace};
 use testkit::net::Loopback;
-use testkit::process::{Daemon, TempDir, run, wait_for};
+use testkit::process::{Adopted, Daemon, TempDir, run, wait_for};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -72,50 +72,51 @@ fn geodns(dir: &Path, net: &Loopback) -> Figures {
     let text = example_with_handover(dns, admin, &handover) + UNLIMITED;
     let config = dir.join("geodns.toml");
     std::fs::write(&config, text).expect("write deployment");
-    let spawn = |n: usize, take_over: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-        cmd.arg("--config")
-            .arg(&config)
-            .args(["--threads", "2"])
-            .env("RUST_LOG", "info");
-        if take_over {
-            cmd.arg("--take-over");
-        }
-        Daemon::spawn("geodns", cmd, &dir.join(format!("geodns-{n}.log"))).expect("start geodns")
-    };
-    let mut running = spawn(0, false);
-    wait_for(Duration::from_secs(30), || answers(dns).then_some(()))
-        .unwrap_or_else(|| panic!("geodns did not answer:\n{}", running.log_text()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--threads", "2"])
+        .env("RUST_LOG", "info");
+    let mut first =
+        Some(Daemon::spawn("geodns", cmd, &dir.join("geodns.log")).expect("start geodns"));
+    wait_for(Duration::from_secs(30), || answers(dns).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "geodns did not answer:\n{}",
+            first.as_ref().map(Daemon::log_text).unwrap_or_default()
+        )
+    });
     let load = load(dns, Duration::from_millis(300));
     let loading = std::thread::spawn(move || dnsload::run(&load).expect("the load runs"));
     std::thread::sleep(Duration::from_secs(1));
     let (mut took, mut failed, mut old) = (Vec::new(), 0, Vec::new());
     for n in 1..=REPLACES {
+        // `geodns replace`: the running process starts the new one and answers once it serves.
         let started = Instant::now();
-        let next = spawn(n, true);
-        // The new process offers its sockets in turn as soon as it serves.
-        let served = wait_for(Duration::from_secs(30), || {
-            next.log_text()
-                .contains("offering the sockets to a replacement")
-                .then(|| started.elapsed())
-        });
-        match served {
-            Some(d) => {
-                took.push(d);
-                old.push(std::mem::replace(&mut running, next));
+        let mut replace = Command::new(env!("CARGO_BIN_EXE_geodns"));
+        replace.arg("--config").arg(&config).arg("replace");
+        match Adopted::replace(replace) {
+            Ok((new, _)) => {
+                took.push(started.elapsed());
+                old.push(new);
             }
-            None => {
+            Err(said) => {
                 failed += 1;
-                eprintln!("geodns replace {n} failed:\n{}", next.log_text());
+                eprintln!("geodns replace {n} failed: {said}");
             }
         }
         std::thread::sleep(PAUSE);
     }
     let report = loading.join().expect("load");
-    for mut process in old {
+    if let Some(mut process) = first.take() {
         process.wait_exit(Duration::from_secs(10));
     }
-    drop(running);
+    // Each replaced process exits by itself; the last one serving is stopped here.
+    let last = old.pop();
+    for process in &old {
+        wait_for(Duration::from_secs(10), || process.gone().then_some(()));
+    }
+    std::mem::forget(old);
+    drop(last);
     Figures {
         report,
         took,

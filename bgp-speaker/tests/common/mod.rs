@@ -194,3 +194,67 @@ pub fn wait_route(
         }
     })
 }
+
+/// BIRD at `.2`, passive, keeping our routes through a graceful restart (RFC 4724).
+pub fn graceful_bird(net: testkit::net::Loopback) -> String {
+    let (us, bird) = (net.host(1), net.host(2));
+    format!(
+        "router id {bird};\nprotocol device {{}}\nprotocol bgp up1 {{\n  local {bird} port 1179 as 65000;\n  neighbor {us} as 65001;\n  passive on;\n  multihop;\n  strict bind on;\n  hold time 9;\n  graceful restart on;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
+    )
+}
+
+/// FRR at `.3`, passive, helping our graceful restart.
+pub fn graceful_frr(net: testkit::net::Loopback) -> String {
+    let (us, frr) = (net.host(1), net.host(3));
+    format!(
+        "frr defaults traditional\nhostname r1\nrouter bgp 65000\n bgp router-id {frr}\n no bgp ebgp-requires-policy\n no bgp network import-check\n bgp graceful-restart\n neighbor {us} remote-as 65001\n neighbor {us} ebgp-multihop 2\n neighbor {us} timers 3 9\n neighbor {us} timers connect 1\n neighbor {us} update-source {frr}\n neighbor {us} passive\n"
+    )
+}
+
+/// The deployment of a speaker at `.1` peering with [`graceful_bird`] and [`graceful_frr`],
+/// offering its sockets for replacement, written in `dir`; its path.
+pub fn write_graceful_pair(
+    net: testkit::net::Loopback,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let peers = [
+        PeerSpec {
+            name: "bird",
+            address: net.host(2),
+            remote_asn: 65000,
+            port: 1179,
+            extra: String::new(),
+        },
+        PeerSpec {
+            name: "frr",
+            address: net.host(3),
+            remote_asn: 65000,
+            port: 1179,
+            // FRR rejects loopback next hops as martians.
+            extra: "next_hop = \"192.0.2.1\"".into(),
+        },
+    ];
+    let handover = dir.join("speaker.handover");
+    let speaker_extra = format!(", handover = \"{}\"", handover.display());
+    let config = dir.join("deploy.toml");
+    std::fs::write(
+        &config,
+        deployment(
+            net.host(1),
+            &dir.join("speaker.sock"),
+            &peers,
+            &speaker_extra,
+        ),
+    )
+    .expect("write deployment");
+    config
+}
+
+/// Whether FRR has a path for an IPv4 prefix.
+pub fn frr_has(frr: &testkit::frr::Frr, prefix: &str) -> bool {
+    let out = frr.vtysh(&format!("show bgp ipv4 unicast {prefix} json"));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| v["paths"].as_array().map(|p| !p.is_empty()))
+        .unwrap_or(false)
+}
