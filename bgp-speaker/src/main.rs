@@ -330,7 +330,7 @@ async fn run(
         .context("speaker.handover")?;
     let replacer = match offer {
         Some(offer) => {
-            let carry = Carried {
+            let carry = TableCarry {
                 speaker: speaker.clone(),
                 runtime: tokio::runtime::Handle::current(),
             };
@@ -417,12 +417,12 @@ async fn run(
 
 /// The table a running speaker hands its replacement, asked of the table task from the
 /// hand-over's thread.
-struct Carried {
+struct TableCarry {
     speaker: speaker::SpeakerHandle,
     runtime: tokio::runtime::Handle,
 }
 
-impl daemon::handover::Carry for Carried {
+impl daemon::handover::Carry for TableCarry {
     fn capture(&self) -> Result<daemon::handover::Captured, String> {
         let carried = self
             .runtime

@@ -37,10 +37,7 @@ struct Figures {
 fn print(who: &str, f: &Figures) {
     let mut took = f.took.clone();
     took.sort();
-    let at = |p: f64| {
-        took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let at = |p: f64| testkit::percentile(&took, p).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     println!(
         "  {who:<7} {} replaces ({} failed): {} queries sent, {} lost, {} late; command to serving p50 {:.0} ms, max {:.0} ms",
         f.took.len(),

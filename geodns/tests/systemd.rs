@@ -22,9 +22,20 @@ fn next(systemd: &UnixDatagram, timeout: Duration) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-#[test]
-fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
-    let dir = TempDir::new("geodns-systemd");
+/// geodns under a played systemd: the deployment `text(dns, admin, dir)` in a fresh directory,
+/// `NOTIFY_SOCKET` bound by the test and a 400 ms watchdog. Returns the process, the socket
+/// systemd listens on, the deployment file, the DNS address and the directory.
+fn under_systemd(
+    label: &str,
+    text: impl Fn(SocketAddr, SocketAddr, &std::path::Path) -> String,
+) -> (
+    Daemon,
+    UnixDatagram,
+    std::path::PathBuf,
+    SocketAddr,
+    TempDir,
+) {
+    let dir = TempDir::new(label);
     write_geo_db(dir.path());
     let net = Loopback::fresh();
     let (dns, admin) = (
@@ -32,16 +43,22 @@ fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
         SocketAddr::from((net.host(1), 9153)),
     );
     let config = dir.path().join("deploy.toml");
-    std::fs::write(&config, example_on(dns, admin)).unwrap();
+    std::fs::write(&config, text(dns, admin, dir.path())).unwrap();
     let socket = dir.path().join("notify");
     let systemd = UnixDatagram::bind(&socket).unwrap();
-
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
     cmd.arg("--config")
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket)
         .env("WATCHDOG_USEC", "400000");
-    let mut geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let geodns = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    (geodns, systemd, config, dns, dir)
+}
+
+#[test]
+fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
+    let (mut geodns, systemd, _config, dns, _dir) =
+        under_systemd("geodns-systemd", |dns, admin, _| example_on(dns, admin));
 
     let ready = next(&systemd, Duration::from_secs(30));
     assert_eq!(ready.as_deref(), Some("READY=1"), "{}", geodns.log_text());
@@ -86,28 +103,10 @@ fn systemd_hears_ready_once_it_answers_then_the_watchdog_then_stopping() {
 
 #[test]
 fn a_replace_hands_systemd_the_new_process_which_feeds_the_watchdog() {
-    let dir = TempDir::new("geodns-systemd-replace");
-    write_geo_db(dir.path());
-    let net = Loopback::fresh();
-    let (dns, admin) = (
-        SocketAddr::from((net.host(1), 5353)),
-        SocketAddr::from((net.host(1), 9153)),
-    );
-    let config = dir.path().join("deploy.toml");
-    let handover = dir.path().join("geodns.handover");
-    std::fs::write(
-        &config,
-        common::example_with_handover(dns, admin, &handover),
-    )
-    .unwrap();
-    let socket = dir.path().join("notify");
-    let systemd = UnixDatagram::bind(&socket).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_geodns"));
-    cmd.arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket)
-        .env("WATCHDOG_USEC", "400000");
-    let mut old = Daemon::spawn("geodns", cmd, &dir.path().join("geodns.log")).unwrap();
+    let (mut old, systemd, config, _dns, _dir) =
+        under_systemd("geodns-systemd-replace", |dns, admin, dir| {
+            common::example_with_handover(dns, admin, &dir.join("geodns.handover"))
+        });
     assert_eq!(
         next(&systemd, Duration::from_secs(30)).as_deref(),
         Some("READY=1"),

@@ -160,7 +160,7 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
                 };
                 let channel = Arc::new(RwLock::new(channel));
                 let resume = resumed.remove(&path);
-                hold.register();
+                let hold_point = hold.register();
                 match config.source {
                     ChannelSource::Builtin => {
                         let resume = match resume {
@@ -176,7 +176,7 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
                             faults.clone(),
                             changes.clone(),
                             config.stall_timeout.get(),
-                            hold.clone(),
+                            hold_point,
                             resume,
                         )));
                     }
@@ -220,7 +220,7 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
                             ingest,
                             faults.clone(),
                             changes.clone(),
-                            hold.clone(),
+                            hold_point,
                             resume,
                         )));
                     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use config::service::Clip;
 
 use crate::channel::{Channel, Ingest};
-use crate::handover::{Feeder, Hold};
+use crate::handover::{Feeder, HoldPoint};
 use crate::status::Changes;
 use crate::ts::looper::Looper;
 use crate::ts::{Packet, WRAP};
@@ -95,7 +95,7 @@ pub async fn builtin(
     faults: Faults,
     changes: Changes,
     stall: Duration,
-    hold: Hold,
+    mut hold: HoldPoint,
     resume: Option<Resume>,
 ) {
     let mut looper = match Looper::builtin(clip) {

@@ -65,36 +65,17 @@ struct Stopped {
 }
 
 impl Hold {
-    /// Counts a feeder the hold must wait for.
-    pub fn register(&self) {
+    /// A feeder the hold must wait for: its place to stop at.
+    pub fn register(&self) -> HoldPoint {
         self.lock().feeders += 1;
+        HoldPoint {
+            held: self.held.subscribe(),
+            hold: self.clone(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stopped> {
         self.stopped.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether feeders must stop.
-    pub fn held(&self) -> bool {
-        *self.held.borrow()
-    }
-
-    /// Resolves once feeders must stop (for a feeder's waits).
-    pub async fn requested(&self) {
-        let mut held = self.held.subscribe();
-        let _ = held.wait_for(|h| *h).await;
-    }
-
-    /// A feeder at a clean point while held: says where it stopped (`at` is called with the
-    /// channel's packager untouched since) and waits until the hold ends.
-    pub async fn stop(&self, channel: &str, at: Feeder) {
-        {
-            let mut stopped = self.lock();
-            stopped.at.insert(channel.to_owned(), at);
-            self.stopped.1.notify_all();
-        }
-        let mut held = self.held.subscribe();
-        let _ = held.wait_for(|h| !*h).await;
     }
 
     /// Stops every feeder (blocking: from the hand-over's thread); where each stopped, or
@@ -124,6 +105,37 @@ impl Hold {
     fn release(&self) {
         self.lock().at.clear();
         self.held.send_replace(false);
+    }
+}
+
+/// One feeder's side of a [`Hold`]: asked on every datagram or batch, so it keeps its own
+/// receiver rather than subscribing each time.
+#[derive(Debug)]
+pub struct HoldPoint {
+    hold: Hold,
+    held: tokio::sync::watch::Receiver<bool>,
+}
+
+impl HoldPoint {
+    /// Whether the feeder must stop.
+    pub fn held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Resolves once the feeder must stop (for its waits).
+    pub async fn requested(&mut self) {
+        let _ = self.held.wait_for(|h| *h).await;
+    }
+
+    /// At a clean point while held: says where the feeder stopped (the channel's packager
+    /// untouched since) and waits until the hold ends.
+    pub async fn stop(&mut self, channel: &str, at: Feeder) {
+        {
+            let mut stopped = self.hold.lock();
+            stopped.at.insert(channel.to_owned(), at);
+            self.hold.stopped.1.notify_all();
+        }
+        let _ = self.held.wait_for(|h| !*h).await;
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 
 use crate::channel::{Channel, Ingest};
 use crate::feeder::{Faults, report_ingest};
-use crate::handover::{Feeder, Hold};
+use crate::handover::{Feeder, HoldPoint};
 use crate::status::Changes;
 use crate::ts::{PACKET, Packet};
 
@@ -213,7 +213,7 @@ pub async fn run(
     ingest: UdpIngest,
     faults: Faults,
     changes: Changes,
-    hold: Hold,
+    mut hold: HoldPoint,
     resume: Option<Feeder>,
 ) {
     let now = Instant::now();

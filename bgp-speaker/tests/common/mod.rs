@@ -258,3 +258,101 @@ pub fn frr_has(frr: &testkit::frr::Frr, prefix: &str) -> bool {
         .and_then(|v| v["paths"].as_array().map(|p| !p.is_empty()))
         .unwrap_or(false)
 }
+
+/// A speaker at `.1` peering with [`graceful_bird`] and [`graceful_frr`], `announce`d prefixes
+/// at both routers (the IPv4 ones at FRR) before it is returned.
+pub struct GracefulPair {
+    pub bird: std::sync::Arc<testkit::bird::Bird>,
+    pub frr: std::sync::Arc<testkit::frr::Frr>,
+    pub speaker: Speaker,
+}
+
+impl GracefulPair {
+    pub fn start(label: &str, announce: &[&str]) -> Self {
+        let net = testkit::net::Loopback::fresh();
+        let bird = std::sync::Arc::new(testkit::bird::Bird::start(&graceful_bird(net)));
+        let frr = std::sync::Arc::new(testkit::frr::Frr::start(
+            &graceful_frr(net),
+            net.host(3),
+            1179,
+        ));
+        let dir = TempDir::new(label);
+        let config = write_graceful_pair(net, dir.path());
+        let speaker = Speaker::start_with(dir, config);
+        let pair = Self { bird, frr, speaker };
+        assert!(
+            wait_for(Duration::from_secs(20), || pair.established().then_some(())).is_some(),
+            "{}",
+            pair.speaker.daemon.log_text()
+        );
+        let mut args = vec!["announce"];
+        args.extend_from_slice(announce);
+        assert!(pair.speaker.cli(&args).0 && pair.speaker.cli(&["synced"]).0);
+        for prefix in announce {
+            assert!(wait_for(Duration::from_secs(20), || pair.bird.route(prefix)).is_some());
+            if !prefix.contains(':') {
+                let at_frr = || frr_has(&pair.frr, prefix).then_some(());
+                assert!(wait_for(Duration::from_secs(20), at_frr).is_some());
+            }
+        }
+        pair
+    }
+
+    /// Both sessions Established, as the speaker answering the control socket says.
+    pub fn established(&self) -> bool {
+        self.speaker.peer_state("bird") == "Established"
+            && self.speaker.peer_state("frr") == "Established"
+    }
+
+    /// Samples an IPv4 prefix at both routers until [`Sampling::finish`].
+    pub fn sample(&self, prefix: &'static str) -> Sampling {
+        let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let threads = [true, false]
+            .into_iter()
+            .map(|at_bird| {
+                let (bird, frr, on) = (self.bird.clone(), self.frr.clone(), on.clone());
+                std::thread::spawn(move || {
+                    let (started, mut seen) = (std::time::Instant::now(), Sampled::default());
+                    while on.load(std::sync::atomic::Ordering::Relaxed) {
+                        let present = if at_bird {
+                            bird.route(prefix).is_some()
+                        } else {
+                            frr_has(&frr, prefix)
+                        };
+                        seen.samples += 1;
+                        if !present {
+                            seen.missing_at_ms.push(started.elapsed().as_millis());
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Sampling { on, threads }
+    }
+}
+
+/// What one router showed of a prefix while sampled.
+#[derive(Debug, Default)]
+pub struct Sampled {
+    pub samples: u32,
+    /// When (from the start of sampling) the prefix was missing.
+    pub missing_at_ms: Vec<u128>,
+}
+
+/// Sampling running at BIRD and FRR.
+pub struct Sampling {
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Sampled>>,
+}
+
+impl Sampling {
+    /// Stops sampling: what BIRD showed, then FRR.
+    pub fn finish(self) -> (Sampled, Sampled) {
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut seen = self.threads.into_iter().map(|t| t.join().expect("sampler"));
+        let bird = seen.next().unwrap_or_default();
+        (bird, seen.next().unwrap_or_default())
+    }
+}
