@@ -403,6 +403,18 @@ mod tests {
         assert!(b.take(source, t.after(Duration::from_millis(2))));
     }
 
+    /// The first of `candidates` whose entry is none of `taken`'s: prefixes that collide share
+    /// an entry by design (probability 2 / entries with the table's random key), so a test of
+    /// clients apart takes clients the table keeps apart.
+    fn apart(table: &Occupancy, taken: &[IpAddr], candidates: &[String]) -> IpAddr {
+        let index = |a: IpAddr| table.prefixes.index(a);
+        candidates
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .find(|c| taken.iter().all(|t| index(*t) != index(*c)))
+            .expect("a candidate in an entry of its own")
+    }
+
     #[test]
     fn occupancy_holds_at_most_its_limit_and_gives_back_on_drop() {
         let table = Arc::new(Occupancy::new(2, 32, 64, 1 << 10));
@@ -412,12 +424,24 @@ mod tests {
         assert!(table.enter(a).is_none());
         assert_eq!(table.held(a), 2);
         // Another address is not affected; an IPv6 client is its /64.
-        assert!(table.enter("203.0.113.6".parse().unwrap()).is_some());
-        let v6 = table.enter("2001:db8::1".parse().unwrap()).unwrap();
-        let _v6b = table.enter("2001:db8::ffff".parse().unwrap()).unwrap();
-        assert!(table.enter("2001:db8::2".parse().unwrap()).is_none());
+        let v4s: Vec<String> = (6..20).map(|n| format!("203.0.113.{n}")).collect();
+        let other = apart(&table, &[a], &v4s);
+        assert!(table.enter(other).is_some());
+        let v6s: Vec<String> = (0..20).map(|n| format!("2001:db8:0:{n}::1")).collect();
+        let v6_client = apart(&table, &[a, other], &v6s);
+        let same_64 = |last: u16| {
+            let IpAddr::V6(v6) = v6_client else {
+                unreachable!("an IPv6 candidate")
+            };
+            let mut segments = v6.segments();
+            segments[7] = last;
+            IpAddr::from(std::net::Ipv6Addr::from(segments))
+        };
+        let v6 = table.enter(v6_client).unwrap();
+        let _v6b = table.enter(same_64(0xffff)).unwrap();
+        assert!(table.enter(same_64(2)).is_none());
         drop(v6);
-        assert!(table.enter("2001:db8::2".parse().unwrap()).is_some());
+        assert!(table.enter(same_64(2)).is_some());
         drop(first);
         assert_eq!(table.held(a), 1);
         assert!(table.enter(a).is_some());
