@@ -48,6 +48,36 @@ pub struct Service {
     /// word, without waiting for DNS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_steering: Option<ContentSteering>,
+    /// A canary: a share of each site's viewers answered with the nodes running a new version,
+    /// the rest with the others, so a version meets real viewers before every node has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A service's canary. At every site, geodns answers a share of the client networks with the
+/// site's nodes whose `version` label is the canary's, and the other networks with the other
+/// nodes; a network always falls on the same side (a hash of the network the answer is scoped
+/// to, salted by the version), so its viewers stay on one version and a resolver's cached
+/// answer is right for the whole network. When a side has no node up, its viewers get the
+/// other side's nodes: a canary never takes a viewer's answer away.
+///
+/// The share counts client networks, not viewers: exact with EDNS client subnet, by resolver
+/// without it. `geodns canary SERVICE withdraw` takes the canary out of every answer at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The version label (a node's `version`) of the canary nodes.
+    pub version: String,
+    /// The share of each site's client networks answered with the canary nodes: above 0 and at
+    /// most 1 (0.05 sends 5%).
+    pub share: f64,
+}
+
+impl Canary {
+    /// Whether a node labelled `version` is one of the canary's.
+    pub fn includes(&self, version: Option<&str>) -> bool {
+        version == Some(self.version.as_str())
+    }
 }
 
 /// HLS content steering for a service (the HLS specification's `EXT-X-CONTENT-STEERING`).

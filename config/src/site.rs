@@ -210,6 +210,11 @@ pub struct Node {
     pub capacity_mbps: u32,
     /// Services this node carries.
     pub services: Vec<String>,
+    /// The version of the software the node runs, as the operator labels it (`"2.4.0"`): a
+    /// service's canary sends a share of viewers to the nodes with its version, and the node's
+    /// metrics and status, healthd's and geodns's carry it so the canary can be told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Check profile for this node, overriding the service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,

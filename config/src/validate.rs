@@ -636,6 +636,15 @@ fn services(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
     if let Some(steering) = &svc.content_steering {
         content_steering(f, d, &key.key("content_steering"), &svc.name, steering);
     }
+    if let Some(c) = &svc.canary {
+        if svc.answer == AnswerMode::Anycast {
+            f.push(
+                key.key("canary"),
+                "a canary divides answers between nodes, and answer mode \"anycast\" answers addresses: expected answer = \"nodes\" (or no canary)",
+            );
+        }
+        canary(f, d, &key.key("canary"), &svc.name, c);
+    }
 
     // A prefix nobody announces is a configuration mistake: the service would be unreachable by
     // anycast (and in anycast answer mode, by DNS too).
@@ -647,6 +656,50 @@ fn services(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
         if !announced {
             f.push(key.key("prefixes"), format!("service {:?} has prefixes but no site announces them: expected a site with nodes carrying the service and a peer exporting it", svc.name));
         }
+    }
+}
+
+fn canary(
+    f: &mut Findings,
+    d: &Deployment,
+    key: &KeyPath,
+    service: &str,
+    canary: &crate::service::Canary,
+) {
+    if !(canary.share > 0.0 && canary.share <= 1.0) {
+        f.push(
+            key.key("share"),
+            format!(
+                "share {} out of range: expected a fraction of the client networks, above 0 and at most 1 (0.05 sends 5%)",
+                canary.share
+            ),
+        );
+    }
+    if canary.version.trim().is_empty() {
+        f.push(
+            key.key("version"),
+            "empty version: expected the `version` label of the canary nodes",
+        );
+        return;
+    }
+    let carrying = || {
+        d.sites
+            .iter()
+            .flat_map(|s| &s.nodes)
+            .filter(|n| n.services.iter().any(|s| s == service))
+    };
+    if !carrying().any(|n| canary.includes(n.version.as_deref())) {
+        let mut versions: Vec<&str> = carrying().filter_map(|n| n.version.as_deref()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        f.push(
+            key.key("version"),
+            format!(
+                "no node carrying service {service:?} has version {:?}: expected the `version` label of at least one of its nodes (labels in use: [{}])",
+                canary.version,
+                versions.join(", ")
+            ),
+        );
     }
 }
 

@@ -73,6 +73,7 @@ fn built_in_code() -> Deployment {
             status_url: None,
             capacity_mbps: 10_000,
             services: vec!["live".into()],
+            version: Some("2.4.0".into()),
             check: None,
             tls: None,
             admin: Some(SocketAddr::from(([127, 0, 1, 1], 8081))),
@@ -121,6 +122,8 @@ fn built_in_code() -> Deployment {
                 large_communities: vec![],
                 delay: None,
             },
+            // An anycast service has no canary (answers name addresses, not nodes).
+            canary: None,
             content_steering: Some(ContentSteering {
                 server: "https://steer.tv.example.net/steer/live".into(),
                 pathway: Some("https://{site}.live.tv.example.net".into()),

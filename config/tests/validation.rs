@@ -1096,3 +1096,55 @@ fn content_steering_without_a_steering_listener_is_rejected() {
         "expected [dns.content_steering]",
     );
 }
+
+/// The minimal example whose node is labelled `version` and whose service has `canary`.
+fn with_canary(version: &str, canary: &str) -> String {
+    let text = replace(
+        "services = [\"live\"]",
+        &format!("services = [\"live\"]\nversion = \"{version}\""),
+    );
+    text.replacen(
+        "channels = [\"test\"]",
+        &format!("channels = [\"test\"]\ncanary = {{ {canary} }}"),
+        1,
+    )
+}
+
+#[test]
+fn a_canary_names_a_version_some_node_has_and_a_share() {
+    let d = parse(&with_canary("2.4.0", "version = \"2.4.0\", share = 0.05")).unwrap();
+    let canary = d.services[0].canary.as_ref().unwrap();
+    assert_eq!((canary.version.as_str(), canary.share), ("2.4.0", 0.05));
+    assert_eq!(d.sites[0].nodes[0].version.as_deref(), Some("2.4.0"));
+    assert_problem(
+        &with_canary("2.3.9", "version = \"2.4.0\", share = 0.05"),
+        "services[0].canary.version",
+        "canary = {",
+        "no node carrying service \"live\" has version \"2.4.0\"",
+    );
+    for share in ["0.0", "1.5", "-0.1", "nan"] {
+        assert_problem(
+            &with_canary("2.4.0", &format!("version = \"2.4.0\", share = {share}")),
+            "services[0].canary.share",
+            "canary = {",
+            "above 0 and at most 1",
+        );
+    }
+    let anycast = with_canary("2.4.0", "version = \"2.4.0\", share = 0.05").replacen(
+        "channels = [\"test\"]",
+        "channels = [\"test\"]\nanswer = \"anycast\"\nanycast_addresses = [\"192.0.2.1\"]",
+        1,
+    );
+    assert_problem(
+        &anycast,
+        "services[0].canary",
+        "canary = {",
+        "expected answer = \"nodes\"",
+    );
+    assert_problem(
+        &with_canary("2.4.0", "version = \"\", share = 0.05"),
+        "services[0].canary.version",
+        "canary = {",
+        "empty version",
+    );
+}

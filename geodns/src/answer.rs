@@ -11,6 +11,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::Serialize;
 
+use crate::canary::{Side, Split};
 use crate::geo::Location;
 use crate::health::Family;
 use crate::health::{HealthState, NodeView};
@@ -48,6 +49,22 @@ pub struct Steered {
     /// The answer's addresses (`explain` shows them once, as the answer).
     #[serde(skip)]
     pub addresses: Vec<IpAddr>,
+    /// The client's side of the service's canary, when one is in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryAnswer>,
+}
+
+/// How the service's canary took part in an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryAnswer {
+    pub version: String,
+    pub share: f64,
+    /// An operator withdrew the canary: nobody is on its side.
+    pub withdrawn: bool,
+    /// The client's side.
+    pub side: Side,
+    /// The answer named the canary's nodes (its side, with a canary node up at the site).
+    pub answered: bool,
 }
 
 /// A location as `explain` shows it.
@@ -97,7 +114,11 @@ pub fn answer(shared: &Shared, qname: &Name, qtype: RecordType, client: IpAddr) 
         };
     }
     if let Some(&pathway) = prepared.zones.pathways.get(qname) {
-        return computed(pathway_records(shared, &prepared, pathway, qname, qtype));
+        let (records, scope) = pathway_records(shared, &prepared, pathway, qname, qtype, client);
+        return Outcome {
+            scope,
+            ..computed(records)
+        };
     }
     match zone.lookup(qname, qtype) {
         Lookup::Answer(records) => {
@@ -181,6 +202,7 @@ pub fn steer(
         choice: choice.clone(),
         site: None,
         addresses: Vec::new(),
+        canary: None,
     };
     let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
     let want_v6 = qtype == RecordType::AAAA;
@@ -203,6 +225,11 @@ pub fn steer(
         ),
         _ => svc.ttl,
     };
+    let (canary, mut scope) = match svc.answer {
+        AnswerMode::Nodes => canary_side(svc, health, client, placed.scope),
+        AnswerMode::Anycast => (None, placed.scope),
+    };
+    let side = canary.map(|(_, _, side)| side);
     let addresses: Vec<IpAddr> = match svc.answer {
         AnswerMode::Anycast => svc
             .anycast_addresses
@@ -213,7 +240,17 @@ pub fn steer(
         AnswerMode::Nodes => match &choice {
             Some(c) => {
                 steered.site = Some(health.sites[c.site].name.clone());
-                node_addresses(health, c.site, svc, c.fail_open, want_v4)
+                let picked = node_addresses(health, c.site, svc, c.fail_open, side, want_v4);
+                if let Some((canary, withdrawn, side)) = canary {
+                    steered.canary = Some(CanaryAnswer {
+                        version: canary.version.clone(),
+                        share: canary.share,
+                        withdrawn,
+                        side,
+                        answered: picked.canary,
+                    });
+                }
+                picked.addresses
             }
             None => Vec::new(),
         },
@@ -221,24 +258,30 @@ pub fn steer(
     steered.addresses = addresses.clone();
     let records = address_records(qname, ttl, &addresses);
     // Anycast answers are the same everywhere: scope 0 lets resolvers cache one answer.
-    let scope = if svc.answer == AnswerMode::Anycast {
-        0
-    } else {
-        placed.scope
-    };
+    if svc.answer == AnswerMode::Anycast {
+        scope = 0;
+    }
     (records, steered, scope)
 }
 
+/// The addresses an answer names, and whether they are the canary's.
+struct Picked {
+    addresses: Vec<IpAddr>,
+    canary: bool,
+}
+
 /// Up to the service's `answer_count` addresses of the family (`v4`) of `site`'s nodes
-/// carrying `svc`, weighted by spare capacity: those up, or every one when failing open
-/// (better a maybe-broken node than none).
+/// carrying `svc`, weighted by spare capacity: those up, narrowed to the client's `side` of
+/// the canary ([`crate::canary::narrow`]), or every one when failing open (better a
+/// maybe-broken node than none).
 fn node_addresses(
     health: &HealthState,
     site: usize,
     svc: &config::service::Service,
     fail_open: bool,
+    side: Option<Side>,
     v4: bool,
-) -> Vec<IpAddr> {
+) -> Picked {
     let address = |n: &NodeView| {
         if v4 {
             n.ipv4.map(IpAddr::V4)
@@ -252,10 +295,20 @@ fn node_addresses(
         .filter(|n| n.services.contains(&svc.name) && (fail_open || n.up()))
         .filter(|n| address(n).is_some())
         .collect();
-    pick_weighted(&nodes, usize::from(svc.answer_count))
-        .into_iter()
-        .filter_map(address)
-        .collect()
+    let (canary, rest): (Vec<&NodeView>, Vec<&NodeView>) = match &svc.canary {
+        Some(c) if side.is_some() && !fail_open => {
+            nodes.iter().partition(|n| c.includes(n.version.as_deref()))
+        }
+        _ => Default::default(),
+    };
+    let candidates = crate::canary::narrow(side, &nodes, &canary, &rest);
+    Picked {
+        addresses: pick_weighted(candidates, usize::from(svc.answer_count))
+            .into_iter()
+            .filter_map(address)
+            .collect(),
+        canary: side == Some(Side::Canary) && !canary.is_empty(),
+    }
 }
 
 fn address_records(qname: &Name, ttl: u32, addresses: &[IpAddr]) -> Vec<Record> {
@@ -272,27 +325,49 @@ fn address_records(qname: &Name, ttl: u32, addresses: &[IpAddr]) -> Vec<Record> 
 }
 
 /// The records for a content steering pathway's host: its site's nodes for the service, the
-/// same for every client. A site with no node up still answers all of its nodes: the pathway
-/// is the player's choice (the steering server tells it where to go), and a name that stops
-/// resolving would only turn a slow site into errors.
+/// same for every client but for the service's canary (then scoped to the client's network).
+/// A site with no node up still answers all of its nodes: the pathway is the player's choice
+/// (the steering server tells it where to go), and a name that stops resolving would only turn
+/// a slow site into errors.
 fn pathway_records(
     shared: &Shared,
     prepared: &Prepared,
     pathway: crate::zone::Pathway,
     qname: &Name,
     qtype: RecordType,
-) -> Vec<Record> {
+    client: IpAddr,
+) -> (Vec<Record>, u8) {
     let want_v4 = matches!(qtype, RecordType::A | RecordType::ANY);
     if !want_v4 && qtype != RecordType::AAAA {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let health = shared.health.read().unwrap_or_else(|e| e.into_inner());
     let svc = &prepared.deployment.services[pathway.service];
-    let mut addresses = node_addresses(&health, pathway.site, svc, false, want_v4);
+    let (canary, scope) = canary_side(svc, &health, client, 0);
+    let side = canary.map(|(_, _, side)| side);
+    let mut addresses = node_addresses(&health, pathway.site, svc, false, side, want_v4).addresses;
     if addresses.is_empty() {
-        addresses = node_addresses(&health, pathway.site, svc, true, want_v4);
+        addresses = node_addresses(&health, pathway.site, svc, true, None, want_v4).addresses;
     }
-    address_records(qname, svc.ttl, &addresses)
+    (address_records(qname, svc.ttl, &addresses), scope)
+}
+
+/// `svc`'s canary when it has one (whether withdrawn, the client's side), and the scope of an
+/// answer (`atlas_scope`, or narrower when the answer depends on the side).
+fn canary_side<'a>(
+    svc: &'a config::service::Service,
+    health: &HealthState,
+    client: IpAddr,
+    atlas_scope: u8,
+) -> (Option<(&'a config::service::Canary, bool, Side)>, u8) {
+    match crate::canary::of(svc, health) {
+        Some((canary, withdrawn)) => {
+            let scope = Split::scope(client, atlas_scope);
+            let side = Split::new(&svc.name, canary, withdrawn).side(client, scope);
+            (Some((canary, withdrawn, side)), scope)
+        }
+        None => (None, atlas_scope),
+    }
 }
 
 thread_local! {
@@ -388,6 +463,7 @@ mod tests {
             healthy: true,
             load,
             admin: None,
+            version: None,
         }
     }
 

@@ -118,6 +118,24 @@ pub fn table(e: &Value) -> String {
             answer.join(", ")
         }
     );
+    let canary = &e["steering"]["canary"];
+    if canary.is_object() {
+        // A percentage as the operator wrote the share: 0.05 is "5%".
+        let share = (canary["share"].as_f64().unwrap_or(0.0) * 100_000.0).round() / 1000.0;
+        let version = text(&canary["version"]);
+        let withdrawn = canary["withdrawn"].as_bool() == Some(true);
+        let side = match (canary["side"].as_str(), canary["answered"].as_bool()) {
+            _ if withdrawn => {
+                "out of it: WITHDRAWN by an operator, every network is answered with the other nodes".to_owned()
+            }
+            (Some("canary"), Some(true)) => format!("in the canary's {share}%: answered with its nodes"),
+            (Some("canary"), _) => format!(
+                "in the canary's {share}%, but no node of it is up here: answered with the others"
+            ),
+            _ => format!("not in the canary's {share}%: answered with the other nodes"),
+        };
+        let _ = writeln!(out, "canary      {version}: this network is {side}");
+    }
     let content = &e["content_steering"];
     if content.is_object() {
         let manifest = &content["manifest"];
@@ -175,7 +193,8 @@ mod tests {
                     {"site": "lon", "healthy_nodes": 2, "load": 0.12, "usable": true, "why": "healthy"},
                     {"site": "fra", "healthy_nodes": 2, "load": 0.0, "usable": true, "why": "healthy"}
                 ]},
-                "site": "lon"
+                "site": "lon",
+                "canary": {"version": "2.4.0", "share": 0.05, "withdrawn": false, "side": "canary", "answered": true}
             },
             "answer": ["127.0.31.1", "127.0.31.2"],
             "content_steering": {"site": "lon", "manifest": {"VERSION": 1, "TTL": 2, "RELOAD-URI": "http://steer/live", "PATHWAY-PRIORITY": ["lon", "fra", "ams"]}},
@@ -192,6 +211,7 @@ mod tests {
             "chosen      lon",
             "answer      127.0.31.1, 127.0.31.2",
             "steering    lon > fra > ams (players reload in 2 s)",
+            "canary      2.4.0: this network is in the canary's 5%: answered with its nodes",
             "rate limit  198.51.100.0/24: 4000 responses left now, not limited",
         ] {
             assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");

@@ -41,6 +41,9 @@ pub struct NodeView {
     /// Egress over capacity, 0..1.
     pub load: f64,
     pub admin: Option<AdminState>,
+    /// The node's `version` label (a canary's nodes carry the canary's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl NodeView {
@@ -82,6 +85,9 @@ pub struct SiteView {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HealthState {
     pub sites: Vec<SiteView>,
+    /// Canaries an operator took out of the answers.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub withdrawn_canaries: std::collections::BTreeSet<crate::canary::Withdrawal>,
 }
 
 impl HealthState {
@@ -104,6 +110,7 @@ impl HealthState {
                         healthy: true,
                         load: 0.0,
                         admin: None,
+                        version: n.version.clone(),
                     })
                     .collect(),
                 admin: None,
@@ -112,7 +119,10 @@ impl HealthState {
                 changed_at: None,
             })
             .collect();
-        Self { sites }
+        Self {
+            sites,
+            withdrawn_canaries: Default::default(),
+        }
     }
 
     /// The health of a reloaded deployment: its sites and nodes, in its order, each keeping the
@@ -120,6 +130,13 @@ impl HealthState {
     /// operator's override, and indices line up with the new configuration's.
     pub fn carried_over(&self, d: &Deployment) -> Self {
         let mut next = Self::from_deployment(d);
+        // A withdrawal lasts while its canary is configured: the next canary starts in force.
+        next.withdrawn_canaries = self
+            .withdrawn_canaries
+            .iter()
+            .filter(|w| crate::canary::configured(d, w))
+            .cloned()
+            .collect();
         for site in &mut next.sites {
             let Some(old) = self.sites.iter().find(|s| s.name == site.name) else {
                 continue;

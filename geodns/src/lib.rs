@@ -13,6 +13,7 @@
 mod admin_state;
 mod answer;
 mod atlas;
+pub mod canary;
 mod console;
 pub mod content_steering;
 mod cookie;

@@ -51,6 +51,14 @@ enum Command {
     /// takes its sockets and state at `dns.handover`, serves, and the old one finishes and
     /// exits; a new process that fails leaves the old one serving.
     Replace,
+    /// Take a service's canary out of every answer (`withdraw`: its viewers go to the other
+    /// nodes), or put it back (`restore`). Kept in `dns.admin_state` while the canary is
+    /// configured.
+    Canary {
+        service: String,
+        /// withdraw or restore
+        action: String,
+    },
     /// Force a site or node up or down in the running server, or clear the override.
     Admin {
         site: String,
@@ -140,6 +148,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 "{}",
                 daemon::handover::ask(&admin, token.as_deref(), "dns.handover").await?
             );
+            Ok(())
+        }
+        Some(Command::Canary { service, action }) => {
+            let body = http(
+                &admin,
+                Method::POST,
+                &format!("/canary?service={service}&action={action}"),
+                token.as_deref(),
+            )
+            .await?;
+            print!("{body}");
             Ok(())
         }
         Some(Command::Admin { site, node, state }) => {

@@ -23,6 +23,7 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use crate::answer::spare;
 use crate::atlas::Atlas;
+use crate::canary::{Side, Split, narrow};
 use crate::health::Family;
 use crate::health::HealthState;
 use crate::metrics::Metrics;
@@ -71,12 +72,18 @@ impl View {
 }
 
 /// Per service (by index) and address family: each site's state and the nodes an answer may
-/// name. Health is the same for every client until it changes, so this is the part of
-/// steering that does not depend on the client.
+/// name, and how the service's canary splits clients. Health is the same for every client until
+/// it changes, so this is the part of steering that does not depend on the client.
 pub struct Choices {
-    by_service: Vec<[Vec<SiteChoice>; 2]>,
+    by_service: Vec<ServiceChoices>,
     /// When any site last changed state: answers are shortened only for a while after.
     pub last_change: Option<Instant>,
+}
+
+struct ServiceChoices {
+    split: Option<Split>,
+    /// Sites for IPv4 and IPv6 answers.
+    families: [Vec<SiteChoice>; 2],
 }
 
 /// One site for one service and family.
@@ -85,14 +92,27 @@ pub struct SiteChoice {
     pub state: SiteState,
     /// (node index, weight) of nodes serving the service with an address of the family, up.
     up: Vec<(usize, f64)>,
-    /// The same whether up or not, for a fail-open answer.
+    /// Those of `up` that are the canary's, and the others (empty without a canary).
+    canary: Vec<(usize, f64)>,
+    rest: Vec<(usize, f64)>,
+    /// The same as `up` whether up or not, for a fail-open answer.
     all: Vec<(usize, f64)>,
 }
 
 impl SiteChoice {
-    /// The candidate nodes: those up, or every one when failing open.
-    pub fn candidates(&self, fail_open: bool) -> &[(usize, f64)] {
-        if fail_open { &self.all } else { &self.up }
+    /// The candidate nodes for a client on `side` of the canary (none without a canary): those
+    /// up (see [`crate::canary::narrow`]), or every one when failing open.
+    pub fn candidates(&self, fail_open: bool, side: Option<Side>) -> &[(usize, f64)] {
+        if fail_open {
+            &self.all
+        } else {
+            narrow(side, &self.up, &self.canary, &self.rest)
+        }
+    }
+
+    /// Whether a client on `side` is answered with canary nodes.
+    pub fn answers_canary(&self, fail_open: bool, side: Option<Side>) -> bool {
+        !fail_open && side == Some(Side::Canary) && !self.canary.is_empty()
     }
 }
 
@@ -103,7 +123,8 @@ impl Choices {
             .services
             .iter()
             .map(|service| {
-                [Family::V4, Family::V6].map(|family| {
+                let canary = crate::canary::of(service, health);
+                let families = [Family::V4, Family::V6].map(|family| {
                     health
                         .sites
                         .iter()
@@ -115,19 +136,31 @@ impl Choices {
                                 .filter(|(_, n)| serves(n, service, family))
                                 .map(|(i, n)| (i, spare(n)))
                                 .collect();
-                            let up = all
+                            let up: Vec<(usize, f64)> = all
                                 .iter()
                                 .copied()
                                 .filter(|(i, _)| site.nodes[*i].up())
                                 .collect();
+                            let (canary, rest) = match canary {
+                                Some((c, _)) => up.iter().partition(|(i, _)| {
+                                    c.includes(site.nodes[*i].version.as_deref())
+                                }),
+                                None => (Vec::new(), Vec::new()),
+                            };
                             SiteChoice {
                                 state: site_state(site, service, family),
                                 up,
+                                canary,
+                                rest,
                                 all,
                             }
                         })
                         .collect()
-                })
+                });
+                ServiceChoices {
+                    split: canary.map(|(c, withdrawn)| Split::new(&service.name, c, withdrawn)),
+                    families,
+                }
             })
             .collect();
         Self {
@@ -140,7 +173,12 @@ impl Choices {
     pub fn sites(&self, service: usize, family: Family) -> &[SiteChoice] {
         self.by_service
             .get(service)
-            .map_or(&[], |f| &f[usize::from(family == Family::V6)])
+            .map_or(&[], |s| &s.families[usize::from(family == Family::V6)])
+    }
+
+    /// How `service`'s canary splits clients; none when it has no canary.
+    pub fn split(&self, service: usize) -> Option<&Split> {
+        self.by_service.get(service)?.split.as_ref()
     }
 }
 
@@ -169,8 +207,7 @@ impl Memo {
         let view = View::read(shared);
         if !Arc::ptr_eq(&view.prepared, &self.view.prepared) {
             // Service and site indices change meaning with the configuration.
-            self.tally.flush();
-            self.tally.answers.clear();
+            self.tally.forget();
         }
         self.view = view;
     }
@@ -204,6 +241,7 @@ const FLUSH: Duration = Duration::from_millis(100);
 /// cores costs more than the answer. Rare events (fail open) stay immediate.
 pub struct Tally {
     answers_by_site: IntCounterVec,
+    canary_answers: IntCounterVec,
     pub latency: LocalHistogram,
     /// `geodns_queries_total{rcode="NOERROR"}` for A and AAAA.
     pub answered: [LocalIntCounter; 2],
@@ -213,7 +251,9 @@ pub struct Tally {
     /// Responses this worker has limited, for the rate limiter's slip.
     pub limited: u64,
     /// `geodns_answers_by_site_total` by service index, then site index.
-    answers: Vec<Vec<Option<LocalIntCounter>>>,
+    answers: PerSite,
+    /// `geodns_canary_answers_total` likewise.
+    canaries: PerSite,
     /// When the counts are next added to the shared metrics.
     due: Instant,
 }
@@ -222,29 +262,33 @@ impl Tally {
     fn new(metrics: &Metrics) -> Self {
         Self {
             answers_by_site: metrics.answers_by_site.clone(),
+            canary_answers: metrics.canary_answers.clone(),
             latency: metrics.latency.local(),
             answered: [metrics.answered[0].local(), metrics.answered[1].local()],
             slipped: metrics.rate_limited[0].local(),
             dropped: metrics.rate_limited[1].local(),
             limited: 0,
-            answers: Vec::new(),
+            answers: PerSite::default(),
+            canaries: PerSite::default(),
             due: Instant::now() + FLUSH,
         }
     }
 
-    /// One more answer from `service` at `site` (names for the labels, indices for the key).
-    pub fn answer(&mut self, service: (usize, &str), site: (usize, &str)) {
-        if self.answers.len() <= service.0 {
-            self.answers.resize_with(service.0 + 1, Vec::new);
+    /// One more answer from `service` at `site` (names for the labels, indices for the key),
+    /// with the canary's nodes or not.
+    pub fn answer(&mut self, service: (usize, &str), site: (usize, &str), canary: bool) {
+        self.answers.bump(&self.answers_by_site, service, site);
+        if canary {
+            self.canaries.bump(&self.canary_answers, service, site);
         }
-        let sites = &mut self.answers[service.0];
-        if sites.len() <= site.0 {
-            sites.resize_with(site.0 + 1, || None);
-        }
-        let vec = &self.answers_by_site;
-        sites[site.0]
-            .get_or_insert_with(|| vec.with_label_values(&[service.1, site.1]).local())
-            .inc();
+    }
+
+    /// Forgets the counters by index (flushed first): indices change meaning with the
+    /// configuration.
+    fn forget(&mut self) {
+        self.flush();
+        self.answers.0.clear();
+        self.canaries.0.clear();
     }
 
     /// Adds the counts to the shared metrics if the last time was [`FLUSH`] before `now` (a
@@ -258,12 +302,33 @@ impl Tally {
     /// Adds the counts to the shared metrics.
     pub fn flush(&mut self) {
         self.latency.flush();
-        let by_site = self.answers.iter().flatten().flatten();
+        let by_site = [&self.answers, &self.canaries]
+            .into_iter()
+            .flat_map(|t| t.0.iter().flatten().flatten());
         let limited = [&self.slipped, &self.dropped].into_iter();
         for counter in self.answered.iter().chain(limited).chain(by_site) {
             counter.flush();
         }
         self.due = Instant::now() + FLUSH;
+    }
+}
+
+/// Local counters of a vector by service index, then site index, made on first use.
+#[derive(Default)]
+struct PerSite(Vec<Vec<Option<LocalIntCounter>>>);
+
+impl PerSite {
+    fn bump(&mut self, vec: &IntCounterVec, service: (usize, &str), site: (usize, &str)) {
+        if self.0.len() <= service.0 {
+            self.0.resize_with(service.0 + 1, Vec::new);
+        }
+        let sites = &mut self.0[service.0];
+        if sites.len() <= site.0 {
+            sites.resize_with(site.0 + 1, || None);
+        }
+        sites[site.0]
+            .get_or_insert_with(|| vec.with_label_values(&[service.1, site.1]).local())
+            .inc();
     }
 }
 
@@ -360,7 +425,7 @@ mod tests {
                     assert_eq!(table, direct, "{} {family:?}", service.name);
                     if let Some((site, fail_open)) = table {
                         let nodes = &view.health.sites[site].nodes;
-                        for (i, _) in sites[site].candidates(fail_open) {
+                        for (i, _) in sites[site].candidates(fail_open, None) {
                             assert!(serves(&nodes[*i], service, family));
                             assert!(fail_open || nodes[*i].up());
                         }
@@ -381,7 +446,7 @@ mod tests {
                 .with_label_values(&["live", site])
                 .get()
         };
-        memo.tally.answer((0, "live"), (0, "ams"));
+        memo.tally.answer((0, "live"), (0, "ams"), false);
         memo.tally.answered[0].inc();
         assert_eq!(by_site("ams"), 0, "kept by the worker until flushed");
         memo.tally.flush_if_due(Instant::now());
@@ -390,7 +455,7 @@ mod tests {
         assert_eq!(by_site("ams"), 1);
         assert_eq!(shared.metrics.answered[0].get(), 1);
         // A reload flushes before the indices change meaning.
-        memo.tally.answer((0, "live"), (0, "ams"));
+        memo.tally.answer((0, "live"), (0, "ams"), false);
         shared
             .set_prepared(Prepared::new(memo.view.prepared.deployment.clone()).unwrap())
             .unwrap();

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub queries: IntCounterVec,
     pub answers_by_site: IntCounterVec,
+    pub canary_answers: IntCounterVec,
     pub fail_open: IntCounter,
     pub latency: Histogram,
     /// Panics contained while answering one query (UDP datagram or TCP connection).
@@ -112,6 +113,14 @@ impl Metrics {
             &["service", "site"],
         )
         .expect("valid metric");
+        let canary_answers = IntCounterVec::new(
+            Opts::new(
+                "geodns_canary_answers_total",
+                "Service answers naming the canary's nodes, by the site chosen (beside geodns_answers_by_site_total: the canary's share)",
+            ),
+            &["service", "site"],
+        )
+        .expect("valid metric");
         let fail_open = IntCounter::new(
             "geodns_fail_open_answers_total",
             "Answers given while no site was healthy (fail open)",
@@ -132,6 +141,7 @@ impl Metrics {
             Box::new(queries.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(worker_panics.clone()),
             Box::new(answers_by_site.clone()),
+            Box::new(canary_answers.clone()),
             Box::new(fail_open.clone()),
             Box::new(latency.clone()),
         ] {
@@ -159,6 +169,7 @@ impl Metrics {
             answered,
             queries,
             answers_by_site,
+            canary_answers,
             fail_open,
             latency,
             worker_panics,
@@ -173,8 +184,11 @@ impl Metrics {
         self.content_steering.know(deployment);
         for service in &deployment.services {
             for site in &deployment.sites {
-                self.answers_by_site
-                    .with_label_values(&[service.name.as_str(), site.name.as_str()]);
+                let labels = [service.name.as_str(), site.name.as_str()];
+                self.answers_by_site.with_label_values(&labels);
+                if service.canary.is_some() {
+                    self.canary_answers.with_label_values(&labels);
+                }
             }
         }
     }

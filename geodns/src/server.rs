@@ -102,17 +102,20 @@ pub async fn run(
         // A file that cannot be read stops the start: silently dropping an operator's
         // "keep this site out" would put it back into service.
         let saved = crate::admin_state::load(path)?;
-        let stale = shared.update_health(|health| crate::admin_state::apply(health, &saved));
+        let deployment = &shared.prepared().deployment;
+        let stale =
+            shared.update_health(|health| crate::admin_state::apply(health, deployment, &saved));
         for stale in stale {
-            warn!(site = %stale.site, node = stale.node.as_deref().unwrap_or("-"), path = %path.display(), "saved admin state names a site or node the deployment no longer has; ignored");
+            warn!(path = %path.display(), "saved admin state names {stale}, which the deployment no longer has; ignored");
         }
-        if !saved.is_empty() {
-            info!(overrides = saved.len(), path = %path.display(), "operator overrides restored");
+        if saved != crate::admin_state::Saved::default() {
+            info!(overrides = saved.overrides.len(), withdrawn_canaries = saved.withdrawn_canaries.len(), path = %path.display(), "operator overrides restored");
         }
     }
     // What the replaced process knew, in place before the first answer.
     if let Some((state, _)) = inherited.state::<crate::takeover::State>()? {
-        shared.update_health(|health| state.apply(health));
+        let deployment = &shared.prepared().deployment;
+        shared.update_health(|health| state.apply(health, deployment));
     }
     // Every socket is had and the offer bound before the first query is read, so that a
     // replacement that fails leaves the old process as it was (nothing read and dropped).
@@ -361,6 +364,7 @@ pub fn admin_router(
         .with_state(shared.clone());
     let mut protected = axum::Router::new()
         .route("/admin-state", post(admin_state_handler))
+        .route("/canary", post(canary_handler))
         .with_state(shared);
     if let Some(replacer) = replacer {
         protected = protected.merge(daemon::handover::route(replacer));
@@ -497,7 +501,7 @@ async fn admin_state_handler(
             .set_admin(&q.site, q.node.as_deref(), state)
             .then(|| crate::admin_state::current(health))
     });
-    if let Some(overrides) = set {
+    if let Some(saved) = set {
         info!(site = %q.site, node = q.node.as_deref().unwrap_or("-"), state = %q.state, "admin state set by an operator");
         let what = q
             .node
@@ -508,23 +512,7 @@ async fn admin_state_handler(
             crate::console::board::Level::Warn,
             format!("an operator set {what} {} in geodns", q.state),
         );
-        let path = shared
-            .prepared()
-            .deployment
-            .dns
-            .as_ref()
-            .and_then(|d| d.admin_state.clone());
-        if let Some(path) = path
-            && let Err(e) = crate::admin_state::save(&path, &overrides)
-        {
-            warn!("{e}");
-            return (
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("applied, but not saved (lost at restart): {e}\n"),
-            )
-                .into_response();
-        }
-        "ok\n".into_response()
+        persisted(&shared, &saved, "ok\n".into())
     } else {
         (
             axum::http::StatusCode::NOT_FOUND,
@@ -532,6 +520,114 @@ async fn admin_state_handler(
         )
             .into_response()
     }
+}
+
+#[derive(Deserialize)]
+struct CanaryQuery {
+    service: String,
+    /// `withdraw` or `restore`.
+    action: String,
+}
+
+/// Withdraws a service's canary from every answer, or puts it back.
+async fn canary_handler(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<CanaryQuery>,
+) -> Response {
+    let withdraw = match q.action.as_str() {
+        "withdraw" => true,
+        "restore" => false,
+        other => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("action {other:?}: expected withdraw or restore\n"),
+            )
+                .into_response();
+        }
+    };
+    let prepared = shared.prepared();
+    let canary = prepared
+        .deployment
+        .services
+        .iter()
+        .find(|s| s.name == q.service)
+        .map(|s| s.canary.as_ref());
+    let canary = match canary {
+        Some(Some(canary)) => canary,
+        Some(None) => {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                format!(
+                    "service {:?} has no canary: expected [services.canary] in the deployment file\n",
+                    q.service
+                ),
+            )
+                .into_response();
+        }
+        None => {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                format!("no service {:?}\n", q.service),
+            )
+                .into_response();
+        }
+    };
+    let withdrawal = crate::canary::Withdrawal {
+        service: q.service.clone(),
+        version: canary.version.clone(),
+    };
+    let saved = shared.update_health(|health| {
+        if withdraw {
+            health.withdrawn_canaries.insert(withdrawal.clone());
+        } else {
+            health.withdrawn_canaries.remove(&withdrawal);
+        }
+        crate::admin_state::current(health)
+    });
+    let done = if withdraw { "withdrawn" } else { "restored" };
+    info!(service = %q.service, version = %canary.version, "canary {done} by an operator");
+    for site in &prepared.deployment.sites {
+        shared.console.note(
+            &site.name,
+            crate::console::board::Level::Warn,
+            format!(
+                "an operator {done} the canary {} of {} in geodns",
+                canary.version, q.service
+            ),
+        );
+    }
+    let answer = format!(
+        "ok: canary {} of {} {done}{}\n",
+        canary.version,
+        q.service,
+        if withdraw {
+            ": every viewer is answered with the other nodes"
+        } else {
+            ""
+        }
+    );
+    persisted(&shared, &saved, answer)
+}
+
+/// Saves what operators set to `dns.admin_state`, if configured; `answer` when that worked.
+fn persisted(shared: &Shared, saved: &crate::admin_state::Saved, answer: String) -> Response {
+    let path = shared
+        .prepared()
+        .deployment
+        .dns
+        .as_ref()
+        .and_then(|d| d.admin_state.clone());
+    if let Some(path) = path
+        && let Err(e) = crate::admin_state::save(&path, saved)
+    {
+        warn!("{e}");
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("applied, but not saved (lost at restart): {e}\n"),
+        )
+            .into_response();
+    }
+    answer.into_response()
 }
 
 async fn health_handler(State(shared): State<Arc<Shared>>) -> Response {

@@ -21,8 +21,12 @@ use testkit::fuzz::{self, Rng};
 const EXAMPLE: &str = include_str!("../../config/examples/three-sites.toml");
 
 fn shared() -> Arc<geodns::Shared> {
+    shared_from(EXAMPLE.to_owned())
+}
+
+fn shared_from(example: String) -> Arc<geodns::Shared> {
     // One source asks everything here, far past any rate limit.
-    let text = format!("{EXAMPLE}\n[dns.rate_limit]\nenabled = false\n");
+    let text = format!("{example}\n[dns.rate_limit]\nenabled = false\n");
     let deployment =
         config::Deployment::parse(&text, Path::new("three-sites.toml")).expect("example parses");
     let shared = geodns::server::offline(deployment).expect("example builds");
@@ -44,8 +48,11 @@ fn shared() -> Arc<geodns::Shared> {
     Arc::new(shared)
 }
 
+/// A query's EDNS: none, OPT alone, or OPT with a client subnet (address, source prefix).
+type EdnsPart = Option<Option<(IpAddr, u8)>>;
+
 /// A query as a resolver sends it.
-fn query(name: &str, qtype: RecordType, edns: Option<Option<(IpAddr, u8)>>) -> Vec<u8> {
+fn query(name: &str, qtype: RecordType, edns: EdnsPart) -> Vec<u8> {
     let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
@@ -282,16 +289,49 @@ fn client_subnet_with_extra_address_bytes_gets_formerr_with_opt() {
 
 #[test]
 fn the_fast_path_answers_as_the_general_path_does() {
-    let shared = shared();
+    agree(shared(), 2026, |_| None);
+}
+
+#[test]
+fn the_fast_path_splits_a_canary_as_the_general_path_does() {
+    // One node of each site is the canary's, so each side's answer is one node: the two paths
+    // must name the same one, with the same scope.
+    let mut text = EXAMPLE.to_owned();
+    for node in ["ams-2", "fra-2", "lon-2"] {
+        let line = format!("name = \"{node}\"\n");
+        text = text.replacen(&line, &format!("{line}version = \"2.4.0\"\n"), 1);
+    }
+    let text = text.replacen(
+        "check = \"stream\"\n",
+        "check = \"stream\"\ncanary = { version = \"2.4.0\", share = 0.3 }\n",
+        1,
+    );
+    // Networks all over both address spaces, with ECS as resolvers send it.
+    agree(shared_from(text), 2027, |rng| {
+        Some(Some(Some(if rng.chance(2) {
+            (
+                IpAddr::from((rng.next_u64() as u32 & 0xffff_ff00).to_be_bytes()),
+                24,
+            )
+        } else {
+            let bits = u128::from(rng.next_u64()) << 64 & !((1u128 << 72) - 1);
+            (IpAddr::from(bits.to_be_bytes()), 56)
+        })))
+    });
+}
+
+/// Asks 2,000 generated hot queries of both paths and compares the answers; `client` gives
+/// the EDNS part of a query when it wants to (else one of a fixed set).
+fn agree(shared: Arc<geodns::Shared>, seed: u64, client: impl Fn(&mut Rng) -> Option<EdnsPart>) {
     let mut worker = Worker::new(shared);
-    let mut rng = Rng::new(2026);
+    let mut rng = Rng::new(seed);
     let names = [
         "live.tv.example.net.",
         "LIVE.TV.EXAMPLE.NET.",
         "Live.Tv.Example.Net.",
         "vod.tv.example.net.",
     ];
-    let subnets: [Option<Option<(IpAddr, u8)>>; 7] = [
+    let subnets: [EdnsPart; 7] = [
         None,
         Some(None),
         Some(Some((IpAddr::from([198, 51, 100, 0]), 24))),
@@ -308,7 +348,8 @@ fn the_fast_path_answers_as_the_general_path_does() {
         } else {
             RecordType::AAAA
         };
-        let q = query(name, qtype, subnets[rng.below(subnets.len())]);
+        let edns = client(&mut rng).unwrap_or_else(|| subnets[rng.below(subnets.len())]);
+        let q = query(name, qtype, edns);
         assert!(HotQuery::parse(&q).is_some(), "a hot query");
         assert!(worker.udp(&q, FROM, &mut fast));
         assert!(worker.general(&q, FROM, &mut general));

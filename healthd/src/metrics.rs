@@ -6,6 +6,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 pub struct Metrics {
     pub registry: Registry,
     pub node_up: IntGaugeVec,
+    pub node_info: IntGaugeVec,
     pub node_stream: IntGaugeVec,
     pub latency: HistogramVec,
     pub changes: IntCounterVec,
@@ -25,6 +26,14 @@ impl Metrics {
                 "1 when the node counts as up: its probes say so (after rise/fall and damping) and its status stream does not say otherwise",
             ),
             &["node"],
+        )
+        .expect("valid metric");
+        let node_info = IntGaugeVec::new(
+            Opts::new(
+                "healthd_node_info",
+                "Always 1: the node's version label (none: unlabelled), to put a canary's nodes beside the others",
+            ),
+            &["node", "version"],
         )
         .expect("valid metric");
         let node_stream = IntGaugeVec::new(
@@ -98,6 +107,7 @@ impl Metrics {
             Box::new(speaker_calls.clone()),
             Box::new(speaker_errors.clone()),
             Box::new(node_up.clone()),
+            Box::new(node_info.clone()),
             Box::new(node_stream.clone()),
             Box::new(latency.clone()),
             Box::new(changes.clone()),
@@ -109,6 +119,7 @@ impl Metrics {
         Self {
             registry,
             node_up,
+            node_info,
             node_stream,
             latency,
             changes,

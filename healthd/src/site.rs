@@ -189,10 +189,16 @@ impl SiteTask {
     /// Logs each service's verdict when it changes, and updates the metrics.
     fn observe(&mut self, decision: &Decision) {
         for entry in self.nodes.iter() {
+            let name = entry.node.name.as_str();
             self.metrics
                 .node_up
-                .with_label_values(&[entry.node.name.as_str()])
+                .with_label_values(&[name])
                 .set(i64::from(entry.up()));
+            let version = entry.node.version.as_deref().unwrap_or("none");
+            self.metrics
+                .node_info
+                .with_label_values(&[name, version])
+                .set(1);
         }
         for s in &decision.services {
             let name = s.service.as_str();

@@ -238,6 +238,7 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
     let mut state = NodeState::new(&node.name, node.capacity_mbps, channels, admission);
     state.renditions = renditions;
     state.pathways = pathways;
+    state.version = node.version.clone();
     state.faults = faults;
     state.changes = changes;
     if let Some((draining, served, requests)) = node_carried {

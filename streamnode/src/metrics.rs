@@ -18,7 +18,7 @@ pub fn render(node: &NodeState) -> String {
             .expect("unique metric");
         g
     };
-    let per_channel = |name: &str, help: &str, labels: &[&str]| {
+    let labelled = |name: &str, help: &str, labels: &[&str]| {
         let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
         registry
             .register(Box::new(g.clone()))
@@ -26,6 +26,17 @@ pub fn render(node: &NodeState) -> String {
         g
     };
     gauge("streamnode_draining", "1 while the node is draining").set(i64::from(node.draining()));
+    // Dashboards join on it to put a canary's QoE and errors beside the other nodes'.
+    labelled(
+        "streamnode_info",
+        "Always 1: the node's version label (none: unlabelled) and the binary's version",
+        &["version", "build"],
+    )
+    .with_label_values(&[
+        node.version.as_deref().unwrap_or("none"),
+        env!("CARGO_PKG_VERSION"),
+    ])
+    .set(1);
     gauge(
         "streamnode_capacity_bytes_per_second",
         "Configured egress capacity (capacity_mbps), in bytes per second",
@@ -65,12 +76,12 @@ pub fn render(node: &NodeState) -> String {
         node.admission.limited(),
     );
     node.qoe.register(&registry);
-    let live = per_channel(
+    let live = labelled(
         "streamnode_channel_live",
         "1 while the channel has segments",
         &["channel"],
     );
-    let sequence = per_channel(
+    let sequence = labelled(
         "streamnode_channel_media_sequence",
         "Newest segment's media sequence",
         &["channel"],
@@ -86,12 +97,12 @@ pub fn render(node: &NodeState) -> String {
     registry
         .register(Box::new(age.clone()))
         .expect("unique metric");
-    let feed = per_channel(
+    let feed = labelled(
         "streamnode_channel_active_feed",
         "1 for the feed the channel is taking (builtin, primary, backup)",
         &["channel", "feed"],
     );
-    let ingest = per_channel(
+    let ingest = labelled(
         "streamnode_channel_ingest",
         "1 while the channel's source delivers (a feed fit to carry it), 0 once ingest is lost",
         &["channel"],

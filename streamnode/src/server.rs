@@ -26,6 +26,8 @@ pub struct NodeState {
     /// Channels with renditions whose service has content steering: their pathways.
     pub pathways: HashMap<String, crate::channel::Pathways>,
     pub capacity_mbps: u32,
+    /// The node's `version` label from the deployment (a canary's nodes carry the canary's).
+    pub version: Option<String>,
     draining: AtomicBool,
     /// A replacement serves: status streams end, telling healthd to dial again.
     replaced: AtomicBool,
@@ -70,6 +72,7 @@ impl NodeState {
             renditions: HashMap::new(),
             pathways: HashMap::new(),
             capacity_mbps,
+            version: None,
             draining: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
             faults: Faults::default(),

@@ -63,6 +63,11 @@ pub struct Status {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replaced: bool,
     pub capacity_mbps: u32,
+    /// The node's `version` label (a canary's nodes carry the canary's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The version of the streamnode binary serving.
+    pub build: &'static str,
     /// Clients that fetched a segment in the last 30 s.
     pub viewers: usize,
     /// Egress in bits per second, over the interval between status reads (at least 1 s).
@@ -128,6 +133,8 @@ pub fn document(node: &NodeState) -> Status {
         draining: node.draining(),
         replaced: node.replaced(),
         capacity_mbps: node.capacity_mbps,
+        version: node.version.clone(),
+        build: env!("CARGO_PKG_VERSION"),
         viewers,
         egress_bps,
         channels,

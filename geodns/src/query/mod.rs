@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::answer::{pick_weighted_into, sampled};
+use crate::canary::Split;
 use crate::health::Family;
 use crate::health::changing_window;
 use crate::memo::Memo;
@@ -164,7 +165,14 @@ fn fast(
         }
         _ => svc.ttl,
     };
-    let scope = if hot.wants_scope() { placed.scope } else { 0 };
+    let (side, scope) = match view.choices.split(service) {
+        Some(split) => {
+            let scope = Split::scope(client, placed.scope);
+            (Some(split.side(client, scope)), scope)
+        }
+        None => (None, placed.scope),
+    };
+    let scope = if hot.wants_scope() { scope } else { 0 };
     let cookie = hot
         .cookie
         .as_ref()
@@ -175,7 +183,7 @@ fn fast(
         });
     let nodes = &health.sites[site].nodes;
     pick_weighted_into(
-        sites[site].candidates(fail_open).iter().copied(),
+        sites[site].candidates(fail_open, side).iter().copied(),
         usize::from(svc.answer_count),
         &mut scratch.pool,
         &mut scratch.picked,
@@ -198,7 +206,8 @@ fn fast(
         let qname = String::from_utf8_lossy(raw);
         tracing::info!(target: "query", %client, name = %qname, qtype = if v4 { "A" } else { "AAAA" }, site = site_name, ttl, fail_open, "answered");
     }
-    tally.answer((service, svc.name.as_str()), (site, site_name));
+    let canary = sites[site].answers_canary(fail_open, side);
+    tally.answer((service, svc.name.as_str()), (site, site_name), canary);
     if fail_open {
         shared.metrics.fail_open.inc();
     }

@@ -126,6 +126,15 @@ pub fn respond(
             .answers_by_site
             .with_label_values(&[steered.service.as_str(), site])
             .inc();
+        if let (Some(site), Some(c)) = (&steered.site, &steered.canary)
+            && c.answered
+        {
+            shared
+                .metrics
+                .canary_answers
+                .with_label_values(&[steered.service.as_str(), site])
+                .inc();
+        }
         if steered.choice.as_ref().is_some_and(|c| c.fail_open) {
             shared.metrics.fail_open.inc();
         }
