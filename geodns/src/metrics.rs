@@ -178,17 +178,17 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// Every service and site of `deployment` in `geodns_answers_by_site_total` from the
-    /// start, at 0: a rule on the rate of answers to a site sees its first answer.
+    /// Every service and site of `deployment` in `geodns_answers_by_site_total` (and
+    /// `geodns_canary_answers_total`) from the start, at 0: a rule on the rate of answers to a
+    /// site sees its first answer.
     pub fn know(&self, deployment: &config::Deployment) {
         self.content_steering.know(deployment);
         for service in &deployment.services {
             for site in &deployment.sites {
                 let labels = [service.name.as_str(), site.name.as_str()];
                 self.answers_by_site.with_label_values(&labels);
-                if service.canary.is_some() {
-                    self.canary_answers.with_label_values(&labels);
-                }
+                // Services without a canary too: their share is 0, not unknown.
+                self.canary_answers.with_label_values(&labels);
             }
         }
     }
