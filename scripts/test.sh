@@ -61,6 +61,21 @@ if [[ $(node -p "require('./$hlsjs/package.json').version" 2>/dev/null) != "$HLS
   npm install --prefix target/npm --no-save --no-audit --no-fund "hls.js@$HLSJS_VERSION" >/dev/null
 fi
 
+# akamai-edgeauth, Akamai's reference for EdgeAuth tokens, from PyPI: the token tests check
+# that its tokens validate in our nodes and that ours are the same as its.
+EDGEAUTH_VERSION=0.3.2
+pydir=target/python
+if ! PYTHONPATH=$pydir python3 -c "import akamai.edgeauth" 2>/dev/null; then
+  if ! python3 -m pip --version >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+    echo "==> installing pip"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  echo "==> installing akamai-edgeauth $EDGEAUTH_VERSION from PyPI"
+  # --target installs beside the system's packages, never into them.
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$pydir" \
+    "akamai-edgeauth==$EDGEAUTH_VERSION"
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

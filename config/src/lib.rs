@@ -11,6 +11,7 @@ pub mod dns;
 pub mod fuzzing;
 pub mod service;
 pub mod site;
+pub mod token;
 pub mod types;
 mod validate;
 
@@ -40,6 +41,9 @@ pub struct Deployment {
     /// Live channels.
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// Subscriber token profiles, referred to by channels' `token`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<token::TokenProfile>,
     /// geodns settings; no DNS is served when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Dns>,
@@ -147,6 +151,11 @@ impl Deployment {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// The token profile named `name`.
+    pub fn token_profile(&self, name: &str) -> Option<&token::TokenProfile> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+
     pub fn check_profile(&self, name: &str) -> Option<&CheckProfile> {
         self.checks.iter().find(|c| c.name == name)
     }
@@ -188,6 +197,13 @@ impl Deployment {
                 if let Some(tls) = node.tls.as_mut() {
                     fix(&mut tls.cert);
                     fix(&mut tls.key);
+                }
+            }
+        }
+        for profile in &mut self.tokens {
+            for key in &mut profile.keys {
+                if let Some(file) = key.file.as_mut() {
+                    fix(file);
                 }
             }
         }

@@ -242,6 +242,9 @@ pub struct Channel {
     /// Segments listed in the live playlist.
     #[serde(default = "default_window")]
     pub window: u32,
+    /// Only viewers with a valid token of this profile (`[[tokens]]`) may play the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// Renditions of an adaptive-bitrate channel. When present, `/NAME/index.m3u8` is a master
     /// playlist and each rendition has its own media playlist at `/NAME/RENDITION/index.m3u8`;
     /// the channel's own `clip`, `primary` and `backup` are then unused. Ingest and packaging

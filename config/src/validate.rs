@@ -41,7 +41,16 @@ pub(crate) fn validate(d: &Deployment) -> Vec<Finding> {
         d.channels.iter().map(|c| c.name.as_str()),
         "channel",
     );
+    unique_names(
+        &mut f,
+        &root.key("tokens"),
+        d.tokens.iter().map(|t| t.name.as_str()),
+        "token profile",
+    );
     unique_node_names(&mut f, d);
+    for i in 0..d.tokens.len() {
+        tokens(&mut f, &root.key("tokens").index(i), &d.tokens[i]);
+    }
 
     for i in 0..d.sites.len() {
         sites(&mut f, &ctx, &root.key("sites").index(i), i);
@@ -961,6 +970,23 @@ fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
             }
         }
     }
+    if let Some(profile) = &c.token
+        && ctx.d.token_profile(profile).is_none()
+    {
+        let mut names: Vec<&str> = ctx.d.tokens.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        f.push(
+            key.key("token"),
+            format!(
+                "unknown token profile {profile:?}: expected one of the [[tokens]] ({})",
+                if names.is_empty() {
+                    "none is defined".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+    }
     if c.segment_duration.get().as_millis() < 100 {
         f.push(
             key.key("segment_duration"),
@@ -975,6 +1001,67 @@ fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 c.window
             ),
         );
+    }
+}
+
+fn tokens(f: &mut Findings, key: &KeyPath, t: &crate::token::TokenProfile) {
+    use crate::token::TokenKind;
+    if t.keys.is_empty() {
+        f.push(
+            key.key("keys"),
+            "no key: expected at least one (`keys = [{ env = \"VAR\" }]` or `{ file = \"PATH\" }`), newest first",
+        );
+    }
+    for (k, secret) in t.keys.iter().enumerate() {
+        if secret.file.is_none() && secret.env.is_none() {
+            f.push(
+                key.key("keys").index(k),
+                "key with neither `file` nor `env`: expected where to read it",
+            );
+        }
+    }
+    let param_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    if !param_ok(t.param()) {
+        f.push(
+            key.key("param"),
+            format!(
+                "parameter name {:?}: expected letters, digits, '_', '-' or '.'",
+                t.param()
+            ),
+        );
+    }
+    match t.kind {
+        TokenKind::EdgeAuth => {
+            if t.expression.is_some() || t.expires_param.is_some() {
+                f.push(
+                    key.key("expression"),
+                    "`expression` and `expires_param` are for kind = \"secure-link\"",
+                );
+            }
+        }
+        TokenKind::SecureLink => {
+            match &t.expression {
+                None => f.push(
+                    key.key("expression"),
+                    "kind \"secure-link\" needs the signed text: expected `expression`, such as \"$secure_link_expires$uri$remote_addr $secret\"",
+                ),
+                Some(e) if !e.contains("$secret") => f.push(
+                    key.key("expression"),
+                    "expression without $secret: anyone could compute the token; expected the key in it as $secret",
+                ),
+                Some(_) => {}
+            }
+            if !param_ok(t.expires_param()) {
+                f.push(
+                    key.key("expires_param"),
+                    "expected letters, digits, '_', '-' or '.'",
+                );
+            }
+        }
     }
 }
 

@@ -174,6 +174,7 @@ fn built_in_code() -> Deployment {
                 failback: Failback::Manual,
                 segment_duration: HumanDuration::from_secs(2),
                 window: 5,
+                token: Some("subscribers".into()),
                 clip: Clip::P360,
                 renditions: Vec::new(),
             },
@@ -189,6 +190,7 @@ fn built_in_code() -> Deployment {
                 failback: Failback::Auto,
                 segment_duration: HumanDuration::from_secs(2),
                 window: 6,
+                token: None,
                 renditions: vec![
                     Rendition {
                         name: "720p".into(),
@@ -205,6 +207,20 @@ fn built_in_code() -> Deployment {
                 ],
             },
         ],
+        tokens: vec![config::token::TokenProfile {
+            name: "subscribers".into(),
+            kind: config::token::TokenKind::EdgeAuth,
+            keys: vec![
+                Secret::from_env("TOKEN_KEY"),
+                Secret::from_env("TOKEN_KEY_PREVIOUS"),
+            ],
+            param: Some("hdnts".into()),
+            algorithm: config::token::TokenAlgorithm::Sha256,
+            clock_skew: HumanDuration::from_secs(10),
+            carry: config::token::TokenCarry::Query,
+            expression: None,
+            expires_param: None,
+        }],
         dns: Some(Dns {
             zones: vec![Zone {
                 origin: "tv.example.net".into(),

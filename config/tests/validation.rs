@@ -1148,3 +1148,45 @@ fn a_canary_names_a_version_some_node_has_and_a_share() {
         "empty version",
     );
 }
+
+#[test]
+fn token_profiles_are_checked_and_channels_name_one() {
+    let profile = "\n[[tokens]]\nname = \"subscribers\"\nkeys = [{ env = \"TOKEN_KEY\" }]\n";
+    let text = format!("{MINIMAL}{profile}").replacen(
+        "source = \"builtin\"",
+        "source = \"builtin\"\ntoken = \"subscribers\"",
+        1,
+    );
+    let d = parse(&text).unwrap();
+    assert_eq!(d.channels[0].token.as_deref(), Some("subscribers"));
+    assert_eq!(d.tokens[0].param(), "hdnts");
+    assert_problem(
+        &text.replacen("token = \"subscribers\"", "token = \"gold\"", 1),
+        "channels[0].token",
+        "token = \"gold\"",
+        "unknown token profile \"gold\"",
+    );
+    assert_problem(
+        &text.replacen("keys = [{ env = \"TOKEN_KEY\" }]", "keys = []", 1),
+        "tokens[0].keys",
+        "keys = []",
+        "no key",
+    );
+    let link = text.replacen(
+        "keys = [",
+        "kind = \"secure-link\"\nexpression = \"$secure_link_expires$uri\"\nkeys = [",
+        1,
+    );
+    assert_problem(
+        &link,
+        "tokens[0].expression",
+        "expression = ",
+        "expression without $secret",
+    );
+    assert_problem(
+        &text.replacen("keys = [", "kind = \"secure-link\"\nkeys = [", 1),
+        "tokens[0].expression",
+        "[[tokens]]",
+        "needs the signed text",
+    );
+}

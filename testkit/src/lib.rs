@@ -8,6 +8,7 @@
 pub mod bird;
 pub mod browser;
 pub mod dnsload;
+pub mod edgeauth;
 pub mod exabgp;
 pub mod ffmpeg;
 pub mod frr;
