@@ -35,6 +35,8 @@ pub enum StartError {
     Secret(#[from] config::types::SecretError),
     #[error("node {node}: cannot probe over TLS: {reason}")]
     Tls { node: String, reason: String },
+    #[error("cannot mint the tokens probes of protected channels carry: {0}")]
+    Token(#[from] tokens::KeyError),
     #[error("the deployment file is not valid: {0}")]
     Invalid(String),
     #[error(transparent)]

@@ -304,12 +304,22 @@ fn prober_for(
             node: node.name.clone(),
         })?
         .clone();
-    let channels = services
+    let channels: Vec<String> = services
         .iter()
         .flat_map(|s| s.channels.iter().cloned())
         .collect();
     let interval = profile.interval.get();
-    let prober = Prober::new(profile.clone(), channels);
+    // Protected channels are played with a token, as a subscriber's player would: a node
+    // whose token checks fail its viewers fails its probes too.
+    let mut tokens = HashMap::new();
+    for channel in d.channels.iter() {
+        if let Some(name) = &channel.token
+            && let Some(config) = d.token_profile(name)
+        {
+            tokens.insert(channel.name.clone(), tokens::Profile::new(config)?);
+        }
+    }
+    let prober = Prober::new(profile.clone(), channels).with_tokens(tokens);
     let client = if node.tls.is_some() {
         // The node's certificate must name what viewers ask for: its first service's hostname,
         // else its address.
@@ -419,6 +429,10 @@ async fn node_task(
                 Health::Up => String::new(),
                 Health::Down => t.reason,
             }
+        } else if !went_down && !outcome.ok && tracker.health() == Health::Down {
+            // Down from the start, with no change to say why: the latest failure says it (a
+            // node coming up refuses connections first, then answers what is really wrong).
+            down_reason = outcome.detail.clone();
         }
         let _ = tracker.tick(Instant::now());
         let report = crate::report::read(

@@ -588,3 +588,67 @@ fn when_every_site_is_down_the_service_stays_announced() {
         started.elapsed().as_secs_f64() * 1000.0
     );
 }
+
+#[test]
+fn protected_channels_are_probed_with_a_token_and_a_node_refusing_it_fails() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-tokens");
+    std::fs::write(dir.path().join("token.key"), "0a1b2c3d4e5f").unwrap();
+    std::fs::write(dir.path().join("other.key"), "ffeeddccbbaa").unwrap();
+    let text = deployment(net, dir.path()).replace(
+        "source = \"builtin\"\n",
+        "source = \"builtin\"\ntoken = \"subscribers\"\n\n[[tokens]]\nname = \"subscribers\"\nkeys = [{ file = \"token.key\" }]\n",
+    );
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, &text).unwrap();
+    // ams-2 reads a deployment whose key is another: it refuses every token healthd mints,
+    // as a node with a wrong key would refuse every subscriber's.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, text.replace("token.key", "other.key")).unwrap();
+    let spawn = |config: &std::path::Path, name: &str, args: &[&str]| {
+        spawn_in(dir.path(), config, name, args)
+    };
+    let _nodes = [
+        spawn(&config, "streamnode", &["--node", "ams-1"]),
+        spawn(&other, "streamnode", &["--node", "ams-2"]),
+    ];
+    let healthd = spawn(&config, "healthd", &[]);
+    let feed = SocketAddr::from((net.host(1), 9180));
+    // The feed says why ams-2 is out: its answer to the probe.
+    let reason = || {
+        let (_, body) = testkit::http::get(feed, "/feed")?;
+        let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let node = doc["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "ams-2")?;
+        Some((
+            node["healthy"] == false,
+            node["reason"].as_str()?.to_owned(),
+        ))
+    };
+    let judged = wait_for(Duration::from_secs(20), || {
+        let (out, why) = reason()?;
+        (feed_health(feed, "ams-1") == Some(true) && out && why.contains("403")).then_some(why)
+    });
+    assert!(
+        judged.is_some(),
+        "ams-1 should be healthy, ams-2 (refusing the tokens) out for its 403s: {:?}\n{}",
+        reason(),
+        healthd.log_text()
+    );
+    let checks = |host: u8, result: &str| {
+        let admin = SocketAddr::from((net.host(host), 8081));
+        let (_, metrics) = testkit::http::get(admin, "/metrics").unwrap();
+        let series =
+            format!("streamnode_token_checks_total{{channel=\"news\",result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(checks(11, "granted") >= 2, "playlists and segments");
+    assert_eq!(checks(11, "missing") + checks(11, "forged"), 0);
+    assert!(checks(12, "forged") >= 1);
+}

@@ -239,6 +239,13 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
     state.renditions = renditions;
     state.pathways = pathways;
     state.version = node.version.clone();
+    let names: std::collections::BTreeSet<&str> = state
+        .channels
+        .keys()
+        .map(|path| path.split('/').next().unwrap_or(path))
+        .collect();
+    state.access = crate::access::Access::new(deployment, names)
+        .with_context(|| format!("node {name:?}: subscriber tokens"))?;
     state.faults = faults;
     state.changes = changes;
     if let Some((draining, served, requests)) = node_carried {

@@ -1,5 +1,6 @@
 //! HLS live origin with redundant MPEG-TS ingest.
 
+pub mod access;
 pub mod channel;
 pub mod cmcd;
 pub mod daemon;

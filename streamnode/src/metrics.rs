@@ -76,6 +76,18 @@ pub fn render(node: &NodeState) -> String {
         node.admission.limited(),
     );
     node.qoe.register(&registry);
+    let checks = IntCounterVec::new(
+        Opts::new(
+            "streamnode_token_checks_total",
+            "Subscriber token checks of protected channels' requests, by result: granted, or why refused",
+        ),
+        &["channel", "result"],
+    )
+    .expect("valid metric");
+    for (channel, result, n) in node.access.counts() {
+        checks.with_label_values(&[channel, result]).inc_by(n);
+    }
+    registry.register(Box::new(checks)).expect("unique metric");
     let live = labelled(
         "streamnode_channel_live",
         "1 while the channel has segments",

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::access::Checked;
 use crate::channel::Channel;
 use crate::feeder::Faults;
 use crate::status::Changes;
@@ -28,6 +29,8 @@ pub struct NodeState {
     pub capacity_mbps: u32,
     /// The node's `version` label from the deployment (a canary's nodes carry the canary's).
     pub version: Option<String>,
+    /// Subscriber tokens of the protected channels.
+    pub access: crate::access::Access,
     draining: AtomicBool,
     /// A replacement serves: status streams end, telling healthd to dial again.
     replaced: AtomicBool,
@@ -73,6 +76,7 @@ impl NodeState {
             pathways: HashMap::new(),
             capacity_mbps,
             version: None,
+            access: Default::default(),
             draining: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
             faults: Faults::default(),
@@ -165,29 +169,52 @@ async fn file(
     State(node): State<Arc<NodeState>>,
     Path((channel, file)): Path<(String, String)>,
     axum::extract::ConnectInfo(daemon::public::Client(client)): ClientAddr,
+    uri: Uri,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let checked = node.access.check(
+        &channel,
+        uri.path(),
+        query.as_deref(),
+        &headers,
+        client.ip(),
+    );
+    if let Checked::Refused(refused) = checked {
+        return cors(refused);
+    }
     client_data(&node, &channel, query.as_deref(), &headers);
     // Segments never look at renditions: a channel with renditions has no packager of its
     // own, so anything but its master playlist misses in `serve`, which explains why.
     if file == "index.m3u8"
         && let Some(names) = node.renditions.get(&channel)
     {
-        return master(&node, &channel, names);
+        return master(&node, &channel, names, &checked, uri.path());
     }
-    serve(&node, &channel, &file, client)
+    serve(&node, &channel, &file, client, &checked, uri.path())
 }
 
 async fn rendition_file(
     State(node): State<Arc<NodeState>>,
     Path((channel, rendition, file)): Path<(String, String, String)>,
     axum::extract::ConnectInfo(daemon::public::Client(client)): ClientAddr,
+    uri: Uri,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let checked = node.access.check(
+        &channel,
+        uri.path(),
+        query.as_deref(),
+        &headers,
+        client.ip(),
+    );
+    if let Checked::Refused(refused) = checked {
+        return cors(refused);
+    }
     client_data(&node, &channel, query.as_deref(), &headers);
-    serve(&node, &format!("{channel}/{rendition}"), &file, client)
+    let path = format!("{channel}/{rendition}");
+    serve(&node, &path, &file, client, &checked, uri.path())
 }
 
 /// Reads what the player says in CMCD (the `CMCD` query parameter, or the `CMCD-*` headers)
@@ -220,8 +247,14 @@ fn client_data(node: &NodeState, channel: &str, query: Option<&str>, headers: &H
     }
 }
 
-/// The master playlist of a channel with renditions.
-fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
+/// The master playlist of a channel with renditions, served at `path` as `checked` allows.
+fn master(
+    node: &NodeState,
+    channel: &str,
+    names: &[String],
+    checked: &Checked<'_>,
+    path: &str,
+) -> Response {
     let variants = names.iter().filter_map(|name| {
         let c = node.channels.get(&format!("{channel}/{name}"))?;
         let variant = c.read().unwrap_or_else(|e| e.into_inner()).variant()?;
@@ -239,17 +272,8 @@ fn master(node: &NodeState, channel: &str, names: &[String]) -> Response {
     match crate::channel::master_playlist(channel, variants, pathways.as_ref()) {
         Some(text) => {
             node.requests[0].fetch_add(1, Ordering::Relaxed);
-            cors(
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                        // Bandwidths follow the window; the list of renditions rarely changes.
-                        (header::CACHE_CONTROL, "max-age=5"),
-                    ],
-                    text,
-                )
-                    .into_response(),
-            )
+            // Bandwidths follow the window; the list of renditions rarely changes.
+            cors(checked.playlist(text, path, 5))
         }
         None => cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response()),
     }
@@ -263,8 +287,16 @@ fn session_tag() -> u64 {
     hasher.finish()
 }
 
-/// A media playlist or segment of the packager at `channel` (a channel or a rendition's path).
-fn serve(node: &NodeState, channel: &str, file: &str, client: std::net::SocketAddr) -> Response {
+/// A media playlist or segment of the packager at `channel` (a channel or a rendition's path),
+/// asked for at `path` and served as `checked` allows.
+fn serve(
+    node: &NodeState,
+    channel: &str,
+    file: &str,
+    client: std::net::SocketAddr,
+    checked: &Checked<'_>,
+    path: &str,
+) -> Response {
     let Some(c) = node.channels.get(channel) else {
         node.requests[2].fetch_add(1, Ordering::Relaxed);
         let why = if node.renditions.contains_key(channel) {
@@ -281,16 +313,7 @@ fn serve(node: &NodeState, channel: &str, file: &str, client: std::net::SocketAd
         return match c.playlist() {
             Some(text) => {
                 node.requests[0].fetch_add(1, Ordering::Relaxed);
-                cors(
-                    (
-                        [
-                            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                            (header::CACHE_CONTROL, "max-age=1"),
-                        ],
-                        text,
-                    )
-                        .into_response(),
-                )
+                cors(checked.playlist(text, path, 1))
             }
             None => {
                 cors((StatusCode::SERVICE_UNAVAILABLE, "channel not live yet\n").into_response())

@@ -86,10 +86,13 @@ pub fn parse_master(text: &str) -> Option<Vec<String>> {
     (!variants.is_empty()).then_some(variants)
 }
 
-/// The path on the node of `uri` found in the playlist at `playlist` (itself a path): an
-/// absolute URL keeps only its path (the probe asks the node it checks, whatever host the
-/// playlist names), a relative one is taken from the playlist's directory (RFC 3986 5.2).
+/// The path on the node of `uri` found in the playlist at `playlist` (itself a path, perhaps
+/// with a query): an absolute URL keeps only its path and query (the probe asks the node it
+/// checks, whatever host the playlist names), a relative one is taken from the playlist's
+/// directory (RFC 3986 5.2).
 pub fn resolve(playlist: &str, uri: &str) -> String {
+    // The playlist's own query (a token) is no part of its directory.
+    let playlist = playlist.split(['?', '#']).next().unwrap_or_default();
     let absolute = uri
         .strip_prefix("http://")
         .or_else(|| uri.strip_prefix("https://"));
@@ -209,6 +212,13 @@ mod tests {
             "/news/hd/seg4.ts"
         );
         assert_eq!(resolve("/news/index.m3u8", "/x/seg4.ts"), "/x/seg4.ts");
+        assert_eq!(
+            resolve(
+                "/news/index.m3u8?hdnts=exp=1~acl=/*~hmac=00",
+                "seg4.ts?hdnts=x"
+            ),
+            "/news/seg4.ts?hdnts=x"
+        );
         assert_eq!(
             resolve("/news/index.m3u8", "https://cdn.example/a/b.ts"),
             "/a/b.ts"

@@ -26,6 +26,8 @@ pub struct Prober {
     /// Channels an `hls` probe plays.
     channels: Vec<String>,
     progress: HashMap<String, hls::Progress>,
+    /// Token profiles of the protected channels, by channel.
+    tokens: HashMap<String, tokens::Profile>,
     /// HTTP(S) client for `hls` and `http` probes and the status document.
     client: http::Client,
 }
@@ -41,7 +43,37 @@ impl Prober {
             profile,
             channels,
             progress: HashMap::new(),
+            tokens: HashMap::new(),
             client: http::Client::default(),
+        }
+    }
+
+    /// Plays the channels in `tokens` with a token of their profile.
+    pub fn with_tokens(mut self, tokens: HashMap<String, tokens::Profile>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// The path of `channel`'s playlist, with a token for the channel when it is protected:
+    /// minted for this round, valid for ten minutes (the node carries it to the segments).
+    fn playlist_path(&self, channel: &str) -> String {
+        let path = format!("/{channel}/index.m3u8");
+        let Some(profile) = self.tokens.get(channel) else {
+            return path;
+        };
+        let now = tokens::now();
+        let acl = format!("/{channel}/*");
+        let edge_auth = profile.kind() == config::token::TokenKind::EdgeAuth;
+        let minted = profile.mint(&tokens::Mint {
+            acl: edge_auth.then_some(acl.as_str()),
+            url: (!edge_auth).then_some(path.as_str()),
+            end: Some(now + 600),
+            ..tokens::Mint::default()
+        });
+        match minted {
+            Ok(m) => format!("{path}?{}", m.query),
+            // A profile that cannot mint plain tokens: the probe shows the refusal.
+            Err(_) => path,
         }
     }
 
@@ -166,7 +198,7 @@ impl Prober {
         let mut session = self.client.session(base);
         let mut playlists = 0;
         for channel in self.channels.clone() {
-            let path = format!("/{channel}/index.m3u8");
+            let path = self.playlist_path(&channel);
             let (text, playlist) = self.fetch_playlist(&mut session, &path, timeout).await?;
             match hls::parse_master(&text) {
                 Some(variants) => {
