@@ -215,6 +215,13 @@ pub struct Node {
     /// metrics and status, healthd's and geodns's carry it so the canary can be told apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What the node does: package channels from their feeds (an origin), or serve them from
+    /// origins through a cache (an edge).
+    #[serde(default)]
+    pub role: NodeRole,
+    /// An edge's cache and origins; `role = "edge"` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeSettings>,
     /// Check profile for this node, overriding the service's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
@@ -250,6 +257,75 @@ pub struct Node {
     /// What one client may take of the node: connections at once and requests per second.
     #[serde(default)]
     pub client_limits: ClientLimits,
+}
+
+/// What a stream node does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Packages its channels from their feeds.
+    #[default]
+    Origin,
+    /// Serves the same URLs from the service's origins, through a cache: one origin fetch per
+    /// object however many viewers ask at once.
+    Edge,
+}
+
+/// An edge's cache and where it fetches from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSettings {
+    /// Origins (`ADDR:PORT`), tried in order, one that fails skipped for a while; none: the
+    /// service's first anycast address on `origin_port`, so that the origin routing chooses
+    /// (a site withdrawn by BGP moves its edges' traffic too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<SocketAddr>,
+    /// The port of the anycast origin.
+    #[serde(default = "default_origin_port")]
+    pub origin_port: u16,
+    /// Memory the cache may hold, in MiB (least recently used objects go first).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u32,
+    /// Longest a live playlist is served from the cache; at most half its target duration
+    /// whatever this says, so players see each new segment in time.
+    #[serde(default = "default_playlist_ttl")]
+    pub playlist_ttl: HumanDuration,
+    /// When the origins fail, a cached playlist is served at most this old (a live playlist
+    /// older than this would send players to segments gone from the window).
+    #[serde(default = "default_playlist_stale")]
+    pub playlist_stale: HumanDuration,
+    /// An origin fetch must answer within this.
+    #[serde(default = "default_origin_timeout")]
+    pub origin_timeout: HumanDuration,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            origin_port: default_origin_port(),
+            cache_mib: default_cache_mib(),
+            playlist_ttl: default_playlist_ttl(),
+            playlist_stale: default_playlist_stale(),
+            origin_timeout: default_origin_timeout(),
+        }
+    }
+}
+
+fn default_origin_port() -> u16 {
+    8080
+}
+fn default_cache_mib() -> u32 {
+    256
+}
+fn default_playlist_ttl() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_playlist_stale() -> HumanDuration {
+    HumanDuration::from_secs(6)
+}
+fn default_origin_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3)
 }
 
 /// Limits per client of a stream node, so that one client (a flood, a broken player in a loop)

@@ -427,6 +427,7 @@ fn sites(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 );
             }
         }
+        edge(f, d, &key, node);
         if node.capacity_mbps == 0 {
             f.push(
                 key.key("capacity_mbps"),
@@ -1001,6 +1002,55 @@ fn channels(f: &mut Findings, ctx: &Context<'_>, key: &KeyPath, i: usize) {
                 c.window
             ),
         );
+    }
+}
+
+/// An edge's settings against its role and the services it carries.
+fn edge(f: &mut Findings, d: &Deployment, key: &KeyPath, node: &crate::Node) {
+    use crate::site::NodeRole;
+    match (node.role, &node.edge) {
+        (NodeRole::Origin, Some(_)) => f.push(
+            key.key("edge"),
+            "`edge` settings on an origin: expected role = \"edge\" (or no `edge`)",
+        ),
+        (NodeRole::Edge, settings) => {
+            let origins = settings.as_ref().map_or(&[][..], |e| e.origins.as_slice());
+            let anycast = node
+                .services
+                .iter()
+                .filter_map(|s| d.service(s))
+                .any(|s| !s.anycast_addresses.is_empty());
+            if origins.is_empty() && !anycast {
+                f.push(
+                    key.key("role"),
+                    "an edge with nowhere to fetch from: expected `edge.origins`, or a service with `anycast_addresses` (the anycast origin)",
+                );
+            }
+            if origins.contains(&node.listen) {
+                f.push(
+                    key.key("edge").key("origins"),
+                    format!(
+                        "{} is the edge's own listen address: it would fetch from itself",
+                        node.listen
+                    ),
+                );
+            }
+            if let Some(e) = settings.as_ref() {
+                if e.cache_mib == 0 {
+                    f.push(
+                        key.key("edge").key("cache_mib"),
+                        "a cache of 0 MiB keeps nothing: expected at least 1",
+                    );
+                }
+                if e.playlist_stale.get() < e.playlist_ttl.get() {
+                    f.push(
+                        key.key("edge").key("playlist_stale"),
+                        "playlist_stale shorter than playlist_ttl: expected at least the TTL",
+                    );
+                }
+            }
+        }
+        (NodeRole::Origin, None) => {}
     }
 }
 

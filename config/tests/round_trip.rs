@@ -74,6 +74,8 @@ fn built_in_code() -> Deployment {
             capacity_mbps: 10_000,
             services: vec!["live".into()],
             version: Some("2.4.0".into()),
+            role: config::site::NodeRole::Origin,
+            edge: None,
             check: None,
             tls: None,
             admin: Some(SocketAddr::from(([127, 0, 1, 1], 8081))),

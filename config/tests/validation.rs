@@ -1190,3 +1190,40 @@ fn token_profiles_are_checked_and_channels_name_one() {
         "needs the signed text",
     );
 }
+
+#[test]
+fn an_edge_needs_somewhere_to_fetch_from() {
+    let edge = replace(
+        "services = [\"live\"]",
+        "services = [\"live\"]\nrole = \"edge\"",
+    );
+    assert_problem(
+        &edge,
+        "sites[0].nodes[0].role",
+        "role = \"edge\"",
+        "nowhere to fetch from",
+    );
+    let with_origin = edge.replacen(
+        "role = \"edge\"",
+        "role = \"edge\"\nedge = { origins = [\"127.0.9.1:8080\"], cache_mib = 64 }",
+        1,
+    );
+    let d = parse(&with_origin).unwrap();
+    let settings = d.sites[0].nodes[0].edge.as_ref().unwrap();
+    assert_eq!((settings.cache_mib, settings.origin_port), (64, 8080));
+    assert_problem(
+        &with_origin.replacen("127.0.9.1:8080", "127.0.1.1:8080", 1),
+        "sites[0].nodes[0].edge.origins",
+        "edge = {",
+        "fetch from itself",
+    );
+    assert_problem(
+        &replace(
+            "services = [\"live\"]",
+            "services = [\"live\"]\nedge = { cache_mib = 64 }",
+        ),
+        "sites[0].nodes[0].edge",
+        "edge = {",
+        "expected role = \"edge\"",
+    );
+}

@@ -34,14 +34,12 @@ struct Guarded {
 /// the counters have every one.
 const LOG_PER_SECOND: u64 = 10;
 
-/// What a request to a channel may do.
+/// What a request to a channel may do (when it is not refused).
 pub enum Checked<'a> {
     /// The channel is not protected.
     Open,
     /// A valid token: serve, carrying it on.
     Granted(&'a Profile, Grant),
-    /// Refused: this is the answer.
-    Refused(Response),
 }
 
 impl Access {
@@ -77,7 +75,8 @@ impl Access {
         })
     }
 
-    /// Checks a request for `channel` (the top-level name) at `path` (as sent).
+    /// Checks a request for `channel` (the top-level name) at `path` (as sent); a refusal is
+    /// the answer to send.
     pub fn check(
         &self,
         channel: &str,
@@ -85,9 +84,9 @@ impl Access {
         query: Option<&str>,
         headers: &HeaderMap,
         client: IpAddr,
-    ) -> Checked<'_> {
+    ) -> Result<Checked<'_>, Refused> {
         let Some(guarded) = self.by_channel.get(channel) else {
-            return Checked::Open;
+            return Ok(Checked::Open);
         };
         let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
         let request = Request {
@@ -100,7 +99,7 @@ impl Access {
         match guarded.profile.check(&request) {
             Ok(grant) => {
                 guarded.granted.fetch_add(1, Ordering::Relaxed);
-                Checked::Granted(&guarded.profile, grant)
+                Ok(Checked::Granted(&guarded.profile, grant))
             }
             Err(refusal) => {
                 let index = Refusal::ALL.iter().position(|r| *r == refusal).unwrap_or(0);
@@ -108,9 +107,7 @@ impl Access {
                 self.log(channel, path, client, refusal);
                 let status = StatusCode::from_u16(guarded.profile.status(refusal))
                     .unwrap_or(StatusCode::FORBIDDEN);
-                Checked::Refused(
-                    (status, format!("token refused: {}\n", explain(refusal))).into_response(),
-                )
+                Err(Refused { status, refusal })
             }
         }
     }
@@ -134,6 +131,25 @@ impl Access {
         }
     }
 
+    /// The query the edge adds to what it fetches of `channel` from a protected origin: a token
+    /// of its own, minted now for the channel, valid five minutes.
+    pub fn origin_query(&self, channel: &str) -> Option<String> {
+        let profile = &self.by_channel.get(channel)?.profile;
+        let acl = format!("/{channel}/*");
+        let end = Some(tokens::now() + 300);
+        let mint = match profile.kind() {
+            config::token::TokenKind::EdgeAuth => tokens::Mint {
+                acl: Some(&acl),
+                end,
+                ..tokens::Mint::default()
+            },
+            // A secure link signs one URI (and perhaps the address): the edge cannot make one
+            // for every object it fetches ahead of time; its origin must trust it otherwise.
+            config::token::TokenKind::SecureLink => return None,
+        };
+        profile.mint(&mint).ok().map(|m| m.query)
+    }
+
     /// `(channel, result, count)` for every protected channel: `granted` and each refusal.
     pub fn counts(&self) -> Vec<(&str, &'static str, u64)> {
         let mut out = Vec::new();
@@ -152,6 +168,23 @@ impl Access {
     }
 }
 
+/// A request refused: answered with its status and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    status: StatusCode,
+    refusal: Refusal,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            format!("token refused: {}\n", explain(self.refusal)),
+        )
+            .into_response()
+    }
+}
+
 /// What a refused client is told: the reason, without anything about the keys.
 fn explain(refusal: Refusal) -> &'static str {
     match refusal {
@@ -166,6 +199,14 @@ fn explain(refusal: Refusal) -> &'static str {
 }
 
 impl Checked<'_> {
+    /// The query parameters a token of the channel takes; none for an open channel.
+    pub fn params(&self) -> Vec<&str> {
+        match self {
+            Checked::Granted(profile, _) => profile.params(),
+            Checked::Open => Vec::new(),
+        }
+    }
+
     /// A playlist `text` served for `path` as this check allows: as it is for an open channel,
     /// else carrying the token on (every URI rewritten, or a cookie for the channel), with the
     /// response's cache headers: a playlist carrying a viewer's token is theirs alone.

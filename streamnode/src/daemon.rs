@@ -109,7 +109,14 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
     // datagram of the ingest the old process goes on with.
     let mut feeders: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
         Vec::new();
-    for service in node.services.iter().filter_map(|s| deployment.service(s)) {
+    // An edge packages nothing: it serves its origins' channels.
+    let packaging = node.role == config::site::NodeRole::Origin;
+    for service in node
+        .services
+        .iter()
+        .filter_map(|s| deployment.service(s))
+        .filter(|_| packaging)
+    {
         for channel_name in &service.channels {
             if channels.contains_key(channel_name) || renditions.contains_key(channel_name) {
                 continue;
@@ -239,13 +246,31 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
     state.renditions = renditions;
     state.pathways = pathways;
     state.version = node.version.clone();
-    let names: std::collections::BTreeSet<&str> = state
-        .channels
-        .keys()
-        .map(|path| path.split('/').next().unwrap_or(path))
+    let names: std::collections::BTreeSet<&str> = node
+        .services
+        .iter()
+        .filter_map(|s| deployment.service(s))
+        .flat_map(|s| s.channels.iter().map(String::as_str))
         .collect();
     state.access = crate::access::Access::new(deployment, names)
         .with_context(|| format!("node {name:?}: subscriber tokens"))?;
+    if node.role == config::site::NodeRole::Edge {
+        let settings = node.edge.clone().unwrap_or_default();
+        let origins = if settings.origins.is_empty() {
+            // The anycast origin: routing picks the site.
+            node.services
+                .iter()
+                .filter_map(|s| deployment.service(s))
+                .flat_map(|s| s.anycast_addresses.first())
+                .map(|a| SocketAddr::new(*a, settings.origin_port))
+                .take(1)
+                .collect()
+        } else {
+            settings.origins.clone()
+        };
+        info!(origins = ?origins, "an edge: serving the origins' channels through the cache");
+        state.edge = Some(Arc::new(crate::edge::Edge::new(origins, Some(&settings))));
+    }
     state.faults = faults;
     state.changes = changes;
     if let Some((draining, served, requests)) = node_carried {

@@ -4,6 +4,7 @@ pub mod access;
 pub mod channel;
 pub mod cmcd;
 pub mod daemon;
+pub mod edge;
 mod feeder;
 pub mod fuzzing;
 pub mod handover;

@@ -76,6 +76,36 @@ pub fn render(node: &NodeState) -> String {
         node.admission.limited(),
     );
     node.qoe.register(&registry);
+    if let Some(edge) = &node.edge {
+        let served = IntCounterVec::new(
+            Opts::new(
+                "streamnode_edge_requests_total",
+                "An edge's requests by how they were served: hit, miss, coalesced (joined a fetch under way), stale (origins failing)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for (result, n) in edge.served() {
+            served.with_label_values(&[result]).inc_by(n);
+        }
+        registry.register(Box::new(served)).expect("unique metric");
+        let status = edge.status();
+        counter(
+            "streamnode_edge_origin_fetches_total",
+            "Objects an edge fetched whole from its origins",
+            status.origin_fetches,
+        );
+        counter(
+            "streamnode_edge_origin_failures_total",
+            "An edge's origin fetches that failed (refused, timed out, 5xx, broken off)",
+            status.origin_failures,
+        );
+        gauge(
+            "streamnode_edge_cache_bytes",
+            "Bytes of whole objects in an edge's cache",
+        )
+        .set(status.cache_bytes as i64);
+    }
     let checks = IntCounterVec::new(
         Opts::new(
             "streamnode_token_checks_total",

@@ -31,6 +31,8 @@ pub struct NodeState {
     pub version: Option<String>,
     /// Subscriber tokens of the protected channels.
     pub access: crate::access::Access,
+    /// An edge's cache and origins; none on an origin.
+    pub edge: Option<Arc<crate::edge::Edge>>,
     draining: AtomicBool,
     /// A replacement serves: status streams end, telling healthd to dial again.
     replaced: AtomicBool,
@@ -77,6 +79,7 @@ impl NodeState {
             capacity_mbps,
             version: None,
             access: Default::default(),
+            edge: None,
             draining: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
             faults: Faults::default(),
@@ -173,17 +176,21 @@ async fn file(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let checked = node.access.check(
+    let checked = match node.access.check(
         &channel,
         uri.path(),
         query.as_deref(),
         &headers,
         client.ip(),
-    );
-    if let Checked::Refused(refused) = checked {
-        return cors(refused);
-    }
+    ) {
+        Ok(checked) => checked,
+        Err(refused) => return cors(refused.into_response()),
+    };
     client_data(&node, &channel, query.as_deref(), &headers);
+    if let Some(edge) = &node.edge {
+        let origin = node.access.origin_query(&channel);
+        return cors(edge.serve(uri.path(), &checked, origin).await);
+    }
     // Segments never look at renditions: a channel with renditions has no packager of its
     // own, so anything but its master playlist misses in `serve`, which explains why.
     if file == "index.m3u8"
@@ -202,17 +209,21 @@ async fn rendition_file(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let checked = node.access.check(
+    let checked = match node.access.check(
         &channel,
         uri.path(),
         query.as_deref(),
         &headers,
         client.ip(),
-    );
-    if let Checked::Refused(refused) = checked {
-        return cors(refused);
-    }
+    ) {
+        Ok(checked) => checked,
+        Err(refused) => return cors(refused.into_response()),
+    };
     client_data(&node, &channel, query.as_deref(), &headers);
+    if let Some(edge) = &node.edge {
+        let origin = node.access.origin_query(&channel);
+        return cors(edge.serve(uri.path(), &checked, origin).await);
+    }
     let path = format!("{channel}/{rendition}");
     serve(&node, &path, &file, client, &checked, uri.path())
 }

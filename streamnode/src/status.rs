@@ -73,6 +73,9 @@ pub struct Status {
     /// Egress in bits per second, over the interval between status reads (at least 1 s).
     pub egress_bps: u64,
     pub channels: Vec<ChannelStatus>,
+    /// An edge's cache: hit ratio, requests by how they were served, origin fetches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::edge::EdgeStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,6 +141,7 @@ pub fn document(node: &NodeState) -> Status {
         viewers,
         egress_bps,
         channels,
+        edge: node.edge.as_ref().map(|e| e.status()),
     }
 }
 

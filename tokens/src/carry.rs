@@ -25,6 +25,47 @@ pub fn playlist(text: &str, path: &str, mut query: impl FnMut(&str) -> String) -
     out
 }
 
+/// `text`, a playlist, with the query parameters `params` taken out of every URI (and of
+/// media tags' `URI` attributes): what an edge does to a playlist its origin wrote the edge's
+/// own token into, before it carries each viewer's.
+pub fn strip(text: &str, params: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = &line[body.len()..];
+        if body.is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        if body.starts_with('#') {
+            out.push_str(&rewrite_uri_attribute(body, |uri| without(uri, params)));
+        } else {
+            out.push_str(&without(body, params));
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+/// `uri` without the query parameters `params` (and without `?` when none is left).
+fn without(uri: &str, params: &[&str]) -> String {
+    let Some((base, query)) = uri.split_once('?') else {
+        return uri.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or_default();
+            !params.contains(&name)
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
 /// Tags whose `URI` attribute names a file the node serves.
 const MEDIA_TAGS: [&str; 6] = [
     "EXT-X-MEDIA:",
@@ -37,9 +78,15 @@ const MEDIA_TAGS: [&str; 6] = [
 
 /// `#` and `tag`, its `URI` attribute (if a media tag's) carrying the token.
 fn tag_with_tokens(tag: &str, dir: &str, query: &mut impl FnMut(&str) -> String) -> String {
-    let whole = format!("#{tag}");
+    rewrite_uri_attribute(&format!("#{tag}"), |uri| with_query(uri, dir, query))
+}
+
+/// `line`, a tag, with the value of its `URI` attribute rewritten by `rewrite` if it is a
+/// media tag's.
+fn rewrite_uri_attribute(line: &str, mut rewrite: impl FnMut(&str) -> String) -> String {
+    let tag = &line[1..];
     let Some(name) = MEDIA_TAGS.iter().find(|t| tag.starts_with(**t)) else {
-        return whole;
+        return line.to_owned();
     };
     // The attribute named exactly URI: at the start of the list or after a comma.
     let list = &tag[name.len()..];
@@ -48,17 +95,19 @@ fn tag_with_tokens(tag: &str, dir: &str, query: &mut impl FnMut(&str) -> String)
     } else {
         list.find(",URI=\"").map(|i| i + 1)
     };
-    let Some(at) = at else { return whole };
-    let value_start = name.len() + at + "URI=\"".len();
-    let Some(len) = tag[value_start..].find('"') else {
-        return whole;
+    let Some(at) = at else {
+        return line.to_owned();
     };
-    let uri = &tag[value_start..value_start + len];
+    let value_start = 1 + name.len() + at + "URI=\"".len();
+    let Some(len) = line[value_start..].find('"') else {
+        return line.to_owned();
+    };
+    let uri = &line[value_start..value_start + len];
     format!(
-        "#{}{}{}",
-        &tag[..value_start],
-        with_query(uri, dir, query),
-        &tag[value_start + len..]
+        "{}{}{}",
+        &line[..value_start],
+        rewrite(uri),
+        &line[value_start + len..]
     )
 }
 
@@ -100,6 +149,19 @@ fn path_of(uri: &str, dir: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_s_token_is_taken_out_and_the_rest_of_the_query_kept() {
+        let text = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"a.m3u8?hdnts=x\"\nseg1.ts?hdnts=exp=1~hmac=00\nseg2.ts?a=1&hdnts=y&b=2\nseg3.ts\n";
+        assert_eq!(
+            strip(text, &["hdnts"]),
+            "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"a.m3u8\"\nseg1.ts\nseg2.ts?a=1&b=2\nseg3.ts\n"
+        );
+        assert_eq!(
+            strip("seg.ts?md5=a&expires=1", &["md5", "expires"]),
+            "seg.ts"
+        );
+    }
 
     #[test]
     fn every_media_uri_gets_the_token_for_its_own_path() {

@@ -282,6 +282,15 @@ impl Profile {
         &self.name
     }
 
+    /// The query parameters a token of this profile takes (the token, and a secure link's
+    /// expiry).
+    pub fn params(&self) -> Vec<&str> {
+        match &self.format {
+            Format::EdgeAuth(_) => vec![self.param.as_str()],
+            Format::SecureLink(signer) => vec![self.param.as_str(), signer.expires_param()],
+        }
+    }
+
     /// The token's format.
     pub fn kind(&self) -> TokenKind {
         match self.format {

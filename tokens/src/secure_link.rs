@@ -73,6 +73,11 @@ impl Signer {
         }
     }
 
+    /// The query parameter of the expiry.
+    pub fn expires_param(&self) -> &str {
+        &self.expires_param
+    }
+
     /// Whether the expression signs the client's address.
     pub fn binds_address(&self) -> bool {
         self.parts.contains(&Part::RemoteAddr)

@@ -1,0 +1,265 @@
+//! An edge's cache: objects by path (tokens are never part of the key), bounded by bytes,
+//! least recently used first out. A miss starts one fetch; whoever asks for the object while
+//! it is being fetched reads that fetch ([`Fill`]), never a second one. A live playlist stays
+//! fresh for its TTL; a segment never changes, so once whole it is served until evicted.
+//! Only whole 200 answers are kept: a 404 for a segment not published yet is asked again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::fill::{Fill, Progress};
+
+/// What is cached of one path.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The last whole object.
+    current: Option<Arc<Object>>,
+    /// A fetch under way.
+    pending: Option<Arc<Object>>,
+}
+
+/// One fetched object.
+#[derive(Debug)]
+pub struct Object {
+    pub fill: Arc<Fill>,
+    pub fetched: Instant,
+    /// How long it is served without asking the origin again; `None`: until evicted.
+    pub ttl: Option<Duration>,
+    /// Its size, once whole.
+    pub bytes: usize,
+}
+
+impl Object {
+    fn fresh(&self, now: Instant) -> bool {
+        self.ttl
+            .is_none_or(|ttl| now.saturating_duration_since(self.fetched) < ttl)
+    }
+}
+
+/// How a request is answered.
+pub enum Lookup {
+    /// From the cache.
+    Hit(Arc<Object>),
+    /// From the fetch under way; `stale` if the fetch fails.
+    Coalesced {
+        fill: Arc<Fill>,
+        stale: Option<Arc<Object>>,
+    },
+    /// From a fetch the caller must start now into `fill`; `stale` if it fails.
+    Miss {
+        fill: Arc<Fill>,
+        stale: Option<Arc<Object>>,
+    },
+}
+
+/// The cache.
+pub struct Cache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+struct Inner {
+    entries: LruCache<String, Entry>,
+    /// Bytes of the whole objects held.
+    bytes: usize,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` bytes of whole objects.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            capacity,
+        }
+    }
+
+    /// How `path` is answered now; a miss registers the fetch the caller then starts, so
+    /// that whoever asks next joins it.
+    pub fn lookup(&self, path: &str, now: Instant) -> Lookup {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = inner
+            .entries
+            .get_or_insert_mut(path.to_owned(), Entry::default);
+        if let Some(current) = &entry.current
+            && current.fresh(now)
+        {
+            return Lookup::Hit(current.clone());
+        }
+        let stale = entry.current.clone();
+        if let Some(pending) = &entry.pending {
+            return Lookup::Coalesced {
+                fill: pending.fill.clone(),
+                stale,
+            };
+        }
+        let fill = Arc::new(Fill::default());
+        entry.pending = Some(Arc::new(Object {
+            fill: fill.clone(),
+            fetched: now,
+            ttl: None,
+            bytes: 0,
+        }));
+        Lookup::Miss { fill, stale }
+    }
+
+    /// The fetch for `path` into `fill` ended: a whole 200 becomes the cached object (fresh
+    /// for `ttl`), anything else is forgotten (the previous object, if any, stays).
+    pub fn finished(&self, path: &str, fill: &Arc<Fill>, ttl: Option<Duration>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = inner.entries.get_mut(path) else {
+            return;
+        };
+        if !entry
+            .pending
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.fill, fill))
+        {
+            return;
+        }
+        let pending = entry.pending.take();
+        let whole = matches!(fill.progress(), Progress::Done(ref head) if head.status == 200);
+        let mut freed = 0;
+        let mut added = 0;
+        if whole && let Some(pending) = pending {
+            let bytes = fill.size();
+            let object = Arc::new(Object {
+                fill: pending.fill.clone(),
+                fetched: pending.fetched,
+                ttl,
+                bytes,
+            });
+            freed = entry.current.replace(object).map_or(0, |old| old.bytes);
+            added = bytes;
+        }
+        let empty = entry.current.is_none() && entry.pending.is_none();
+        if empty {
+            inner.entries.pop(path);
+        }
+        inner.bytes = inner.bytes + added - freed;
+        // Least recently used out until the whole objects fit (objects being fetched are not
+        // counted: their readers hold them).
+        while inner.bytes > self.capacity {
+            let Some((_, old)) = inner.entries.pop_lru() else {
+                break;
+            };
+            inner.bytes -= old.current.map_or(0, |o| o.bytes);
+        }
+    }
+
+    /// (objects, bytes) held.
+    pub fn size(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+/// Bytes in `n` MiB.
+pub fn mib(n: u32) -> usize {
+    n as usize * 1024 * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::fill::Head;
+    use axum::body::Bytes;
+
+    fn complete(fill: &Fill, status: u16, body: &[u8]) {
+        fill.head(Head {
+            status,
+            content_type: None,
+        });
+        fill.push(Bytes::copy_from_slice(body));
+        fill.done();
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_fetch_and_only_whole_200s_are_kept() {
+        let cache = Cache::new(1000);
+        let now = Instant::now();
+        let Lookup::Miss { fill, stale: None } = cache.lookup("/news/seg1.ts", now) else {
+            panic!("first ask: a miss");
+        };
+        let Lookup::Coalesced { fill: joined, .. } = cache.lookup("/news/seg1.ts", now) else {
+            panic!("second ask while fetching: joins the fetch");
+        };
+        assert!(Arc::ptr_eq(&fill, &joined));
+        complete(&fill, 200, b"segment");
+        cache.finished("/news/seg1.ts", &fill, None);
+        let later = now + Duration::from_secs(3600);
+        assert!(matches!(
+            cache.lookup("/news/seg1.ts", later),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(cache.size(), (1, 7));
+
+        // A segment the origin has not published yet: asked again next time.
+        let Lookup::Miss { fill, .. } = cache.lookup("/news/seg2.ts", now) else {
+            panic!()
+        };
+        complete(&fill, 404, b"not yet");
+        cache.finished("/news/seg2.ts", &fill, None);
+        assert!(matches!(
+            cache.lookup("/news/seg2.ts", now),
+            Lookup::Miss { .. }
+        ));
+    }
+
+    #[test]
+    fn a_playlist_expires_and_its_last_copy_is_kept_for_a_failed_refresh() {
+        let cache = Cache::new(1000);
+        let now = Instant::now();
+        let Lookup::Miss { fill, .. } = cache.lookup("/news/index.m3u8", now) else {
+            panic!()
+        };
+        complete(&fill, 200, b"#EXTM3U 1");
+        cache.finished("/news/index.m3u8", &fill, Some(Duration::from_secs(1)));
+        assert!(matches!(
+            cache.lookup("/news/index.m3u8", now),
+            Lookup::Hit(_)
+        ));
+        let after = now + Duration::from_secs(2);
+        let Lookup::Miss {
+            fill,
+            stale: Some(stale),
+        } = cache.lookup("/news/index.m3u8", after)
+        else {
+            panic!("expired: fetched again, the old copy offered")
+        };
+        assert_eq!(&stale.fill.bytes()[..], b"#EXTM3U 1");
+        fill.fail("origin down".into());
+        cache.finished("/news/index.m3u8", &fill, Some(Duration::from_secs(1)));
+        let Lookup::Miss { stale: Some(_), .. } = cache.lookup("/news/index.m3u8", after) else {
+            panic!("the old copy is still there")
+        };
+    }
+
+    #[test]
+    fn the_least_recently_used_objects_leave_to_keep_the_bound() {
+        let cache = Cache::new(25);
+        let now = Instant::now();
+        for i in 0..10 {
+            let path = format!("/news/seg{i}.ts");
+            let Lookup::Miss { fill, .. } = cache.lookup(&path, now) else {
+                panic!()
+            };
+            complete(&fill, 200, &[0u8; 10]);
+            cache.finished(&path, &fill, None);
+            // The first segment stays in use.
+            assert!(matches!(cache.lookup("/news/seg0.ts", now), Lookup::Hit(_)));
+            let (_, bytes) = cache.size();
+            assert!(bytes <= 25, "{bytes}");
+        }
+        assert_eq!(cache.size(), (2, 20));
+        assert!(matches!(cache.lookup("/news/seg9.ts", now), Lookup::Hit(_)));
+        assert!(matches!(
+            cache.lookup("/news/seg5.ts", now),
+            Lookup::Miss { .. }
+        ));
+    }
+}

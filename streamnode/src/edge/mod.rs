@@ -1,0 +1,280 @@
+//! The edge role (`role = "edge"`): the node serves the same URLs as an origin, from the
+//! service's origins through a cache ([`cache`]). Concurrent misses for one object cause one
+//! origin fetch, and every waiter gets the bytes as they arrive ([`fill`]). Live playlists
+//! are fresh for at most half their target duration; segments until evicted. When the origins
+//! fail, a segment is served from the cache if there, a playlist only if no older than
+//! `playlist_stale`. Tokens are checked here as at an origin and are never part of a cache
+//! key; toward a protected origin the edge presents a token of its own.
+
+pub mod cache;
+pub mod fill;
+pub mod origin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use config::site::EdgeSettings;
+use serde::Serialize;
+
+use crate::access::Checked;
+use cache::{Cache, Lookup};
+use origin::{Origins, Outcome};
+
+/// An edge node's cache, origins and counts.
+pub struct Edge {
+    cache: Cache,
+    origins: Origins,
+    playlist_ttl: Duration,
+    playlist_stale: Duration,
+    counts: Counts,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// By [`Served`].
+    served: [AtomicU64; 4],
+    origin_answered: AtomicU64,
+    origin_failed: AtomicU64,
+}
+
+/// How a request was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Hit,
+    Miss,
+    Coalesced,
+    Stale,
+}
+
+impl Served {
+    const ALL: [Self; 4] = [Self::Hit, Self::Miss, Self::Coalesced, Self::Stale];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Coalesced => "coalesced",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// What the status document says of the cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeStatus {
+    /// Requests served from the cache (hits, coalesced and stale) over all requests.
+    pub hit_ratio: f64,
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    pub origin_fetches: u64,
+    pub origin_failures: u64,
+    pub cache_objects: usize,
+    pub cache_bytes: usize,
+}
+
+/// Longest a playlist is fresh for: half its target duration, so a player asking every
+/// target duration sees each segment at most half a duration late.
+fn playlist_ttl(text: &[u8], configured: Duration) -> Duration {
+    let text = String::from_utf8_lossy(text);
+    let target = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t > 0.0);
+    match target {
+        Some(t) => configured.min(Duration::from_secs_f64(t / 2.0)),
+        None => configured,
+    }
+}
+
+impl Edge {
+    /// An edge fetching from `origins` with `settings` (their defaults when none).
+    pub fn new(origins: Vec<SocketAddr>, settings: Option<&EdgeSettings>) -> Self {
+        let defaults = EdgeSettings::default();
+        let s = settings.unwrap_or(&defaults);
+        Self {
+            cache: Cache::new(cache::mib(s.cache_mib)),
+            origins: Origins::new(origins, s.origin_timeout.get()),
+            playlist_ttl: s.playlist_ttl.get(),
+            playlist_stale: s.playlist_stale.get(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn count(&self, served: Served) {
+        let i = Served::ALL.iter().position(|s| *s == served).unwrap_or(0);
+        self.counts.served[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Serves `path` (the cache key: never the query) as `checked` allows, fetching it with
+    /// `origin_query` (the edge's own token for a protected origin) on a miss.
+    pub async fn serve(
+        self: &Arc<Self>,
+        path: &str,
+        checked: &Checked<'_>,
+        origin_query: Option<String>,
+    ) -> Response {
+        let playlist = path.ends_with(".m3u8");
+        let (fill, stale, served) = match self.cache.lookup(path, Instant::now()) {
+            Lookup::Hit(object) => (object.fill.clone(), None, Served::Hit),
+            Lookup::Coalesced { fill, stale } => (fill, stale, Served::Coalesced),
+            Lookup::Miss { fill, stale } => {
+                let target = match &origin_query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                // The fetch belongs to the cache, not to this request: a viewer who goes away
+                // leaves it running for the others.
+                let edge = self.clone();
+                let (key, filling) = (path.to_owned(), fill.clone());
+                tokio::spawn(async move {
+                    let counts = &edge.counts;
+                    edge.origins
+                        .fetch(&target, &filling, |_, outcome| {
+                            let counter = match outcome {
+                                Outcome::Answered => &counts.origin_answered,
+                                Outcome::Failed => &counts.origin_failed,
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .await;
+                    let ttl = playlist.then(|| playlist_ttl(&filling.bytes(), edge.playlist_ttl));
+                    edge.cache.finished(&key, &filling, ttl);
+                });
+                (fill, stale, Served::Miss)
+            }
+        };
+        let answered = fill.answered().await;
+        let usable_stale = || {
+            stale
+                .clone()
+                .filter(|s| !playlist || s.fetched.elapsed() < self.playlist_stale)
+        };
+        let (fill, served, status) = match answered {
+            Ok(head) if head.status < 500 => (fill, served, head.status),
+            failed => match usable_stale() {
+                Some(old) => (old.fill.clone(), Served::Stale, 200),
+                None => {
+                    self.count(served);
+                    let why = match failed {
+                        Ok(head) => format!("the origin answered {}", head.status),
+                        Err(why) => why,
+                    };
+                    return (
+                        StatusCode::BAD_GATEWAY,
+                        format!("no origin could serve {path}: {why}\n"),
+                    )
+                        .into_response();
+                }
+            },
+        };
+        self.count(served);
+        let x_cache = HeaderValue::from_static(match served {
+            Served::Hit | Served::Coalesced => "HIT",
+            Served::Miss => "MISS",
+            Served::Stale => "STALE",
+        });
+        let mut response = if playlist && status == 200 {
+            // A playlist is read whole: the viewer's token is written into its URIs, and the
+            // edge's own taken out.
+            let text = match fill.complete().await {
+                Ok(bytes) => bytes,
+                Err(_) => match usable_stale() {
+                    Some(old) => old.fill.bytes(),
+                    None => {
+                        return (StatusCode::BAD_GATEWAY, "the origin broke off\n").into_response();
+                    }
+                },
+            };
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let text = match &origin_query {
+                Some(_) => tokens::carry::strip(&text, &checked.params()),
+                None => text,
+            };
+            let max_age = playlist_ttl(text.as_bytes(), self.playlist_ttl)
+                .as_secs()
+                .max(1);
+            checked.playlist(text, path, max_age as u32)
+        } else {
+            let mut response = fill.body().into_response();
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let headers = response.headers_mut();
+            let content_type = match fill.progress() {
+                fill::Progress::Body(h) | fill::Progress::Done(h) => h.content_type,
+                _ => None,
+            };
+            headers.insert(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or(HeaderValue::from_static("video/mp2t")),
+            );
+            if status == 200 {
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=60"),
+                );
+            }
+            response
+        };
+        response.headers_mut().insert("x-cache", x_cache);
+        response
+    }
+
+    /// The cache's figures for the status document.
+    pub fn status(&self) -> EdgeStatus {
+        let requests: std::collections::BTreeMap<&'static str, u64> = Served::ALL
+            .iter()
+            .zip(&self.counts.served)
+            .map(|(s, n)| (s.label(), n.load(Ordering::Relaxed)))
+            .collect();
+        let total: u64 = requests.values().sum();
+        let from_cache = total - requests.get("miss").copied().unwrap_or(0);
+        let (cache_objects, cache_bytes) = self.cache.size();
+        EdgeStatus {
+            hit_ratio: if total == 0 {
+                0.0
+            } else {
+                from_cache as f64 / total as f64
+            },
+            requests,
+            origin_fetches: self.counts.origin_answered.load(Ordering::Relaxed),
+            origin_failures: self.counts.origin_failed.load(Ordering::Relaxed),
+            cache_objects,
+            cache_bytes,
+        }
+    }
+
+    /// `(label, count)` of requests by how they were served.
+    pub fn served(&self) -> Vec<(&'static str, u64)> {
+        Served::ALL
+            .iter()
+            .zip(&self.counts.served)
+            .map(|(s, n)| (s.label(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_playlist_is_fresh_for_half_its_target_duration_at_most() {
+        let text = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n";
+        assert_eq!(
+            playlist_ttl(text, Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            playlist_ttl(text, Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            playlist_ttl(b"#EXTM3U\n", Duration::from_secs(5)),
+            Duration::from_secs(5),
+            "a master playlist: the configured TTL"
+        );
+    }
+}

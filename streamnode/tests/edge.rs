@@ -1,0 +1,301 @@
+//! The edge role: a stream node serving an origin's channels through its cache. Many viewers
+//! asking for one object at once cause one origin fetch, all get the same bytes, and the first
+//! bytes reach them before the origin has sent the last; ffmpeg plays through the edge as the
+//! live window moves; the cache stays within its bound; an origin that is down is passed over.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use testkit::net::Loopback;
+use testkit::process::{Daemon, TempDir, run, wait_for};
+
+const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
+
+/// An origin that sends half of each segment, waits, then the rest: the time between is when
+/// an edge that streams to its waiters has already given them the first half.
+struct SlowOrigin {
+    addr: SocketAddr,
+    segment_requests: Arc<AtomicUsize>,
+}
+
+const HALF: usize = 188 * 100;
+const PAUSE: Duration = Duration::from_millis(1500);
+
+impl SlowOrigin {
+    fn start(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).unwrap();
+        let segment_requests = Arc::new(AtomicUsize::new(0));
+        let counted = segment_requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let counted = counted.clone();
+                std::thread::spawn(move || serve_slowly(stream, &counted));
+            }
+        });
+        Self {
+            addr,
+            segment_requests,
+        }
+    }
+}
+
+fn serve_slowly(mut stream: TcpStream, segment_requests: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
+    if path.starts_with("/test/seg") {
+        segment_requests.fetch_add(1, Ordering::SeqCst);
+        let packet = |b: u8| {
+            let mut p = vec![0xffu8; 188];
+            p[0] = 0x47;
+            p[1] = b;
+            p
+        };
+        let half: Vec<u8> = (0..HALF / 188).flat_map(|_| packet(1)).collect();
+        let rest: Vec<u8> = (0..HALF / 188).flat_map(|_| packet(2)).collect();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            2 * HALF
+        );
+        let _ = stream.write_all(&half);
+        let _ = stream.flush();
+        std::thread::sleep(PAUSE);
+        let _ = stream.write_all(&rest);
+    } else {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+}
+
+/// The minimal deployment with an edge node `ams-e1` on `edge` fetching from `origins`, and
+/// `extra` in its edge table.
+fn deployment(origin: SocketAddr, edge: SocketAddr, origins: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+    let edge_node = format!(
+        "[[sites.nodes]]\nname = \"ams-e1\"\nipv4 = \"{}\"\nlisten = \"{edge}\"\nadmin = \"{}\"\ncapacity_mbps = 1000\nservices = [\"live\"]\nrole = \"edge\"\nedge = {{ origins = [{}]{extra} }}\n\n[[services]]",
+        edge.ip(),
+        SocketAddr::new(edge.ip(), 8081),
+        list.join(", ")
+    );
+    MINIMAL
+        .replace(
+            "listen = \"127.0.1.1:8080\"",
+            &format!(
+                "listen = \"{origin}\"\nadmin = \"{}\"",
+                SocketAddr::new(origin.ip(), 8081)
+            ),
+        )
+        .replacen("[[services]]", &edge_node, 1)
+}
+
+fn spawn(dir: &TempDir, node: &str) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args(["--node", node]);
+    Daemon::spawn(node, cmd, &dir.path().join(format!("{node}.log"))).unwrap()
+}
+
+/// A GET's status, the time to its first body byte and to its last, and the body.
+fn timed_get(addr: SocketAddr, path: &str) -> (u16, Duration, Duration, Vec<u8>) {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+        {
+            chunked = true;
+        }
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    let mut first = None;
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = reader.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert_with(|| start.elapsed());
+        body.extend_from_slice(&buf[..n]);
+    }
+    let last = start.elapsed();
+    if chunked {
+        body = dechunk(&body);
+    }
+    (status, first.unwrap_or(last), last, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+}
+
+fn edge_status(admin_host: SocketAddr) -> serde_json::Value {
+    let (_, body) = testkit::http::get(admin_host, "/status").unwrap();
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["edge"].clone()
+}
+
+#[test]
+fn a_burst_for_one_segment_is_one_origin_fetch_streamed_to_every_waiter() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-burst");
+    let slow = SlowOrigin::start(SocketAddr::from((net.host(3), 8080)));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    // A dead origin first: passed over for the slow one.
+    let dead = SocketAddr::from((net.host(4), 8080));
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        deployment(
+            SocketAddr::from((net.host(1), 8080)),
+            edge,
+            &[dead, slow.addr],
+            "",
+        ),
+    )
+    .unwrap();
+    let daemon = spawn(&dir, "ams-e1");
+    let up = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(edge, "/status").map(|_| ())
+    });
+    assert!(up.is_some(), "{}", daemon.log_text());
+
+    let clients = 100;
+    let results: Vec<(u16, Duration, Duration, Vec<u8>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| s.spawn(|| timed_get(edge, "/test/seg7.ts")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        slow.segment_requests.load(Ordering::SeqCst),
+        1,
+        "one origin fetch for {clients} viewers"
+    );
+    let expected = &results[0].3;
+    assert_eq!(expected.len(), 2 * HALF);
+    let mut early = 0;
+    for (status, first, last, body) in &results {
+        assert_eq!(*status, 200);
+        assert!(body == expected, "every viewer gets the same bytes");
+        // First bytes before the origin's pause ends; the last after it.
+        if *first < PAUSE.mul_f64(0.8) {
+            early += 1;
+        }
+        assert!(*last >= PAUSE.mul_f64(0.9), "{last:?}");
+    }
+    assert!(
+        early >= clients * 9 / 10,
+        "only {early} of {clients} got their first bytes before the origin finished"
+    );
+    // Asked again: from the cache.
+    let (status, _, last, body) = timed_get(edge, "/test/seg7.ts");
+    assert_eq!((status, &body), (200, expected));
+    assert!(last < PAUSE / 2, "{last:?}");
+    assert_eq!(slow.segment_requests.load(Ordering::SeqCst), 1);
+    let status = edge_status(SocketAddr::new(edge.ip(), 8080));
+    assert_eq!(status["requests"]["miss"], 1, "{status}");
+    assert_eq!(
+        status["requests"]["coalesced"].as_u64().unwrap() + 1,
+        clients as u64,
+        "{status}"
+    );
+    // A segment the origin does not have is not cached: asked again, fetched again.
+    for _ in 0..2 {
+        assert_eq!(timed_get(edge, "/test/later.ts").0, 404);
+    }
+    let status = edge_status(SocketAddr::new(edge.ip(), 8080));
+    assert_eq!(status["requests"]["miss"], 3, "{status}");
+}
+
+#[test]
+fn ffmpeg_plays_through_an_edge_as_the_window_moves_and_the_cache_keeps_its_bound() {
+    let test = "ffmpeg_plays_through_an_edge_as_the_window_moves_and_the_cache_keeps_its_bound";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-play");
+    let origin = SocketAddr::from((net.host(1), 8080));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        deployment(origin, edge, &[origin], ", cache_mib = 1"),
+    )
+    .unwrap();
+    let _origin = spawn(&dir, "ams-1");
+    let edge_daemon = spawn(&dir, "ams-e1");
+    let live = wait_for(Duration::from_secs(15), || {
+        let (status, _) = testkit::http::get(edge, "/test/index.m3u8")?;
+        (status == 200).then_some(())
+    });
+    assert!(live.is_some(), "{}", edge_daemon.log_text());
+    let url = format!("http://{edge}/test/index.m3u8");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-i", &url, "-t", "30", "-f", "null", "-"]);
+    let out = run(cmd, Duration::from_secs(90)).unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && errors.trim().is_empty(),
+        "ffmpeg through the edge: {errors}\n{}",
+        edge_daemon.log_text()
+    );
+    let status = edge_status(edge);
+    let bytes = status["cache_bytes"].as_u64().unwrap();
+    assert!(bytes <= 1024 * 1024, "cache over its bound: {status}");
+    assert!(status["origin_fetches"].as_u64().unwrap() > 10, "{status}");
+    assert_eq!(status["origin_failures"], 0, "{status}");
+}
