@@ -299,3 +299,58 @@ fn ffmpeg_plays_through_an_edge_as_the_window_moves_and_the_cache_keeps_its_boun
     assert!(status["origin_fetches"].as_u64().unwrap() > 10, "{status}");
     assert_eq!(status["origin_failures"], 0, "{status}");
 }
+
+#[test]
+fn viewers_play_a_protected_channel_through_the_edge_with_their_own_tokens() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-tokens");
+    let origin = SocketAddr::from((net.host(1), 8080));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    std::fs::write(dir.path().join("token.key"), "0a1b2c3d4e5f").unwrap();
+    let text = deployment(origin, edge, &[origin], "").replace(
+        "source = \"builtin\"",
+        "source = \"builtin\"\ntoken = \"subscribers\"\n\n[[tokens]]\nname = \"subscribers\"\nkeys = [{ file = \"token.key\" }]",
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let _origin = spawn(&dir, "ams-1");
+    let edge_daemon = spawn(&dir, "ams-e1");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy.toml"))
+        .args([
+            "token",
+            "--profile",
+            "subscribers",
+            "--acl",
+            "/test/*",
+            "--id",
+            "viewer-1",
+        ]);
+    let out = run(cmd, Duration::from_secs(10)).unwrap();
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let playlist = wait_for(Duration::from_secs(15), || {
+        let (status, body) = testkit::http::get(edge, &format!("/test/index.m3u8?hdnts={token}"))?;
+        (status == 200 && body.contains("#EXTINF")).then_some(body)
+    });
+    let Some(playlist) = playlist else {
+        panic!("no playlist through the edge:\n{}", edge_daemon.log_text());
+    };
+    // The viewer's token in the URIs, and only it: the edge's own stays between edge and origin.
+    let segment = playlist
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap();
+    assert!(segment.contains("~id=viewer-1~"), "{segment}");
+    assert_eq!(segment.matches("hdnts=").count(), 1, "{segment}");
+    let (status, _) = testkit::http::get(edge, &format!("/test/{segment}")).unwrap();
+    assert_eq!(status, 200);
+    // Refused at the edge without one, whatever the cache holds.
+    let bare = segment.split('?').next().unwrap();
+    assert_eq!(
+        testkit::http::get(edge, &format!("/test/{bare}"))
+            .unwrap()
+            .0,
+        403
+    );
+    assert_eq!(testkit::http::get(edge, "/test/index.m3u8").unwrap().0, 403);
+}
