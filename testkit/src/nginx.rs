@@ -28,6 +28,21 @@ impl Nginx {
         Self { daemon, _dir: dir }
     }
 
+    /// nginx with `servers` (server blocks, and anything else of the `http` block) as its
+    /// configuration, up once `first` accepts connections; `{dir}` in `servers` stands for
+    /// its own directory (for cache paths).
+    pub fn start_servers(servers: &str, first: SocketAddr) -> Self {
+        let dir = TempDir::new("nginx");
+        let servers = servers.replace("{dir}", &dir.path().display().to_string());
+        let path = write_conf(&dir, &servers);
+        let mut cmd = command(&dir, &path);
+        cmd.arg("-g").arg("daemon off;");
+        let daemon =
+            Daemon::spawn("nginx", cmd, &dir.path().join("nginx.out")).expect("start nginx");
+        wait_up(&[(first, PathBuf::new())], || daemon.log_text());
+        Self { daemon, _dir: dir }
+    }
+
     pub fn dir(&self) -> &Path {
         self._dir.path()
     }
@@ -89,9 +104,14 @@ fn configure(dir: &TempDir, sites: &[(SocketAddr, PathBuf)]) -> PathBuf {
             )
         })
         .collect();
+    write_conf(dir, &servers)
+}
+
+/// Writes nginx.conf with `servers` inside its `http` block; its path.
+fn write_conf(dir: &TempDir, servers: &str) -> PathBuf {
     let user = if crate::is_root() { "user root;\n" } else { "" };
     let conf = format!(
-        "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
+        "{user}worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n{servers}}}\n",
         pid = dir.path().join("nginx.pid").display(),
         log = dir.path().join("error.log").display(),
         tmp = dir.path().display(),

@@ -197,6 +197,18 @@ pub fn family_cpu_seconds(pid: u32) -> f64 {
             .sum::<f64>()
 }
 
+/// [`memory_mib`] (resident now) of a process and its live children (nginx's workers).
+pub fn family_memory_mib(pid: u32) -> f64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    memory_mib(pid, false)
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .map(|c| memory_mib(c, false))
+            .sum::<f64>()
+}
+
 /// A process's memory in MiB: resident now (`peak` false) or its peak so far (`peak` true).
 /// 0 when it cannot be read.
 pub fn memory_mib(pid: u32, peak: bool) -> f64 {
