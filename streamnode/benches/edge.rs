@@ -116,20 +116,24 @@ fn origin_connection(stream: TcpStream, counted: &Mutex<HashMap<String, usize>>)
 }
 
 /// One viewer's GET: (time to first body byte, time to last, whole).
-fn viewer(addr: SocketAddr, path: &str, start: Instant) -> Option<(Duration, Duration)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+fn viewer(addr: SocketAddr, path: &str, start: Instant) -> Result<(Duration, Duration), String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n"
     )
-    .ok()?;
+    .map_err(|e| format!("send: {e}"))?;
     let mut buf = vec![0u8; 65536];
     let mut head = Vec::new();
     let mut body = 0usize;
     let mut first = None;
     loop {
-        let n = stream.read(&mut buf).ok()?;
+        let n = stream
+            .read(&mut buf)
+            .map_err(|e| format!("read after {body} bytes: {e}"))?;
         if n == 0 {
             break;
         }
@@ -137,7 +141,7 @@ fn viewer(addr: SocketAddr, path: &str, start: Instant) -> Option<(Duration, Dur
             head.extend_from_slice(&buf[..n]);
             if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                 if !head.starts_with(b"HTTP/1.1 200") {
-                    return None;
+                    return Err(String::from_utf8_lossy(&head[..end]).into_owned());
                 }
                 let rest = head.len() - end - 4;
                 if rest > 0 {
@@ -153,7 +157,10 @@ fn viewer(addr: SocketAddr, path: &str, start: Instant) -> Option<(Duration, Dur
         }
     }
     // Chunked framing adds a few bytes; short bodies are failures.
-    (body >= SEGMENT).then(|| (first.unwrap_or_default(), start.elapsed()))
+    if body < SEGMENT {
+        return Err(format!("short body: {body} bytes"));
+    }
+    Ok((first.unwrap_or_default(), start.elapsed()))
 }
 
 struct Burst {
@@ -161,6 +168,8 @@ struct Burst {
     first: Vec<Duration>,
     last: Vec<Duration>,
     failed: usize,
+    /// The first failure, as the viewer saw it.
+    why: Option<String>,
     cpu_per_request_us: f64,
 }
 
@@ -171,6 +180,7 @@ fn burst(proxy: SocketAddr, pid: u32, origin: &Origin, tag: &str, n: usize) -> B
         first: Vec::new(),
         last: Vec::new(),
         failed: 0,
+        why: None,
         cpu_per_request_us: 0.0,
     };
     let cpu = family_cpu_seconds(pid);
@@ -191,19 +201,22 @@ fn burst(proxy: SocketAddr, pid: u32, origin: &Origin, tag: &str, n: usize) -> B
         *start.lock().unwrap() = Instant::now();
         barrier.wait();
         for h in handles {
-            match h.join().ok().flatten() {
-                Some((first, last)) => {
+            match h.join() {
+                Ok(Ok((first, last))) => {
                     result.first.push(first);
                     result.last.push(last);
                 }
-                None => result.failed += 1,
+                Ok(Err(why)) => {
+                    result.failed += 1;
+                    result.why.get_or_insert(why);
+                }
+                Err(_) => result.failed += 1,
             }
         }
         result.fetches.push(origin.fetches(&path));
         std::thread::sleep(Duration::from_millis(300));
     }
-    result.cpu_per_request_us =
-        (family_cpu_seconds(pid) - cpu) / (n * ROUNDS) as f64 * 1e6;
+    result.cpu_per_request_us = (family_cpu_seconds(pid) - cpu) / (n * ROUNDS) as f64 * 1e6;
     result.first.sort();
     result.last.sort();
     result
@@ -283,8 +296,11 @@ fn main() {
         .env("RUST_LOG", "warn");
     let ours = Daemon::spawn("edge", cmd, &dir.path().join("edge.log")).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || testkit::http::get(edge, "/status").map(|_| ()))
-            .is_some(),
+        wait_for(Duration::from_secs(10), || testkit::http::get(
+            edge, "/status"
+        )
+        .map(|_| ()))
+        .is_some(),
         "{}",
         ours.log_text()
     );
@@ -313,7 +329,16 @@ fn main() {
     );
     println!(
         "{:<6} {:>5} {:>16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
-        "proxy", "N", "origin fetches", "ttfb p50", "ttfb p99", "ttlb p50", "ttlb p99", "failed", "cpu us/req", "rss MiB"
+        "proxy",
+        "N",
+        "origin fetches",
+        "ttfb p50",
+        "ttfb p99",
+        "ttlb p50",
+        "ttlb p99",
+        "failed",
+        "cpu us/req",
+        "rss MiB"
     );
     for n in [100, 1000] {
         for (name, addr, pid) in proxies {
@@ -332,6 +357,9 @@ fn main() {
                 b.cpu_per_request_us,
                 family_memory_mib(pid),
             );
+            if let Some(why) = b.why {
+                println!("       first failure: {why}");
+            }
         }
     }
     println!("steady state: from the cache, 16 kept-alive connections, 5 s");

@@ -71,7 +71,7 @@ impl Inherited {
     pub fn tcp(&mut self, kind: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
         let listener = match self.take(&super::name(kind, addr)) {
             Some(fd) => TcpListener::from(fd),
-            None => TcpListener::bind(addr)?,
+            None => listen(addr)?,
         };
         listener.set_nonblocking(true)?;
         Ok(listener)
@@ -155,4 +155,22 @@ pub enum TakeOverError {
     Io(#[from] std::io::Error),
     #[error("hand-over state: {0}")]
     State(#[from] serde_json::Error),
+}
+
+/// Connections the kernel queues for a listener before it accepts them (capped by
+/// `net.core.somaxconn`): a burst of viewers (a match starting) connects faster than one
+/// accept loop takes them, and std's 128 overflows, resetting connections. nginx queues 511.
+const BACKLOG: i32 = 4096;
+
+/// A TCP listener on `addr` with a backlog of [`BACKLOG`] and `SO_REUSEADDR` (as std's).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }

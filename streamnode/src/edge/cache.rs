@@ -7,28 +7,29 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use lru::LruCache;
 
-use super::fill::{Fill, Progress};
+use super::fill::{Fill, Head, Progress};
 
 /// What is cached of one path.
 #[derive(Debug, Default)]
 struct Entry {
     /// The last whole object.
     current: Option<Arc<Object>>,
-    /// A fetch under way.
-    pending: Option<Arc<Object>>,
+    /// A fetch under way, and when it began.
+    pending: Option<(Arc<Fill>, Instant)>,
 }
 
-/// One fetched object.
+/// A whole object, in one piece: served as it is, with its length.
 #[derive(Debug)]
 pub struct Object {
-    pub fill: Arc<Fill>,
+    pub head: Head,
+    pub body: Bytes,
+    /// When its fetch began.
     pub fetched: Instant,
     /// How long it is served without asking the origin again; `None`: until evicted.
     pub ttl: Option<Duration>,
-    /// Its size, once whole.
-    pub bytes: usize,
 }
 
 impl Object {
@@ -91,19 +92,14 @@ impl Cache {
             return Lookup::Hit(current.clone());
         }
         let stale = entry.current.clone();
-        if let Some(pending) = &entry.pending {
+        if let Some((fill, _)) = &entry.pending {
             return Lookup::Coalesced {
-                fill: pending.fill.clone(),
+                fill: fill.clone(),
                 stale,
             };
         }
         let fill = Arc::new(Fill::default());
-        entry.pending = Some(Arc::new(Object {
-            fill: fill.clone(),
-            fetched: now,
-            ttl: None,
-            bytes: 0,
-        }));
+        entry.pending = Some((fill.clone(), now));
         Lookup::Miss { fill, stale }
     }
 
@@ -117,24 +113,29 @@ impl Cache {
         if !entry
             .pending
             .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(&p.fill, fill))
+            .is_some_and(|(p, _)| Arc::ptr_eq(p, fill))
         {
             return;
         }
         let pending = entry.pending.take();
-        let whole = matches!(fill.progress(), Progress::Done(ref head) if head.status == 200);
         let mut freed = 0;
         let mut added = 0;
-        if whole && let Some(pending) = pending {
-            let bytes = fill.size();
+        if let (Progress::Done(head), Some((_, fetched))) = (fill.progress(), pending)
+            && head.status == 200
+        {
+            // One copy into one piece, once: every hit after is that piece, not the chunks.
+            let body = fill.bytes();
+            added = body.len();
             let object = Arc::new(Object {
-                fill: pending.fill.clone(),
-                fetched: pending.fetched,
+                head,
+                body,
+                fetched,
                 ttl,
-                bytes,
             });
-            freed = entry.current.replace(object).map_or(0, |old| old.bytes);
-            added = bytes;
+            freed = entry
+                .current
+                .replace(object)
+                .map_or(0, |old| old.body.len());
         }
         let empty = entry.current.is_none() && entry.pending.is_none();
         if empty {
@@ -147,7 +148,7 @@ impl Cache {
             let Some((_, old)) = inner.entries.pop_lru() else {
                 break;
             };
-            inner.bytes -= old.current.map_or(0, |o| o.bytes);
+            inner.bytes -= old.current.map_or(0, |o| o.body.len());
         }
     }
 
@@ -166,13 +167,12 @@ pub fn mib(n: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::fill::Head;
-    use axum::body::Bytes;
 
     fn complete(fill: &Fill, status: u16, body: &[u8]) {
         fill.head(Head {
             status,
             content_type: None,
+            length: None,
         });
         fill.push(Bytes::copy_from_slice(body));
         fill.done();
@@ -231,7 +231,7 @@ mod tests {
         else {
             panic!("expired: fetched again, the old copy offered")
         };
-        assert_eq!(&stale.fill.bytes()[..], b"#EXTM3U 1");
+        assert_eq!(&stale.body[..], b"#EXTM3U 1");
         fill.fail("origin down".into());
         cache.finished("/news/index.m3u8", &fill, Some(Duration::from_secs(1)));
         let Lookup::Miss { stale: Some(_), .. } = cache.lookup("/news/index.m3u8", after) else {

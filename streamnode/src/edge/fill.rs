@@ -14,6 +14,8 @@ use tokio::sync::watch;
 pub struct Head {
     pub status: u16,
     pub content_type: Option<HeaderValue>,
+    /// The body's length, when the origin said it.
+    pub length: Option<u64>,
 }
 
 /// Where the fetch is.
@@ -169,6 +171,7 @@ mod tests {
         fill.head(Head {
             status: 200,
             content_type: None,
+            length: None,
         });
         fill.push(Bytes::from_static(b"abc"));
         let mut reader = fill.body();
@@ -189,6 +192,7 @@ mod tests {
         broken.head(Head {
             status: 200,
             content_type: None,
+            length: None,
         });
         broken.push(Bytes::from_static(b"abc"));
         let body = broken.body();

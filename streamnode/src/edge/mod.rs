@@ -21,7 +21,8 @@ use config::site::EdgeSettings;
 use serde::Serialize;
 
 use crate::access::Checked;
-use cache::{Cache, Lookup};
+use cache::{Cache, Lookup, Object};
+use fill::Fill;
 use origin::{Origins, Outcome};
 
 /// An edge node's cache, origins and counts.
@@ -117,108 +118,135 @@ impl Edge {
         checked: &Checked<'_>,
         origin_query: Option<String>,
     ) -> Response {
-        let playlist = path.ends_with(".m3u8");
         let (fill, stale, served) = match self.cache.lookup(path, Instant::now()) {
-            Lookup::Hit(object) => (object.fill.clone(), None, Served::Hit),
+            Lookup::Hit(object) => {
+                self.count(Served::Hit);
+                return self.whole(&object, path, checked, &origin_query, "HIT");
+            }
             Lookup::Coalesced { fill, stale } => (fill, stale, Served::Coalesced),
             Lookup::Miss { fill, stale } => {
-                let target = match &origin_query {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_owned(),
-                };
-                // The fetch belongs to the cache, not to this request: a viewer who goes away
-                // leaves it running for the others.
-                let edge = self.clone();
-                let (key, filling) = (path.to_owned(), fill.clone());
-                tokio::spawn(async move {
-                    let counts = &edge.counts;
-                    edge.origins
-                        .fetch(&target, &filling, |_, outcome| {
-                            let counter = match outcome {
-                                Outcome::Answered => &counts.origin_answered,
-                                Outcome::Failed => &counts.origin_failed,
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        })
-                        .await;
-                    let ttl = playlist.then(|| playlist_ttl(&filling.bytes(), edge.playlist_ttl));
-                    edge.cache.finished(&key, &filling, ttl);
-                });
+                self.fetch(path, &fill, &origin_query);
                 (fill, stale, Served::Miss)
             }
         };
-        let answered = fill.answered().await;
-        let usable_stale = || {
-            stale
-                .clone()
-                .filter(|s| !playlist || s.fetched.elapsed() < self.playlist_stale)
-        };
-        let (fill, served, status) = match answered {
-            Ok(head) if head.status < 500 => (fill, served, head.status),
-            failed => match usable_stale() {
-                Some(old) => (old.fill.clone(), Served::Stale, 200),
-                None => {
-                    self.count(served);
-                    let why = match failed {
-                        Ok(head) => format!("the origin answered {}", head.status),
-                        Err(why) => why,
-                    };
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("no origin could serve {path}: {why}\n"),
-                    )
-                        .into_response();
+        let playlist = path.ends_with(".m3u8");
+        let stale = stale.filter(|s| !playlist || s.fetched.elapsed() < self.playlist_stale);
+        let head = match fill.answered().await {
+            Ok(head) if head.status < 500 => head,
+            failed => {
+                if let Some(old) = stale {
+                    self.count(Served::Stale);
+                    return self.whole(&old, path, checked, &origin_query, "STALE");
                 }
-            },
+                self.count(served);
+                let why = match failed {
+                    Ok(head) => format!("the origin answered {}", head.status),
+                    Err(why) => why,
+                };
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    format!("no origin could serve {path}: {why}\n"),
+                )
+                    .into_response();
+            }
         };
         self.count(served);
-        let x_cache = HeaderValue::from_static(match served {
-            Served::Hit | Served::Coalesced => "HIT",
-            Served::Miss => "MISS",
-            Served::Stale => "STALE",
-        });
-        let mut response = if playlist && status == 200 {
-            // A playlist is read whole: the viewer's token is written into its URIs, and the
-            // edge's own taken out.
-            let text = match fill.complete().await {
-                Ok(bytes) => bytes,
-                Err(_) => match usable_stale() {
-                    Some(old) => old.fill.bytes(),
-                    None => {
-                        return (StatusCode::BAD_GATEWAY, "the origin broke off\n").into_response();
-                    }
+        let x_cache = if served == Served::Miss {
+            "MISS"
+        } else {
+            "HIT"
+        };
+        if playlist && head.status == 200 {
+            // A playlist is read whole: the viewer's token is written into its URIs.
+            return match fill.complete().await {
+                Ok(body) => self.playlist(&body, path, checked, &origin_query, x_cache),
+                Err(why) => match stale {
+                    Some(old) => self.whole(&old, path, checked, &origin_query, "STALE"),
+                    None => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("the origin broke off {path}: {why}\n"),
+                    )
+                        .into_response(),
                 },
             };
-            let text = String::from_utf8_lossy(&text).into_owned();
-            let text = match &origin_query {
-                Some(_) => tokens::carry::strip(&text, &checked.params()),
-                None => text,
-            };
-            let max_age = playlist_ttl(text.as_bytes(), self.playlist_ttl)
-                .as_secs()
-                .max(1);
-            checked.playlist(text, path, max_age as u32)
-        } else {
-            let mut response = fill.body().into_response();
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let headers = response.headers_mut();
-            let content_type = match fill.progress() {
-                fill::Progress::Body(h) | fill::Progress::Done(h) => h.content_type,
-                _ => None,
-            };
-            headers.insert(
-                header::CONTENT_TYPE,
-                content_type.unwrap_or(HeaderValue::from_static("video/mp2t")),
-            );
-            if status == 200 {
-                headers.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("max-age=60"),
-                );
-            }
-            response
+        }
+        // Bytes as they come from the origin.
+        let mut response = fill.body().into_response();
+        *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
+        let headers = response.headers_mut();
+        if let Some(length) = head.length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        object_headers(headers, &head, x_cache);
+        response
+    }
+
+    /// Starts fetching `path` into `fill`. The fetch belongs to the cache, not to the request
+    /// that missed: a viewer who goes away leaves it running for the others.
+    fn fetch(self: &Arc<Self>, path: &str, fill: &Arc<Fill>, origin_query: &Option<String>) {
+        let target = match origin_query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
         };
-        response.headers_mut().insert("x-cache", x_cache);
+        let edge = self.clone();
+        let (key, filling) = (path.to_owned(), fill.clone());
+        tokio::spawn(async move {
+            let counts = &edge.counts;
+            edge.origins
+                .fetch(&target, &filling, |_, outcome| {
+                    let counter = match outcome {
+                        Outcome::Answered => &counts.origin_answered,
+                        Outcome::Failed => &counts.origin_failed,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                })
+                .await;
+            let ttl = key
+                .ends_with(".m3u8")
+                .then(|| playlist_ttl(&filling.bytes(), edge.playlist_ttl));
+            edge.cache.finished(&key, &filling, ttl);
+        });
+    }
+
+    /// A whole object from the cache: one piece, its length known.
+    fn whole(
+        &self,
+        object: &Object,
+        path: &str,
+        checked: &Checked<'_>,
+        origin_query: &Option<String>,
+        x_cache: &'static str,
+    ) -> Response {
+        if path.ends_with(".m3u8") {
+            return self.playlist(&object.body, path, checked, origin_query, x_cache);
+        }
+        let mut response = object.body.clone().into_response();
+        object_headers(response.headers_mut(), &object.head, x_cache);
+        response
+    }
+
+    /// A playlist as `checked` allows: the edge's own token (if it fetched with one) taken
+    /// out, the viewer's written in.
+    fn playlist(
+        &self,
+        body: &[u8],
+        path: &str,
+        checked: &Checked<'_>,
+        origin_query: &Option<String>,
+        x_cache: &'static str,
+    ) -> Response {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let text = match origin_query {
+            Some(_) => tokens::carry::strip(&text, &checked.params()),
+            None => text,
+        };
+        let max_age = playlist_ttl(text.as_bytes(), self.playlist_ttl)
+            .as_secs()
+            .max(1);
+        let mut response = checked.playlist(text, path, max_age as u32);
+        response
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static(x_cache));
         response
     }
 
@@ -254,6 +282,24 @@ impl Edge {
             .map(|(s, n)| (s.label(), n.load(Ordering::Relaxed)))
             .collect()
     }
+}
+
+/// The headers of a segment (or an error) served from the cache or a fill.
+fn object_headers(headers: &mut axum::http::HeaderMap, head: &fill::Head, x_cache: &'static str) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        head.content_type
+            .clone()
+            .unwrap_or(HeaderValue::from_static("video/mp2t")),
+    );
+    if head.status == 200 {
+        // Segments never change: caches may keep them as long as they are listed.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+    }
+    headers.insert("x-cache", HeaderValue::from_static(x_cache));
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use daemon::http::Method;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 
 use super::fill::{Fill, Head};
@@ -97,12 +98,12 @@ impl Origins {
                     continue;
                 }
             };
+            let header = |name| response.headers().get(name);
             fill.head(Head {
                 status: response.status().as_u16(),
-                content_type: response
-                    .headers()
-                    .get(axum::http::header::CONTENT_TYPE)
-                    .cloned(),
+                content_type: header(axum::http::header::CONTENT_TYPE).cloned(),
+                length: header(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok()),
             });
             // Bytes go to the readers as they come; past the head there is no other origin to
             // try (the readers have started), so a break is the fill's failure.
@@ -110,10 +111,45 @@ impl Origins {
             loop {
                 match tokio::time::timeout(self.timeout, body.frame()).await {
                     Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data()
-                            && !data.is_empty()
-                        {
+                        // What else has arrived goes with it: every chunk wakes every reader,
+                        // so fewer, larger chunks cost less than the socket's reads.
+                        let mut pieces = vec![frame.into_data().unwrap_or_default()];
+                        let mut end = None;
+                        loop {
+                            match body.frame().now_or_never() {
+                                Some(Some(Ok(next))) => {
+                                    pieces.push(next.into_data().unwrap_or_default());
+                                }
+                                Some(Some(Err(e))) => {
+                                    end = Some(Err(e));
+                                    break;
+                                }
+                                Some(None) => {
+                                    end = Some(Ok(()));
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        let data = match pieces.len() {
+                            1 => pieces.pop().unwrap_or_default(),
+                            _ => pieces.concat().into(),
+                        };
+                        if !data.is_empty() {
                             fill.push(data);
+                        }
+                        match end {
+                            None => {}
+                            Some(Ok(())) => {
+                                fill.done();
+                                report(origin.addr, Outcome::Answered);
+                                return;
+                            }
+                            Some(Err(e)) => {
+                                report(origin.addr, Outcome::Failed);
+                                fill.fail(failed(format!("{host}: the body broke off: {e}")));
+                                return;
+                            }
                         }
                     }
                     Ok(None) => {
