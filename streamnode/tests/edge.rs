@@ -354,3 +354,50 @@ fn viewers_play_a_protected_channel_through_the_edge_with_their_own_tokens() {
     );
     assert_eq!(testkit::http::get(edge, "/test/index.m3u8").unwrap().0, 403);
 }
+
+#[test]
+fn ffmpeg_through_an_edge_keeps_playing_when_its_origin_dies() {
+    let test = "ffmpeg_through_an_edge_keeps_playing_when_its_origin_dies";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-failover");
+    let first = SocketAddr::from((net.host(1), 8080));
+    let second = SocketAddr::from((net.host(3), 8080));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    // Two origins packaging the same built-in channel from the same epoch: the same segments
+    // under the same numbers, as redundant packagers of one contribution feed make.
+    let text = deployment(first, edge, &[first, second], "").replacen(
+        "[[sites.nodes]]\nname = \"ams-e1\"",
+        &format!(
+            "[[sites.nodes]]\nname = \"ams-2\"\nipv4 = \"{}\"\nlisten = \"{second}\"\ncapacity_mbps = 1000\nservices = [\"live\"]\n\n[[sites.nodes]]\nname = \"ams-e1\"",
+            second.ip()
+        ),
+        1,
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let mut origin = spawn(&dir, "ams-1");
+    let _second = spawn(&dir, "ams-2");
+    let edge_daemon = spawn(&dir, "ams-e1");
+    let live = wait_for(Duration::from_secs(15), || {
+        let (status, _) = testkit::http::get(edge, "/test/index.m3u8")?;
+        (status == 200).then_some(())
+    });
+    assert!(live.is_some(), "{}", edge_daemon.log_text());
+    let url = format!("http://{edge}/test/index.m3u8");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-i", &url, "-t", "16", "-f", "null", "-"]);
+    let player = std::thread::spawn(move || run(cmd, Duration::from_secs(60)).unwrap());
+    std::thread::sleep(Duration::from_secs(6));
+    origin.signal("KILL");
+    let out = player.join().unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && errors.trim().is_empty(),
+        "ffmpeg through the edge while its first origin died: {errors}\n{}",
+        edge_daemon.log_text()
+    );
+    let status = edge_status(edge);
+    assert!(status["origin_failures"].as_u64().unwrap() >= 1, "{status}");
+}

@@ -354,3 +354,37 @@ fn tokens_of_akamai_s_reference_play_with_ffmpeg() {
     );
     assert_eq!(node.checks("test", "forged"), 0);
 }
+
+#[test]
+fn a_token_that_expires_mid_session_stops_the_player_cleanly_with_403() {
+    let test = "a_token_that_expires_mid_session_stops_the_player_cleanly_with_403";
+    let Some(_) = testkit::require(test, &[("ffmpeg", "ffmpeg")], false) else {
+        return;
+    };
+    let node = Node::start();
+    // Valid for 6 s (within the profile's 5 s of skew: 11 s in all).
+    let token = node.cli_token(&["--acl", "/test/*", "--window", "6"]);
+    let url = format!("http://{}/test/index.m3u8?hdnts={token}", node.addr);
+    let mut cmd = Command::new("ffmpeg");
+    // Warnings: ffmpeg reports a playlist it can no longer reload as one, and stops.
+    cmd.args(["-v", "warning", "-i", &url, "-t", "60", "-f", "null", "-"]);
+    let started = std::time::Instant::now();
+    let out = run(cmd, Duration::from_secs(90)).unwrap();
+    let ended = started.elapsed();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    // The player ran until the token expired, then its next request was refused with a 403:
+    // an HTTP error, not a hang, a 500 or a broken segment.
+    assert!(
+        ended >= Duration::from_secs(8) && ended < Duration::from_secs(40),
+        "played {ended:?}: {errors}"
+    );
+    assert!(
+        errors.contains("403") || errors.contains("Forbidden"),
+        "ffmpeg says it was refused: {errors}"
+    );
+    assert!(node.checks("test", "expired") >= 1);
+    assert_eq!(
+        node.checks("test", "forged") + node.checks("test", "malformed"),
+        0
+    );
+}
