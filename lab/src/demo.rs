@@ -116,6 +116,7 @@ fn collector(d: &Deployment) -> Deployment {
         services: Vec::new(),
         checks: Vec::new(),
         channels: Vec::new(),
+        tokens: Vec::new(),
         dns: None,
     }
 }
