@@ -377,7 +377,7 @@ fn ffmpeg_through_an_edge_keeps_playing_when_its_origin_dies() {
         1,
     );
     std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut origin = spawn(&dir, "ams-1");
+    let origin = spawn(&dir, "ams-1");
     let _second = spawn(&dir, "ams-2");
     let edge_daemon = spawn(&dir, "ams-e1");
     let live = wait_for(Duration::from_secs(15), || {
