@@ -252,7 +252,7 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
         .filter_map(|s| deployment.service(s))
         .flat_map(|s| s.channels.iter().map(String::as_str))
         .collect();
-    state.access = crate::access::Access::new(deployment, names)
+    state.access = crate::access::Access::new(deployment, names.iter().copied())
         .with_context(|| format!("node {name:?}: subscriber tokens"))?;
     if node.role == config::site::NodeRole::Edge {
         let settings = node.edge.clone().unwrap_or_default();
@@ -269,7 +269,12 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
             settings.origins.clone()
         };
         info!(origins = ?origins, "an edge: serving the origins' channels through the cache");
-        state.edge = Some(Arc::new(crate::edge::Edge::new(origins, Some(&settings))));
+        let carried = names.iter().map(|n| n.to_string());
+        state.edge = Some(Arc::new(crate::edge::Edge::new(
+            carried,
+            origins,
+            Some(&settings),
+        )));
     }
     state.faults = faults;
     state.changes = changes;

@@ -176,21 +176,10 @@ async fn file(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let checked = match node.access.check(
-        &channel,
-        uri.path(),
-        query.as_deref(),
-        &headers,
-        client.ip(),
-    ) {
+    let checked = match admit(&node, &channel, &uri, query.as_deref(), &headers, client).await {
         Ok(checked) => checked,
-        Err(refused) => return cors(refused.into_response()),
+        Err(answered) => return answered,
     };
-    client_data(&node, &channel, query.as_deref(), &headers);
-    if let Some(edge) = &node.edge {
-        let origin = node.access.origin_query(&channel);
-        return cors(edge.serve(uri.path(), &checked, origin).await);
-    }
     // Segments never look at renditions: a channel with renditions has no packager of its
     // own, so anything but its master playlist misses in `serve`, which explains why.
     if file == "index.m3u8"
@@ -209,23 +198,37 @@ async fn rendition_file(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let checked = match node.access.check(
-        &channel,
-        uri.path(),
-        query.as_deref(),
-        &headers,
-        client.ip(),
-    ) {
+    let checked = match admit(&node, &channel, &uri, query.as_deref(), &headers, client).await {
         Ok(checked) => checked,
-        Err(refused) => return cors(refused.into_response()),
+        Err(answered) => return answered,
     };
-    client_data(&node, &channel, query.as_deref(), &headers);
-    if let Some(edge) = &node.edge {
-        let origin = node.access.origin_query(&channel);
-        return cors(edge.serve(uri.path(), &checked, origin).await);
-    }
     let path = format!("{channel}/{rendition}");
     serve(&node, &path, &file, client, &checked, uri.path())
+}
+
+/// What every request for a file of `channel` goes through first: its token, then the
+/// player's CMCD, then, on an edge, the cache. `Err` is the answer already made (a refusal,
+/// or the edge's); `Ok`, what the origin may serve.
+async fn admit<'a>(
+    node: &'a NodeState,
+    channel: &str,
+    uri: &Uri,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    client: std::net::SocketAddr,
+) -> Result<Checked<'a>, Response> {
+    let checked = node
+        .access
+        .check(channel, uri.path(), query, headers, client.ip())
+        .map_err(|refused| cors(refused.into_response()))?;
+    client_data(node, channel, query, headers);
+    match &node.edge {
+        Some(edge) => {
+            let origin = node.access.origin_query(channel);
+            Err(cors(edge.serve(uri.path(), &checked, origin).await))
+        }
+        None => Ok(checked),
+    }
 }
 
 /// Reads what the player says in CMCD (the `CMCD` query parameter, or the `CMCD-*` headers)

@@ -184,6 +184,35 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Waits until the edge serves the channel's playlist.
+fn wait_live(edge: SocketAddr, daemon: &Daemon) {
+    let live = wait_for(Duration::from_secs(15), || {
+        let (status, _) = testkit::http::get(edge, "/test/index.m3u8")?;
+        (status == 200).then_some(())
+    });
+    assert!(live.is_some(), "{}", daemon.log_text());
+}
+
+/// ffmpeg playing `seconds` of the channel through the edge; its errors, empty when none.
+fn play(edge: SocketAddr, seconds: u32) -> (bool, String) {
+    let url = format!("http://{edge}/test/index.m3u8");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-v",
+        "error",
+        "-i",
+        &url,
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "null",
+        "-",
+    ]);
+    let out = run(cmd, Duration::from_secs(u64::from(seconds) + 60)).unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    (out.status.success(), errors)
+}
+
 fn edge_status(admin_host: SocketAddr) -> serde_json::Value {
     let (_, body) = testkit::http::get(admin_host, "/status").unwrap();
     serde_json::from_str::<serde_json::Value>(&body).unwrap()["edge"].clone()
@@ -259,6 +288,10 @@ fn a_burst_for_one_segment_is_one_origin_fetch_streamed_to_every_waiter() {
     }
     let status = edge_status(SocketAddr::new(edge.ip(), 8080));
     assert_eq!(status["requests"]["miss"], 3, "{status}");
+    // A channel the node does not carry is not asked of the origin.
+    assert_eq!(timed_get(edge, "/other/seg7.ts").0, 404);
+    assert_eq!(slow.segment_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(edge_status(edge)["requests"]["miss"], 3);
 }
 
 #[test]
@@ -278,18 +311,10 @@ fn ffmpeg_plays_through_an_edge_as_the_window_moves_and_the_cache_keeps_its_boun
     .unwrap();
     let _origin = spawn(&dir, "ams-1");
     let edge_daemon = spawn(&dir, "ams-e1");
-    let live = wait_for(Duration::from_secs(15), || {
-        let (status, _) = testkit::http::get(edge, "/test/index.m3u8")?;
-        (status == 200).then_some(())
-    });
-    assert!(live.is_some(), "{}", edge_daemon.log_text());
-    let url = format!("http://{edge}/test/index.m3u8");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-i", &url, "-t", "30", "-f", "null", "-"]);
-    let out = run(cmd, Duration::from_secs(90)).unwrap();
-    let errors = String::from_utf8_lossy(&out.stderr);
+    wait_live(edge, &edge_daemon);
+    let (ok, errors) = play(edge, 30);
     assert!(
-        out.status.success() && errors.trim().is_empty(),
+        ok && errors.is_empty(),
         "ffmpeg through the edge: {errors}\n{}",
         edge_daemon.log_text()
     );
@@ -380,21 +405,13 @@ fn ffmpeg_through_an_edge_keeps_playing_when_its_origin_dies() {
     let origin = spawn(&dir, "ams-1");
     let _second = spawn(&dir, "ams-2");
     let edge_daemon = spawn(&dir, "ams-e1");
-    let live = wait_for(Duration::from_secs(15), || {
-        let (status, _) = testkit::http::get(edge, "/test/index.m3u8")?;
-        (status == 200).then_some(())
-    });
-    assert!(live.is_some(), "{}", edge_daemon.log_text());
-    let url = format!("http://{edge}/test/index.m3u8");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-i", &url, "-t", "16", "-f", "null", "-"]);
-    let player = std::thread::spawn(move || run(cmd, Duration::from_secs(60)).unwrap());
+    wait_live(edge, &edge_daemon);
+    let player = std::thread::spawn(move || play(edge, 16));
     std::thread::sleep(Duration::from_secs(6));
     origin.signal("KILL");
-    let out = player.join().unwrap();
-    let errors = String::from_utf8_lossy(&out.stderr);
+    let (ok, errors) = player.join().unwrap();
     assert!(
-        out.status.success() && errors.trim().is_empty(),
+        ok && errors.is_empty(),
         "ffmpeg through the edge while its first origin died: {errors}\n{}",
         edge_daemon.log_text()
     );

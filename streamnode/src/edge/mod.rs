@@ -27,6 +27,8 @@ use origin::{Origins, Outcome};
 
 /// An edge node's cache, origins and counts.
 pub struct Edge {
+    /// The channels the node's services carry: anything else is not fetched.
+    channels: std::collections::HashSet<String>,
     cache: Cache,
     origins: Origins,
     playlist_ttl: Duration,
@@ -92,11 +94,17 @@ fn playlist_ttl(text: &[u8], configured: Duration) -> Duration {
 }
 
 impl Edge {
-    /// An edge fetching from `origins` with `settings` (their defaults when none).
-    pub fn new(origins: Vec<SocketAddr>, settings: Option<&EdgeSettings>) -> Self {
+    /// An edge of `channels` fetching from `origins` with `settings` (their defaults when
+    /// none).
+    pub fn new(
+        channels: impl IntoIterator<Item = String>,
+        origins: Vec<SocketAddr>,
+        settings: Option<&EdgeSettings>,
+    ) -> Self {
         let defaults = EdgeSettings::default();
         let s = settings.unwrap_or(&defaults);
         Self {
+            channels: channels.into_iter().collect(),
             cache: Cache::new(cache::mib(s.cache_mib)),
             origins: Origins::new(origins, s.origin_timeout.get()),
             playlist_ttl: s.playlist_ttl.get(),
@@ -118,6 +126,16 @@ impl Edge {
         checked: &Checked<'_>,
         origin_query: Option<String>,
     ) -> Response {
+        // A channel the node does not carry is no reason to ask the origin (nor a way to
+        // fill the cache with what anyone asks for).
+        let channel = path.split('/').nth(1).unwrap_or_default();
+        if !self.channels.contains(channel) {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no channel {channel:?} on this node\n"),
+            )
+                .into_response();
+        }
         let (fill, stale, served) = match self.cache.lookup(path, Instant::now()) {
             Lookup::Hit(object) => {
                 self.count(Served::Hit);
