@@ -652,3 +652,38 @@ fn protected_channels_are_probed_with_a_token_and_a_node_refusing_it_fails() {
     assert_eq!(checks(11, "missing") + checks(11, "forged"), 0);
     assert!(checks(12, "forged") >= 1);
 }
+
+#[test]
+fn an_edge_is_probed_through_to_its_origin_and_fails_when_the_origin_path_does() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("healthd-edge");
+    let origin = net.host(11);
+    // ams-2 is an edge of ams-1: healthd plays the channel through it, as viewers do.
+    let text = deployment(net, dir.path()).replace(
+        "name = \"ams-2\"\n",
+        &format!(
+            "name = \"ams-2\"\nrole = \"edge\"\nedge = {{ origins = [\"{origin}:8080\"], playlist_stale = \"2s\" }}\n"
+        ),
+    );
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, &text).unwrap();
+    let (nodes, healthd, feed) = both_nodes_up(net, dir.path(), &config);
+    let edge = SocketAddr::from((net.host(12), 8080));
+    let (_, status) = testkit::http::get(edge, "/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["edge"]["origin_fetches"].as_u64().unwrap_or(0) > 0,
+        "healthd's probes went through the edge to the origin: {status}"
+    );
+    // The origin dies: the edge's path to it is broken, and its probes say so.
+    nodes[0].signal("KILL");
+    let out = wait_for(Duration::from_secs(20), || {
+        (feed_health(feed, "ams-1") == Some(false) && feed_health(feed, "ams-2") == Some(false))
+            .then_some(())
+    });
+    assert!(
+        out.is_some(),
+        "the edge should fail once its origin is gone:\n{}",
+        healthd.log_text()
+    );
+}
