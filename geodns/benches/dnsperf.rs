@@ -9,6 +9,9 @@
 //! clean traffic: geodns with the limiter off and on (checked, never limiting), alternately;
 //! the `instructions` mode below also counts geodns without it.
 //!
+//! `cargo bench -p geodns --bench dnsperf -- canary` measures what a service's canary costs an
+//! answer on the real-size database, and the share of answers it gets.
+//!
 //! `cargo bench -p geodns --bench dnsperf -- flood` (needs knot) sends one flood mix (one /24
 //! flooding beside 50 resolvers) to geodns and to Knot DNS with `mod-rrl`, both limiting as
 //! Knot does by default, then to geodns at its own defaults: legitimate answers delivered,
@@ -107,7 +110,11 @@ fn start_geodns_under(
     extra: &str,
     wrapper: &[String],
 ) -> Daemon {
-    let text = example_on(addr, admin) + extra;
+    spawn_geodns_text(dir, &(example_on(addr, admin) + extra), threads, wrapper)
+}
+
+/// geodns with the deployment `text`, `threads` UDP threads, run by `wrapper` when not empty.
+fn spawn_geodns_text(dir: &Path, text: &str, threads: usize, wrapper: &[String]) -> Daemon {
     let config = dir.join(format!("geodns-{threads}.toml"));
     std::fs::write(&config, text).expect("write deployment");
     let mut cmd = match wrapper.split_first() {
@@ -337,6 +344,83 @@ fn spread() {
     }
 }
 
+/// `cargo bench -p geodns --bench dnsperf -- canary`: what a canary costs an answer. geodns
+/// on the real-size database without and with a canary (one node per site labelled, share
+/// 5%), alternately, 200,000 client /24s in turn: CPU per answered query, the saturated answer
+/// rate, and the share of answers the canary got.
+fn canary_cost() {
+    use testkit::dnsload::{Load, Pace};
+    let dir = TempDir::new("bench-dns-canary");
+    let generated = common::Generated::new(SLASH24S, SLASH48S, CITIES, 0x5EED_2026);
+    std::fs::write(
+        dir.path().join("geo.mmdb"),
+        synthetic_db(&generated.places).expect("database"),
+    )
+    .expect("write database");
+    let clients: Vec<ipnet::IpNet> = generated.slash24s[..CLIENTS].to_vec();
+    let net = Loopback::fresh();
+    let addr = SocketAddr::from((net.host(1), 5353));
+    let admin = SocketAddr::from((net.host(1), 9153));
+    let plain = example_on(addr, admin) + UNLIMITED;
+    let mut canary = plain.clone();
+    for node in ["ams-2", "fra-2", "lon-2"] {
+        let line = format!("name = \"{node}\"\n");
+        canary = canary.replacen(&line, &format!("{line}version = \"2.4.0\"\n"), 1);
+    }
+    let canary = canary.replacen(
+        "check = \"stream\"\n",
+        "check = \"stream\"\ncanary = { version = \"2.4.0\", share = 0.05 }\n",
+        1,
+    );
+    println!(
+        "real-size database, {CLIENTS} client /24s in turn, {SPREAD_RATE}/s for {SPREAD_SECONDS} s then saturated, 1 UDP thread:"
+    );
+    for repetition in 0..4 {
+        for (label, text) in [("without", &plain), ("canary 5%", &canary)] {
+            let geodns = spawn_geodns_text(dir.path(), text, 1, &[]);
+            let up = wait_for(Duration::from_secs(120), || {
+                ready_for(addr, clients[0]).then_some(())
+            });
+            assert!(up.is_some(), "geodns did not start: {}", geodns.log_text());
+            let mut load = Load::new(
+                addr,
+                "live.tv.example.net.",
+                clients.clone(),
+                Pace::Rate(SPREAD_RATE),
+                Duration::from_secs(SPREAD_SECONDS),
+            );
+            load.sockets = 2;
+            let s = spread_run(geodns.pid(), &load);
+            load.pace = Pace::Outstanding(SATURATION_OUTSTANDING);
+            load.duration = Duration::from_secs(SATURATION_SECONDS);
+            let saturated = testkit::dnsload::run(&load)
+                .expect("the load runs")
+                .answer_rate();
+            let sum = |name: &str| {
+                let (_, text) = testkit::http::get(admin, "/metrics").unwrap_or_default();
+                text.lines()
+                    .filter(|l| l.starts_with(name))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+            };
+            let share = sum("geodns_canary_answers_total{service=\"live\"")
+                / sum("geodns_answers_by_site_total{service=\"live\"").max(1.0);
+            println!(
+                "  {label:<10} {:.2} cpu-us/query, lost {:.2}%, saturated {:.0} answers/s, canary's share of answers {:.2}%{}",
+                s.cpu_us,
+                s.load.loss() * 100.0,
+                saturated,
+                share * 100.0,
+                if repetition == 0 {
+                    " (first round: warming)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
 /// What geodns's metrics say its atlas took to compile and holds.
 fn atlas_figures(admin: SocketAddr) -> String {
     let value = |name: &str| common::metric(admin, name).unwrap_or(f64::NAN);
@@ -394,6 +478,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "rrl") {
         rate_limiting_cost(dir.path(), &queries);
+        return;
+    }
+    if std::env::args().any(|a| a == "canary") {
+        canary_cost();
         return;
     }
     if std::env::args().any(|a| a == "flood") {
