@@ -2,7 +2,9 @@
 //!
 //! Burst: N viewers ask for a segment the edge does not have yet, all at once (a match
 //! starting), N = 100 and 1,000, several rounds each. The origin sends each 1.25 MB segment
-//! (2 s at 5 Mbit/s) in 10 pieces over about 200 ms, as an origin across a network does. For
+//! (2 s at 5 Mbit/s) in 10 pieces over about 200 ms, as an origin across a network does; then
+//! a slow origin (6.3 s a segment, past nginx's 5 s lock timeout, after which nginx passes
+//! every waiter to the origin). For
 //! our edge and for nginx (`proxy_cache` with `proxy_cache_lock on`): origin fetches per
 //! segment, the viewers' time to first byte and to last byte (p50, p99), the proxy's CPU per
 //! request and its memory. Steady state: segments and playlists served per second from the
@@ -27,7 +29,11 @@ const MINIMAL: &str = include_str!("../../config/examples/minimal.toml");
 const SEGMENT: usize = 188 * 6650;
 const PIECES: usize = 10;
 const GAP: Duration = Duration::from_millis(20);
+/// Between the pieces of a segment whose path says `slow`: 6.3 s in all, past nginx's
+/// `proxy_cache_lock_timeout` (5 s), as a congested or distant origin is.
+const SLOW_GAP: Duration = Duration::from_millis(700);
 const ROUNDS: usize = 5;
+const SLOW_ROUNDS: usize = 2;
 
 /// The origin both proxies fetch from, counting requests per path.
 struct Origin {
@@ -104,12 +110,13 @@ fn origin_connection(stream: TcpStream, counted: &Mutex<HashMap<String, usize>>)
             "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\n\r\n",
             piece.len() * PIECES
         );
+        let gap = if path.contains("slow") { SLOW_GAP } else { GAP };
         for i in 0..PIECES {
             if writer.write_all(&piece).is_err() {
                 return;
             }
             if i + 1 < PIECES {
-                std::thread::sleep(GAP);
+                std::thread::sleep(gap);
             }
         }
     }
@@ -174,7 +181,14 @@ struct Burst {
 }
 
 /// `rounds` bursts of `n` viewers at `proxy` (pid `pid`), each for a segment of its own.
-fn burst(proxy: SocketAddr, pid: u32, origin: &Origin, tag: &str, n: usize) -> Burst {
+fn burst(
+    proxy: SocketAddr,
+    pid: u32,
+    origin: &Origin,
+    tag: &str,
+    n: usize,
+    rounds: usize,
+) -> Burst {
     let mut result = Burst {
         fetches: Vec::new(),
         first: Vec::new(),
@@ -184,7 +198,7 @@ fn burst(proxy: SocketAddr, pid: u32, origin: &Origin, tag: &str, n: usize) -> B
         cpu_per_request_us: 0.0,
     };
     let cpu = family_cpu_seconds(pid);
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let path = format!("/test/{tag}-{n}-{round}.ts");
         let barrier = Arc::new(Barrier::new(n + 1));
         let start = Arc::new(Mutex::new(Instant::now()));
@@ -322,13 +336,13 @@ fn main() {
         ("nginx", nginx_addr, nginx.daemon.pid()),
     ];
     println!(
-        "burst: N viewers at once for a segment not cached yet ({} rounds each; the origin sends {:.2} MB in {PIECES} pieces over {} ms)",
-        ROUNDS,
+        "burst: N viewers at once for a segment not cached yet; the origin sends {:.2} MB in {PIECES} pieces over {} ms ({ROUNDS} rounds), or, slow, over {} ms ({SLOW_ROUNDS} rounds)",
         SEGMENT as f64 / 1e6,
-        GAP.as_millis() * (PIECES as u128 - 1)
+        GAP.as_millis() * (PIECES as u128 - 1),
+        SLOW_GAP.as_millis() * (PIECES as u128 - 1),
     );
     println!(
-        "{:<6} {:>5} {:>16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
+        "{:<6} {:>10} {:>16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>9}",
         "proxy",
         "N",
         "origin fetches",
@@ -340,14 +354,19 @@ fn main() {
         "cpu us/req",
         "rss MiB"
     );
-    for n in [100, 1000] {
+    let scenarios = [
+        ("", 100, ROUNDS),
+        ("", 1000, ROUNDS),
+        ("slow", 100, SLOW_ROUNDS),
+    ];
+    for (kind, n, rounds) in scenarios {
         for (name, addr, pid) in proxies {
-            let b = burst(addr, pid, &origin, name, n);
+            let b = burst(addr, pid, &origin, &format!("{name}{kind}"), n, rounds);
             let fetches: Vec<String> = b.fetches.iter().map(|f| f.to_string()).collect();
             println!(
-                "{:<6} {:>5} {:>16} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>10.1} {:>9.1}",
+                "{:<6} {:>10} {:>16} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>10.1} {:>9.1}",
                 name,
-                n,
+                format!("{n} {kind}"),
                 fetches.join(","),
                 ms(percentile(&b.first, 0.5)),
                 ms(percentile(&b.first, 0.99)),
