@@ -224,7 +224,7 @@ async fn admit<'a>(
     client_data(node, channel, query, headers);
     match &node.edge {
         Some(edge) => {
-            let origin = node.access.origin_query(channel);
+            let origin = || node.access.origin_query(channel);
             Err(cors(edge.serve(uri.path(), &checked, origin).await))
         }
         None => Ok(checked),

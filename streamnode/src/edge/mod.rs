@@ -118,13 +118,14 @@ impl Edge {
         self.counts.served[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Serves `path` (the cache key: never the query) as `checked` allows, fetching it with
-    /// `origin_query` (the edge's own token for a protected origin) on a miss.
+    /// Serves `path` (the cache key: never the query) as `checked` allows; on a miss, fetches
+    /// it with the query `origin_query` makes (the edge's own token for a protected origin:
+    /// minted only then, never on a hit).
     pub async fn serve(
         self: &Arc<Self>,
         path: &str,
         checked: &Checked<'_>,
-        origin_query: Option<String>,
+        origin_query: impl FnOnce() -> Option<String>,
     ) -> Response {
         // A channel the node does not carry is no reason to ask the origin (nor a way to
         // fill the cache with what anyone asks for).
@@ -139,11 +140,11 @@ impl Edge {
         let (fill, stale, served) = match self.cache.lookup(path, Instant::now()) {
             Lookup::Hit(object) => {
                 self.count(Served::Hit);
-                return self.whole(&object, path, checked, &origin_query, "HIT");
+                return self.whole(&object, path, checked, "HIT");
             }
             Lookup::Coalesced { fill, stale } => (fill, stale, Served::Coalesced),
             Lookup::Miss { fill, stale } => {
-                self.fetch(path, &fill, &origin_query);
+                self.fetch(path, &fill, origin_query());
                 (fill, stale, Served::Miss)
             }
         };
@@ -154,7 +155,7 @@ impl Edge {
             failed => {
                 if let Some(old) = stale {
                     self.count(Served::Stale);
-                    return self.whole(&old, path, checked, &origin_query, "STALE");
+                    return self.whole(&old, path, checked, "STALE");
                 }
                 self.count(served);
                 let why = match failed {
@@ -177,9 +178,9 @@ impl Edge {
         if playlist && head.status == 200 {
             // A playlist is read whole: the viewer's token is written into its URIs.
             return match fill.complete().await {
-                Ok(body) => self.playlist(&body, path, checked, &origin_query, x_cache),
+                Ok(body) => self.playlist(&body, path, checked, x_cache),
                 Err(why) => match stale {
-                    Some(old) => self.whole(&old, path, checked, &origin_query, "STALE"),
+                    Some(old) => self.whole(&old, path, checked, "STALE"),
                     None => (
                         StatusCode::BAD_GATEWAY,
                         format!("the origin broke off {path}: {why}\n"),
@@ -201,7 +202,7 @@ impl Edge {
 
     /// Starts fetching `path` into `fill`. The fetch belongs to the cache, not to the request
     /// that missed: a viewer who goes away leaves it running for the others.
-    fn fetch(self: &Arc<Self>, path: &str, fill: &Arc<Fill>, origin_query: &Option<String>) {
+    fn fetch(self: &Arc<Self>, path: &str, fill: &Arc<Fill>, origin_query: Option<String>) {
         let target = match origin_query {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
@@ -232,11 +233,10 @@ impl Edge {
         object: &Object,
         path: &str,
         checked: &Checked<'_>,
-        origin_query: &Option<String>,
         x_cache: &'static str,
     ) -> Response {
         if path.ends_with(".m3u8") {
-            return self.playlist(&object.body, path, checked, origin_query, x_cache);
+            return self.playlist(&object.body, path, checked, x_cache);
         }
         let mut response = object.body.clone().into_response();
         object_headers(response.headers_mut(), &object.head, x_cache);
@@ -250,13 +250,14 @@ impl Edge {
         body: &[u8],
         path: &str,
         checked: &Checked<'_>,
-        origin_query: &Option<String>,
         x_cache: &'static str,
     ) -> Response {
         let text = String::from_utf8_lossy(body).into_owned();
-        let text = match origin_query {
-            Some(_) => tokens::carry::strip(&text, &checked.params()),
-            None => text,
+        // A protected channel's origin wrote the edge's token into the URIs (an open one's
+        // wrote none: nothing to take out).
+        let text = match checked.params().as_slice() {
+            [] => text,
+            params => tokens::carry::strip(&text, params),
         };
         let max_age = playlist_ttl(text.as_bytes(), self.playlist_ttl)
             .as_secs()
