@@ -297,6 +297,21 @@ pub struct EdgeSettings {
     /// An origin fetch must answer within this.
     #[serde(default = "default_origin_timeout")]
     pub origin_timeout: HumanDuration,
+    /// A second tier on disk for the segments memory lets go; none: memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskTier>,
+}
+
+/// An edge's disk tier: segments evicted from memory are written here, and read back on a
+/// memory miss instead of asking the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskTier {
+    /// A directory of the edge's own (absolute). Its files of an earlier run are removed at
+    /// start: the index lives in memory, and a file it did not write is not trusted.
+    pub path: PathBuf,
+    /// Bytes the tier may hold, in MiB (least recently used segments go first).
+    pub mib: u32,
 }
 
 impl Default for EdgeSettings {
@@ -308,6 +323,7 @@ impl Default for EdgeSettings {
             playlist_ttl: default_playlist_ttl(),
             playlist_stale: default_playlist_stale(),
             origin_timeout: default_origin_timeout(),
+            disk: None,
         }
     }
 }
@@ -436,10 +452,26 @@ impl Node {
         }
     }
 
+    /// Where the node's HTTP server is reached: `listen`, or, for a node listening on every
+    /// address (an origin that also answers on an anycast address of its own), its viewer
+    /// address on the same port.
+    pub fn reach(&self) -> SocketAddr {
+        if !self.listen.ip().is_unspecified() {
+            return self.listen;
+        }
+        let ip = match (self.listen.ip(), self.ipv4, self.ipv6) {
+            (IpAddr::V4(_), Some(v4), _) => IpAddr::V4(v4),
+            (_, _, Some(v6)) => IpAddr::V6(v6),
+            (_, Some(v4), None) => IpAddr::V4(v4),
+            (ip, None, None) => ip,
+        };
+        SocketAddr::new(ip, self.listen.port())
+    }
+
     /// Base URL of the node's HTTP server.
     pub fn base_url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.listen)
+        format!("{scheme}://{}", self.reach())
     }
 }
 
@@ -640,4 +672,35 @@ fn default_healthd_admin() -> SocketAddr {
 }
 fn default_lease() -> HumanDuration {
     HumanDuration::from_secs(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(listen: &str, addresses: &str) -> Node {
+        toml::from_str(&format!(
+            "name = \"a-1\"\nlisten = \"{listen}\"\ncapacity_mbps = 1000\nservices = []\n{addresses}"
+        ))
+        .expect("a node")
+    }
+
+    #[test]
+    fn a_node_listening_on_every_address_is_reached_at_its_viewer_address() {
+        let both = "ipv4 = \"10.1.0.11\"\nipv6 = \"2001:db8::11\"\n";
+        let n = node("0.0.0.0:8080", both);
+        assert_eq!(n.reach(), "10.1.0.11:8080".parse().unwrap());
+        assert_eq!(n.status_url(), "http://10.1.0.11:8080/status");
+        assert_eq!(
+            node("[::]:8080", both).reach(),
+            "[2001:db8::11]:8080".parse().unwrap()
+        );
+        assert_eq!(
+            node("[::]:8080", "ipv4 = \"10.1.0.11\"\n").reach(),
+            "10.1.0.11:8080".parse().unwrap()
+        );
+        let n = node("10.1.0.12:8081", both);
+        assert_eq!(n.reach(), n.listen);
+        assert_eq!(n.base_url(), "http://10.1.0.12:8081");
+    }
 }

@@ -1026,7 +1026,7 @@ fn edge(f: &mut Findings, d: &Deployment, key: &KeyPath, node: &crate::Node) {
                     "an edge with nowhere to fetch from: expected `edge.origins`, or a service with `anycast_addresses` (the anycast origin)",
                 );
             }
-            if origins.contains(&node.listen) {
+            if origins.contains(&node.listen) || origins.contains(&node.reach()) {
                 f.push(
                     key.key("edge").key("origins"),
                     format!(
@@ -1047,6 +1047,23 @@ fn edge(f: &mut Findings, d: &Deployment, key: &KeyPath, node: &crate::Node) {
                         key.key("edge").key("playlist_stale"),
                         "playlist_stale shorter than playlist_ttl: expected at least the TTL",
                     );
+                }
+                if let Some(disk) = &e.disk {
+                    if disk.mib == 0 {
+                        f.push(
+                            key.key("edge").key("disk").key("mib"),
+                            "a disk tier of 0 MiB keeps nothing: expected at least 1 (or no `disk`)",
+                        );
+                    }
+                    if !disk.path.is_absolute() {
+                        f.push(
+                            key.key("edge").key("disk").key("path"),
+                            format!(
+                                "{} is relative: expected an absolute directory of the edge's own",
+                                disk.path.display()
+                            ),
+                        );
+                    }
                 }
             }
         }

@@ -297,7 +297,7 @@ fn check_config_command_reports_problems_and_exit_status() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 sites, 6 stream nodes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 sites, 7 stream nodes"));
 
     let dir = std::env::temp_dir().join(format!("config-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

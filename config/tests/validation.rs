@@ -90,11 +90,24 @@ fn three_site_example_is_valid() {
             .unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = d.sites.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ams", "fra", "lon"]);
+    // Two origins a site, and an edge in Frankfurt.
+    let origins = |s: &config::Site| {
+        s.nodes
+            .iter()
+            .filter(|n| n.role == config::site::NodeRole::Origin)
+            .count()
+    };
     assert!(
         d.sites
             .iter()
-            .all(|s| s.nodes.len() == 2 && s.peers.len() == 2)
+            .all(|s| origins(s) == 2 && s.peers.len() == 2)
     );
+    let edges: Vec<&str> = d
+        .nodes()
+        .filter(|(_, n)| n.role == config::site::NodeRole::Edge)
+        .map(|(_, n)| n.name.as_str())
+        .collect();
+    assert_eq!(edges, ["fra-3"]);
 }
 
 #[test]
@@ -1225,5 +1238,34 @@ fn an_edge_needs_somewhere_to_fetch_from() {
         "sites[0].nodes[0].edge",
         "edge = {",
         "expected role = \"edge\"",
+    );
+    let disk = with_origin.replacen(
+        "cache_mib = 64 }",
+        "cache_mib = 64, disk = { path = \"/var/cache/streamnode\", mib = 4096 } }",
+        1,
+    );
+    let d = parse(&disk).unwrap();
+    let tier = d.sites[0].nodes[0]
+        .edge
+        .as_ref()
+        .unwrap()
+        .disk
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (tier.path.to_str(), tier.mib),
+        (Some("/var/cache/streamnode"), 4096)
+    );
+    assert_problem(
+        &disk.replacen("mib = 4096", "mib = 0", 1),
+        "sites[0].nodes[0].edge.disk.mib",
+        "edge = {",
+        "keeps nothing",
+    );
+    assert_problem(
+        &disk.replacen("/var/cache/streamnode", "cache", 1),
+        "sites[0].nodes[0].edge.disk.path",
+        "edge = {",
+        "expected an absolute directory",
     );
 }

@@ -326,7 +326,7 @@ fn prober_for(
         let name = services
             .first()
             .and_then(|s| s.hostnames.first().cloned())
-            .unwrap_or_else(|| node.listen.ip().to_string());
+            .unwrap_or_else(|| node.reach().ip().to_string());
         let ca = (profile.hls.as_ref().and_then(|h| h.ca_file.as_deref()))
             .or_else(|| profile.http.as_ref().and_then(|h| h.ca_file.as_deref()));
         crate::probe::http::Client::with_tls(ca, &name).map_err(|reason| StartError::Tls {

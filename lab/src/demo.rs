@@ -26,6 +26,9 @@ use hickory_proto::rr::{Name, RData, RecordType};
 /// The deployment the demo runs: three sites on loopback addresses.
 pub const EMBEDDED_DEPLOYMENT: &str = include_str!("../../config/examples/three-sites.toml");
 
+/// The demo's subscriber token key (hex): anyone may mint the demo's tokens.
+const DEMO_TOKEN_KEY: &str = "64656d6f2d7375627363726962657273";
+
 /// Where the route collector listens.
 const COLLECTOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 100)), 1790);
 const COLLECTOR_ASN: u32 = 65000;
@@ -72,10 +75,27 @@ pub fn demo_deployment(dir: &Path) -> Result<Deployment> {
         for node in &mut site.nodes {
             node.admin = Some(SocketAddr::new(node.listen.ip(), node.listen.port() + 1));
             node.fault_injection = true;
+            // An edge's disk tier in the demo's directory, not the example's system path.
+            if let Some(disk) = node.edge.as_mut().and_then(|e| e.disk.as_mut()) {
+                disk.path = dir.join(format!("{}-disk", node.name));
+            }
         }
     }
     if let Some(dns) = d.dns.as_mut() {
         dns.geoip_db = Some(dir.join("demo.mmdb"));
+    }
+    // The subscribers' key, written beside the deployment (the example names a system path).
+    if !d.tokens.is_empty() {
+        let key = dir.join("subscribers.key");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(&key, DEMO_TOKEN_KEY)
+            .with_context(|| format!("cannot write {}", key.display()))?;
+        for profile in &mut d.tokens {
+            profile.keys = vec![config::types::Secret {
+                file: Some(key.clone()),
+                env: None,
+            }];
+        }
     }
     let problems = d.check();
     anyhow::ensure!(
@@ -301,6 +321,16 @@ fn print_help(config: &Path, console: Option<SocketAddr>) {
             "a master playlist: two renditions per site, steered",
         ),
         (
+            format!(
+                "cargo run --release -p streamnode -- -c {c} token --profile subscribers --acl '/premium/*' --base http://127.0.21.3:8080"
+            ),
+            "a subscriber's URL, through Frankfurt's edge",
+        ),
+        (
+            "curl -i http://127.0.21.3:8080/premium/index.m3u8".to_owned(),
+            "without a token: 403",
+        ),
+        (
             "curl 'http://127.0.0.1:8085/steer/live?_HLS_pathway=ams'".to_owned(),
             "the content steering answer: sites in the order to use",
         ),
@@ -494,6 +524,10 @@ mod tests {
         let c = collector(&d);
         assert!(c.check().is_empty(), "{:?}", c.check());
         assert_eq!(c.sites[0].peers.len(), 3);
+        // The subscribers' key is written where the deployment says.
+        let key = d.tokens[0].keys[0].resolve().unwrap();
+        assert_eq!(key, DEMO_TOKEN_KEY);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

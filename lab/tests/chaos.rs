@@ -1,5 +1,7 @@
 //! End to end in network namespaces: `lab up` builds the three-sites topology (BIRD, FRR,
-//! unbound and our daemons), `lab chaos` kills stream nodes, cuts every site's feed, restarts a
+//! unbound and our daemons; Frankfurt an edge site fetching from the anycast origin), `lab
+//! chaos` kills stream nodes, kills the origin site the edges fetch from, lets a viewer's token
+//! expire, cuts every site's feed, restarts a
 //! healthd, stops an upstream router, sends garbage at geodns, kills a speaker and silences the
 //! path between a speaker and a router (found by BFD), and upgrades a site in place (drain,
 //! every daemon replaced, undrain) while viewers in four cities play, and the failure table's bounds hold: withdrawn at the upstreams within
@@ -67,6 +69,8 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
             "chaos",
             "site-down",
             "node-kill",
+            "origin-down",
+            "token-expiry",
             "ingest-loss",
             "feeds-cut",
             "all-sites-down",
@@ -125,6 +129,12 @@ fn killed_nodes_and_sites_are_routed_and_answered_around_while_viewers_play() {
         "pass answers for Amsterdam move to another site",
         "pass viewer in Amsterdam keeps playing",
         "pass 10.1.0.11 leaves the answers for Amsterdam",
+        "pass the anycast origin moves away from ams",
+        "pass answers for Frankfurt unchanged (the edges keep serving)",
+        "pass viewer in Frankfurt gets new segments through the edges from the next origin",
+        "pass viewer in Frankfurt plays with its token until it expires",
+        "pass its first request past the expiry is refused with 403",
+        "pass every request past the expiry refused 403, never another failure",
         "pass the site stays announced at ams-r1",
         "pass answers for Amsterdam unchanged while the feeds are cut",
         "pass geodns counts the silent feeds as past their grace",

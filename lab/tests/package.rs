@@ -160,6 +160,20 @@ fn the_package_installs_a_user_config_and_units_and_its_daemons_start_as_the_uni
         let meta = std::fs::metadata(CONFIG).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o640, "{CONFIG} mode");
         assert_eq!(meta.uid(), 0, "{CONFIG} owner");
+        // The subscriber token key the example names: made on install, this host's own.
+        let key = Path::new(CONFIG).with_file_name("subscribers.key");
+        let meta = std::fs::metadata(&key).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid()),
+            (0o640, 0),
+            "{}",
+            key.display()
+        );
+        let text = std::fs::read_to_string(&key).unwrap();
+        assert!(
+            text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{text:?}"
+        );
         let status = run("dpkg-query", &["--status", PACKAGE]);
         assert!(
             status.contains("Conffiles:") && status.contains(CONFIG),
@@ -213,6 +227,10 @@ fn the_package_installs_a_user_config_and_units_and_its_daemons_start_as_the_uni
     });
     run("dpkg", &["--purge", PACKAGE]);
     assert!(!Path::new(CONFIG).exists(), "purge leaves {CONFIG}");
+    assert!(
+        !Path::new(CONFIG).with_file_name("subscribers.key").exists(),
+        "purge leaves the subscriber key"
+    );
     if let Err(panic) = installed {
         std::panic::resume_unwind(panic);
     }

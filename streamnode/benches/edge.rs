@@ -8,7 +8,9 @@
 //! our edge and for nginx (`proxy_cache` with `proxy_cache_lock on`): origin fetches per
 //! segment, the viewers' time to first byte and to last byte (p50, p99), the proxy's CPU per
 //! request and its memory. Steady state: segments and playlists served per second from the
-//! cache over 16 kept-alive connections, and per CPU-second.
+//! cache over 16 kept-alive connections, and per CPU-second. Then a working set larger than
+//! memory (96 segments, 120 MB): our edge holding it in memory, a second edge with 16 MiB of
+//! memory and a disk tier, and nginx's cache (files), each asked for the segments in turn.
 //!
 //! Run: `cargo bench -p streamnode --bench edge` (needs nginx).
 
@@ -33,6 +35,9 @@ const GAP: Duration = Duration::from_millis(20);
 /// `proxy_cache_lock_timeout` (5 s), as a congested or distant origin is.
 const SLOW_GAP: Duration = Duration::from_millis(700);
 const ROUNDS: usize = 5;
+/// The disk-tier edge's memory, against a working set of `WORKING_SET` segments (120 MB).
+const SMALL_MEMORY_MIB: u32 = 16;
+const WORKING_SET: usize = 96;
 const SLOW_ROUNDS: usize = 2;
 
 /// The origin both proxies fetch from, counting requests per path.
@@ -240,17 +245,26 @@ fn burst(
 /// requests per CPU-second of the proxy.
 fn steady(proxy: SocketAddr, pid: u32, path: &str) -> (f64, f64) {
     let _ = testkit::http::Connection::new(proxy, false).get(path);
+    steady_over(proxy, pid, &[path.to_owned()])
+}
+
+/// [`steady`] over `paths` (already cached): each connection walks them from its own place.
+fn steady_over(proxy: SocketAddr, pid: u32, paths: &[String]) -> (f64, f64) {
+    let paths = Arc::new(paths.to_vec());
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let cpu = family_cpu_seconds(pid);
     let start = Instant::now();
     let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let (stop, served, path) = (stop.clone(), served.clone(), path.to_owned());
+        .map(|connection| {
+            let (stop, served, paths) = (stop.clone(), served.clone(), paths.clone());
             std::thread::spawn(move || {
                 let mut c = testkit::http::Connection::new(proxy, true);
+                let mut k = connection * 7;
                 while !stop.load(Ordering::Relaxed) {
-                    match c.get(&path) {
+                    k += 1;
+                    let path = &paths[k % paths.len()];
+                    match c.get(path) {
                         Ok((200, _)) => {
                             served.fetch_add(1, Ordering::Relaxed);
                         }
@@ -331,6 +345,34 @@ fn main() {
         ),
         nginx_addr,
     );
+    // A second edge with little memory and a disk tier, for a working set larger than memory.
+    let small = SocketAddr::from((net.host(5), 8080));
+    let text = MINIMAL.replacen(
+        "[[services]]",
+        &format!(
+            "[[sites.nodes]]\nname = \"ams-e2\"\nipv4 = \"{}\"\nlisten = \"{small}\"\ncapacity_mbps = 10000\nservices = [\"live\"]\nrole = \"edge\"\nmax_connections = 20000\nclient_limits = {{ enabled = false }}\nedge = {{ origins = [\"{}\"], cache_mib = {SMALL_MEMORY_MIB}, disk = {{ path = \"{}\", mib = 1024 }} }}\n\n[[services]]",
+            small.ip(),
+            origin.addr,
+            dir.path().join("disk").display(),
+        ),
+        1,
+    );
+    std::fs::write(dir.path().join("deploy-disk.toml"), text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(dir.path().join("deploy-disk.toml"))
+        .args(["--node", "ams-e2"])
+        .env("RUST_LOG", "warn");
+    let with_disk = Daemon::spawn("edge-disk", cmd, &dir.path().join("edge-disk.log")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || testkit::http::get(
+            small, "/status"
+        )
+        .map(|_| ()))
+        .is_some(),
+        "{}",
+        with_disk.log_text()
+    );
     let proxies = [
         ("edge", edge, ours.pid()),
         ("nginx", nginx_addr, nginx.daemon.pid()),
@@ -408,5 +450,54 @@ fn main() {
                 per_cpu / nginx_per_cpu
             );
         }
+    }
+    println!(
+        "working set larger than memory: {WORKING_SET} segments ({:.0} MB) cached, then asked in turn over 16 kept-alive connections, 5 s",
+        (WORKING_SET * SEGMENT) as f64 / 1e6
+    );
+    println!(
+        "{:<10} {:>14} {:>12} {:>14} {:>16} {:>12}",
+        "proxy", "requests/s", "per CPU-s", "vs nginx", "origin fetches", "disk reads"
+    );
+    let paths: Vec<String> = (0..WORKING_SET)
+        .map(|i| format!("/test/set{i}.ts"))
+        .collect();
+    let tiers = [
+        ("edge mem", edge, ours.pid()),
+        ("edge disk", small, with_disk.pid()),
+        ("nginx", nginx_addr, nginx.daemon.pid()),
+    ];
+    let mut figures = Vec::new();
+    for (name, addr, pid) in tiers {
+        // Each segment once through the proxy, eight at a time: all cached (in memory, on
+        // disk, or in nginx's cache files).
+        std::thread::scope(|s| {
+            for chunk in paths.chunks(WORKING_SET / 8) {
+                s.spawn(move || {
+                    for path in chunk {
+                        let _ = testkit::http::Connection::new(addr, false).get(path);
+                    }
+                });
+            }
+        });
+        let before: usize = paths.iter().map(|p| origin.fetches(p)).sum();
+        let (rate, per_cpu) = steady_over(addr, pid, &paths);
+        let fetched = paths.iter().map(|p| origin.fetches(p)).sum::<usize>() - before;
+        let reads = testkit::http::get(addr, "/status")
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|v| v["edge"]["disk"]["reads"].as_u64());
+        figures.push((name, rate, per_cpu, fetched, reads));
+    }
+    let nginx_per_cpu = figures[2].2;
+    for (name, rate, per_cpu, fetched, reads) in figures {
+        println!(
+            "{:<10} {:>14.0} {:>12.0} {:>13.2}x {:>16} {:>12}",
+            name,
+            rate,
+            per_cpu,
+            per_cpu / nginx_per_cpu,
+            fetched,
+            reads.map_or("-".to_owned(), |r| r.to_string())
+        );
     }
 }

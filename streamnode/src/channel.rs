@@ -325,6 +325,17 @@ impl Channel {
         if media.codecs.is_some() || self.media.codecs.is_none() {
             self.media = media;
         }
+        if self.next_sequence == 0 {
+            // Numbered from the wall clock, as epoch-locked encoders number theirs: the first
+            // segment starting at T is number T / target duration, then one more per segment.
+            // Origins packaging one channel so name one moment alike (give or take one), and an
+            // edge or a player moved to another origin, or to a restarted one, keeps its place
+            // instead of seeing the sequence fall back to 0.
+            self.next_sequence = self
+                .current_started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |t| (t.as_secs_f64() / self.target).round() as u64);
+        }
         self.segments.push_back(Segment {
             sequence: self.next_sequence,
             duration,

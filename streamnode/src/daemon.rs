@@ -270,11 +270,10 @@ pub async fn start(deployment: &Deployment, name: &str, take_over: bool) -> Resu
         };
         info!(origins = ?origins, "an edge: serving the origins' channels through the cache");
         let carried = names.iter().map(|n| n.to_string());
-        state.edge = Some(Arc::new(crate::edge::Edge::new(
-            carried,
-            origins,
-            Some(&settings),
-        )));
+        state.edge = Some(Arc::new(
+            crate::edge::Edge::new(carried, origins, Some(&settings))
+                .with_context(|| format!("node {name:?}: the edge"))?,
+        ));
     }
     state.faults = faults;
     state.changes = changes;

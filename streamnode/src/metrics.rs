@@ -105,6 +105,18 @@ pub fn render(node: &NodeState) -> String {
             "Bytes of whole objects in an edge's cache",
         )
         .set(status.cache_bytes as i64);
+        if let Some(disk) = &status.disk {
+            counter(
+                "streamnode_edge_disk_reads_total",
+                "Memory misses an edge served from its disk tier instead of the origin",
+                disk.reads,
+            );
+            gauge(
+                "streamnode_edge_disk_bytes",
+                "Bytes of segments in an edge's disk tier",
+            )
+            .set(disk.bytes as i64);
+        }
     }
     let checks = IntCounterVec::new(
         Opts::new(

@@ -309,7 +309,9 @@ fn ffmpeg_plays_through_an_edge_as_the_window_moves_and_the_cache_keeps_its_boun
         deployment(origin, edge, &[origin], ", cache_mib = 1"),
     )
     .unwrap();
-    let _origin = spawn(&dir, "ams-1");
+    let origin_daemon = spawn(&dir, "ams-1");
+    // Live at the origin first: a fetch before it has a segment (a 503) would count as failed.
+    wait_live(origin, &origin_daemon);
     let edge_daemon = spawn(&dir, "ams-e1");
     wait_live(edge, &edge_daemon);
     let (ok, errors) = play(edge, 30);
@@ -417,4 +419,224 @@ fn ffmpeg_through_an_edge_keeps_playing_when_its_origin_dies() {
     );
     let status = edge_status(edge);
     assert!(status["origin_failures"].as_u64().unwrap() >= 1, "{status}");
+}
+
+/// An origin serving any `/CHANNEL/segN.ts` at once, `SEGMENT` bytes of its own, counting
+/// the requests for each path.
+struct CountingOrigin {
+    addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+const SEGMENT: usize = 256 * 1024 - 256 * 1024 % 188;
+
+impl CountingOrigin {
+    fn start(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                let path = path.split('?').next().unwrap_or(path).to_owned();
+                *counted.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                let _ = stream.write_all(&Self::answer(&path));
+            }
+        });
+        Self { addr, requests }
+    }
+
+    /// A segment's bytes: MPEG-TS packets filled with its path, so that no two are alike.
+    fn body(path: &str) -> Vec<u8> {
+        let fill: Vec<u8> = path.bytes().cycle().take(187).collect();
+        (0..SEGMENT / 188)
+            .flat_map(|_| std::iter::once(0x47).chain(fill.iter().copied()))
+            .collect()
+    }
+
+    /// `/CHANNEL/segN.ts` answered, anything else 404.
+    fn answer(path: &str) -> Vec<u8> {
+        let segment = path
+            .rsplit_once("/seg")
+            .and_then(|(_, n)| n.strip_suffix(".ts"))
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !segment {
+            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        }
+        let body = Self::body(path);
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(&body);
+        answer
+    }
+
+    fn fetched(&self, n: u8) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .get(&format!("/test/seg{n}.ts"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn segments_memory_lets_go_are_served_from_the_disk_tier_within_its_bound() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-disk");
+    let origin = CountingOrigin::start(SocketAddr::from((net.host(3), 8080)));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    let tier = dir.path().join("disk");
+    std::fs::create_dir_all(&tier).unwrap();
+    // A file of an earlier run is removed at start; the operator's are left.
+    std::fs::write(tier.join("edge-1-1.seg"), b"from before").unwrap();
+    std::fs::write(tier.join("README"), b"the edge's disk tier").unwrap();
+    let extra = format!(
+        ", cache_mib = 1, disk = {{ path = \"{}\", mib = 2 }}",
+        tier.display()
+    );
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        deployment(
+            SocketAddr::from((net.host(1), 8080)),
+            edge,
+            &[origin.addr],
+            &extra,
+        ),
+    )
+    .unwrap();
+    let daemon = spawn(&dir, "ams-e1");
+    let up = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(edge, "/status").map(|_| ())
+    });
+    assert!(up.is_some(), "{}", daemon.log_text());
+    assert!(!tier.join("edge-1-1.seg").exists());
+    assert!(tier.join("README").exists());
+
+    let get = |n: u8| {
+        let (status, _, _, body) = timed_get(edge, &format!("/test/seg{n}.ts"));
+        assert_eq!(status, 200, "seg{n}");
+        assert!(
+            body == CountingOrigin::body(&format!("/test/seg{n}.ts")),
+            "seg{n}: other bytes"
+        );
+    };
+    // What the tiers hold once the writes are done: memory 4 segments, the disk 8.
+    let settled = |objects: u64| {
+        wait_for(Duration::from_secs(5), || {
+            let disk = edge_status(edge)["disk"].clone();
+            (disk["objects"] == objects).then_some(disk)
+        })
+        .unwrap_or_else(|| panic!("{}\n{}", edge_status(edge), daemon.log_text()))
+    };
+    let tier_bytes = || -> u64 {
+        std::fs::read_dir(&tier)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "README")
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    for n in 0..12 {
+        get(n);
+    }
+    let disk = settled(8);
+    assert_eq!(disk["bytes"], 8 * SEGMENT as u64, "{disk}");
+    assert!(tier_bytes() <= 2 * 1024 * 1024, "{}", tier_bytes());
+    // seg0 left memory long ago: from the disk, not the origin.
+    get(0);
+    assert_eq!(origin.fetched(0), 1);
+    assert_eq!(edge_status(edge)["disk"]["reads"], 1);
+
+    // Twenty more: the disk keeps the eight memory let go last, and never more than its bound.
+    for n in 12..32 {
+        get(n);
+        assert!(
+            edge_status(edge)["disk"]["bytes"].as_u64().unwrap() <= 2 * 1024 * 1024,
+            "{}",
+            edge_status(edge)
+        );
+    }
+    settled(8);
+    assert!(tier_bytes() <= 2 * 1024 * 1024, "{}", tier_bytes());
+    let (fetched_27, fetched_1) = (origin.fetched(27), origin.fetched(1));
+    get(27);
+    assert_eq!(origin.fetched(27), fetched_27, "seg27 is on disk");
+    get(1);
+    assert_eq!(origin.fetched(1), fetched_1 + 1, "seg1 left the disk too");
+    let status = edge_status(edge);
+    assert_eq!(status["disk"]["reads"], 2, "{status}");
+    assert_eq!(status["origin_failures"], 0, "{status}");
+    let metrics = testkit::http::get(SocketAddr::new(edge.ip(), 8081), "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("streamnode_edge_disk_reads_total 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_cache_keeps_its_bound_across_many_channels() {
+    let net = Loopback::fresh();
+    let dir = TempDir::new("streamnode-edge-channels");
+    let origin = CountingOrigin::start(SocketAddr::from((net.host(3), 8080)));
+    let edge = SocketAddr::from((net.host(2), 8080));
+    // Twelve channels through one edge with 2 MiB of memory: 30 MiB of segments go through.
+    let channels: Vec<String> = (0..12).map(|c| format!("ch{c}")).collect();
+    let quoted: Vec<String> = channels.iter().map(|c| format!("\"{c}\"")).collect();
+    let defined: String = channels
+        .iter()
+        .map(|c| format!("\n[[channels]]\nname = \"{c}\"\nsource = \"builtin\"\n"))
+        .collect();
+    let text = deployment(
+        SocketAddr::from((net.host(1), 8080)),
+        edge,
+        &[origin.addr],
+        ", cache_mib = 2",
+    )
+    .replace(
+        "channels = [\"test\"]",
+        &format!("channels = [{}]", quoted.join(", ")),
+    )
+    .replace(
+        "[[channels]]\nname = \"test\"\nsource = \"builtin\"\n",
+        &defined,
+    );
+    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+    let daemon = spawn(&dir, "ams-e1");
+    let up = wait_for(Duration::from_secs(10), || {
+        testkit::http::get(edge, "/status").map(|_| ())
+    });
+    assert!(up.is_some(), "{}", daemon.log_text());
+    let mut most = 0;
+    for n in 0..10 {
+        for channel in &channels {
+            let path = format!("/{channel}/seg{n}.ts");
+            let (status, _, _, body) = timed_get(edge, &path);
+            assert_eq!(status, 200, "{path}\n{}", daemon.log_text());
+            assert!(body == CountingOrigin::body(&path), "{path}: other bytes");
+            let bytes = edge_status(edge)["cache_bytes"].as_u64().unwrap();
+            most = most.max(bytes);
+            assert!(bytes <= 2 * 1024 * 1024, "{path}: {}", edge_status(edge));
+        }
+    }
+    // The bound is used, not just kept.
+    assert!(most > 3 * SEGMENT as u64, "{most}");
+    let requests = origin.requests.lock().unwrap().len();
+    assert_eq!(requests, 120, "each segment fetched once");
+    let status = edge_status(edge);
+    assert_eq!(status["origin_failures"], 0, "{status}");
 }

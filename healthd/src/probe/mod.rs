@@ -147,7 +147,7 @@ impl Prober {
                     .as_ref()
                     .and_then(|t| t.port)
                     .unwrap_or(node.listen.port());
-                let addr = SocketAddr::new(node.listen.ip(), port);
+                let addr = SocketAddr::new(node.reach().ip(), port);
                 tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -164,7 +164,7 @@ impl Prober {
                 let status = tokio::process::Command::new(program)
                     .args(args)
                     .env("NODE_NAME", &node.name)
-                    .env("NODE_ADDR", node.listen.ip().to_string())
+                    .env("NODE_ADDR", node.reach().ip().to_string())
                     .kill_on_drop(true)
                     .status()
                     .await
@@ -179,7 +179,7 @@ impl Prober {
                 let Some(dns) = &self.profile.dns else {
                     return Err("dns check without a name".into());
                 };
-                let addr = SocketAddr::new(node.listen.ip(), dns.port.unwrap_or(53));
+                let addr = SocketAddr::new(node.reach().ip(), dns.port.unwrap_or(53));
                 query(addr, &dns.name, &dns.qtype).await
             }
         }

@@ -150,6 +150,11 @@ impl Run<'_> {
 
     /// The cities whose answers came from the site just before the fault.
     pub fn served_cities(&self) -> Vec<String> {
+        self.cities_served_by(&[self.site.to_string()])
+    }
+
+    /// The cities whose answers came from one of `sites` just before the fault.
+    pub fn cities_served_by(&self, sites: &[String]) -> Vec<String> {
         self.world
             .viewers
             .iter()
@@ -159,7 +164,7 @@ impl Run<'_> {
                     .iter()
                     .rfind(|e| e.lane == lane && e.at < self.fault_at)
                     .and_then(|e| e.what.answer_sites())
-                    .is_some_and(|sites| sites.iter().any(|s| s == self.site))
+                    .is_some_and(|answered| answered.iter().any(|s| sites.contains(s)))
             })
             .map(|p| p.city.clone())
             .collect()

@@ -183,6 +183,91 @@ impl<'a> World<'a> {
             .ok_or_else(|| anyhow!("no node `{name}` in the deployment"))
     }
 
+    /// The playlist path a viewer asks for: with a subscriber token for the whole channel,
+    /// valid for `valid_for`, when the channel is protected (minted as the middleware would).
+    pub fn playlist(&self, channel: &str, valid_for: Duration) -> Result<String> {
+        let path = format!("/{channel}/index.m3u8");
+        let Some(profile) = self
+            .deployment
+            .channels
+            .iter()
+            .find(|c| c.name == channel)
+            .and_then(|c| c.token.as_deref())
+        else {
+            return Ok(path);
+        };
+        let config = self
+            .deployment
+            .token_profile(profile)
+            .ok_or_else(|| anyhow!("channel {channel}: no token profile {profile:?}"))?;
+        let signer =
+            tokens::Profile::new(config).with_context(|| format!("token profile {profile:?}"))?;
+        let acl = format!("/{channel}/*");
+        let minted = signer
+            .mint(&tokens::Mint {
+                acl: Some(&acl),
+                end: Some(tokens::now() + valid_for.as_secs().max(1)),
+                ..Default::default()
+            })
+            .with_context(|| format!("minting a token of profile {profile:?}"))?;
+        Ok(format!("{path}?{}", minted.query))
+    }
+
+    /// The anycast origin edges fetch from: a service with anycast addresses carrying
+    /// channels, and its prefix.
+    pub fn origin(&self) -> Option<(&config::service::Service, IpNet)> {
+        self.deployment
+            .services
+            .iter()
+            .filter(|s| !s.anycast_addresses.is_empty() && !s.channels.is_empty())
+            .find_map(|s| Some((s, *s.prefixes.first()?)))
+    }
+
+    /// The sites whose stream nodes for the viewers' service are all edges.
+    pub fn edge_sites(&self) -> Vec<String> {
+        self.deployment
+            .sites
+            .iter()
+            .filter(|site| {
+                let mut carrying = site
+                    .nodes
+                    .iter()
+                    .filter(|n| n.services.contains(&self.service.name))
+                    .peekable();
+                carrying.peek().is_some()
+                    && carrying.all(|n| n.role == config::site::NodeRole::Edge)
+            })
+            .map(|site| site.name.clone())
+            .collect()
+    }
+
+    /// The channel's target duration, as its playlists state it.
+    pub fn target_duration(&self, channel: &str) -> Duration {
+        self.deployment
+            .channels
+            .iter()
+            .find(|c| c.name == channel)
+            .map_or(Duration::from_secs(2), |c| c.segment_duration.get())
+    }
+
+    /// A viewer of the service in `namespace`, recording on `lane`, starting at `playlist`.
+    pub fn viewer(&self, lane: String, namespace: String, playlist: String) -> Result<Viewer> {
+        let hostname = self
+            .service
+            .hostnames
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("service {} has no hostname", self.service.name))?;
+        Ok(Viewer {
+            lane,
+            namespace,
+            resolver: self.resolver,
+            hostname,
+            port: self.playlist_port()?,
+            playlist,
+        })
+    }
+
     fn playlist_port(&self) -> Result<u16> {
         self.deployment
             .nodes()
@@ -206,23 +291,14 @@ pub fn run(lab: &Lab<'_>, scenario: Scenario, options: &Options) -> Result<Outco
 
     let mut monitors = monitor::start(&world, &timeline, &stop)?;
     let mut viewers = Vec::new();
-    let hostname = world
-        .service
-        .hostnames
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("service {} has no hostname", world.service.name))?;
     let channel = &world.service.channels[0];
-    let port = world.playlist_port()?;
     for place in &world.viewers {
-        let viewer = Viewer {
-            lane: crate::timeline::lane::viewer(&place.city),
-            namespace: lab.namespace(&place.node)?,
-            resolver: world.resolver,
-            hostname: hostname.clone(),
-            port,
-            playlist: format!("/{channel}/index.m3u8"),
-        };
+        let viewer = world.viewer(
+            crate::timeline::lane::viewer(&place.city),
+            lab.namespace(&place.node)?,
+            // A subscription for longer than any run.
+            world.playlist(channel, Duration::from_secs(24 * 3600))?,
+        )?;
         viewers.push((
             place.city.clone(),
             viewer.spawn(timeline.clone(), stop.clone()),

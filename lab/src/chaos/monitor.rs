@@ -22,7 +22,7 @@ const DNS_INTERVAL: Duration = Duration::from_millis(50);
 const RESOLVER_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where a router sends the service prefix.
-fn route_state(namespace: &str, prefix: &str) -> String {
+pub(crate) fn route_state(namespace: &str, prefix: &str) -> String {
     Command::new("ip")
         .args(["-n", namespace, "route", "show", "exact", prefix])
         .output()
@@ -31,7 +31,7 @@ fn route_state(namespace: &str, prefix: &str) -> String {
 }
 
 /// The next hops of a route line (`via A dev X ...`, or several `nexthop via A ...`).
-fn next_hops(route: &str) -> Vec<String> {
+pub(crate) fn next_hops(route: &str) -> Vec<String> {
     let words: Vec<&str> = route.split_whitespace().collect();
     let mut hops: Vec<String> = words
         .windows(2)

@@ -104,18 +104,25 @@ impl Cache {
     }
 
     /// The fetch for `path` into `fill` ended: a whole 200 becomes the cached object (fresh
-    /// for `ttl`), anything else is forgotten (the previous object, if any, stays).
-    pub fn finished(&self, path: &str, fill: &Arc<Fill>, ttl: Option<Duration>) {
+    /// for `ttl`), anything else is forgotten (the previous object, if any, stays). Returns
+    /// the segments (objects without a TTL) evicted to make room, for a disk tier to keep.
+    pub fn finished(
+        &self,
+        path: &str,
+        fill: &Arc<Fill>,
+        ttl: Option<Duration>,
+    ) -> Vec<(String, Arc<Object>)> {
+        let mut evicted = Vec::new();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = inner.entries.get_mut(path) else {
-            return;
+            return evicted;
         };
         if !entry
             .pending
             .as_ref()
             .is_some_and(|(p, _)| Arc::ptr_eq(p, fill))
         {
-            return;
+            return evicted;
         }
         let pending = entry.pending.take();
         let mut freed = 0;
@@ -145,11 +152,17 @@ impl Cache {
         // Least recently used out until the whole objects fit (objects being fetched are not
         // counted: their readers hold them).
         while inner.bytes > self.capacity {
-            let Some((_, old)) = inner.entries.pop_lru() else {
+            let Some((key, old)) = inner.entries.pop_lru() else {
                 break;
             };
-            inner.bytes -= old.current.map_or(0, |o| o.body.len());
+            if let Some(object) = old.current {
+                inner.bytes -= object.body.len();
+                if object.ttl.is_none() {
+                    evicted.push((key, object));
+                }
+            }
         }
+        evicted
     }
 
     /// (objects, bytes) held.
@@ -249,7 +262,15 @@ mod tests {
                 panic!()
             };
             complete(&fill, 200, &[0u8; 10]);
-            cache.finished(&path, &fill, None);
+            let evicted = cache.finished(&path, &fill, None);
+            // What leaves is handed back whole, for the disk tier: the one before this, from
+            // the third on (seg0 is kept in use).
+            let names: Vec<&str> = evicted.iter().map(|(p, _)| p.as_str()).collect();
+            match i {
+                0 | 1 => assert!(names.is_empty(), "{names:?}"),
+                _ => assert_eq!(names, [format!("/news/seg{}.ts", i - 1)], "{i}"),
+            }
+            assert!(evicted.iter().all(|(_, o)| o.body.len() == 10));
             // The first segment stays in use.
             assert!(matches!(cache.lookup("/news/seg0.ts", now), Lookup::Hit(_)));
             let (_, bytes) = cache.size();

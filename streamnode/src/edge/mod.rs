@@ -4,15 +4,19 @@
 //! are fresh for at most half their target duration; segments until evicted. When the origins
 //! fail, a segment is served from the cache if there, a playlist only if no older than
 //! `playlist_stale`. Tokens are checked here as at an origin and are never part of a cache
-//! key; toward a protected origin the edge presents a token of its own.
+//! key; toward a protected origin the edge presents a token of its own. With a disk tier
+//! ([`disk`]), segments memory lets go are kept on disk and a memory miss reads them back
+//! before asking the origin (still counted a miss: it is not from memory).
 
 pub mod cache;
+pub mod disk;
 pub mod fill;
 pub mod origin;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,7 +26,8 @@ use serde::Serialize;
 
 use crate::access::Checked;
 use cache::{Cache, Lookup, Object};
-use fill::Fill;
+use disk::Disk;
+use fill::{Fill, Head};
 use origin::{Origins, Outcome};
 
 /// An edge node's cache, origins and counts.
@@ -30,6 +35,11 @@ pub struct Edge {
     /// The channels the node's services carry: anything else is not fetched.
     channels: std::collections::HashSet<String>,
     cache: Cache,
+    /// The second tier, for segments memory let go.
+    disk: Option<Arc<Disk>>,
+    /// Segments memory let go whose disk write is under way: served from here meanwhile, so
+    /// that a segment never goes back to the origin while it is being kept.
+    to_disk: Arc<Mutex<HashMap<String, Arc<Object>>>>,
     origins: Origins,
     playlist_ttl: Duration,
     playlist_stale: Duration,
@@ -76,6 +86,18 @@ pub struct EdgeStatus {
     pub origin_failures: u64,
     pub cache_objects: usize,
     pub cache_bytes: usize,
+    /// The disk tier, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStatus>,
+}
+
+/// What the status document says of the disk tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskStatus {
+    /// Memory misses served from the disk instead of the origin.
+    pub reads: u64,
+    pub objects: usize,
+    pub bytes: usize,
 }
 
 /// Longest a playlist is fresh for: half its target duration, so a player asking every
@@ -95,22 +117,35 @@ fn playlist_ttl(text: &[u8], configured: Duration) -> Duration {
 
 impl Edge {
     /// An edge of `channels` fetching from `origins` with `settings` (their defaults when
-    /// none).
+    /// none); an error when its disk tier's directory cannot be used.
     pub fn new(
         channels: impl IntoIterator<Item = String>,
         origins: Vec<SocketAddr>,
         settings: Option<&EdgeSettings>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let defaults = EdgeSettings::default();
         let s = settings.unwrap_or(&defaults);
-        Self {
+        let disk = match &s.disk {
+            Some(tier) => Some(Arc::new(
+                Disk::open(&tier.path, cache::mib(tier.mib)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("the disk tier in {}: {e}", tier.path.display()),
+                    )
+                })?,
+            )),
+            None => None,
+        };
+        Ok(Self {
             channels: channels.into_iter().collect(),
             cache: Cache::new(cache::mib(s.cache_mib)),
+            disk,
+            to_disk: Arc::default(),
             origins: Origins::new(origins, s.origin_timeout.get()),
             playlist_ttl: s.playlist_ttl.get(),
             playlist_stale: s.playlist_stale.get(),
             counts: Counts::default(),
-        }
+        })
     }
 
     fn count(&self, served: Served) {
@@ -210,6 +245,11 @@ impl Edge {
         let edge = self.clone();
         let (key, filling) = (path.to_owned(), fill.clone());
         tokio::spawn(async move {
+            let playlist = key.ends_with(".m3u8");
+            if !playlist && edge.fill_from_disk(&key, &filling).await {
+                edge.keep(edge.cache.finished(&key, &filling, None));
+                return;
+            }
             let counts = &edge.counts;
             edge.origins
                 .fetch(&target, &filling, |_, outcome| {
@@ -220,10 +260,69 @@ impl Edge {
                     counter.fetch_add(1, Ordering::Relaxed);
                 })
                 .await;
-            let ttl = key
-                .ends_with(".m3u8")
-                .then(|| playlist_ttl(&filling.bytes(), edge.playlist_ttl));
-            edge.cache.finished(&key, &filling, ttl);
+            let ttl = playlist.then(|| playlist_ttl(&filling.bytes(), edge.playlist_ttl));
+            edge.keep(edge.cache.finished(&key, &filling, ttl));
+        });
+    }
+
+    /// Fills `fill` with the disk tier's copy of `path`, if it has one.
+    async fn fill_from_disk(&self, path: &str, fill: &Fill) -> bool {
+        let Some(disk) = self.disk.clone() else {
+            return false;
+        };
+        let writing = self
+            .to_disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        let (content_type, body) = match writing {
+            Some(object) => {
+                disk.note_read();
+                (object.head.content_type.clone(), object.body.clone())
+            }
+            None => {
+                let key = path.to_owned();
+                let Ok(Some(kept)) = tokio::task::spawn_blocking(move || disk.get(&key)).await
+                else {
+                    return false;
+                };
+                kept
+            }
+        };
+        fill.head(Head {
+            status: 200,
+            content_type,
+            length: Some(body.len() as u64),
+        });
+        fill.push(body);
+        fill.done();
+        true
+    }
+
+    /// Hands the segments memory let go to the disk tier, if there is one.
+    fn keep(&self, evicted: Vec<(String, Arc<Object>)>) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        if evicted.is_empty() {
+            return;
+        }
+        {
+            let mut writing = self.to_disk.lock().unwrap_or_else(|e| e.into_inner());
+            for (path, object) in &evicted {
+                writing.insert(path.clone(), object.clone());
+            }
+        }
+        let writing = self.to_disk.clone();
+        tokio::task::spawn_blocking(move || {
+            for (path, object) in evicted {
+                disk.put(&path, object.head.content_type.clone(), &object.body);
+                let mut writing = writing.lock().unwrap_or_else(|e| e.into_inner());
+                if writing.get(&path).is_some_and(|w| Arc::ptr_eq(w, &object)) {
+                    writing.remove(&path);
+                }
+            }
         });
     }
 
@@ -290,6 +389,14 @@ impl Edge {
             origin_failures: self.counts.origin_failed.load(Ordering::Relaxed),
             cache_objects,
             cache_bytes,
+            disk: self.disk.as_ref().map(|disk| {
+                let (objects, bytes) = disk.size();
+                DiskStatus {
+                    reads: disk.reads(),
+                    objects,
+                    bytes,
+                }
+            }),
         }
     }
 

@@ -3,6 +3,7 @@
 //! against ([`super::checks`]).
 
 mod dns;
+mod edge;
 mod network;
 mod processes;
 mod streams;
@@ -75,6 +76,13 @@ pub enum Scenario {
     /// Send fuzzed datagrams and over-long names at every geodns instance while viewers play:
     /// every city's answers stay right and every instance keeps serving.
     DnsGarbage,
+    /// Kill every origin node of the site (the nodes carrying the anycast origin service)
+    /// while viewers play through another site's edges: routing must move the anycast origin,
+    /// and the edges with it, before any viewer stalls.
+    OriginDown,
+    /// A viewer near the edge site plays with a token expiring 5 s into the fault, whatever
+    /// `--site` says: it plays until then, and its next playlist request is refused with 403.
+    TokenExpiry,
     /// Upgrade the site in place: drain it, replace every daemon of it (`replace`: the new
     /// process takes the old one's sockets and state), check it is whole, undrain: the
     /// procedure of a rolling upgrade, for one site.
@@ -99,6 +107,8 @@ impl Scenario {
             Scenario::RouterStall => "router-stall",
             Scenario::DnsGarbage => "dns-garbage",
             Scenario::SiteUpgrade => "site-upgrade",
+            Scenario::OriginDown => "origin-down",
+            Scenario::TokenExpiry => "token-expiry",
         }
     }
 
@@ -121,6 +131,8 @@ impl Scenario {
             Scenario::RouterStall => Box::new(network::RouterStall::new(world, site)?),
             Scenario::DnsGarbage => Box::new(dns::DnsGarbage::new(world)?),
             Scenario::SiteUpgrade => Box::new(upgrade::SiteUpgrade::new(world, site)?),
+            Scenario::OriginDown => Box::new(edge::OriginDown::new(world, site)?),
+            Scenario::TokenExpiry => Box::new(edge::TokenExpiry::new(world)?),
         })
     }
 }
