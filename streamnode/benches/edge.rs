@@ -284,6 +284,43 @@ fn steady_over(proxy: SocketAddr, pid: u32, paths: &[String]) -> (f64, f64) {
     (n / seconds, n / (family_cpu_seconds(pid) - cpu).max(1e-9))
 }
 
+/// Our edge `name` on `addr`, fetching from `origin`, with `settings` in its `edge` table;
+/// started and answering.
+fn spawn_edge(
+    dir: &TempDir,
+    name: &str,
+    addr: SocketAddr,
+    origin: SocketAddr,
+    settings: &str,
+) -> Daemon {
+    let text = MINIMAL.replacen(
+        "[[services]]",
+        &format!(
+            "[[sites.nodes]]\nname = \"{name}\"\nipv4 = \"{}\"\nlisten = \"{addr}\"\ncapacity_mbps = 10000\nservices = [\"live\"]\nrole = \"edge\"\nmax_connections = 20000\nclient_limits = {{ enabled = false }}\nedge = {{ origins = [\"{origin}\"], {settings} }}\n\n[[services]]",
+            addr.ip(),
+        ),
+        1,
+    );
+    let config = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--node", name])
+        .env("RUST_LOG", "warn");
+    let daemon = Daemon::spawn(name, cmd, &dir.path().join(format!("{name}.log"))).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || testkit::http::get(
+            addr, "/status"
+        )
+        .map(|_| ()))
+        .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    daemon
+}
+
 fn ms(d: Option<Duration>) -> f64 {
     d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
@@ -306,32 +343,7 @@ fn main() {
     let origin = Origin::start(SocketAddr::from((net.host(3), 8080)));
     let edge = SocketAddr::from((net.host(2), 8080));
     let nginx_addr = SocketAddr::from((net.host(4), 8080));
-    let text = MINIMAL
-        .replacen(
-            "[[services]]",
-            &format!(
-                "[[sites.nodes]]\nname = \"ams-e1\"\nipv4 = \"{}\"\nlisten = \"{edge}\"\ncapacity_mbps = 10000\nservices = [\"live\"]\nrole = \"edge\"\nmax_connections = 20000\nclient_limits = {{ enabled = false }}\nedge = {{ origins = [\"{}\"], cache_mib = 1024 }}\n\n[[services]]",
-                edge.ip(),
-                origin.addr
-            ),
-            1,
-        );
-    std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy.toml"))
-        .args(["--node", "ams-e1"])
-        .env("RUST_LOG", "warn");
-    let ours = Daemon::spawn("edge", cmd, &dir.path().join("edge.log")).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || testkit::http::get(
-            edge, "/status"
-        )
-        .map(|_| ()))
-        .is_some(),
-        "{}",
-        ours.log_text()
-    );
+    let ours = spawn_edge(&dir, "ams-e1", edge, origin.addr, "cache_mib = 1024");
     let nginx = Nginx::start_servers(
         &format!(
             "  proxy_cache_path {{dir}}/cache levels=1:2 keys_zone=edge:10m max_size=1g inactive=10m use_temp_path=off;\n\
@@ -347,32 +359,11 @@ fn main() {
     );
     // A second edge with little memory and a disk tier, for a working set larger than memory.
     let small = SocketAddr::from((net.host(5), 8080));
-    let text = MINIMAL.replacen(
-        "[[services]]",
-        &format!(
-            "[[sites.nodes]]\nname = \"ams-e2\"\nipv4 = \"{}\"\nlisten = \"{small}\"\ncapacity_mbps = 10000\nservices = [\"live\"]\nrole = \"edge\"\nmax_connections = 20000\nclient_limits = {{ enabled = false }}\nedge = {{ origins = [\"{}\"], cache_mib = {SMALL_MEMORY_MIB}, disk = {{ path = \"{}\", mib = 1024 }} }}\n\n[[services]]",
-            small.ip(),
-            origin.addr,
-            dir.path().join("disk").display(),
-        ),
-        1,
+    let tier = format!(
+        "cache_mib = {SMALL_MEMORY_MIB}, disk = {{ path = \"{}\", mib = 1024 }}",
+        dir.path().join("disk").display()
     );
-    std::fs::write(dir.path().join("deploy-disk.toml"), text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamnode"));
-    cmd.arg("--config")
-        .arg(dir.path().join("deploy-disk.toml"))
-        .args(["--node", "ams-e2"])
-        .env("RUST_LOG", "warn");
-    let with_disk = Daemon::spawn("edge-disk", cmd, &dir.path().join("edge-disk.log")).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || testkit::http::get(
-            small, "/status"
-        )
-        .map(|_| ()))
-        .is_some(),
-        "{}",
-        with_disk.log_text()
-    );
+    let with_disk = spawn_edge(&dir, "ams-e2", small, origin.addr, &tier);
     let proxies = [
         ("edge", edge, ours.pid()),
         ("nginx", nginx_addr, nginx.daemon.pid()),

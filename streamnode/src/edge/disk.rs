@@ -3,8 +3,11 @@
 //! miss instead of asking the origin. Playlists never go there: they are stale within a second.
 //!
 //! The index lives in memory, so files of an earlier run are removed at start rather than
-//! trusted. Every call does file I/O: callers run them on blocking threads.
+//! trusted. A segment handed over is staged at once ([`Disk::stage`]) and served from memory
+//! until its file is written ([`Disk::put`]), so it never goes back to the origin meanwhile.
+//! `put` and `get` do file I/O: callers run them on blocking threads.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,8 @@ pub struct Disk {
     dir: PathBuf,
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Segments staged whose file is not written yet.
+    writing: Mutex<HashMap<String, (Option<HeaderValue>, Bytes)>>,
     next_file: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -80,6 +85,7 @@ impl Disk {
                 entries: LruCache::unbounded(),
                 bytes: 0,
             }),
+            writing: Mutex::default(),
             next_file: AtomicU64::new(1),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -90,9 +96,28 @@ impl Disk {
         self.dir.join(format!("edge-{}-{n}.seg", self.pid))
     }
 
+    /// Takes `body` for `path` to keep: served by [`Disk::get`] from now on, from memory until
+    /// [`Disk::put`] has written it. Does no I/O.
+    pub fn stage(&self, path: &str, content_type: Option<HeaderValue>, body: Bytes) {
+        let mut writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        writing.insert(path.to_owned(), (content_type, body));
+    }
+
+    /// Writes what was staged for `path`, if it is still that `body`.
+    pub fn put_staged(&self, path: &str, content_type: Option<HeaderValue>, body: &Bytes) {
+        self.put(path, content_type, body);
+        let mut writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if writing
+            .get(path)
+            .is_some_and(|(_, staged)| staged.as_ptr() == body.as_ptr())
+        {
+            writing.remove(path);
+        }
+    }
+
     /// Keeps `body` for `path`, least recently used segments out until the tier fits. A
     /// segment larger than the whole tier is not kept; a write that fails keeps nothing.
-    pub fn put(&self, path: &str, content_type: Option<HeaderValue>, body: &[u8]) {
+    fn put(&self, path: &str, content_type: Option<HeaderValue>, body: &[u8]) {
         if body.len() > self.capacity {
             return;
         }
@@ -144,6 +169,16 @@ impl Disk {
     /// The segment kept for `path`, if any (and now the most recently used). A file that
     /// cannot be read whole is forgotten.
     pub fn get(&self, path: &str) -> Option<(Option<HeaderValue>, Bytes)> {
+        let staged = self
+            .writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        if let Some(staged) = staged {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            return Some(staged);
+        }
         let (file, len, content_type) = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let stored = inner.entries.get(path)?;
@@ -175,11 +210,6 @@ impl Disk {
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (inner.entries.len(), inner.bytes)
-    }
-
-    /// A segment served by the tier while its write was still under way (the caller had it).
-    pub fn note_read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Segments served from the tier.
@@ -237,6 +267,22 @@ mod tests {
         assert_eq!(&disk.get("/news/seg3.ts").unwrap().1[..], &[4u8; 500][..]);
         assert_eq!(files(&dir).len(), 3);
         assert_eq!(disk.reads(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_staged_segment_is_served_before_its_file_is_written_and_after() {
+        let dir = dir("staged");
+        let disk = Disk::open(&dir, 10_000).unwrap();
+        let body = Bytes::from(vec![7u8; 1_000]);
+        disk.stage("/news/seg7.ts", None, body.clone());
+        assert!(files(&dir).is_empty(), "staging writes nothing");
+        assert_eq!(disk.get("/news/seg7.ts").unwrap().1, body);
+        disk.put_staged("/news/seg7.ts", None, &body);
+        assert_eq!(files(&dir).len(), 1);
+        assert!(disk.writing.lock().unwrap().is_empty());
+        assert_eq!(disk.get("/news/seg7.ts").unwrap().1, body);
+        assert_eq!(disk.reads(), 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -13,10 +13,9 @@ pub mod disk;
 pub mod fill;
 pub mod origin;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -37,9 +36,6 @@ pub struct Edge {
     cache: Cache,
     /// The second tier, for segments memory let go.
     disk: Option<Arc<Disk>>,
-    /// Segments memory let go whose disk write is under way: served from here meanwhile, so
-    /// that a segment never goes back to the origin while it is being kept.
-    to_disk: Arc<Mutex<HashMap<String, Arc<Object>>>>,
     origins: Origins,
     playlist_ttl: Duration,
     playlist_stale: Duration,
@@ -140,7 +136,6 @@ impl Edge {
             channels: channels.into_iter().collect(),
             cache: Cache::new(cache::mib(s.cache_mib)),
             disk,
-            to_disk: Arc::default(),
             origins: Origins::new(origins, s.origin_timeout.get()),
             playlist_ttl: s.playlist_ttl.get(),
             playlist_stale: s.playlist_stale.get(),
@@ -270,25 +265,11 @@ impl Edge {
         let Some(disk) = self.disk.clone() else {
             return false;
         };
-        let writing = self
-            .to_disk
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-            .cloned();
-        let (content_type, body) = match writing {
-            Some(object) => {
-                disk.note_read();
-                (object.head.content_type.clone(), object.body.clone())
-            }
-            None => {
-                let key = path.to_owned();
-                let Ok(Some(kept)) = tokio::task::spawn_blocking(move || disk.get(&key)).await
-                else {
-                    return false;
-                };
-                kept
-            }
+        let key = path.to_owned();
+        let Ok(Some((content_type, body))) =
+            tokio::task::spawn_blocking(move || disk.get(&key)).await
+        else {
+            return false;
         };
         fill.head(Head {
             status: 200,
@@ -308,20 +289,12 @@ impl Edge {
         if evicted.is_empty() {
             return;
         }
-        {
-            let mut writing = self.to_disk.lock().unwrap_or_else(|e| e.into_inner());
-            for (path, object) in &evicted {
-                writing.insert(path.clone(), object.clone());
-            }
+        for (path, object) in &evicted {
+            disk.stage(path, object.head.content_type.clone(), object.body.clone());
         }
-        let writing = self.to_disk.clone();
         tokio::task::spawn_blocking(move || {
             for (path, object) in evicted {
-                disk.put(&path, object.head.content_type.clone(), &object.body);
-                let mut writing = writing.lock().unwrap_or_else(|e| e.into_inner());
-                if writing.get(&path).is_some_and(|w| Arc::ptr_eq(w, &object)) {
-                    writing.remove(&path);
-                }
+                disk.put_staged(&path, object.head.content_type.clone(), &object.body);
             }
         });
     }
